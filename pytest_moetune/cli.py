@@ -1,0 +1,148 @@
+"""The ``moetune`` command line.
+
+``moetune models`` lists the ANCHORS.md model shapes; ``moetune routing`` shows what a dummy routing
+looks like from each rank of a topology (the numbers the tuner will tune on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pytest_moetune import __version__
+from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
+from pytest_moetune.distributions import ENV_VAR, parse_distribution
+from pytest_moetune.models import MODELS, ModelShape, get_model
+from pytest_moetune.topology import TopologySpec
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME`` or the explicit ``--experts/--top-k`` (and ``--hidden/--intermediate``)."""
+    group = parser.add_argument_group("model shape")
+    group.add_argument(
+        "--model", type=argparse_type(get_model), help=f"one of: {', '.join(MODELS)}"
+    )
+    group.add_argument("--experts", type=argparse_type(positive_int), help="routed experts E")
+    group.add_argument("--top-k", type=argparse_type(positive_int), help="experts per token")
+    group.add_argument(
+        "--hidden", type=argparse_type(positive_int), default=1, help="hidden size H"
+    )
+    group.add_argument(
+        "--intermediate", type=argparse_type(positive_int), default=1, help="expert intermediate I"
+    )
+
+
+def model_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ModelShape:
+    if args.model is not None:
+        if args.experts is not None or args.top_k is not None:
+            parser.error("give either --model or --experts/--top-k, not both")
+        return args.model
+    if args.experts is None or args.top_k is None:
+        parser.error("give --model NAME, or both --experts and --top-k")
+    try:
+        return ModelShape("custom", args.experts, args.top_k, args.hidden, args.intermediate)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def _cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    print(f"{'name':<18} {'E':>5} {'top_k':>5} {'H':>6} {'I':>6}")
+    for m in MODELS.values():
+        print(f"{m.name:<18} {m.num_experts:>5} {m.top_k:>5} {m.hidden:>6} {m.intermediate:>6}")
+    return 0
+
+
+def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pytest_moetune.routing import dummy_topk, routing_stats
+
+    model = model_from_args(parser, args)
+    try:
+        topology = args.topology.bind(model.num_experts, model.top_k)
+    except ValueError as err:
+        parser.error(f"--topology {args.topology.name} with {model.name}: {err}")
+    if args.rank is not None and args.rank >= topology.ep_size:
+        parser.error(f"--rank {args.rank} is outside [0, ep_size={topology.ep_size})")
+    ranks = [topology.with_rank(args.rank)] if args.rank is not None else list(topology.ranks())
+    rows = []
+    for rank in ranks:
+        ids, _ = dummy_topk(args.tokens, rank, args.distribution, seed=args.seed)
+        stats = routing_stats(ids, rank)
+        rows.append(
+            {
+                "rank": rank.ep_rank,
+                "local_expert_offset": rank.local_expert_offset,
+                "expected_rows_per_local_expert": rank.expected_rows_per_local_expert(args.tokens),
+                **stats.to_dict(),
+            }
+        )
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    dist = args.distribution.name if args.distribution else f"${ENV_VAR} or balanced"
+    print(
+        f"{model.name} {topology.name}: E={topology.num_experts} top_k={topology.top_k} "
+        f"L={topology.local_num_experts} T={args.tokens} distribution={dist} seed={args.seed}"
+    )
+    print(
+        f"{'rank':>4} {'offset':>6} {'expected':>9} {'min':>6} {'mean':>8} {'max':>6} "
+        f"{'max/mean':>8} {'local%':>7} {'touched':>7}"
+    )
+    for row in rows:
+        loads = row["rows_per_local_expert"]
+        print(
+            f"{row['rank']:>4} {row['local_expert_offset']:>6} "
+            f"{row['expected_rows_per_local_expert']:>9.2f} {min(loads):>6} "
+            f"{row['mean_load']:>8.2f} {row['max_load']:>6} {row['imbalance']:>8.2f} "
+            f"{100 * row['local_slot_fraction']:>6.1f}% {row['local_experts_touched']:>7}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moetune", description="pytest-moetune: topology-aware MoE kernel tuning tools."
+    )
+    parser.add_argument("--version", action="version", version=f"pytest-moetune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list the built-in model shapes")
+    models.set_defaults(func=_cmd_models)
+
+    routing = sub.add_parser(
+        "routing", help="show per-rank statistics of a dummy routing (what the tuner tunes on)"
+    )
+    add_model_arguments(routing)
+    routing.add_argument(
+        "--topology", type=argparse_type(TopologySpec.parse), required=True, help="ep<N> or dep<N>"
+    )
+    routing.add_argument(
+        "--tokens", type=argparse_type(non_negative_int), required=True, help="rows per rank T"
+    )
+    routing.add_argument(
+        "--distribution",
+        type=argparse_type(parse_distribution),
+        default=None,
+        help=f"balanced, random, zipf:<alpha>, replay:<file> (default ${ENV_VAR}, else balanced)",
+    )
+    routing.add_argument("--seed", type=int, default=0)
+    routing.add_argument("--rank", type=argparse_type(non_negative_int), help="only this rank")
+    routing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    routing.set_defaults(func=_cmd_routing)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, parser)
+    except ValueError as err:  # e.g. a replay file whose contents are invalid
+        print(f"moetune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
