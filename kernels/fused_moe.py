@@ -1,0 +1,373 @@
+"""Fused MoE layer in Triton: EP-local alignment, gate/up GEMM + activation, down GEMM + routing
+weight, deterministic top-k combine.
+
+``out[t] = sum_j w[t, j] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t]))`` over the slots ``j``
+whose global expert ``e = topk_ids[t, j]`` lies in ``[offset, offset + L)``; other slots add nothing
+and get no rows, blocks or tiles.
+
+Launch sequence (all device work, no host sync, CUDA-graph capturable):
+
+1. :func:`kernels.align.moe_align`: sorted slot list padded per expert to ``block_m``.
+2. ``_gate_up_kernel``: per row block of one expert, gathers the block's token rows of ``x``
+   straight from ``x`` (no permuted copy), computes the gate and up tiles together and writes
+   ``h = silu(gate) * up`` (x's dtype) at the block's padded rows.
+3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
+   stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer.
+4. ``_combine_kernel``: ``out[t] = sum_{j=0..k-1}`` of the local slots' rows in fixed order, fp32
+   accumulation; no atomics, so the same inputs give the same bits on every run.
+
+The fp8 block-scale variant lives in :mod:`kernels.quant`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.align import Alignment, moe_align
+from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic
+
+ACTIVATIONS = ("silu",)
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+
+
+@triton.jit
+def _grouped_pid(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Map a flat program id to (row block, column tile), ``GROUP_M`` row blocks per column sweep."""
+    width = GROUP_M * num_pid_n
+    group = pid // width
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _gate_up_kernel(
+    x_ptr, w1_ptr, h_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,
+    N, K, num_slots, top_k, max_blocks,
+    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_hm, stride_hn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """h[r, :] = silu(x[tok(r)] @ W1[e, :N]^T) * (x[tok(r)] @ W1[e, N:]^T) per padded row r.
+
+    x_ptr: (T, K) fp16/bf16/fp32, rows gathered through sorted_ids; w1_ptr: (L, 2N, K) same dtype,
+    rows [0, N) gate and [N, 2N) up; h_ptr: (max_padded, N) out, x's dtype;
+    sorted_ids_ptr: (max_padded,) int32 flat slot ids (sentinel num_slots on padding rows);
+    expert_ids_ptr: (max_blocks,) int32 local expert per row block; num_padded_ptr: (1,) int32.
+    N = intermediate size I, K = hidden size H.
+    """
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
+    if pid_m * BLOCK_M >= tl.load(num_padded_ptr):
+        return
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ids_ptr + offs_m)
+    # padding rows read token 0 (finite data); their h rows are never consumed
+    token = tl.where(slot < num_slots, slot // top_k, 0).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_bn = offs_n % N  # wrap: loads stay in bounds without masks, stores are masked
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = x_ptr + token[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    g_ptrs = w1_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    u_ptrs = g_ptrs + N * stride_wn
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kk in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            bg = tl.load(g_ptrs)
+            bu = tl.load(u_ptrs)
+        else:
+            k_left = K - kk * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            bg = tl.load(g_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            bu = tl.load(u_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc_g = tl.dot(a, bg, acc_g, input_precision=DOT_PRECISION)
+        acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K * stride_xk
+        g_ptrs += BLOCK_K * stride_wk
+        u_ptrs += BLOCK_K * stride_wk
+    h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+    h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :] * stride_hn
+    tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
+
+
+@triton.jit
+def _down_kernel(
+    h_ptr, w2_ptr, y_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,
+    N, K, num_slots, max_blocks,
+    stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_ym, stride_yn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """y[slot(r), :] = w[slot(r)] * (h[r] @ W2[e]^T) for the real (non-padding) rows r.
+
+    h_ptr: (max_padded, K) fp16/bf16/fp32; w2_ptr: (L, N, K) same dtype; y_ptr: (T*k, N) out, x's
+    dtype, one row per flat slot; sorted_ids_ptr: (max_padded,) int32; expert_ids_ptr:
+    (max_blocks,) int32; num_padded_ptr: (1,) int32; topk_weights_ptr: (T*k,) fp32.
+    N = hidden size H, K = intermediate size I.
+    """
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
+    if pid_m * BLOCK_M >= tl.load(num_padded_ptr):
+        return
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ids_ptr + offs_m)
+    valid = slot < num_slots
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_bn = offs_n % N
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :] * stride_hk
+    b_ptrs = w2_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kk in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - kk * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K * stride_hk
+        b_ptrs += BLOCK_K * stride_wk
+    w = tl.load(topk_weights_ptr + slot, mask=valid, other=0.0)
+    acc = acc * w[:, None]
+    y_ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid[:, None] & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _combine_kernel(
+    y_ptr, topk_ids_ptr, out_ptr,
+    num_tokens, N, expert_offset, num_local,
+    stride_ym, stride_om,
+    TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out[t] = sum over j = 0..TOP_K-1 (in order) of y[t*TOP_K + j] for local slots, fp32 sum.
+
+    y_ptr: (T*k, N) x's dtype, rows of non-local slots never read; topk_ids_ptr: (T, k) int32;
+    out_ptr: (T, N) x's dtype. N = hidden size H.
+    """
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    t_ok = offs_t < num_tokens
+    n_ok = offs_n < N
+    acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        slot = offs_t * TOP_K + j
+        e = tl.load(topk_ids_ptr + slot, mask=t_ok, other=-1) - expert_offset
+        local = t_ok & (e >= 0) & (e < num_local)
+        ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
+        acc += tl.load(ptrs, mask=local[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+    o_ptrs = out_ptr + offs_t[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & n_ok[None, :])
+
+
+def _err(msg: str) -> ValueError:
+    return ValueError(f"fused_moe: {msg}")
+
+
+def validate_inputs(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+    local_expert_offset: int,
+    activation: str,
+    *,
+    weight_dtypes: tuple[torch.dtype, ...] | None = None,
+    check_ids: bool = False,
+    num_experts: int | None = None,
+) -> tuple[int, int, int, int, int]:
+    """Check shapes, dtypes, devices, strides and (with ``check_ids``) the id range.
+
+    Returns ``(T, H, I, L, k)``. Raises ``ValueError`` naming the first mismatch. Only
+    ``check_ids`` reads device memory back (a host sync), so it is off on the hot path.
+    """
+    for name, t in (("x", x), ("w1", w1), ("w2", w2), ("topk_ids", topk_ids),
+                    ("topk_weights", topk_weights)):
+        if not isinstance(t, torch.Tensor):
+            raise _err(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dim() != 2:
+        raise _err(f"x must be 2-D (T, H), got shape {tuple(x.shape)}")
+    if w1.dim() != 3 or w2.dim() != 3:
+        raise _err(f"w1 and w2 must be 3-D, got {tuple(w1.shape)} and {tuple(w2.shape)}")
+    t_, h = x.shape
+    num_local, two_i, h1 = w1.shape
+    if h1 != h:
+        raise _err(f"w1 is (L, 2I, H) = {tuple(w1.shape)} but x has H={h}")
+    if two_i % 2:
+        raise _err(f"w1 dim 1 must be 2*I (gate rows then up rows), got odd {two_i}")
+    i = two_i // 2
+    if tuple(w2.shape) != (num_local, h, i):
+        raise _err(f"w2 must be (L, H, I) = {(num_local, h, i)}, got {tuple(w2.shape)}")
+    if topk_ids.dim() != 2 or topk_ids.shape[0] != t_:
+        raise _err(f"topk_ids must be (T={t_}, k), got {tuple(topk_ids.shape)}")
+    k = topk_ids.shape[1]
+    if tuple(topk_weights.shape) != (t_, k):
+        raise _err(f"topk_weights must be (T, k) = {(t_, k)}, got {tuple(topk_weights.shape)}")
+    if k < 1:
+        raise _err("top_k must be >= 1")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise _err(f"x dtype {x.dtype} not supported; use one of {_FLOAT_DTYPES}")
+    allowed_w = weight_dtypes or (x.dtype,)
+    if w1.dtype not in allowed_w or w2.dtype not in allowed_w:
+        raise _err(f"w1/w2 dtypes {w1.dtype}/{w2.dtype} must be {allowed_w} (x is {x.dtype})")
+    if topk_ids.dtype != torch.int32:
+        raise _err(f"topk_ids dtype must be torch.int32, got {topk_ids.dtype}")
+    if topk_weights.dtype != torch.float32:
+        raise _err(f"topk_weights dtype must be torch.float32, got {topk_weights.dtype}")
+    devs = {t.device for t in (x, w1, w2, topk_ids, topk_weights)}
+    if len(devs) != 1:
+        raise _err(f"all tensors must be on one device, got {sorted(map(str, devs))}")
+    for name, t in (("x", x), ("w1", w1), ("w2", w2)):
+        if t.numel() and t.stride(-1) != 1:
+            raise _err(f"{name} must have unit stride in its last dim, got strides {t.stride()}")
+    for name, t in (("topk_ids", topk_ids), ("topk_weights", topk_weights)):
+        if not t.is_contiguous():
+            raise _err(f"{name} must be contiguous, got strides {t.stride()}")
+    if isinstance(local_expert_offset, bool) or not isinstance(local_expert_offset, int) or (
+        local_expert_offset < 0
+    ):
+        raise _err(f"local_expert_offset must be an int >= 0, got {local_expert_offset!r}")
+    if activation not in ACTIVATIONS:
+        raise _err(f"activation {activation!r} not supported; use one of {ACTIVATIONS}")
+    if check_ids and topk_ids.numel():
+        lo = int(topk_ids.min())
+        hi = int(topk_ids.max())
+        upper = num_experts if num_experts is not None else None
+        if lo < 0 or (upper is not None and hi >= upper):
+            bound = f"[0, {upper})" if upper is not None else ">= 0"
+            raise _err(f"topk_ids must lie in {bound}, got range [{lo}, {hi}]")
+    return t_, h, i, num_local, k
+
+
+def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alignment,
+                    tile: GemmTile, top_k: int, dot_precision: str) -> None:
+    n, kdim = w1.shape[1] // 2, w1.shape[2]
+    grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
+    _gate_up_kernel[grid](
+        x, w1, h, al.sorted_ids, al.expert_ids, al.num_padded,
+        n, kdim, al.num_slots, top_k, al.max_blocks,
+        x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2),
+        h.stride(0), h.stride(1),
+        BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )
+
+
+def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weights: torch.Tensor,
+                 al: Alignment, tile: GemmTile, dot_precision: str) -> None:
+    n, kdim = w2.shape[1], w2.shape[2]
+    grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
+    _down_kernel[grid](
+        h, w2, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
+        n, kdim, al.num_slots, al.max_blocks,
+        h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
+        y.stride(0), y.stride(1),
+        BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )
+
+
+def launch_combine(y: torch.Tensor, topk_ids: torch.Tensor, out: torch.Tensor,
+                   local_expert_offset: int, num_local: int) -> None:
+    """Deterministic top-k combine. y: (T*k, H); topk_ids: (T, k) int32; out: (T, H) written."""
+    t_, k = topk_ids.shape
+    n = out.shape[1]
+    block_n = min(1024, triton.next_power_of_2(n))
+    block_t = max(1, 2048 // block_n)
+    grid = (triton.cdiv(t_, block_t), triton.cdiv(n, block_n))
+    _combine_kernel[grid](
+        y, topk_ids, out, t_, n, local_expert_offset, num_local, y.stride(0), out.stride(0),
+        TOP_K=k, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=4,
+    )
+
+
+def problem_of(x: torch.Tensor, w1: torch.Tensor, topk_ids: torch.Tensor) -> MoEProblem:
+    """The :class:`MoEProblem` of a call (expected rows assume DEP: all slots local)."""
+    return MoEProblem(
+        num_tokens=x.shape[0], hidden_size=x.shape[1], intermediate_size=w1.shape[1] // 2,
+        num_local_experts=w1.shape[0], top_k=topk_ids.shape[1],
+        dtype=str(x.dtype).removeprefix("torch."),
+    )
+
+
+def fused_moe(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+    *,
+    local_expert_offset: int = 0,
+    activation: str = "silu",
+    tactic: Tactic | None = None,
+    validate: bool = False,
+    num_experts: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fused MoE layer of one rank (bf16/fp16/fp32 in, fp32 accumulation).
+
+    Args:
+        x: ``(T, H)`` fp16/bf16/fp32, unit stride in H.
+        w1: ``(L, 2I, H)`` x's dtype; rows ``[0, I)`` gate, ``[I, 2I)`` up; unit stride in H.
+        w2: ``(L, H, I)`` x's dtype; unit stride in I.
+        topk_ids: ``(T, k)`` int32 contiguous, *global* expert ids; slots outside
+            ``[local_expert_offset, local_expert_offset + L)`` (negative ids too) are dropped.
+        topk_weights: ``(T, k)`` float32 contiguous routing weights.
+        local_expert_offset: global id of local expert 0.
+        activation: ``"silu"`` (``silu(gate) * up``).
+        tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic`.
+        validate: also check the id range on the host (``0 <= id < num_experts``); this reads
+            ``topk_ids`` back, so it is a host sync and is off by default (out-of-shard ids are
+            dropped by the kernels anyway, so memory safety never depends on it).
+        num_experts: global expert count, used by ``validate``.
+        out: optional ``(T, H)`` contiguous tensor of x's dtype to write (every element is
+            written, zeros for tokens with no local slot); allocated when ``None``.
+
+    Returns ``out (T, H)`` in x's dtype. Same inputs give bitwise the same output. Raises
+    ``ValueError`` naming the mismatch for bad shapes, dtypes, devices, strides or ids.
+    """
+    t_, h, i, num_local, k = validate_inputs(
+        x, w1, w2, topk_ids, topk_weights, local_expert_offset, activation,
+        check_ids=validate, num_experts=num_experts,
+    )
+    if tactic is None:
+        tactic = default_tactic(problem_of(x, w1, topk_ids))
+    elif not isinstance(tactic, Tactic):
+        raise _err(f"tactic must be a kernels.Tactic, got {type(tactic).__name__}")
+    if out is None:
+        out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
+    elif (
+        not isinstance(out, torch.Tensor) or tuple(out.shape) != (t_, h) or out.dtype != x.dtype
+        or out.device != x.device or not out.is_contiguous()
+    ):
+        raise _err(
+            f"out must be a contiguous ({t_}, {h}) {x.dtype} tensor on {x.device}, got "
+            + (f"{tuple(out.shape)} {out.dtype} on {out.device} strides {out.stride()}"
+               if isinstance(out, torch.Tensor) else type(out).__name__)
+        )
+    if t_ == 0:
+        return out
+    dot_precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    al = moe_align(topk_ids, tactic.block_m, num_local, local_expert_offset)
+    hbuf = torch.empty((al.max_padded, i), dtype=x.dtype, device=x.device)
+    _launch_gate_up(x, w1, hbuf, al, tactic.gate_up, k, dot_precision)
+    y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
+    _launch_down(hbuf, w2, y, topk_weights, al, tactic.down, dot_precision)
+    launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    return out

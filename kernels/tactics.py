@@ -1,0 +1,261 @@
+"""Tactic space of the fused MoE layer: tile configs per GEMM, pruned for a problem size.
+
+A :class:`Tactic` fixes everything the launcher needs to pick kernels: ``block_m`` (the row-block
+size, shared by the alignment and both GEMMs: each expert's rows are padded to a multiple of it) and
+one :class:`GemmTile` per GEMM (``gate_up``: x @ W1^T with the activation in the epilogue, ``down``:
+h @ W2^T with the routing weight in the epilogue). Tactics are frozen dataclasses (hashable) and
+round-trip through JSON via :meth:`Tactic.to_dict` / :meth:`Tactic.from_dict`.
+
+Given ``block_m`` the two GEMMs are separate kernels and do not interact, so a tuner may search
+``gate_up`` and ``down`` independently (coordinate-wise) instead of timing the whole product.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8_e4m3fn": 1}
+_BLOCK_M_CHOICES = (16, 32, 64, 128)
+# Shared memory an H100 block may use (227 KiB), less a margin for the epilogue's scratch.
+_SMEM_LIMIT = 220 * 1024
+
+
+def _is_pow2(v: int) -> bool:
+    return v > 0 and (v & (v - 1)) == 0
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, v))))
+
+
+def _check_int(name: str, value: Any, *, lo: int, hi: int, pow2: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} must lie in [{lo}, {hi}]")
+    if pow2 and not _is_pow2(value):
+        raise ValueError(f"{name}={value} must be a power of two")
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    """Tile config of one grouped GEMM.
+
+    ``block_n``/``block_k``: output-column and reduction tile; ``group_m``: how many row blocks share
+    a column tile in the launch order (L2 reuse of weight tiles); ``num_warps``/``num_stages``:
+    Triton's warps per program and software-pipelining depth.
+    """
+
+    block_n: int
+    block_k: int
+    group_m: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self) -> None:
+        _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
+        _check_int("block_k", self.block_k, lo=16, hi=512, pow2=True)
+        _check_int("group_m", self.group_m, lo=1, hi=64, pow2=False)
+        _check_int("num_warps", self.num_warps, lo=1, hi=16, pow2=True)
+        _check_int("num_stages", self.num_stages, lo=1, hi=8, pow2=False)
+
+    @property
+    def name(self) -> str:
+        return (
+            f"n{self.block_n}k{self.block_k}g{self.group_m}w{self.num_warps}s{self.num_stages}"
+        )
+
+
+@dataclass(frozen=True)
+class Tactic:
+    """One point of the tactic space: ``block_m`` shared with the alignment, one tile per GEMM."""
+
+    block_m: int
+    gate_up: GemmTile
+    down: GemmTile
+
+    def __post_init__(self) -> None:
+        _check_int("block_m", self.block_m, lo=16, hi=256, pow2=True)
+        for name in ("gate_up", "down"):
+            if not isinstance(getattr(self, name), GemmTile):
+                raise ValueError(f"{name} must be a GemmTile, got {getattr(self, name)!r}")
+
+    @property
+    def name(self) -> str:
+        """Short stable id, e.g. ``m16-gu_n64k128g8w4s4-dn_n64k128g8w4s4``."""
+        return f"m{self.block_m}-gu_{self.gate_up.name}-dn_{self.down.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``Tactic.from_dict(t.to_dict()) == t``."""
+        return {"block_m": self.block_m, "gate_up": asdict(self.gate_up), "down": asdict(self.down)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tactic:
+        """Inverse of :meth:`to_dict`; ``ValueError`` on missing or unknown keys or bad values."""
+        if not isinstance(data, dict) or set(data) != {"block_m", "gate_up", "down"}:
+            raise ValueError(f"a tactic needs exactly keys block_m, gate_up, down; got {data!r}")
+        tiles = {}
+        for key in ("gate_up", "down"):
+            sub = data[key]
+            allowed = set(GemmTile.__dataclass_fields__)
+            if not isinstance(sub, dict) or not set(sub) <= allowed or not {
+                "block_n",
+                "block_k",
+            } <= set(sub):
+                raise ValueError(f"tactic.{key} must be a dict with keys from {sorted(allowed)}")
+            tiles[key] = GemmTile(**sub)
+        return cls(block_m=data["block_m"], **tiles)
+
+
+@dataclass(frozen=True)
+class MoEProblem:
+    """The static problem one rank runs, which is all the tactic space depends on.
+
+    ``num_local_slots`` is the expected number of (token, slot) pairs routed to this rank's experts:
+    ``T * min(top_k, L)`` under DEP (the default when ``None``), about ``T * top_k * L / E`` under
+    pure EP. ``dtype`` is a torch dtype name (``"bfloat16"``, ``"float16"``, ``"float32"``).
+    """
+
+    num_tokens: int
+    hidden_size: int
+    intermediate_size: int
+    num_local_experts: int
+    top_k: int
+    dtype: str = "bfloat16"
+    num_local_slots: int | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "intermediate_size", "num_local_experts", "top_k"):
+            _check_int(name, getattr(self, name), lo=1, hi=1 << 30, pow2=False)
+        _check_int("num_tokens", self.num_tokens, lo=0, hi=1 << 30, pow2=False)
+        if self.dtype not in _DTYPE_BYTES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {sorted(_DTYPE_BYTES)}")
+        if self.num_local_slots is not None:
+            _check_int(
+                "num_local_slots",
+                self.num_local_slots,
+                lo=0,
+                hi=self.num_tokens * self.top_k,
+                pow2=False,
+            )
+
+    @property
+    def local_slots(self) -> int:
+        """Expected (token, slot) pairs routed to local experts."""
+        if self.num_local_slots is not None:
+            return self.num_local_slots
+        return self.num_tokens * min(self.top_k, self.num_local_experts)
+
+    @property
+    def rows_per_expert(self) -> float:
+        """Expected rows per local expert (the ``m`` of each expert's GEMM)."""
+        return self.local_slots / self.num_local_experts
+
+    @property
+    def active_experts(self) -> int:
+        """Expected local experts with at least one row (balanced routing)."""
+        return min(self.num_local_experts, self.local_slots)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Curated per-GEMM tiles, by block_m: (block_n, block_k, num_warps, num_stages). Small block_m is the
+# weight-bandwidth-bound regime (long K tiles, deep pipelines, narrow N for many programs); large
+# block_m is the tensor-core-bound regime (wide tiles, 8 warps). gate_up computes two accumulators
+# (gate and up) per program, so its effective N width is 2 * block_n.
+_GATE_UP: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    16: ((32, 256, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (128, 128, 4, 3)),
+    32: ((32, 256, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (128, 128, 4, 3)),
+    64: ((64, 128, 4, 4), (64, 64, 4, 4), (128, 64, 8, 4), (128, 64, 4, 3)),
+    128: ((64, 64, 4, 4), (128, 64, 8, 4), (128, 64, 8, 3), (64, 128, 8, 3)),
+}
+_DOWN: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    16: ((32, 256, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (128, 128, 4, 3)),
+    32: ((64, 128, 4, 4), (64, 256, 4, 3), (128, 128, 4, 3), (128, 64, 4, 4)),
+    64: ((128, 64, 4, 4), (64, 128, 4, 4), (128, 128, 8, 3), (256, 64, 8, 3)),
+    128: ((128, 64, 8, 4), (256, 64, 8, 3), (128, 128, 8, 3), (256, 64, 8, 4)),
+}
+
+
+def _smem_bytes(block_m: int, tile: GemmTile, elem: int, b_tiles: int) -> int:
+    per_stage = (block_m + b_tiles * tile.block_n) * tile.block_k * elem
+    return per_stage * max(1, tile.num_stages - 1) + 4096
+
+
+def _clamp_tile(raw: tuple[int, int, int, int], n: int, k: int, group_m: int) -> GemmTile:
+    block_n, block_k, warps, stages = raw
+    block_n = max(16, min(block_n, _next_pow2(n)))
+    block_k = max(16, min(block_k, _next_pow2(k)))
+    return GemmTile(block_n, block_k, group_m, warps, stages)
+
+
+def _tiles_for(
+    problem: MoEProblem, block_m: int, table: dict[int, tuple[tuple[int, int, int, int], ...]],
+    n: int, k: int, b_tiles: int,
+) -> list[GemmTile]:
+    elem = _DTYPE_BYTES[problem.dtype]
+    out: list[GemmTile] = []
+    for raw in table[block_m]:
+        tile = _clamp_tile(raw, n, k, 8)
+        if _smem_bytes(block_m, tile, elem, b_tiles) > _SMEM_LIMIT:
+            continue
+        if tile not in out:
+            out.append(tile)
+    return out
+
+
+def block_m_choices(problem: MoEProblem) -> list[int]:
+    """Row-block sizes worth trying: up to three, the largest not above the expected rows/expert."""
+    cap = min(128, max(16, _next_pow2(math.ceil(problem.rows_per_expert))))
+    choices = [bm for bm in _BLOCK_M_CHOICES if bm <= cap]
+    return choices[-3:]
+
+
+def tactics(problem: MoEProblem) -> list[Tactic]:
+    """The pruned tactic space for ``problem``: every block_m choice x gate_up tiles x down tiles.
+
+    Pruning: ``block_m`` up to the expected rows per expert (next power of two, at most 128, at
+    most 3 choices); tile widths clamped to the GEMM sizes (duplicates removed); tiles whose
+    pipelined shared-memory footprint exceeds an H100 block's are dropped.
+    """
+    h, i = problem.hidden_size, problem.intermediate_size
+    out: list[Tactic] = []
+    for bm in block_m_choices(problem):
+        for gu in _tiles_for(problem, bm, _GATE_UP, i, h, b_tiles=2):
+            for dn in _tiles_for(problem, bm, _DOWN, h, i, b_tiles=1):
+                out.append(Tactic(bm, gu, dn))
+    return out
+
+
+def default_tactic(problem: MoEProblem) -> Tactic:
+    """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
+
+    ``block_m`` follows the expected rows per expert (16 for decode, up to 128 for prefill); in the
+    bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
+    per SM of an H100 (132 SMs), so enough weight loads are in flight.
+    """
+    m = problem.rows_per_expert
+    h, i = problem.hidden_size, problem.intermediate_size
+    if m <= 16:
+        bm = 16
+    elif m <= 48:
+        bm = 32
+    elif m <= 160:
+        bm = 64
+    else:
+        bm = 128
+    blocks = max(1, problem.active_experts) * max(1, math.ceil(m / bm))
+    if bm <= 32:
+        gu_raw, dn_raw = (64, 128, 4, 4), (64, 128, 4, 4)
+        if blocks * math.ceil(i / 64) < 264:
+            gu_raw = (32, 256, 4, 4)
+        if blocks * math.ceil(h / 64) < 264:
+            dn_raw = (32, 256, 4, 4)
+    elif bm == 64:
+        gu_raw, dn_raw = (64, 128, 4, 4), (128, 64, 4, 4)
+    else:
+        gu_raw, dn_raw = (128, 64, 8, 4), (128, 64, 8, 4)
+    return Tactic(bm, _clamp_tile(gu_raw, i, h, 8), _clamp_tile(dn_raw, h, i, 8))

@@ -1,0 +1,144 @@
+"""GPU correctness of the fused MoE layer: bf16 on the ANCHORS.md model shapes.
+
+Error bounds (bf16, against the fp32 reference on the same bf16 inputs): the kernel accumulates in
+fp32 (accumulation error ~ sqrt(K) * 2^-24, negligible) and rounds to bf16 three times: h, the
+weighted per-slot rows, and out. bf16 has unit roundoff u = 2^-8; round-to-nearest errors are about
+uniform, so each rounding adds a relative RMS error of at most u / sqrt(3) ~ 2.3e-3, and three
+independent ones give ~4e-3. We require ``||out - ref|| / ||ref|| <= 1e-2`` (2.5x margin) and,
+element-wise, ``|out - ref| <= 2^-6 * |ref| + 2^-6 * max|ref|`` (a per-element bound needs an absolute
+term: slots of opposite sign cancel, so an element's error scales with its slot terms, not with
+itself). The peer layer rounds its routing weights to bf16 as well, which fits the same bounds.
+
+Every run writes into an output poisoned with NaN; a NaN left (unwritten element) or produced fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: bf16 tl.dot is wrong under the Triton CPU interpreter",
+)
+
+# (model, E, top_k, H, I, ep_size, use_dp): ANCHORS.md shapes on the topologies the suites use.
+MODELS = {
+    "mixtral-8x7b-ep1": (8, 2, 4096, 14336, 1, True),
+    "qwen3-30b-a3b-ep1": (128, 8, 2048, 768, 1, True),
+    "qwen3-235b-a22b-dep2": (128, 8, 4096, 1536, 2, True),
+    "deepseek-r1-dep8": (256, 8, 7168, 2048, 8, True),
+    "gpt-oss-120b-ep2": (128, 4, 2880, 2880, 2, False),
+    "qwen3-next-80b-ep4": (512, 10, 2048, 512, 4, False),
+}
+TOKENS = (1, 64, 1024, 8192)
+REL_NORM_BOUND = 1e-2
+ELEM_TOL = 2.0**-6
+
+
+@functools.lru_cache(maxsize=1)
+def _weights(model: str) -> tuple[torch.Tensor, torch.Tensor]:
+    e, _, h, i, ep, _ = MODELS[model]
+    num_local = e // ep
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    w1 = torch.randn(num_local, 2 * i, h, device="cuda", generator=gen) / math.sqrt(h)
+    w2 = torch.randn(num_local, h, i, device="cuda", generator=gen) / math.sqrt(i)
+    return w1.to(torch.bfloat16), w2.to(torch.bfloat16)
+
+
+def _routing(model: str, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Random top-k: under DEP all slots in the last rank's shard, under pure EP over all E."""
+    e, k, _, _, ep, use_dp = MODELS[model]
+    num_local = e // ep
+    offset = (ep - 1) * num_local
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    pool = num_local if use_dp else e
+    scores = torch.rand(t, pool, device="cuda", generator=gen)
+    ids = scores.topk(k, dim=1).indices + (offset if use_dp else 0)
+    weights = torch.softmax(torch.randn(t, k, device="cuda", generator=gen), dim=1)
+    return ids.to(torch.int32).contiguous(), weights.float().contiguous(), offset
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
+    assert not torch.isnan(out).any(), "NaN in the output (unwritten or produced)"
+    outf = out.float()
+    rel = ((outf - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    assert rel <= REL_NORM_BOUND, f"relative norm error {rel:.3e} > {REL_NORM_BOUND}"
+    atol = ELEM_TOL * ref.abs().max().item()
+    torch.testing.assert_close(outf, ref, rtol=ELEM_TOL, atol=atol)
+
+
+@pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_bf16_matches_reference(model: str, t: int) -> None:
+    from kernels import fused_moe, fused_moe_reference
+
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=t)
+    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+    fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, out=out)
+    ref = fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset)
+    _check(out, ref)
+    again = torch.full_like(out, math.nan)
+    fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, out=again)
+    assert torch.equal(out, again), "two runs on the same inputs gave different bits"
+
+
+@pytest.mark.parametrize("t", (64, 1024), ids=["T64", "T1024"])
+@pytest.mark.parametrize("model", ["qwen3-235b-a22b-dep2", "gpt-oss-120b-ep2"])
+def test_peer_matches_reference(model: str, t: int) -> None:
+    """The benchmark's comparator must compute the same function."""
+    from kernels import fused_moe_reference, grouped_mm_moe
+
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=100 + t)
+    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    out = grouped_mm_moe(x, w1, w2, ids, weights, local_expert_offset=offset)
+    _check(out, fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+
+
+@pytest.mark.parametrize("t", (16, 64, 1024), ids=["T16-fused-align", "T64-fused-align", "T1024"])
+def test_cuda_graph_replay_follows_new_routing(t: int) -> None:
+    """Captured once, replayed on new routing: alignment is on the device, no host sync."""
+    from kernels import fused_moe, fused_moe_reference
+
+    model = "gpt-oss-120b-ep2"
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=1)
+    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset)  # compile outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset)
+    for seed in (2, 3):
+        new_ids, new_w, _ = _routing(model, t, seed=seed)
+        ids.copy_(new_ids)
+        weights.copy_(new_w)
+        x.copy_(torch.randn_like(x, dtype=torch.float32).to(torch.bfloat16))
+        out.fill_(math.nan)
+        graph.replay()
+        _check(out, fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+
+
+def test_every_tactic_of_a_small_space_on_gpu() -> None:
+    """Every tactic of one problem's space compiles for the GPU and matches the reference."""
+    from kernels import MoEProblem, fused_moe, fused_moe_reference, tactics
+
+    model = "qwen3-30b-a3b-ep1"
+    w1, w2 = _weights(model)
+    t = 48
+    ids, weights, offset = _routing(model, t, seed=5)
+    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    ref = fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset)
+    problem = MoEProblem(t, w1.shape[2], w2.shape[2], w1.shape[0], ids.shape[1])
+    space = tactics(problem)
+    assert space
+    for tac in space:
+        out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+        fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
+        _check(out, ref)
