@@ -21,14 +21,10 @@ from pytest_moetune.topology import TopologySpec
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model NAME`` or the explicit ``--experts/--top-k`` (and ``--hidden/--intermediate``)."""
     group = parser.add_argument_group("model shape")
-    group.add_argument(
-        "--model", type=argparse_type(get_model), help=f"one of: {', '.join(MODELS)}"
-    )
+    group.add_argument("--model", type=argparse_type(get_model), help=f"one of: {', '.join(MODELS)}")
     group.add_argument("--experts", type=argparse_type(positive_int), help="routed experts E")
     group.add_argument("--top-k", type=argparse_type(positive_int), help="experts per token")
-    group.add_argument(
-        "--hidden", type=argparse_type(positive_int), default=1, help="hidden size H"
-    )
+    group.add_argument("--hidden", type=argparse_type(positive_int), default=1, help="hidden size H")
     group.add_argument(
         "--intermediate", type=argparse_type(positive_int), default=1, help="expert intermediate I"
     )

@@ -45,9 +45,7 @@ class Distribution:
 
 def _unknown(spec: object, why: str = "") -> ValueError:
     detail = f" ({why})" if why else ""
-    return ValueError(
-        f"unknown dummy routing distribution {spec!r}{detail}; valid: {', '.join(VALID_FORMS)}"
-    )
+    return ValueError(f"unknown dummy routing distribution {spec!r}{detail}; valid: {', '.join(VALID_FORMS)}")
 
 
 def parse_distribution(spec: str | Distribution) -> Distribution:
@@ -69,13 +67,10 @@ def parse_distribution(spec: str | Distribution) -> Distribution:
             alpha = float(arg)
         except ValueError:
             raise ValueError(
-                f"bad zipf alpha {arg!r} in distribution {spec!r}: expected a number > 0, "
-                "e.g. 'zipf:1.2'"
+                f"bad zipf alpha {arg!r} in distribution {spec!r}: expected a number > 0, e.g. 'zipf:1.2'"
             ) from None
         if not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(
-                f"bad zipf alpha {arg!r} in distribution {spec!r}: must be finite and > 0"
-            )
+            raise ValueError(f"bad zipf alpha {arg!r} in distribution {spec!r}: must be finite and > 0")
         return Distribution("zipf", alpha=alpha)
     if kind == "replay" and sep:
         path = Path(arg).expanduser()

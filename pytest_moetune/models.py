@@ -22,9 +22,7 @@ class ModelShape:
         for field in ("num_experts", "top_k", "hidden", "intermediate"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"{field} of model {self.name!r} must be an int >= 1, got {value!r}"
-                )
+                raise ValueError(f"{field} of model {self.name!r} must be an int >= 1, got {value!r}")
         if self.top_k > self.num_experts:
             raise ValueError(
                 f"top_k={self.top_k} of model {self.name!r} exceeds num_experts={self.num_experts}"

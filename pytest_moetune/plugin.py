@@ -88,9 +88,7 @@ SELECTION_KEY = pytest.StashKey[Selection]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup(
-        "moetune", "MoE kernel autotuning under EP/DP topologies (pytest-moetune)"
-    )
+    group = parser.getgroup("moetune", "MoE kernel autotuning under EP/DP topologies (pytest-moetune)")
     group.addoption(
         "--moetune",
         action="store_true",
@@ -117,9 +115,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"moetune_distribution, else ${ENV_VAR}, else balanced.",
     )
     parser.addini("moetune_topology", "default for --moetune-topology", type="string", default="")
-    parser.addini(
-        "moetune_distribution", "default for --moetune-distribution", type="string", default=""
-    )
+    parser.addini("moetune_distribution", "default for --moetune-distribution", type="string", default="")
 
 
 def _from_option_or_ini(
@@ -184,9 +180,7 @@ def _selection_args(selection: Selection) -> str:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     selection = config.stash[SELECTION_KEY]
-    versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("pytest-moetune", "torch", "triton")
-    )
+    versions = ", ".join(f"{name} {_version(name)}" for name in ("pytest-moetune", "torch", "triton"))
     if selection.enabled:
         device = _device_line()
         state = "on"
@@ -202,9 +196,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.stash[SELECTION_KEY].enabled:
         return
-    skip = pytest.mark.skip(
-        reason="moetune tuning test: runs only with `pytest --moetune` (needs a GPU)"
-    )
+    skip = pytest.mark.skip(reason="moetune tuning test: runs only with `pytest --moetune` (needs a GPU)")
     for item in items:
         if item.get_closest_marker("moetune") is not None:
             item.add_marker(skip)
@@ -225,9 +217,7 @@ def _marker_values(
     try:
         return tuple(dict.fromkeys(parse(arg) for arg in marker.args))
     except ValueError as err:
-        pytest.fail(
-            f"{metafunc.definition.nodeid}: @pytest.mark.{marker_name}: {err}", pytrace=False
-        )
+        pytest.fail(f"{metafunc.definition.nodeid}: @pytest.mark.{marker_name}: {err}", pytrace=False)
 
 
 def _parametrize(

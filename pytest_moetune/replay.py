@@ -22,9 +22,7 @@ def _load_raw(path: Path) -> torch.Tensor:
         try:
             array = np.load(path, allow_pickle=False)
         except Exception as err:  # numpy raises several types for bad files
-            raise ValueError(
-                f"replay file {str(path)!r} is not a readable .npy array: {err}"
-            ) from None
+            raise ValueError(f"replay file {str(path)!r} is not a readable .npy array: {err}") from None
         if not isinstance(array, np.ndarray):
             raise ValueError(f"replay file {str(path)!r} does not hold a single array")
         if array.dtype.kind not in "iu":
@@ -37,8 +35,7 @@ def _load_raw(path: Path) -> torch.Tensor:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle, zip and weights-only errors differ by torch version
             raise ValueError(
-                f"replay file {str(path)!r} is not a tensor file loadable with weights_only=True: "
-                f"{err}"
+                f"replay file {str(path)!r} is not a tensor file loadable with weights_only=True: {err}"
             ) from None
         if isinstance(obj, dict) and "topk_ids" in obj:
             obj = obj["topk_ids"]
@@ -77,17 +74,14 @@ def load_trace(path: str | Path, topology: Topology) -> torch.Tensor:
     if low < 0 or high >= topology.num_experts:
         bad = low if low < 0 else high
         raise ValueError(
-            f"replay file {str(path)!r} has expert id {bad} outside [0, "
-            f"num_experts={topology.num_experts})"
+            f"replay file {str(path)!r} has expert id {bad} outside [0, num_experts={topology.num_experts})"
         )
     if topology.top_k > 1:
         ordered = ids.sort(dim=1).values
         dup_rows = (ordered[:, 1:] == ordered[:, :-1]).any(dim=1).nonzero()
         if dup_rows.numel():
             row = int(dup_rows[0])
-            raise ValueError(
-                f"replay file {str(path)!r} row {row} repeats an expert: {ids[row].tolist()}"
-            )
+            raise ValueError(f"replay file {str(path)!r} row {row} repeats an expert: {ids[row].tolist()}")
     return ids
 
 

@@ -78,9 +78,7 @@ def _relative_ids(
     return torch.cat([whole_shard, pick(top_k - local, local, num_experts)], dim=1)
 
 
-def _weights(
-    num_tokens: int, top_k: int, dist: Distribution, generator: torch.Generator
-) -> torch.Tensor:
+def _weights(num_tokens: int, top_k: int, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
     """``(T, top_k)`` float32 routing weights: positive, each row sums to 1.
 
     Uniform ``1 / top_k`` for ``balanced`` and ``replay``; a softmax of normal logits otherwise.
@@ -169,17 +167,13 @@ def routing_stats(topk_ids: torch.Tensor, topology: Topology) -> RoutingStats:
     weights are what a kernel must read).
     """
     if topk_ids.dim() != 2 or topk_ids.shape[1] != topology.top_k:
-        raise ValueError(
-            f"topk_ids has shape {tuple(topk_ids.shape)}, expected (T, top_k={topology.top_k})"
-        )
+        raise ValueError(f"topk_ids has shape {tuple(topk_ids.shape)}, expected (T, top_k={topology.top_k})")
     flat = topk_ids.reshape(-1).to(device="cpu", dtype=torch.int64)
     if flat.numel() and int(flat.min()) < 0:
         raise ValueError(f"topk_ids has negative expert id {int(flat.min())}")
     counts = torch.bincount(flat, minlength=topology.num_experts)
     if counts.numel() > topology.num_experts:
-        raise ValueError(
-            f"topk_ids has expert id {int(flat.max())} >= num_experts={topology.num_experts}"
-        )
+        raise ValueError(f"topk_ids has expert id {int(flat.max())} >= num_experts={topology.num_experts}")
     offset = topology.local_expert_offset
     local = counts[offset : offset + topology.local_num_experts]
     total = flat.numel()

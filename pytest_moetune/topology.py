@@ -93,13 +93,9 @@ class Topology:
         if self.ep_size < 1:
             raise ValueError(f"ep_size must be >= 1, got {self.ep_size}")
         if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(
-                f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
-            )
+            raise ValueError(f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
         if self.num_experts % self.ep_size:
-            raise ValueError(
-                f"num_experts={self.num_experts} is not divisible by ep_size={self.ep_size}"
-            )
+            raise ValueError(f"num_experts={self.num_experts} is not divisible by ep_size={self.ep_size}")
         if not 0 <= self.ep_rank < self.ep_size:
             raise ValueError(f"ep_rank must be in [0, ep_size={self.ep_size}), got {self.ep_rank}")
 
@@ -149,11 +145,7 @@ class Topology:
 
     def is_local(self, expert_id: int) -> bool:
         """Whether global ``expert_id`` lives in this rank's shard."""
-        return (
-            self.local_expert_offset
-            <= expert_id
-            < self.local_expert_offset + self.local_num_experts
-        )
+        return self.local_expert_offset <= expert_id < self.local_expert_offset + self.local_num_experts
 
     def with_rank(self, ep_rank: int) -> Topology:
         """The same layout seen from ``ep_rank``."""
