@@ -145,23 +145,71 @@ class Timed:
         return statistics.median(self.rounds)
 
 
-def measure_ceilings(rounds: int) -> dict[str, float]:
+def measure_ceilings(rounds: int) -> dict[str, object]:
+    """Copy bandwidth (read + write bytes) and dense bf16 matmul rate, by graph replay.
+
+    The copy is measured two ways, a ``copy_`` (a memcpy node in the graph) and an elementwise
+    kernel (``torch.neg`` into another buffer, 16-byte vector loads/stores); the faster one is the
+    ceiling (the harsher roofline).
+    """
     nbytes = 1 << 30
-    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device="cuda")
+    src = torch.randn(nbytes // 2, device="cuda", dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    copy = Timed([lambda: dst.copy_(src)], 20_000)
+    copies = {
+        "memcpy": Timed([lambda: dst.copy_(src)], 20_000),
+        "kernel": Timed([lambda: torch.neg(src, out=dst)], 20_000),
+    }
     size = 8192
     a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     mm = Timed([lambda: torch.mm(a, b)], 20_000)
     for _ in range(rounds):
-        copy.round()
+        for tm in copies.values():
+            tm.round()
         mm.round()
-    copy_bw = 2 * nbytes / (copy.median * 1e-6)
+    copy_bw = {k: 2 * nbytes / (tm.median * 1e-6) for k, tm in copies.items()}
     mm_rate = 2 * size**3 / (mm.median * 1e-6)
-    return {"copy_bytes_per_s": copy_bw, "matmul_flops_per_s": mm_rate,
-            "copy_bytes": 2 * nbytes, "copy_rounds_us": copy.rounds,
-            "matmul_size": size, "matmul_rounds_us": mm.rounds}
+    return {"copy_bytes_per_s": max(copy_bw.values()), "copy_bytes_per_s_by_method": copy_bw,
+            "copy_bytes": 2 * nbytes,
+            "copy_rounds_us": {k: tm.rounds for k, tm in copies.items()},
+            "matmul_flops_per_s": mm_rate, "matmul_size": size, "matmul_rounds_us": mm.rounds}
+
+
+def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
+              ) -> dict[str, float]:
+    """Median us of the layer's stage prefixes (align; +gate_up; +down; +combine), one graph each;
+    differences give each stage's share."""
+    from kernels.align import moe_align
+    from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
+
+    dev = torch.device("cuda")
+    h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
+    w1 = (torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)).to(torch.bfloat16)
+    w2 = (torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).to(torch.bfloat16)
+    x = torch.randn(num_tokens, h, device=dev).to(torch.bfloat16)
+    ids, wts = balanced_topk(num_tokens, case, 0, dev)
+
+    def upto(stage: int) -> None:
+        al = moe_align(ids, t.block_m, num_local, case.offset)
+        if stage < 1:
+            return
+        hb = torch.empty((al.max_padded, i), dtype=x.dtype, device=dev)
+        _launch_gate_up(x, w1, hb, al, t.gate_up, k, "tf32")
+        if stage < 2:
+            return
+        y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
+        _launch_down(hb, w2, y, wts, al, t.down, "tf32")
+        if stage < 3:
+            return
+        out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
+        launch_combine(y, ids, out, case.offset, num_local)
+
+    timers = {name: Timed([lambda s=s: upto(s)], target) for s, name in
+              enumerate(("align", "+gate_up", "+down", "+combine"))}
+    for _ in range(rounds):
+        for tm in timers.values():
+            tm.round()
+    return {name: tm.median for name, tm in timers.items()}
 
 
 def roofline_us(case: Case, num_tokens: int, ceilings: dict[str, float]) -> dict[str, float]:
@@ -265,6 +313,10 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     }
     del variants
     torch.cuda.empty_cache()
+    if args.breakdown:
+        point["breakdown_best_us"] = breakdown(case, num_tokens, best, args.rounds, target)
+        print("  breakdown (prefix medians, us):",
+              {k: round(v, 1) for k, v in point["breakdown_best_us"].items()}, flush=True)
     return point
 
 
@@ -291,6 +343,7 @@ def main() -> int:
     ap.add_argument("--sweep-rounds", type=int, default=3)
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
+    ap.add_argument("--breakdown", action="store_true", help="also time stage prefixes")
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -307,7 +360,8 @@ def main() -> int:
     }
     ceilings = measure_ceilings(args.rounds)
     print(f"# {env['device']}  torch {env['torch']}  triton {env['triton']}  {env['date']}")
-    print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write), "
+    by = ", ".join(f"{k} {v / 1e12:.2f}" for k, v in ceilings["copy_bytes_per_s_by_method"].items())
+    print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write; {by}), "
           f"bf16 matmul {ceilings['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
     points = []
     report = {"env": env, "ceilings": ceilings, "points": points}

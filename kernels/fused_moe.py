@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.align import Alignment, moe_align
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic
@@ -51,7 +52,7 @@ def _gate_up_kernel(
     N, K, num_slots, top_k, max_blocks,
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_hm, stride_hn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """h[r, :] = silu(x[tok(r)] @ W1[e, :N]^T) * (x[tok(r)] @ W1[e, N:]^T) per padded row r.
 
@@ -59,7 +60,9 @@ def _gate_up_kernel(
     rows [0, N) gate and [N, 2N) up; h_ptr: (max_padded, N) out, x's dtype;
     sorted_ids_ptr: (max_padded,) int32 flat slot ids (sentinel num_slots on padding rows);
     expert_ids_ptr: (max_blocks,) int32 local expert per row block; num_padded_ptr: (1,) int32.
-    N = intermediate size I, K = hidden size H.
+    N = intermediate size I, K = hidden size H. With USE_TMA, w1_ptr is a TMA descriptor of w1
+    viewed as (L*2N, K) with block (BLOCK_N, BLOCK_K) (weight tiles by the copy engine; tail rows
+    of a tile spill into the next rows, only into output columns that are never stored).
     """
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -72,28 +75,38 @@ def _gate_up_kernel(
     # padding rows read token 0 (finite data); their h rows are never consumed
     token = tl.where(slot < num_slots, slot // top_k, 0).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_bn = offs_n % N  # wrap: loads stay in bounds without masks, stores are masked
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = x_ptr + token[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    g_ptrs = w1_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
-    u_ptrs = g_ptrs + N * stride_wn
+    if USE_TMA:
+        row_g = (e * 2 * N + pid_n * BLOCK_N).to(tl.int32)
+        row_u = row_g + N
+    else:
+        offs_bn = offs_n % N  # wrap: loads stay in bounds without masks, stores are masked
+        g_ptrs = w1_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+        u_ptrs = g_ptrs + N * stride_wn
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kk in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
+        if EVEN_K:  # noqa: SIM108 (constexpr branch: the masked load is not compiled)
             a = tl.load(a_ptrs)
-            bg = tl.load(g_ptrs)
-            bu = tl.load(u_ptrs)
         else:
-            k_left = K - kk * BLOCK_K
-            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            bg = tl.load(g_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-            bu = tl.load(u_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < K - kk * BLOCK_K, other=0.0)
+        if USE_TMA:
+            bg = tl.trans(w1_ptr.load([row_g, kk * BLOCK_K]))
+            bu = tl.trans(w1_ptr.load([row_u, kk * BLOCK_K]))
+        else:
+            if EVEN_K:
+                bg = tl.load(g_ptrs)
+                bu = tl.load(u_ptrs)
+            else:
+                k_left = K - kk * BLOCK_K
+                bg = tl.load(g_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+                bu = tl.load(u_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            g_ptrs += BLOCK_K * stride_wk
+            u_ptrs += BLOCK_K * stride_wk
         acc_g = tl.dot(a, bg, acc_g, input_precision=DOT_PRECISION)
         acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K * stride_xk
-        g_ptrs += BLOCK_K * stride_wk
-        u_ptrs += BLOCK_K * stride_wk
     h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :] * stride_hn
     tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
@@ -105,14 +118,16 @@ def _down_kernel(
     N, K, num_slots, max_blocks,
     stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_ym, stride_yn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """y[slot(r), :] = w[slot(r)] * (h[r] @ W2[e]^T) for the real (non-padding) rows r.
 
     h_ptr: (max_padded, K) fp16/bf16/fp32; w2_ptr: (L, N, K) same dtype; y_ptr: (T*k, N) out, x's
     dtype, one row per flat slot; sorted_ids_ptr: (max_padded,) int32; expert_ids_ptr:
     (max_blocks,) int32; num_padded_ptr: (1,) int32; topk_weights_ptr: (T*k,) fp32.
-    N = hidden size H, K = intermediate size I.
+    N = hidden size H, K = intermediate size I. With USE_TMA, h_ptr and w2_ptr are TMA
+    descriptors of h (max_padded, K) with block (BLOCK_M, BLOCK_K) and of w2 viewed as (L*N, K)
+    with block (BLOCK_N, BLOCK_K).
     """
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -124,22 +139,30 @@ def _down_kernel(
     slot = tl.load(sorted_ids_ptr + offs_m)
     valid = slot < num_slots
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_bn = offs_n % N
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :] * stride_hk
-    b_ptrs = w2_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    if USE_TMA:
+        row_a = pid_m * BLOCK_M
+        row_b = (e * N + pid_n * BLOCK_N).to(tl.int32)
+    else:
+        offs_bn = offs_n % N
+        a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :] * stride_hk
+        b_ptrs = w2_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kk in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
-            a = tl.load(a_ptrs)
-            b = tl.load(b_ptrs)
+        if USE_TMA:
+            a = h_ptr.load([row_a, kk * BLOCK_K])
+            b = tl.trans(w2_ptr.load([row_b, kk * BLOCK_K]))
         else:
-            k_left = K - kk * BLOCK_K
-            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                k_left = K - kk * BLOCK_K
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            a_ptrs += BLOCK_K * stride_hk
+            b_ptrs += BLOCK_K * stride_wk
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        a_ptrs += BLOCK_K * stride_hk
-        b_ptrs += BLOCK_K * stride_wk
     w = tl.load(topk_weights_ptr + slot, mask=valid, other=0.0)
     acc = acc * w[:, None]
     y_ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
@@ -253,32 +276,66 @@ def validate_inputs(
     return t_, h, i, num_local, k
 
 
+def tma_ok(t: torch.Tensor) -> bool:
+    """Whether ``t`` can back a TMA descriptor: 16-byte aligned base and non-unit strides."""
+    elem = t.element_size()
+    return t.data_ptr() % 16 == 0 and all(
+        (st * elem) % 16 == 0 for st in t.stride()[:-1]
+    ) and t.stride(-1) == 1
+
+
+def _desc_2d(t: torch.Tensor, rows: int, block: list[int]) -> TensorDescriptor:
+    """Descriptor of ``t`` seen as ``(rows, t.shape[-1])`` (leading dims folded, uniform stride)."""
+    return TensorDescriptor(t, [rows, t.shape[-1]], [t.stride(-2), 1], block)
+
+
 def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alignment,
                     tile: GemmTile, top_k: int, dot_precision: str) -> None:
     n, kdim = w1.shape[1] // 2, w1.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
+    w1_arg: torch.Tensor | TensorDescriptor = w1
+    if tile.tma:
+        _require_tma(w1, "w1", folded=True)
+        w1_arg = _desc_2d(w1, w1.shape[0] * w1.shape[1], [tile.block_n, tile.block_k])
     _gate_up_kernel[grid](
-        x, w1, h, al.sorted_ids, al.expert_ids, al.num_padded,
+        x, w1_arg, h, al.sorted_ids, al.expert_ids, al.num_padded,
         n, kdim, al.num_slots, top_k, al.max_blocks,
         x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2),
         h.stride(0), h.stride(1),
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision,
+        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
+
+
+def _require_tma(t: torch.Tensor, name: str, *, folded: bool) -> None:
+    ok = tma_ok(t) and (not folded or t.stride(0) == t.shape[1] * t.stride(1))
+    if not ok:
+        raise _err(
+            f"tactic asks for TMA but {name} (shape {tuple(t.shape)}, strides {t.stride()}, "
+            f"{t.dtype}) needs a 16-byte aligned base, 16-byte multiple row strides"
+            + (" and contiguous expert slabs" if folded else "")
+        )
 
 
 def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weights: torch.Tensor,
                  al: Alignment, tile: GemmTile, dot_precision: str) -> None:
     n, kdim = w2.shape[1], w2.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
+    h_arg: torch.Tensor | TensorDescriptor = h
+    w2_arg: torch.Tensor | TensorDescriptor = w2
+    if tile.tma:
+        _require_tma(w2, "w2", folded=True)
+        _require_tma(h, "h", folded=False)
+        h_arg = _desc_2d(h, h.shape[0], [al.block_m, tile.block_k])
+        w2_arg = _desc_2d(w2, w2.shape[0] * w2.shape[1], [tile.block_n, tile.block_k])
     _down_kernel[grid](
-        h, w2, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
+        h_arg, w2_arg, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
         n, kdim, al.num_slots, al.max_blocks,
         h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         y.stride(0), y.stride(1),
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision,
+        EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
 

@@ -39,15 +39,18 @@ def grouped_mm_moe(
     k = topk_ids.shape[1]
     rel = topk_ids.reshape(-1) - local_expert_offset
     local = (rel >= 0) & (rel < num_local)
-    key = torch.where(local, rel, num_local)
+    # Non-local slots ride in the last group and get weight 0: every output row of both grouped
+    # GEMMs is then computed from real data (finite), so no masking pass is needed. (Under pure EP
+    # this computes the dropped slots on expert L-1 for nothing; the benchmark's cases are DEP/EP1,
+    # where every slot is local.)
+    key = torch.where(local, rel, num_local - 1)
     sorted_key, order = torch.sort(key, stable=True)
     bounds = torch.arange(1, num_local + 1, device=x.device, dtype=sorted_key.dtype)
     offs = torch.searchsorted(sorted_key, bounds).to(torch.int32)  # group ends, no host sync
     xs = x.index_select(0, order // k)  # permute: one row per slot, grouped by expert
     gate_up = torch._grouped_mm(xs, w1.transpose(1, 2), offs=offs)
     act = F.silu(gate_up[:, :i]) * gate_up[:, i:]
-    y = torch._grouped_mm(act, w2.transpose(1, 2), offs=offs)  # rows past offs[-1]: unused
+    y = torch._grouped_mm(act, w2.transpose(1, 2), offs=offs)
     per_slot = torch.empty_like(y).index_copy_(0, order, y).view(t_, k, h)
-    per_slot = torch.where(local.view(t_, k, 1), per_slot, 0)
     weights = torch.where(local, topk_weights.reshape(-1), 0).view(t_, 1, k).to(x.dtype)
     return torch.bmm(weights, per_slot).view(t_, h)

@@ -13,7 +13,7 @@ Given ``block_m`` the two GEMMs are separate kernels and do not interact, so a t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8_e4m3fn": 1}
@@ -45,7 +45,10 @@ class GemmTile:
 
     ``block_n``/``block_k``: output-column and reduction tile; ``group_m``: how many row blocks share
     a column tile in the launch order (L2 reuse of weight tiles); ``num_warps``/``num_stages``:
-    Triton's warps per program and software-pipelining depth.
+    Triton's warps per program and software-pipelining depth; ``tma``: load weight tiles (and the
+    down GEMM's contiguous activation tiles) through TMA descriptors (Hopper's bulk copy engine)
+    instead of per-thread pointer loads; needs 16-byte aligned rows (H and I multiples of 8 in
+    16-bit dtypes).
     """
 
     block_n: int
@@ -53,6 +56,7 @@ class GemmTile:
     group_m: int = 8
     num_warps: int = 4
     num_stages: int = 3
+    tma: bool = False
 
     def __post_init__(self) -> None:
         _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
@@ -60,11 +64,14 @@ class GemmTile:
         _check_int("group_m", self.group_m, lo=1, hi=64, pow2=False)
         _check_int("num_warps", self.num_warps, lo=1, hi=16, pow2=True)
         _check_int("num_stages", self.num_stages, lo=1, hi=8, pow2=False)
+        if not isinstance(self.tma, bool):
+            raise ValueError(f"tma must be a bool, got {self.tma!r}")
 
     @property
     def name(self) -> str:
         return (
             f"n{self.block_n}k{self.block_k}g{self.group_m}w{self.num_warps}s{self.num_stages}"
+            + ("t" if self.tma else "")
         )
 
 
@@ -197,13 +204,21 @@ def _tiles_for(
     n: int, k: int, b_tiles: int,
 ) -> list[GemmTile]:
     elem = _DTYPE_BYTES[problem.dtype]
+    # TMA: rows 16-byte aligned; keep the box's inner extent to one 128-byte swizzle span
+    rows_aligned = (problem.hidden_size * elem) % 16 == 0 and (
+        problem.intermediate_size * elem
+    ) % 16 == 0
     out: list[GemmTile] = []
     for raw in table[block_m]:
         tile = _clamp_tile(raw, n, k, 8)
         if _smem_bytes(block_m, tile, elem, b_tiles) > _SMEM_LIMIT:
             continue
-        if tile not in out:
-            out.append(tile)
+        twins = [tile]
+        if rows_aligned and tile.block_k * elem <= 128:
+            twins.append(replace(tile, tma=True))
+        for t in twins:
+            if t not in out:
+                out.append(t)
     return out
 
 
@@ -243,7 +258,7 @@ def default_tactic(problem: MoEProblem) -> Tactic:
         bm = 16
     elif m <= 48:
         bm = 32
-    elif m <= 160:
+    elif m <= 96:
         bm = 64
     else:
         bm = 128
