@@ -268,7 +268,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         try:
             selected = selection.resolved_distributions()
         except ValueError as err:
-            pytest.fail(str(err), pytrace=False)
+            # A bad $MOETUNE_DUMMY_DISTRIBUTION errors the tests that use it at setup; a collection
+            # error would interrupt the whole session.
+            metafunc.parametrize("dummy_distribution", [err], ids=["invalid-env"], indirect=True)
+            return
         _parametrize(
             metafunc,
             "dummy_distribution",
@@ -299,4 +302,6 @@ def dummy_distribution(request: pytest.FixtureRequest) -> Distribution:
     ``moetune_distribution``, ``$MOETUNE_DUMMY_DISTRIBUTION`` (default ``balanced``). Pass it to
     ``dummy_topk(num_tokens, topology, dummy_distribution)``.
     """
+    if isinstance(request.param, ValueError):
+        pytest.fail(str(request.param), pytrace=False)
     return request.param

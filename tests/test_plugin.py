@@ -1,0 +1,271 @@
+"""The plugin in real pytest runs (``pytester``): options, ini keys, fixtures, markers, header."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pytest_moetune.distributions import ENV_VAR
+
+SHOW_TOPOLOGY = """
+    def test_show(moe_topology):
+        print("\\nTOPOLOGY", moe_topology.name, type(moe_topology).__name__)
+"""
+SHOW_DISTRIBUTION = """
+    def test_show(dummy_distribution):
+        print("\\nDISTRIBUTION", dummy_distribution.name)
+"""
+
+
+def printed(result: pytest.RunResult, tag: str) -> list[str]:
+    return sorted(line.split(tag, 1)[1].strip() for line in result.outlines if line.startswith(tag))
+
+
+@pytest.fixture(autouse=True)
+def _no_env_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def test_moetune_tests_skip_without_the_flag_and_say_how_to_enable(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.moetune
+        def test_gpu():
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*runs only with `pytest --moetune`*"])
+    pytester.runpytest("--moetune").assert_outcomes(passed=2)
+
+
+def test_default_topology_is_ep1(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SHOW_TOPOLOGY)
+    result = pytester.runpytest("-s")
+    result.assert_outcomes(passed=1)
+    assert printed(result, "TOPOLOGY") == ["ep1 TopologySpec"]
+
+
+def test_option_parametrizes_the_topology_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SHOW_TOPOLOGY)
+    result = pytester.runpytest("-s", "--moetune-topology", "dep2, ep8")
+    result.assert_outcomes(passed=2)
+    assert printed(result, "TOPOLOGY") == ["dep2 TopologySpec", "ep8 TopologySpec"]
+    collected = pytester.runpytest("--collect-only", "-q", "--moetune-topology=dep2,ep8")
+    collected.stdout.fnmatch_lines(["*::test_show[[]dep2[]]", "*::test_show[[]ep8[]]"])
+
+
+def test_ini_gives_the_default_and_the_option_overrides_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmoetune_topology = dep8,ep4\nmoetune_distribution = random\n")
+    pytester.makepyfile(SHOW_TOPOLOGY + SHOW_DISTRIBUTION.replace("test_show", "test_dist"))
+    result = pytester.runpytest("-s")
+    assert printed(result, "TOPOLOGY") == ["dep8 TopologySpec", "ep4 TopologySpec"]
+    assert printed(result, "DISTRIBUTION") == ["random"]
+    result = pytester.runpytest("-s", "--moetune-topology=ep2", "--moetune-distribution=zipf:1.5")
+    assert printed(result, "TOPOLOGY") == ["ep2 TopologySpec"]
+    assert printed(result, "DISTRIBUTION") == ["zipf:1.5"]
+
+
+def test_marker_parametrizes_and_an_explicit_selection_narrows_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.moetune_topology("dep2", "ep8")
+        def test_show(moe_topology):
+            print("\\nTOPOLOGY", moe_topology.name)
+        """
+    )
+    assert printed(pytester.runpytest("-s"), "TOPOLOGY") == ["dep2", "ep8"]
+    assert printed(pytester.runpytest("-s", "--moetune-topology=ep8,dep16"), "TOPOLOGY") == ["ep8"]
+    result = pytester.runpytest("-rs", "--moetune-topology=ep1")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*runs under dep2,ep8, none of which --moetune-topology=ep1 selects*"])
+
+
+def test_distribution_default_comes_from_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(SHOW_DISTRIBUTION)
+    assert printed(pytester.runpytest("-s"), "DISTRIBUTION") == ["balanced"]
+    monkeypatch.setenv(ENV_VAR, "zipf:0.8")
+    assert printed(pytester.runpytest("-s"), "DISTRIBUTION") == ["zipf:0.8"]
+    assert printed(pytester.runpytest("-s", "--moetune-distribution=random"), "DISTRIBUTION") == ["random"]
+
+
+def test_bad_env_distribution_fails_only_the_tests_that_use_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, "hot")
+    pytester.makepyfile(test_uses=SHOW_DISTRIBUTION, test_other="def test_other():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*$MOETUNE_DUMMY_DISTRIBUTION: unknown dummy routing distribution 'hot'*"])
+
+
+def test_distribution_marker_with_replay(pytester: pytest.Pytester) -> None:
+    import numpy as np
+
+    np.save(pytester.path / "trace.npy", np.array([[0, 1], [2, 3]], dtype=np.int32))
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.moetune_distribution("balanced", "zipf:1.2", "replay:trace.npy")
+        def test_show(dummy_distribution):
+            print("\\nDISTRIBUTION", dummy_distribution.kind)
+        """
+    )
+    result = pytester.runpytest("-s")
+    result.assert_outcomes(passed=3)
+    assert printed(result, "DISTRIBUTION") == ["balanced", "replay", "zipf"]
+    collected = pytester.runpytest("--collect-only", "-q")
+    collected.stdout.fnmatch_lines(["*::test_show[[]replay-trace[]]"])
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        pytest.param(["--moetune-topology=tp4"], "unknown topology short name 'tp4'", id="topology"),
+        pytest.param(["--moetune-topology=dep2,ep0"], "'ep0'", id="topology-zero"),
+        pytest.param(["--moetune-topology=,"], "empty topology list", id="topology-empty"),
+        pytest.param(["--moetune-distribution=skewed"], "'skewed'", id="distribution"),
+        pytest.param(["--moetune-distribution=zipf:-1"], "bad zipf alpha '-1'", id="alpha"),
+        pytest.param(["--moetune-distribution=replay:nowhere.npy"], "'nowhere.npy'", id="replay"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_value(
+    pytester: pytest.Pytester, args: list[str], named: str
+) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    option = args[0].split("=")[0]
+    assert any(option in line and named in line for line in result.errlines), result.errlines
+
+
+def test_bad_ini_value_is_a_usage_error_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmoetune_topology = dep2,mp8\n")
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*ini option moetune_topology = 'dep2,mp8'*unknown topology short name 'mp8'*"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("marker", "named"),
+    [
+        ("moetune_topology('dep3x')", "unknown topology short name 'dep3x'"),
+        ("moetune_topology()", "takes one or more names"),
+        ("moetune_distribution('zipf:abc')", "bad zipf alpha 'abc'"),
+    ],
+)
+def test_bad_marker_values_fail_collection_naming_them(
+    pytester: pytest.Pytester, marker: str, named: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_show(moe_topology, dummy_distribution):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{named}*"])
+
+
+def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.moetune
+        @pytest.mark.moetune_topology("dep2")
+        @pytest.mark.moetune_distribution("random")
+        def test_ok(moe_topology, dummy_distribution):
+            pass
+        """
+    )
+    pytester.runpytest("--strict-markers", "--moetune").assert_outcomes(passed=1)
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+    result.stdout.fnmatch_lines(["moe_topology*", "*EP/DP layout under test*", "dummy_distribution*"])
+
+
+def test_report_header_without_moetune_does_not_probe_the_gpu(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--moetune-topology=dep2")
+    result.stdout.fnmatch_lines(
+        [
+            "moetune: pytest-moetune *, torch *, triton *; device: not probed (--moetune is off)",
+            "moetune: --moetune off*; selection: --moetune-topology=dep2 --moetune-distribution=balanced",
+        ]
+    )
+
+
+def test_report_header_with_moetune_names_the_device(pytester: pytest.Pytester) -> None:
+    import torch
+
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--moetune")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    result.stdout.fnmatch_lines([f"moetune: *; device: {device}*", "moetune: --moetune on; selection: *"])
+
+
+def run_python_without_torch(code: str, cwd: object) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter in which ``import torch`` / ``import triton`` fail."""
+    blocker = "import sys; sys.modules['torch'] = None; sys.modules['triton'] = None\n"
+    return subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_import_and_help_work_without_torch(pytester: pytest.Pytester) -> None:
+    done = run_python_without_torch(
+        """
+        import pytest_moetune
+        from pytest_moetune import Topology, parse_distribution
+        assert Topology.parse("dep8", 256, 8).local_num_experts == 32
+        raise SystemExit(pytest_moetune_main := __import__("pytest").main(["--help"]))
+        """,
+        pytester.path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--moetune-topology=NAMES" in done.stdout and "--moetune-distribution=SPECS" in done.stdout
+
+
+def test_plugin_imports_nothing_heavy_and_changes_no_outcome(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_no_heavy_imports():
+            assert "torch" not in sys.modules and "triton" not in sys.modules
+            assert "pytest_moetune.plugin" in sys.modules
+
+        def test_fails():
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
