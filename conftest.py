@@ -1,4 +1,8 @@
-"""Hypothesis profiles for the property suite: ``ci`` (derandomized, set when $CI is set) and ``dev``."""
+"""Repo-wide test setup.
+
+Hypothesis profiles: ``ci`` (derandomized, so a CI failure reproduces; chosen when ``$CI`` is set) and
+``dev`` (random exploration). ``HYPOTHESIS_PROFILE`` picks one explicitly.
+"""
 
 from __future__ import annotations
 
