@@ -1,0 +1,135 @@
+"""Test doubles for exercising the tuner and the gate without a GPU.
+
+:class:`FakeRunner` is a complete runner over CPU tensors whose "kernel" is exact and whose cost
+model is deterministic and topology-sensitive: a tactic is fastest when its ``block_m`` matches the
+busiest local expert's row count of the routing it is given, so tuning on the wrong dummy routing
+picks the wrong tactic, as with real tile-based kernels. :class:`FakeTimer` reads that cost model
+instead of a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pytest_moetune.problem import BucketProblem
+from pytest_moetune.timing import Measurement
+
+
+@dataclass(frozen=True)
+class FakeTactic:
+    """``block_m`` rows per tile; ``variant`` tells otherwise-equal tactics apart."""
+
+    block_m: int
+    variant: str = "a"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FakeRunner:
+    """A runner over CPU tensors with an exact kernel and a deterministic cost model.
+
+    Args:
+        block_ms: the ``block_m`` values of the tactic space (each with variants ``a`` and ``b``).
+        broken: tactics whose launch raises (like a tile that needs too much shared memory).
+        wrong: tactics whose output is off (like a miscompiled tile); the tuner's check rejects them.
+        source_hash: the "kernel source" hash (change it to simulate a kernel edit).
+        slowdown: multiplies every cost (simulate a slower kernel).
+    """
+
+    name = "fake_moe"
+
+    def __init__(
+        self,
+        block_ms: Sequence[int] = (16, 32, 64, 128),
+        *,
+        broken: Sequence[FakeTactic] = (),
+        wrong: Sequence[FakeTactic] = (),
+        source_hash: str = "fake-source-1",
+        slowdown: float = 1.0,
+    ) -> None:
+        self.block_ms = tuple(block_ms)
+        self.broken = set(broken)
+        self.wrong = set(wrong)
+        self.source_hash = source_hash
+        self.slowdown = slowdown
+        self.last_cost_us = math.nan
+        self.calls: list[tuple[FakeTactic, int]] = []
+
+    def supports(self, problem: BucketProblem) -> bool:
+        return problem.dtype in ("bf16", "fp16")
+
+    def tactics(self, problem: BucketProblem) -> list[FakeTactic]:
+        return [FakeTactic(m, v) for m in self.block_ms for v in ("a", "b")]
+
+    def default_tactic(self, problem: BucketProblem) -> FakeTactic:
+        return FakeTactic(self.block_ms[0])
+
+    def tactic_to_dict(self, tactic: FakeTactic) -> dict[str, Any]:
+        return tactic.to_dict()
+
+    def tactic_from_dict(self, data: dict[str, Any]) -> FakeTactic:
+        if set(data) != {"block_m", "variant"}:
+            raise ValueError(f"not a FakeTactic: {data!r}")
+        return FakeTactic(int(data["block_m"]), str(data["variant"]))
+
+    def make_inputs(self, problem: BucketProblem, topk_ids: Any, topk_weights: Any) -> dict[str, Any]:
+        """``x (T, 4) fp32`` plus the busiest local expert's row count of this routing."""
+        import torch
+
+        topology = problem.topology
+        offset, local = topology.local_expert_offset, topology.local_num_experts
+        flat = topk_ids.reshape(-1).long()
+        flat = flat[(flat >= offset) & (flat < offset + local)] - offset
+        rows = torch.bincount(flat, minlength=local) if flat.numel() else torch.zeros(local)
+        x = torch.arange(problem.num_tokens * 4, dtype=torch.float32).reshape(problem.num_tokens, 4)
+        return {"x": x, "max_rows": int(rows.max()), "num_tokens": problem.num_tokens}
+
+    def cost_us(self, inputs: dict[str, Any], tactic: FakeTactic) -> float:
+        """Deterministic time: grows with the tile's mismatch to the busiest expert's rows."""
+        rows = max(inputs["max_rows"], 1)
+        mismatch = abs(math.log2(rows) - math.log2(tactic.block_m))
+        variant = 1.0 if tactic.variant == "a" else 1.02
+        return round((10.0 + rows * 0.01) * (1.0 + 0.25 * mismatch) * variant * self.slowdown, 6)
+
+    def run(self, inputs: dict[str, Any], tactic: FakeTactic) -> Any:
+        self.calls.append((tactic, inputs["num_tokens"]))
+        if tactic in self.broken:
+            raise RuntimeError(f"out of resource: shared memory, required: 300000 for {tactic}")
+        self.last_cost_us = self.cost_us(inputs, tactic)
+        out = inputs["x"] * 2.0
+        return out + 1.0 if tactic in self.wrong else out
+
+    def reference(self, inputs: dict[str, Any]) -> Any:
+        return inputs["x"] * 2.0
+
+    def max_relative_error(self, problem: BucketProblem) -> float:
+        return 1e-6
+
+    def vllm_config(self, tactic: FakeTactic) -> dict[str, int]:
+        return {
+            "BLOCK_SIZE_M": tactic.block_m,
+            "BLOCK_SIZE_N": 64,
+            "BLOCK_SIZE_K": 64,
+            "GROUP_SIZE_M": 1 if tactic.variant == "a" else 8,
+            "num_warps": 4,
+            "num_stages": 3,
+        }
+
+
+class FakeTimer:
+    """A timer that launches once and reports the runner's cost model, identical in every round."""
+
+    name = "fake-timer"
+
+    def __init__(self, runner: FakeRunner, rounds: int = 5) -> None:
+        self.runner = runner
+        self.rounds = rounds
+
+    def measure(self, launches: Sequence[Callable[[], object]]) -> Measurement:
+        for launch in launches:
+            launch()
+        return Measurement((self.runner.last_cost_us,) * self.rounds, 1)

@@ -1,0 +1,381 @@
+"""The topology-aware autotuner: per token bucket, dummy routing for exactly that bucket and topology,
+every tactic of the runner's pruned space checked and timed, the winner cached under a full key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from pytest_moetune.distributions import Distribution
+from pytest_moetune.problem import BucketProblem, TuningProblem
+from pytest_moetune.runner import MoERunner
+from pytest_moetune.timing import Timer
+from pytest_moetune.topology import Topology
+
+RoutingHook = Callable[[int, Topology, Distribution, int], tuple[Any, Any]]
+"""``(num_tokens, topology, distribution, seed) -> (topk_ids (T, k) int32, topk_weights (T, k) fp32)``,
+called once per bucket (the pre-hook of the source design); :func:`~pytest_moetune.routing.dummy_topk`
+by default."""
+
+
+class MoetuneTuningWarning(UserWarning):
+    """A tuned tactic was missing and the default was used."""
+
+
+class TacticStore(Protocol):
+    """Where tuned entries live: :class:`~pytest_moetune.cache.TuningCache` or :class:`MemoryStore`."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put_many(self, entries: Mapping[str, dict[str, Any]]) -> None: ...
+
+
+class MemoryStore:
+    """A tactic store that lives only as long as the process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._entries.get(key)
+
+    def put_many(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        self._entries.update({k: json.loads(json.dumps(v)) for k, v in entries.items()})
+
+
+@dataclass(frozen=True)
+class TuningKey:
+    """Everything that can change which tactic wins (DESIGN.md section 3). ``id`` is the cache key."""
+
+    op: str
+    source_hash: str
+    dtype: str
+    hidden: int
+    intermediate: int
+    num_experts: int
+    top_k: int
+    local_num_experts: int
+    ep_size: int
+    use_dp: bool
+    tune_max_num_tokens: int
+    distribution: str
+    seed: int
+    bucket: int
+    timer: str
+
+    @classmethod
+    def of(cls, runner: MoERunner, problem: TuningProblem, bucket: int, timer: str, seed: int) -> TuningKey:
+        m, t = problem.model, problem.topology
+        return cls(
+            op=runner.name,
+            source_hash=runner.source_hash,
+            dtype=problem.dtype,
+            hidden=m.hidden,
+            intermediate=m.intermediate,
+            num_experts=m.num_experts,
+            top_k=m.top_k,
+            local_num_experts=t.local_num_experts,
+            ep_size=t.ep_size,
+            use_dp=t.use_dp,
+            tune_max_num_tokens=problem.tune_max_num_tokens,
+            distribution=problem.distribution.name,
+            seed=seed,
+            bucket=bucket,
+            timer=timer,
+        )
+
+    @property
+    def id(self) -> str:
+        return "|".join(f"{name}={value}" for name, value in asdict(self).items())
+
+
+@dataclass
+class BucketResult:
+    """Outcome of one bucket. Times are microseconds per launch (median of rounds); a failed tactic
+    is absent from ``timings_us`` and has its reason in ``failures``."""
+
+    bucket: int
+    tactic: Hashable
+    time_us: float
+    timings_us: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+    from_cache: bool = False
+
+    @property
+    def timed(self) -> int:
+        return len(self.timings_us)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+@dataclass
+class TuningResult:
+    problem: TuningProblem
+    buckets: list[BucketResult]
+    wall_s: float
+
+    def tactic_for(self, bucket: int) -> Hashable:
+        for result in self.buckets:
+            if result.bucket == bucket:
+                return result.tactic
+        raise KeyError(bucket)
+
+
+def relative_error(out: Any, ref: Any) -> float:
+    """``||out - ref|| / ||ref||`` in fp32 (``inf`` for NaN/inf in ``out``; 0 when both are zero)."""
+    diff = (out.float() - ref.float()).norm().item()
+    scale = ref.float().norm().item()
+    if not math.isfinite(diff):
+        return math.inf
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / scale
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:limit] if text else ''}"
+
+
+class Tuner:
+    """Tunes any registered runner.
+
+    Args:
+        runner: the kernel (see :class:`~pytest_moetune.runner.MoERunner`).
+        store: where winners persist (a :class:`~pytest_moetune.cache.TuningCache`); in memory if None.
+        timer: how a tactic is timed (default :class:`~pytest_moetune.timing.CudaGraphTimer`).
+        routing: the per-bucket routing hook (default :func:`~pytest_moetune.routing.dummy_topk`).
+        seed: routing seed (part of the key: it changes ``random``/``zipf`` routings).
+        device: where inputs live.
+        check: compare each tactic's output with the reference once before timing it.
+        input_sets: how many input sets to rotate through per timing (>1 for cold L2).
+        progress: a rich progress bar over buckets x tactics; ``None`` shows it on a terminal.
+    """
+
+    def __init__(
+        self,
+        runner: MoERunner,
+        store: TacticStore | None = None,
+        timer: Timer | None = None,
+        *,
+        routing: RoutingHook | None = None,
+        seed: int = 0,
+        device: Any = "cuda",
+        check: bool = True,
+        input_sets: int | Callable[[Any], int] = 1,
+        progress: bool | None = None,
+    ) -> None:
+        if timer is None:
+            from pytest_moetune.timing import CudaGraphTimer
+
+            timer = CudaGraphTimer()
+        if routing is None:
+            from pytest_moetune.routing import dummy_topk
+
+            routing = dummy_topk
+        self.runner = runner
+        self.store: TacticStore = store if store is not None else MemoryStore()
+        self.timer = timer
+        self.routing = routing
+        self.seed = seed
+        self.device = device
+        self.check = check
+        self.input_sets = input_sets
+        self.progress = progress
+        self._warned: set[str] = set()
+
+    # -- keys and lookup -------------------------------------------------------------------------
+
+    def key(self, problem: TuningProblem, bucket: int) -> TuningKey:
+        return TuningKey.of(self.runner, problem, bucket, self.timer.name, self.seed)
+
+    def cached(self, problem: TuningProblem, bucket: int) -> BucketResult | None:
+        entry = self.store.get(self.key(problem, bucket).id)
+        if entry is None:
+            return None
+        return BucketResult(
+            bucket=bucket,
+            tactic=self.runner.tactic_from_dict(entry["tactic"]),
+            time_us=float(entry["time_us"]),
+            timings_us=dict(entry.get("timings_us", {})),
+            failures=dict(entry.get("failures", {})),
+            wall_s=float(entry.get("wall_s", 0.0)),
+            from_cache=True,
+        )
+
+    def lookup(self, problem: TuningProblem, num_tokens: int) -> Hashable:
+        """The tuned tactic for ``num_tokens`` (its bucket: the largest bucket ``<= num_tokens``,
+        clamped to the tuned range). A miss returns the default tactic and warns once per key."""
+        bucket = problem.bucket_for(num_tokens)
+        result = self.cached(problem, bucket)
+        if result is not None:
+            return result.tactic
+        key = self.key(problem, bucket).id
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(
+                MoetuneTuningWarning(f"no tuned tactic for {key}; using the default tactic"), stacklevel=2
+            )
+        return self.runner.default_tactic(problem.at(num_tokens))
+
+    # -- tuning ----------------------------------------------------------------------------------
+
+    def label(self, tactic: Hashable) -> str:
+        """A tactic's canonical JSON (unique, stable across processes)."""
+        return json.dumps(self.runner.tactic_to_dict(tactic), sort_keys=True, separators=(",", ":"))
+
+    def tune(self, problem: TuningProblem, *, force: bool = False) -> TuningResult:
+        """Tune every bucket of ``problem`` (cached buckets are reused unless ``force``)."""
+        start = time.perf_counter()
+        results: dict[int, BucketResult] = {}
+        todo: list[tuple[int, BucketProblem, list[Hashable]]] = []
+        for bucket in problem.buckets:
+            hit = None if force else self.cached(problem, bucket)
+            if hit is not None:
+                results[bucket] = hit
+                continue
+            bucket_problem = problem.at(bucket)
+            if not self.runner.supports(bucket_problem):
+                raise ValueError(f"runner {self.runner.name!r} does not support {problem.describe()}")
+            space = list(dict.fromkeys(self.runner.tactics(bucket_problem)))
+            if not space:
+                raise ValueError(f"runner {self.runner.name!r} offers no tactic for bucket {bucket}")
+            todo.append((bucket, bucket_problem, space))
+        with self._progress(problem, sum(len(space) for _, _, space in todo)) as advance:
+            for bucket, bucket_problem, space in todo:
+                result = self._tune_bucket(problem, bucket_problem, space, advance)
+                results[bucket] = result
+                self.store.put_many({self.key(problem, bucket).id: self._entry(result)})
+        ordered = [results[b] for b in problem.buckets]
+        return TuningResult(problem, ordered, time.perf_counter() - start)
+
+    def _entry(self, result: BucketResult) -> dict[str, Any]:
+        return {
+            "tactic": self.runner.tactic_to_dict(result.tactic),
+            "time_us": result.time_us,
+            "timings_us": result.timings_us,
+            "failures": result.failures,
+            "wall_s": round(result.wall_s, 4),
+            "tuned_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _inputs(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
+        topk_ids, topk_weights = self.routing(
+            bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed
+        )
+        topk_ids, topk_weights = topk_ids.to(self.device), topk_weights.to(self.device)
+        first = self.runner.make_inputs(bucket_problem, topk_ids, topk_weights)
+        count = self.input_sets(first) if callable(self.input_sets) else self.input_sets
+        rest = [self.runner.make_inputs(bucket_problem, topk_ids, topk_weights) for _ in range(count - 1)]
+        return [first, *rest]
+
+    def _tune_bucket(
+        self,
+        problem: TuningProblem,
+        bucket_problem: BucketProblem,
+        space: list[Hashable],
+        advance: Callable[[str], None],
+    ) -> BucketResult:
+        start = time.perf_counter()
+        input_sets = self._inputs(bucket_problem, problem)
+        reference = self.runner.reference(input_sets[0]) if self.check else None
+        tolerance = self.runner.max_relative_error(bucket_problem)
+        timings: dict[str, float] = {}
+        failures: dict[str, str] = {}
+        best: tuple[float, Hashable] | None = None
+        for tactic in space:
+            label = self.label(tactic)
+            reason = None
+            try:
+                out = self.runner.run(input_sets[0], tactic)
+                if reference is not None:
+                    err = relative_error(out, reference)
+                    if not err <= tolerance:
+                        reason = f"mismatch: relative error {err:.3g} > {tolerance:.3g}"
+                del out
+                if reason is None:
+                    launches = [partial(self.runner.run, inputs, tactic) for inputs in input_sets]
+                    us = self.timer.measure(launches).median_us
+            except Exception as err:  # compile errors, out of shared or device memory, launch errors
+                if "illegal" in str(err).lower():
+                    raise RuntimeError(
+                        f"tactic {label} of {self.runner.name} corrupted the CUDA context "
+                        f"(bucket {bucket_problem.num_tokens}): {_first_line(err)}"
+                    ) from err
+                reason = _first_line(err)
+                _release_device_memory()
+            advance(f"T={bucket_problem.num_tokens}")
+            if reason is not None:
+                failures[label] = reason
+                continue
+            timings[label] = us
+            if best is None or us < best[0]:
+                best = (us, tactic)
+        if best is None:
+            raise RuntimeError(
+                f"every tactic failed for {problem.describe()} bucket {bucket_problem.num_tokens}: "
+                + "; ".join(sorted(set(failures.values())))
+            )
+        return BucketResult(
+            bucket=bucket_problem.num_tokens,
+            tactic=best[1],
+            time_us=best[0],
+            timings_us=timings,
+            failures=failures,
+            wall_s=time.perf_counter() - start,
+        )
+
+    @contextmanager
+    def _progress(self, problem: TuningProblem, total: int) -> Iterator[Callable[[str], None]]:
+        import sys
+
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        if not show or total == 0:
+            yield lambda _description: None
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task(f"tuning {problem.describe()}", total=total)
+
+            def advance(description: str) -> None:
+                bar.update(task, advance=1, description=f"tuning {problem.describe()} {description}")
+
+            yield advance
+
+
+def _release_device_memory() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,252 @@
+"""The autotuner on CPU with the fake runner and fake timer (deterministic times)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_moetune.distributions import Distribution
+from pytest_moetune.export import read_vllm_config, vllm_file_name, vllm_table, write_vllm_config
+from pytest_moetune.models import ModelShape, get_model
+from pytest_moetune.problem import TuningProblem, token_buckets
+from pytest_moetune.routing import dummy_topk
+from pytest_moetune.testing import FakeRunner, FakeTactic, FakeTimer
+from pytest_moetune.topology import Topology
+from pytest_moetune.tuner import MoetuneTuningWarning, Tuner, TuningKey
+
+DSR1 = get_model("deepseek-r1")
+
+
+def make_tuner(runner: FakeRunner | None = None, **kw: object) -> Tuner:
+    runner = runner or FakeRunner()
+    kw.setdefault("progress", False)
+    return Tuner(runner, timer=FakeTimer(runner), device="cpu", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "buckets"),
+    [
+        (1, (1,)),
+        (8, (1, 2, 4, 8)),
+        (100, (1, 2, 4, 8, 16, 32, 64, 100)),
+        (8192, tuple(1 << i for i in range(14))),
+    ],
+)
+def test_buckets_are_powers_of_two_plus_the_max(max_tokens: int, buckets: tuple[int, ...]) -> None:
+    assert token_buckets(max_tokens) == buckets
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True])
+def test_bad_tune_max_num_tokens(bad: object) -> None:
+    with pytest.raises(ValueError, match=f"got {bad!r}"):
+        token_buckets(bad)  # type: ignore[arg-type]
+
+
+def test_problem_rejects_a_topology_of_another_model() -> None:
+    with pytest.raises(ValueError, match="model 'deepseek-r1' has E=256, top_k=8"):
+        TuningProblem(DSR1, Topology(128, 8, 2, use_dp=True))
+    with pytest.raises(ValueError, match="dtype 'int4'"):
+        TuningProblem(DSR1, Topology(256, 8), dtype="int4")
+
+
+def test_routing_hook_gets_each_bucket_and_the_topology() -> None:
+    seen: list[tuple[int, Topology, str, int]] = []
+
+    def spy(num_tokens: int, topology: Topology, distribution: Distribution, seed: int):  # type: ignore[no-untyped-def]
+        seen.append((num_tokens, topology, distribution.name, seed))
+        return dummy_topk(num_tokens, topology, distribution, seed)
+
+    p = TuningProblem(
+        DSR1, Topology.parse("dep8", 256, 8, ep_rank=3), distribution="zipf:1.1", tune_max_num_tokens=100
+    )
+    make_tuner(routing=spy, seed=7).tune(p)
+    assert seen == [(t, p.topology, "zipf:1.1", 7) for t in (1, 2, 4, 8, 16, 32, 64, 100)]
+
+
+def test_the_chosen_tactic_follows_the_topology() -> None:
+    """DEP8 at 512 tokens: 128 rows per local expert; EP8: 16. The tuner must see the difference."""
+    dep = make_tuner().tune(TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512))
+    ep = make_tuner().tune(TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=512))
+    assert dep.tactic_for(512) == FakeTactic(128, "a")
+    assert ep.tactic_for(512) == FakeTactic(16, "a")
+
+
+def test_lookup_maps_token_counts_to_buckets() -> None:
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=100)
+    tuner = make_tuner()
+    result = tuner.tune(p)
+    expected = {0: 1, 1: 1, 3: 2, 63: 32, 64: 64, 99: 64, 100: 100, 101: 100, 10**6: 100}
+    for num_tokens, bucket in expected.items():
+        assert p.bucket_for(num_tokens) == bucket
+        assert tuner.lookup(p, num_tokens) == result.tactic_for(bucket)
+    with pytest.raises(ValueError, match="got -1"):
+        tuner.lookup(p, -1)
+
+
+def test_lookup_miss_returns_the_default_and_warns_once_naming_the_key() -> None:
+    p = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=64)
+    tuner = make_tuner()
+    with pytest.warns(MoetuneTuningWarning, match=r"no tuned tactic for op=fake_moe\|.*\|bucket=32\|"):
+        assert tuner.lookup(p, 40) == FakeTactic(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tuner.lookup(p, 33)  # same key: no second warning
+    with pytest.warns(MoetuneTuningWarning, match=r"bucket=64\|"):
+        tuner.lookup(p, 64)
+
+
+def test_failed_tactics_are_recorded_and_never_chosen() -> None:
+    best_dep = FakeTactic(128, "a")
+    runner = FakeRunner(broken=[best_dep], wrong=[FakeTactic(128, "b"), FakeTactic(64, "a")])
+    result = make_tuner(runner).tune(
+        TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    )
+    top = result.buckets[-1]
+    assert top.tactic == FakeTactic(64, "b")
+    assert top.failed == 3 and top.timed == len(runner.tactics(None)) - 3  # type: ignore[arg-type]
+    reasons = sorted(top.failures.values())
+    assert reasons[0].startswith("RuntimeError: out of resource: shared memory")
+    assert all(r.startswith("mismatch: relative error") for r in reasons[1:])
+    for bucket in result.buckets:
+        assert bucket.tactic not in (best_dep, FakeTactic(128, "b"), FakeTactic(64, "a"))
+
+
+def test_every_tactic_failing_is_an_error_naming_the_bucket() -> None:
+    runner = FakeRunner(block_ms=(16,), broken=[FakeTactic(16, "a"), FakeTactic(16, "b")])
+    with pytest.raises(
+        RuntimeError, match=r"every tactic failed for deepseek-r1 dep8 .* bucket 1: .*shared memory"
+    ):
+        make_tuner(runner).tune(TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4))
+
+
+def test_a_second_tune_reuses_the_store() -> None:
+    runner = FakeRunner()
+    tuner = make_tuner(runner)
+    p = TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=64)
+    first = tuner.tune(p)
+    calls = len(runner.calls)
+    second = tuner.tune(p)
+    assert len(runner.calls) == calls and all(b.from_cache for b in second.buckets)
+    assert [b.tactic for b in second.buckets] == [b.tactic for b in first.buckets]
+    assert tuner.tune(p, force=True).buckets[0].from_cache is False
+
+
+def test_stats_per_bucket() -> None:
+    result = make_tuner().tune(TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=8))
+    assert [b.bucket for b in result.buckets] == [1, 2, 4, 8]
+    assert all(b.timed == 8 and b.failed == 0 and b.wall_s >= 0 for b in result.buckets)
+    assert all(b.time_us == min(b.timings_us.values()) for b in result.buckets)
+
+
+def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    make_tuner(progress=True).tune(TuningProblem(DSR1, Topology.parse("ep1", 256, 8), tune_max_num_tokens=4))
+    assert "tuning deepseek-r1 ep1" in capsys.readouterr().err
+
+
+# --- key completeness -----------------------------------------------------------------------
+
+BASE_MODEL = ModelShape("m", 64, 4, 256, 128)
+BASE = TuningProblem(BASE_MODEL, Topology(64, 4, 4, 0, True), "bf16", Distribution("balanced"), 256)
+RUNNER = FakeRunner()
+
+
+def key_of(
+    problem: TuningProblem, *, runner: FakeRunner = RUNNER, bucket: int = 16, timer: str = "t", seed: int = 0
+) -> str:
+    return TuningKey.of(runner, problem, bucket, timer, seed).id
+
+
+VARIATIONS = {
+    "use_dp": lambda: dataclasses.replace(BASE, topology=dataclasses.replace(BASE.topology, use_dp=False)),
+    "ep_size": lambda: dataclasses.replace(BASE, topology=Topology(64, 4, 8, 0, True)),
+    "local_num_experts": lambda: dataclasses.replace(
+        BASE, model=dataclasses.replace(BASE_MODEL, num_experts=128), topology=Topology(128, 4, 4, 0, True)
+    ),
+    "tune_max_num_tokens": lambda: dataclasses.replace(BASE, tune_max_num_tokens=512),
+    "distribution": lambda: dataclasses.replace(BASE, distribution=Distribution("random")),
+    "zipf_alpha": lambda: dataclasses.replace(BASE, distribution=Distribution("zipf", alpha=1.3)),
+    "dtype": lambda: dataclasses.replace(BASE, dtype="fp8_w8a8"),
+    "hidden": lambda: dataclasses.replace(BASE, model=dataclasses.replace(BASE_MODEL, hidden=512)),
+    "intermediate": lambda: dataclasses.replace(
+        BASE, model=dataclasses.replace(BASE_MODEL, intermediate=256)
+    ),
+    "top_k": lambda: dataclasses.replace(
+        BASE, model=dataclasses.replace(BASE_MODEL, top_k=2), topology=Topology(64, 2, 4, 0, True)
+    ),
+}
+
+
+@given(st.sampled_from(sorted(VARIATIONS)))
+def test_changing_any_problem_field_changes_the_key(field: str) -> None:
+    assert key_of(VARIATIONS[field]()) != key_of(BASE)
+
+
+@given(st.sampled_from(["source_hash", "bucket", "timer", "seed"]), st.integers(1, 1000))
+def test_changing_the_kernel_bucket_timer_or_seed_changes_the_key(what: str, value: int) -> None:
+    base = key_of(BASE)
+    if what == "source_hash":
+        assert key_of(BASE, runner=FakeRunner(source_hash=f"other-{value}")) != base
+    elif what == "bucket":
+        assert key_of(BASE, bucket=16 + value) != base
+    elif what == "timer":
+        assert key_of(BASE, timer=f"t{value}") != base
+    else:
+        assert key_of(BASE, seed=value) != base
+
+
+def test_the_rank_is_not_in_the_key() -> None:
+    """Routing is the same on every rank up to the offset, so ranks share tuned tactics."""
+    other_rank = dataclasses.replace(BASE, topology=dataclasses.replace(BASE.topology, ep_rank=3))
+    assert key_of(other_rank) == key_of(BASE)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def test_vllm_file_names() -> None:
+    assert vllm_file_name(64, 1536, "NVIDIA H100 80GB HBM3", "bf16") == (
+        "E=64,N=1536,device_name=NVIDIA_H100_80GB_HBM3.json"
+    )
+    assert vllm_file_name(32, 2048, "NVIDIA H100 80GB HBM3", "fp8_w8a8") == (
+        "E=32,N=2048,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json"
+    )
+
+
+def test_vllm_export_round_trip(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    result = make_tuner(runner).tune(
+        TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=256)
+    )
+    table = vllm_table(runner, {b.bucket: b.tactic for b in result.buckets})
+    path = write_vllm_config(tmp_path / "configs", "E=32,N=2048,device_name=X.json", table)
+    back = read_vllm_config(path)
+    assert sorted(back) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    for bucket in result.buckets:
+        assert back[bucket.bucket] == runner.vllm_config(bucket.tactic)
+    assert json.loads(path.read_text())["256"]["BLOCK_SIZE_M"] == 64
+
+
+def test_vllm_export_needs_the_runner_mapping() -> None:
+    class NoExport(FakeRunner):
+        vllm_config = None  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match="has no vllm_config"):
+        vllm_table(NoExport(), {1: FakeTactic(16)})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[1, 2]", '{"x": {}}', '{"1": {"BLOCK_SIZE_M": 16}}', "not json"],
+    ids=["list", "key", "fields", "json"],
+)
+def test_reading_a_bad_vllm_config_names_the_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"bad\.json"):
+        read_vllm_config(path)
