@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pytest_moetune import __version__
+from pytest_moetune import __version__, tune_command
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
 from pytest_moetune.distributions import ENV_VAR, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
@@ -97,6 +97,10 @@ def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return tune_command.run(args, parser, model_from_args(parser, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moetune", description="pytest-moetune: topology-aware MoE kernel tuning tools."
@@ -127,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--rank", type=argparse_type(non_negative_int), help="only this rank")
     routing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     routing.set_defaults(func=_cmd_routing)
+
+    tune = sub.add_parser(
+        "tune", help="tune a model x topology x dtype over its token buckets (needs a CUDA GPU)"
+    )
+    add_model_arguments(tune)
+    tune_command.add_arguments(tune)
+    tune.set_defaults(func=_cmd_tune)
     return parser
 
 

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -24,6 +24,9 @@ from pytest_moetune.distributions import (
     parse_distribution,
 )
 from pytest_moetune.topology import TopologySpec
+
+if TYPE_CHECKING:
+    from pytest_moetune.runner import RunnerRegistry
 
 DEFAULT_TOPOLOGIES = "ep1"
 MARKERS = {
@@ -85,6 +88,29 @@ class Selection:
 
 
 SELECTION_KEY = pytest.StashKey[Selection]()
+RUNNERS_KEY = pytest.StashKey["RunnerRegistry"]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_moetune import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def runner_registry(config: pytest.Config) -> RunnerRegistry:
+    """The runners of this session: entry points, then ``pytest_moetune_register_runners`` hooks.
+
+    Built on first use, so runs that never tune import no kernel package.
+    """
+    if RUNNERS_KEY not in config.stash:
+        from pytest_moetune.runner import RunnerRegistry, entry_point_runners
+
+        registry = RunnerRegistry()
+        for runner in entry_point_runners():
+            registry.add(runner, "entry point")
+        config.hook.pytest_moetune_register_runners(registry=registry, config=config)
+        config.stash[RUNNERS_KEY] = registry
+    return config.stash[RUNNERS_KEY]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -305,3 +331,11 @@ def dummy_distribution(request: pytest.FixtureRequest) -> Distribution:
     if isinstance(request.param, ValueError):
         pytest.fail(str(request.param), pytrace=False)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def moetune_runners(pytestconfig: pytest.Config) -> RunnerRegistry:
+    """The registered MoE kernel runners (a :class:`~pytest_moetune.runner.RunnerRegistry`):
+    ``moetune_runners.get("fused_moe")``, or iterate. Registered by ``conftest.py`` hooks
+    (``pytest_moetune_register_runners``) and the ``pytest_moetune.runners`` entry-point group."""
+    return runner_registry(pytestconfig)

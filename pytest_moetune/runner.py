@@ -93,18 +93,21 @@ _REQUIRED = (
 
 
 def check_runner(obj: object, origin: str) -> MoERunner:
-    """``obj`` if it has everything a runner needs, else ``TypeError`` naming what is missing."""
+    """``obj`` if it has everything a runner needs, else ``ValueError`` naming what is missing."""
     missing = [attr for attr in _REQUIRED if not hasattr(obj, attr)]
     if missing:
-        raise TypeError(f"{origin} gives {type(obj).__name__}, which is not a runner: missing {missing}")
+        raise ValueError(f"{origin} gives {type(obj).__name__}, which is not a runner: missing {missing}")
     if not isinstance(obj.name, str) or not obj.name:  # type: ignore[attr-defined]
-        raise TypeError(f"{origin}: runner.name must be a non-empty string")
+        raise ValueError(f"{origin}: runner.name must be a non-empty string")
     return obj  # type: ignore[return-value]
 
 
 def _instantiate(obj: object, origin: str) -> MoERunner:
     if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "tactics")):
-        obj = obj()  # a class or a zero-argument factory
+        try:
+            obj = obj()  # a class or a zero-argument factory
+        except TypeError as err:
+            raise ValueError(f"{origin}: cannot make a runner by calling {obj!r}: {err}") from err
     return check_runner(obj, origin)
 
 

@@ -268,7 +268,7 @@ class Tuner:
             "timings_us": result.timings_us,
             "failures": result.failures,
             "wall_s": round(result.wall_s, 4),
-            "tuned_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
 
     def _inputs(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:

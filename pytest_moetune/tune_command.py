@@ -1,0 +1,180 @@
+"""``moetune tune``: tune one model x topology x dtype over its token buckets, print the table,
+optionally export vLLM configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
+from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
+from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, DTYPES, TuningProblem
+from pytest_moetune.runner import MoERunner, entry_point_runners, load_runner
+from pytest_moetune.topology import TopologySpec
+from pytest_moetune.tuner import Tuner, TuningResult
+
+DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "fp8": "fp8_w8a8"}
+
+
+def parse_dtype(text: str) -> str:
+    name = DTYPE_ALIASES.get(text, text)
+    if name not in DTYPES:
+        valid, aliases = ", ".join(DTYPES), ", ".join(DTYPE_ALIASES)
+        raise ValueError(f"unknown dtype {text!r}; valid: {valid} (aliases: {aliases})")
+    return name
+
+
+def configured_runner_spec(directory: Path) -> str | None:
+    """``runner`` under ``[tool.moetune]`` in ``directory/pyproject.toml``, if any."""
+    pyproject = directory / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    try:
+        config = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{pyproject}: not valid TOML: {err}") from None
+    spec = config.get("tool", {}).get("moetune", {}).get("runner")
+    if spec is not None and not isinstance(spec, str):
+        raise ValueError(f"{pyproject}: [tool.moetune] runner must be a string MODULE:ATTR, got {spec!r}")
+    return spec
+
+
+def resolve_runner(spec: str | None, directory: Path) -> MoERunner:
+    """``--runner``, else ``[tool.moetune] runner``, else the one entry-point runner."""
+    spec = spec or configured_runner_spec(directory)
+    if spec:
+        return load_runner(spec, directory)
+    found = list(entry_point_runners())
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(r.name for r in found) or "none installed"
+    raise ValueError(
+        f"choose a runner with --runner MODULE:ATTR or [tool.moetune] runner in pyproject.toml "
+        f"(entry-point runners: {names})"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--topology", type=argparse_type(TopologySpec.parse), required=True, help="ep<N> or dep<N>"
+    )
+    parser.add_argument("--rank", type=argparse_type(non_negative_int), default=0, help="measured EP rank")
+    parser.add_argument("--dtype", type=argparse_type(parse_dtype), default="bf16", help=", ".join(DTYPES))
+    parser.add_argument(
+        "--distribution",
+        type=argparse_type(parse_distribution),
+        default=None,
+        help=f"dummy routing to tune on (default ${ENV_VAR}, else balanced)",
+    )
+    parser.add_argument(
+        "--tune-max-num-tokens",
+        type=argparse_type(positive_int),
+        default=DEFAULT_TUNE_MAX_NUM_TOKENS,
+        help="largest bucket; buckets are the powers of two below it, plus it",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="routing seed")
+    parser.add_argument("--runner", help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)")
+    parser.add_argument(
+        "--cache", type=Path, help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache)"
+    )
+    parser.add_argument("--no-cache", action="store_true", help="tune in memory only")
+    parser.add_argument("--force", action="store_true", help="re-tune buckets already in the cache")
+    parser.add_argument("--cold-l2", action="store_true", help="time with inputs rotated past L2")
+    parser.add_argument(
+        "--rounds", type=argparse_type(positive_int), default=5, help="timed rounds per tactic"
+    )
+    parser.add_argument(
+        "--export", nargs=2, metavar=("FORMAT", "DIR"), help="write the tuned table: `--export vllm DIR`"
+    )
+    parser.add_argument("--json", type=Path, help="write the per-bucket results as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
+    """The GPU tuner the command uses: CUDA-graph timer, persistent cache (tests replace this)."""
+    import torch
+
+    from pytest_moetune.cache import TuningCache, default_cache_path
+    from pytest_moetune.fingerprint import EnvironmentFingerprint
+    from pytest_moetune.timing import CudaGraphTimer, l2_cache_bytes, rotation_count, tensor_bytes
+
+    if not torch.cuda.is_available():
+        raise ValueError("moetune tune times kernels on a CUDA GPU and none is available")
+    store = (
+        None
+        if args.no_cache
+        else TuningCache(args.cache or default_cache_path(), EnvironmentFingerprint.current())
+    )
+    timer = CudaGraphTimer(rounds=args.rounds, cold_l2=args.cold_l2)
+    input_sets: Any = 1
+    if args.cold_l2:
+        l2 = l2_cache_bytes()
+        input_sets = lambda inputs: rotation_count(tensor_bytes(inputs), l2)  # noqa: E731
+    return Tuner(runner, store, timer, seed=args.seed, input_sets=input_sets, progress=not args.no_progress)
+
+
+def result_rows(tuner: Tuner, result: TuningResult) -> list[dict[str, Any]]:
+    problem = result.problem
+    return [
+        {
+            "bucket": b.bucket,
+            "rows_per_local_expert": problem.topology.expected_rows_per_local_expert(b.bucket),
+            "tactic": tuner.runner.tactic_to_dict(b.tactic),
+            "time_us": b.time_us,
+            "timed": b.timed,
+            "failed": b.failed,
+            "wall_s": b.wall_s,
+            "from_cache": b.from_cache,
+        }
+        for b in result.buckets
+    ]
+
+
+def print_table(tuner: Tuner, result: TuningResult) -> None:
+    print(f"{tuner.runner.name} {result.problem.describe()} rank {result.problem.topology.ep_rank}")
+    print(f"{'bucket':>7} {'rows/exp':>9} {'time us':>10} {'timed':>5} {'failed':>6} {'wall s':>7}  tactic")
+    for row in result_rows(tuner, result):
+        wall = "cached" if row["from_cache"] else f"{row['wall_s']:.2f}"
+        tactic = getattr(tuner.runner.tactic_from_dict(row["tactic"]), "name", None) or json.dumps(
+            row["tactic"]
+        )
+        print(
+            f"{row['bucket']:>7} {row['rows_per_local_expert']:>9.1f} {row['time_us']:>10.1f} "
+            f"{row['timed']:>5} {row['failed']:>6} {wall:>7}  {tactic}"
+        )
+    print(f"total wall {result.wall_s:.1f} s")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -> int:
+    from pytest_moetune.export import vllm_file_name, vllm_table, write_vllm_config
+
+    if args.export and args.export[0] != "vllm":
+        parser.error(f"--export format {args.export[0]!r} is not supported; supported: vllm")
+    try:
+        topology = args.topology.bind(model.num_experts, model.top_k, args.rank)
+    except ValueError as err:
+        parser.error(f"--topology {args.topology.name} with {model.name}: {err}")
+    distribution = args.distribution or default_distribution()
+    problem = TuningProblem(model, topology, args.dtype, distribution, args.tune_max_num_tokens)
+    runner = resolve_runner(args.runner, Path.cwd())
+    tuner = build_tuner(args, runner)
+    result = tuner.tune(problem, force=args.force)
+    print_table(tuner, result)
+    if args.json:
+        args.json.write_text(json.dumps(result_rows(tuner, result), indent=1) + "\n")
+    if args.export:
+        device = _device_name()
+        name = vllm_file_name(topology.local_num_experts, model.intermediate, device, args.dtype)
+        table = vllm_table(runner, {b.bucket: b.tactic for b in result.buckets})
+        print(f"wrote {write_vllm_config(args.export[1], name, table)}", file=sys.stderr)
+    return 0
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

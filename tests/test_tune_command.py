@@ -1,0 +1,98 @@
+"""``moetune tune`` on CPU: the fake runner and timer stand in for the GPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_moetune import tune_command
+from pytest_moetune.cli import main
+from pytest_moetune.export import read_vllm_config
+from pytest_moetune.runner import MoERunner
+from pytest_moetune.testing import FakeRunner, FakeTimer
+from pytest_moetune.tuner import Tuner
+
+FAKE = "pytest_moetune.testing:FakeRunner"
+
+
+@pytest.fixture(autouse=True)
+def cpu_tuner(monkeypatch: pytest.MonkeyPatch) -> None:
+    def build(args: argparse.Namespace, runner: MoERunner) -> Tuner:
+        assert isinstance(runner, FakeRunner)
+        return Tuner(runner, timer=FakeTimer(runner), device="cpu", seed=args.seed, progress=False)
+
+    monkeypatch.setattr(tune_command, "build_tuner", build)
+
+
+def test_tune_prints_every_bucket_and_exports_vllm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--model", "qwen3-235b-a22b", "--topology", "dep2", "--dtype", "bf16"]
+    argv += ["--tune-max-num-tokens", "512", "--runner", FAKE, "--export", "vllm", str(tmp_path)]
+    argv += ["--json", str(tmp_path / "result.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "fake_moe qwen3-235b-a22b dep2 bf16 balanced max=512 rank 0"
+    assert [int(line.split()[0]) for line in out[2:-1]] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    rows = json.loads((tmp_path / "result.json").read_text())
+    assert rows[-1]["rows_per_local_expert"] == 64.0 and rows[-1]["tactic"] == {"block_m": 64, "variant": "a"}
+    exported = read_vllm_config(tmp_path / "E=64,N=1536,device_name=cpu.json")
+    assert exported[512]["BLOCK_SIZE_M"] == 64 and sorted(exported) == [r["bucket"] for r in rows]
+
+
+def test_unsupported_dtype_is_an_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--experts", "64", "--top-k", "4", "--hidden", "256", "--intermediate", "128"]
+    argv += ["--topology", "ep4", "--dtype", "fp8", "--runner", FAKE, "--export", "vllm", str(tmp_path)]
+    assert main(argv) == 2  # the fake runner has no fp8: the error says so, nothing is written
+    assert "does not support custom ep4 fp8_w8a8" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runner_comes_from_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text(f'[tool.moetune]\nrunner = "{FAKE}"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--model", "mixtral-8x7b", "--topology", "ep1", "--tune-max-num-tokens", "4"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--runner", "nosuchmodule:Runner"], "cannot import 'nosuchmodule'"),
+        (["--runner", "pytest_moetune.testing:Nope"], "has no attribute 'Nope'"),
+        (["--runner", "pytest_moetune.testing"], "must be written MODULE:ATTR"),
+        (["--runner", "pytest_moetune.testing:FakeTimer"], "FakeTimer"),
+    ],
+)
+def test_bad_runner_names_it(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--model", "mixtral-8x7b", "--topology", "ep1", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dtype", "int4"], "unknown dtype 'int4'"),
+        (["--tune-max-num-tokens", "0"], "must be >= 1, got 0"),
+        (["--export", "sglang", "out"], "--export format 'sglang'"),
+        (["--topology", "dep3"], "not divisible by ep_size=3"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE, *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
