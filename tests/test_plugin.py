@@ -269,3 +269,62 @@ def test_plugin_imports_nothing_heavy_and_changes_no_outcome(pytester: pytest.Py
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
+
+
+# --- runner registration --------------------------------------------------------------------
+
+REGISTERING_CONFTEST = """
+    from pathlib import Path
+
+    def pytest_moetune_register_runners(registry, config):
+        Path("hook-called").write_text("yes")
+        from pytest_moetune.testing import FakeRunner
+        registry.add(FakeRunner(source_hash="from-conftest"))
+"""
+
+
+def test_conftest_hook_registers_runners_lazily(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(REGISTERING_CONFTEST)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    pytester.runpytest("test_plain.py").assert_outcomes(passed=1)
+    assert not (pytester.path / "hook-called").exists(), "the hook ran in a run that never tunes"
+    pytester.makepyfile(
+        test_uses="""
+        def test_runner(moetune_runners):
+            runner = moetune_runners.get("fake_moe")
+            assert runner.source_hash == "from-conftest"
+            assert moetune_runners.names() == ["fake_moe"]
+        """
+    )
+    pytester.runpytest("test_uses.py").assert_outcomes(passed=1)
+    assert (pytester.path / "hook-called").exists()
+
+
+def test_two_runners_with_one_name_are_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        from pytest_moetune.testing import FakeRunner
+
+        def pytest_moetune_register_runners(registry):
+            registry.add(FakeRunner())
+            registry.add(FakeRunner())
+        """
+    )
+    pytester.makepyfile("def test_runner(moetune_runners):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*a runner named 'fake_moe' is already registered*"])
+
+
+def test_unknown_runner_name_lists_the_registered_ones(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(REGISTERING_CONFTEST)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_runner(moetune_runners):
+            with pytest.raises(ValueError, match="no MoE runner named 'mine'; registered: fake_moe"):
+                moetune_runners.get("mine")
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
