@@ -133,3 +133,29 @@ class FakeTimer:
         for launch in launches:
             launch()
         return Measurement((self.runner.last_cost_us,) * self.rounds, 1)
+
+
+class HostClockTimer:
+    """Times synchronous CPU work with ``time.perf_counter`` (median of rounds).
+
+    Only for runners that compute on the CPU (tests, examples): GPU launches are asynchronous and
+    must be timed with :class:`~pytest_moetune.timing.CudaGraphTimer`.
+    """
+
+    name = "host-clock"
+
+    def __init__(self, rounds: int = 3) -> None:
+        self.rounds = rounds
+
+    def measure(self, launches: Sequence[Callable[[], object]]) -> Measurement:
+        import time
+
+        for launch in launches:
+            launch()
+        samples = []
+        for _ in range(self.rounds):
+            start = time.perf_counter()
+            for launch in launches:
+                launch()
+            samples.append((time.perf_counter() - start) * 1e6 / len(launches))
+        return Measurement(tuple(samples), len(launches))

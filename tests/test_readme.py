@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moetune.cli import main
+from pytest_moetune.cli import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -38,8 +38,21 @@ def test_console_example_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_moetune_commands_parse_and_run(capsys: pytest.CaptureFixture[str]) -> None:
-    commands = [line.split("#")[0] for b in blocks("bash") for line in b.splitlines()]
+    """Every `moetune` command of the README parses; those that need no GPU also run."""
+    text = "\n".join(blocks("bash")).replace("\\\n", " ")
+    commands = [line.split("#")[0].strip() for line in text.splitlines()]
     commands = [c for c in commands if c.startswith("moetune ")]
-    assert len(commands) >= 3
+    assert {shlex.split(c)[1] for c in commands} == {"models", "routing", "tune"}
     for command in commands:
-        assert main(shlex.split(command)[1:]) == 0, command
+        argv = shlex.split(command)[1:]
+        build_parser().parse_args(argv)
+        if argv[0] != "tune":
+            assert main(argv) == 0, command
+
+
+def test_runner_example_registers_and_tunes(pytester: pytest.Pytester) -> None:
+    conftest = next(b for b in blocks("python") if "pytest_moetune_register_runners" in b)
+    test = next(b for b in blocks("python") if "test_tunes_every_bucket" in b)
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(test_tune_my_kernel=test)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
