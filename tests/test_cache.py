@@ -1,0 +1,445 @@
+"""The persistent tuning cache: format, staleness, corruption, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from pytest_moetune import cache as cache_module
+from pytest_moetune.cache import MoetuneCacheWarning, TuningCache, default_cache_path
+from pytest_moetune.fingerprint import EnvironmentFingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+FP = EnvironmentFingerprint(
+    gpu_name="NVIDIA H100 80GB HBM3",
+    sm="9.0",
+    driver="580.82.07",
+    torch="2.11.0+cu130",
+    triton="3.6.0",
+    plugin="0.1.0",
+)
+TACTIC = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
+
+
+def entry(i: int = 0) -> dict[str, object]:
+    return {"tactic": {**TACTIC, "BLOCK_M": 16 * (i % 8 + 1)}, "time_us": 10.5 + i, "failed": [["x", "smem"]]}
+
+
+def siblings(path: Path, tag: str) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.{tag}-*"))
+
+
+def written(path: Path, entries: dict[str, object], fingerprint: EnvironmentFingerprint = FP) -> bytes:
+    """Write a cache file through the public API and return its bytes."""
+    TuningCache(path, fingerprint).put_many(entries)
+    return path.read_bytes()
+
+
+# --- format and round trip ---------------------------------------------------------------------------
+
+
+def test_round_trip_and_file_format(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "tuning.json"
+    cache = TuningCache(str(path), FP)
+    before = datetime.now(cache_module._UTC).replace(microsecond=0)
+    cache.put("b", entry(1))
+    cache.put("a", entry(2))
+    assert cache.path == path
+    assert cache.get("a") == entry(2) and cache.get("b") == entry(1) and cache.get("c") is None
+    assert "a" in cache and "c" not in cache and len(cache) == 2
+    assert cache.keys() == ["a", "b"] == list(cache)
+
+    body = json.loads(path.read_text())
+    assert path.read_text() == json.dumps(body, indent=1, sort_keys=True) + "\n"
+    assert set(body) == {"schema", "metadata", "entries"} and body["schema"] == 1
+    assert body["entries"] == {"a": entry(2), "b": entry(1)}
+    created = datetime.fromisoformat(body["metadata"].pop("created"))
+    assert created.utcoffset() == timedelta(0)
+    assert before <= created <= datetime.now(cache_module._UTC)
+    assert body["metadata"] == FP.to_dict()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_get_returns_a_copy(tmp_path: Path) -> None:
+    cache = TuningCache(tmp_path / "c.json", FP)
+    cache.put("k", entry())
+    got = cache.get("k")
+    assert got is not None
+    got["tactic"]["BLOCK_M"] = 999
+    assert cache.get("k") == entry()
+
+
+def test_missing_file_is_empty_and_reading_creates_nothing(tmp_path: Path) -> None:
+    cache = TuningCache(tmp_path / "sub" / "c.json", FP)
+    assert len(cache) == 0 and cache.get("k") is None and cache.keys() == [] and "k" not in cache
+    assert cache.stale_reason is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_entries_survive_a_reload_in_a_new_instance(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    TuningCache(path, FP).put_many({f"k{i}": entry(i) for i in range(5)})
+    again = TuningCache(path, FP)
+    assert again.keys() == [f"k{i}" for i in range(5)]
+    assert all(again.get(f"k{i}") == entry(i) for i in range(5))
+
+
+def test_put_merges_ours_win_and_created_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    TuningCache(path, FP).put_many({"a": entry(1), "b": entry(2)})
+    created = json.loads(path.read_text())["metadata"]["created"]
+    TuningCache(path, FP).put_many({"b": entry(3), "c": entry(4)})
+    body = json.loads(path.read_text())
+    assert body["entries"] == {"a": entry(1), "b": entry(3), "c": entry(4)}
+    assert body["metadata"]["created"] == created
+
+
+def test_a_write_merges_entries_other_writers_added_since_our_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    ours, theirs = TuningCache(path, FP), TuningCache(path, FP)
+    ours.put("mine-1", entry(1))
+    theirs.put("theirs", entry(2))  # `ours` loaded before this
+    ours.put("mine-2", entry(3))
+    assert ours.keys() == ["mine-1", "mine-2", "theirs"]
+    assert TuningCache(path, FP).keys() == ["mine-1", "mine-2", "theirs"]
+
+
+def test_put_many_of_nothing_writes_nothing(tmp_path: Path) -> None:
+    TuningCache(tmp_path / "c.json", FP).put_many({})
+    assert not list(tmp_path.iterdir())
+
+
+# --- environment mismatch ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", EnvironmentFingerprint.field_names())
+def test_metadata_mismatch_reads_empty_and_says_why(tmp_path: Path, field: str) -> None:
+    path = tmp_path / "c.json"
+    written(path, {"k": entry()})
+    now = EnvironmentFingerprint(**{**FP.to_dict(), field: "other"})
+    cache = TuningCache(path, now)
+    with pytest.warns(MoetuneCacheWarning) as record:
+        assert cache.get("k") is None
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert str(path) in message and f"{field}: {getattr(FP, field)} (cache) != other (now)" in message
+    assert cache.stale_reason == f"{field}: {getattr(FP, field)} (cache) != other (now)"
+    assert len(cache) == 0 and "k" not in cache
+
+
+def test_stale_reason_lists_every_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    written(path, {"k": entry()})
+    now = EnvironmentFingerprint(**{**FP.to_dict(), "torch": "2.13.0", "triton": "3.9.0"})
+    with pytest.warns(MoetuneCacheWarning, match=r"torch: 2\.11\.0\+cu130 \(cache\) != 2\.13\.0 \(now\)"):
+        reason = TuningCache(path, now).stale_reason
+    assert reason == "torch: 2.11.0+cu130 (cache) != 2.13.0 (now); triton: 3.6.0 (cache) != 3.9.0 (now)"
+
+
+def test_a_write_moves_the_stale_file_aside_and_starts_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    old_bytes = written(path, {"old": entry(1)})
+    now = EnvironmentFingerprint(**{**FP.to_dict(), "driver": "590.1"})
+    cache = TuningCache(path, now)
+    with pytest.warns(MoetuneCacheWarning, match="driver"):
+        cache.put("new", entry(2))
+    (aside,) = siblings(path, "stale")
+    assert aside.read_bytes() == old_bytes
+    body = json.loads(path.read_text())
+    assert body["entries"] == {"new": entry(2)}
+    assert {k: v for k, v in body["metadata"].items() if k != "created"} == now.to_dict()
+    assert cache.keys() == ["new"]
+    assert cache.stale_reason == "driver: 580.82.07 (cache) != 590.1 (now)"  # why the old file was dropped
+    assert TuningCache(path, now).stale_reason is None
+
+
+# --- corrupt files ----------------------------------------------------------------------------------------
+
+
+def _valid_body() -> dict[str, object]:
+    return {"schema": 1, "metadata": {**FP.to_dict(), "created": "2026-01-01T00:00:00+00:00"}, "entries": {}}
+
+
+def _corrupt(change: dict[str, object]) -> bytes:
+    body = {**_valid_body(), **change}
+    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+
+
+CORRUPT = {
+    "truncated": (json.dumps({**_valid_body(), "entries": {"k": entry()}}).encode()[:-7], "not valid JSON"),
+    "garbage-bytes": (b"\x00\xff\xfe\x9c garbage \x80", "not valid JSON"),
+    "empty": (b"", "not valid JSON"),
+    "top-level-list": (b"[1, 2]", "top level is a JSON list"),
+    "schema-str": (_corrupt({"schema": "1"}), "schema is '1', expected an int"),
+    "schema-bool": (_corrupt({"schema": True}), "schema is True"),
+    "schema-old": (_corrupt({"schema": 0}), "unknown schema version 0"),
+    "missing-entries": (_corrupt({"entries": ...}), "top-level keys"),
+    "extra-top-level": (_corrupt({"extra": 1}), "top-level keys"),
+    "entries-list": (_corrupt({"entries": [["k", {}]]}), "entries is a JSON list"),
+    "entry-not-dict": (_corrupt({"entries": {"k": [1, 2]}}), "entry 'k' is a JSON list"),
+    "metadata-str": (_corrupt({"metadata": "h100"}), "metadata is a JSON str"),
+    "metadata-torch-int": (
+        _corrupt({"metadata": {**FP.to_dict(), "torch": 2, "created": "x"}}),
+        "field torch must be a string",
+    ),
+    "metadata-missing-sm": (
+        _corrupt({"metadata": {k: v for k, v in {**FP.to_dict(), "created": "x"}.items() if k != "sm"}}),
+        "missing field(s) sm",
+    ),
+    "metadata-no-created": (_corrupt({"metadata": FP.to_dict()}), "metadata.created"),
+    "nan": (
+        json.dumps({**_valid_body(), "entries": {"k": {"t": float("nan")}}}).encode(),
+        "non-standard JSON constant NaN",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "reason"), CORRUPT.values(), ids=CORRUPT.keys())
+def test_corrupt_file_is_moved_aside_with_its_bytes(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes(data)
+    cache = TuningCache(path, FP)
+    with pytest.warns(MoetuneCacheWarning) as record:
+        assert len(cache) == 0
+    (aside,) = siblings(path, "corrupt")
+    assert aside.read_bytes() == data
+    assert not path.exists()
+    (warning,) = record
+    message = str(warning.message)
+    assert str(path) in message and str(aside) in message and "corrupt" in message
+    assert reason in message
+    assert cache.stale_reason is None
+
+    cache.put("k", entry())  # and the cache works on
+    assert TuningCache(path, FP).get("k") == entry()
+    assert siblings(path, "corrupt") == [aside]
+
+
+def test_file_corrupted_after_load_is_moved_aside_by_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    cache = TuningCache(path, FP)
+    cache.put("a", entry(1))
+    path.write_bytes(b'{"schema": 1, "entr')
+    with pytest.warns(MoetuneCacheWarning, match="corrupt"):
+        cache.put("b", entry(2))
+    (aside,) = siblings(path, "corrupt")
+    assert aside.read_bytes() == b'{"schema": 1, "entr'
+    assert TuningCache(path, FP).keys() == ["b"] == cache.keys()
+
+
+def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    data = json.dumps({"schema": 2, "format": "something new"}).encode()
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=r"c\.json has schema version 2, .* reads schema 1"):
+        TuningCache(path, FP).get("k")
+    with pytest.raises(ValueError, match="schema version 2"):
+        TuningCache(path, FP).put("k", entry())
+    assert path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["c.json"]
+
+
+# --- bad entries and atomic writes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("obj", {"x": object()}, "not JSON-serializable"),
+        ("nan", {"t": float("inf")}, "not JSON-serializable"),
+        ("tuple", {"tactic": (64, 128)}, "would not read back equal"),
+        ("intkeys", {"buckets": {1: "a"}}, "would not read back equal"),
+        ("list", [1, 2], "must be a dict"),
+    ],
+)
+def test_bad_entry_is_refused_before_the_file_is_touched(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    path = tmp_path / "c.json"
+    before = written(path, {"old": entry()})
+    cache = TuningCache(path, FP)
+    with pytest.raises(ValueError, match=f"key '{key}'.*{message}"):
+        cache.put_many({"fine": entry(1), key: value})  # type: ignore[dict-item]
+    assert path.read_bytes() == before
+    assert cache.keys() == ["old"]
+
+
+def test_non_string_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keys must be strings, got int 7"):
+        TuningCache(tmp_path / "c.json", FP).put(7, entry())  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
+
+
+def _fail_on_the_file_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = json.dumps
+
+    def dumps(obj: object, **kwargs: object) -> str:
+        if "indent" in kwargs:  # the whole-file serialization, not the per-entry check
+            raise RuntimeError("serialization blew up")
+        return real(obj, **kwargs)
+
+    monkeypatch.setattr(cache_module.json, "dumps", dumps)
+
+
+def _fail_on_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "fsync", fsync)
+
+
+def _fail_on_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    def replace(src: object, dst: object) -> None:
+        raise PermissionError("replace refused")
+
+    monkeypatch.setattr(cache_module.os, "replace", replace)
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "error"),
+    [
+        (_fail_on_the_file_dump, RuntimeError),
+        (_fail_on_fsync, OSError),
+        (_fail_on_replace, PermissionError),
+    ],
+)
+def test_a_failed_write_leaves_the_old_file_byte_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sabotage, error: type[Exception]
+) -> None:
+    path = tmp_path / "c.json"
+    before = written(path, {f"k{i}": entry(i) for i in range(20)})
+    cache = TuningCache(path, FP)
+    cache.load()
+    sabotage(monkeypatch)
+    with pytest.raises(error):
+        cache.put("new", entry(99))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert "new" not in cache and len(cache) == 20
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["c.json"]
+    cache.put("new", entry(99))  # the lock was released
+    assert TuningCache(path, FP).get("new") == entry(99)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_file_mode_is_kept_or_follows_the_umask(tmp_path: Path) -> None:
+    new, kept = tmp_path / "new.json", tmp_path / "kept.json"
+    old_umask = os.umask(0o027)
+    try:
+        TuningCache(new, FP).put("k", entry())
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    written(kept, {"a": entry()})
+    kept.chmod(0o664)
+    TuningCache(kept, FP).put("b", entry())
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o664
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    timeout = pytest.raises(TimeoutError, match=r"could not lock .*c\.json\.lock within 0\.2 s")
+    with FileLock(tmp_path / "c.json.lock"), timeout:
+        TuningCache(path, FP, lock_timeout=0.2).put("k", entry())
+    assert not path.exists()
+
+
+# --- two processes at once -------------------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from pytest_moetune.cache import TuningCache
+    from pytest_moetune.fingerprint import EnvironmentFingerprint
+
+    path, fingerprint, worker, count, go = sys.argv[1:]
+    cache = TuningCache(path, EnvironmentFingerprint.from_dict(json.loads(fingerprint)))
+    cache.get("warm-up")  # load before the others write: every put must merge what they added since
+    while not Path(go).exists():
+        time.sleep(0.002)
+    for i in range(int(count)):
+        cache.put(f"w{worker}-k{i:03d}", {"worker": int(worker), "i": i})
+    """
+)
+
+
+def test_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
+    path, go = tmp_path / "shared" / "tuning.json", tmp_path / "go"
+    workers, count = 4, 50
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    fingerprint = json.dumps(FP.to_dict())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), fingerprint, str(w), str(count), str(go)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(workers)
+    ]
+    time.sleep(0.5)  # let them start and load the (missing) file
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    cache = TuningCache(path, FP)
+    expected = {f"w{w}-k{i:03d}": {"worker": w, "i": i} for w in range(workers) for i in range(count)}
+    assert len(cache) == workers * count
+    assert {key: cache.get(key) for key in cache} == expected
+    assert not list(path.parent.glob("*.tmp")) and not siblings(path, "corrupt")
+
+
+# --- default path and imports ---------------------------------------------------------------------------
+
+
+def test_default_cache_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MOETUNE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_path() == tmp_path / "home" / ".cache" / "pytest-moetune" / "tuning.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert default_cache_path() == tmp_path / "home" / ".cache" / "pytest-moetune" / "tuning.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_path() == tmp_path / "xdg" / "pytest-moetune" / "tuning.json"
+    monkeypatch.setenv("MOETUNE_CACHE", str(tmp_path / "ci" / "moe.json"))
+    assert default_cache_path() == tmp_path / "ci" / "moe.json"
+    monkeypatch.setenv("MOETUNE_CACHE", "~/tune.json")
+    assert default_cache_path() == tmp_path / "home" / "tune.json"
+
+
+def test_modules_import_and_probe_without_torch() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        sys.modules["triton"] = None
+        import pytest_moetune.fingerprint, pytest_moetune.cache
+        from pytest_moetune.cache import TuningCache
+        fp = pytest_moetune.fingerprint.EnvironmentFingerprint.current()
+        assert (fp.gpu_name, fp.sm, fp.torch) == ("cpu", "cpu", "none"), fp
+        assert sys.modules["torch"] is None and sys.modules["triton"] is None
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
