@@ -38,7 +38,9 @@ from kernels import (
     Tactic,
     default_tactic,
     fused_moe,
+    fused_moe_fp8,
     grouped_mm_moe,
+    quantize_fp8_block,
     tactics,
 )
 from kernels.tactics import block_m_choices
@@ -169,10 +171,21 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
         mm.round()
     copy_bw = {k: 2 * nbytes / (tm.median * 1e-6) for k, tm in copies.items()}
     mm_rate = 2 * size**3 / (mm.median * 1e-6)
-    return {"copy_bytes_per_s": max(copy_bw.values()), "copy_bytes_per_s_by_method": copy_bw,
-            "copy_bytes": 2 * nbytes,
-            "copy_rounds_us": {k: tm.rounds for k, tm in copies.items()},
-            "matmul_flops_per_s": mm_rate, "matmul_size": size, "matmul_rounds_us": mm.rounds}
+    res: dict[str, object] = {
+        "copy_bytes_per_s": max(copy_bw.values()), "copy_bytes_per_s_by_method": copy_bw,
+        "copy_bytes": 2 * nbytes, "copy_rounds_us": {k: tm.rounds for k, tm in copies.items()},
+        "matmul_flops_per_s": mm_rate, "matmul_size": size, "matmul_rounds_us": mm.rounds}
+    # dense fp8 (e4m3) matmul through torch._scaled_mm, bf16 out: the fp8 roofline's rate
+    a8 = a.to(torch.float8_e4m3fn)
+    b8 = b.to(torch.float8_e4m3fn)
+    one = torch.ones((), device="cuda", dtype=torch.float32)
+    mm8 = Timed([lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)],
+                20_000)
+    for _ in range(rounds):
+        mm8.round()
+    res["fp8_matmul_flops_per_s"] = 2 * size**3 / (mm8.median * 1e-6)
+    res["fp8_matmul_rounds_us"] = mm8.rounds
+    return res
 
 
 def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
@@ -212,16 +225,44 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
     return {name: tm.median for name, tm in timers.items()}
 
 
-def roofline_us(case: Case, num_tokens: int, ceilings: dict[str, float]) -> dict[str, float]:
+def roofline_us(case: Case, num_tokens: int, ceilings: dict[str, float], fp8: bool = False
+                ) -> dict[str, float]:
+    """bf16: weights 2 B/elem and the bf16 matmul rate; fp8: 1 B/elem (+ fp32 block scales) and
+    the fp8 matmul rate. Activations x and out are bf16 either way."""
     rows = num_tokens * case.top_k
     h, i = case.hidden, case.intermediate
     active = min(case.local_experts, rows)
     flops = 2 * rows * h * 2 * i + 2 * rows * i * h
-    nbytes = active * 3 * h * i * 2 + 2 * num_tokens * h * 2
+    wbytes = 1 + 4 / (128 * 128) if fp8 else 2
+    nbytes = int(active * 3 * h * i * wbytes) + 2 * num_tokens * h * 2
     t_mem = nbytes / ceilings["copy_bytes_per_s"] * 1e6
-    t_mm = flops / ceilings["matmul_flops_per_s"] * 1e6
+    rate = ceilings["fp8_matmul_flops_per_s"] if fp8 else ceilings["matmul_flops_per_s"]
+    t_mm = flops / rate * 1e6
     return {"rows": rows, "active_experts": active, "flops": flops, "bytes": nbytes,
             "mem_us": t_mem, "mm_us": t_mm, "roofline_us": max(t_mem, t_mm)}
+
+
+def coordinate_sweep(problem: MoEProblem, dflt: Tactic, time_of: Callable[[Tactic], float]
+                     ) -> Tactic:
+    """Per block_m: the gate_up tiles with a fixed down tile, then the down tiles with the best
+    gate_up; returns the fastest tactic timed (the default is always timed too)."""
+    space = tactics(problem)
+    timed: dict[Tactic, float] = {dflt: time_of(dflt)}
+    for bm in block_m_choices(problem):
+        in_bm = [t for t in space if t.block_m == bm]
+        gus = list(dict.fromkeys(t.gate_up for t in in_bm))
+        dns = list(dict.fromkeys(t.down for t in in_bm))
+        if not gus:
+            continue
+        start_dn = dflt.down if dflt.block_m == bm and dflt.down in dns else dns[0]
+        for g in gus:
+            t = Tactic(bm, g, start_dn)
+            timed.setdefault(t, time_of(t))
+        best_gu = min((t for t in timed if t.block_m == bm), key=timed.__getitem__).gate_up
+        for d in dns:
+            t = Tactic(bm, best_gu, d)
+            timed.setdefault(t, time_of(t))
+    return min(timed, key=timed.__getitem__)
 
 
 def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: argparse.Namespace
@@ -230,17 +271,31 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     torch.manual_seed(0)
     h, i, num_local = case.hidden, case.intermediate, case.local_experts
     dt = torch.bfloat16
-    w1 = (torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)).to(dt)
-    w2 = (torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).to(dt)
+    w1f = torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)
+    w2f = torch.randn(num_local, h, i, device=dev) / math.sqrt(i)
+    w1, w2 = w1f.to(dt), w2f.to(dt)
+    do_fp8 = num_tokens in args.fp8_tokens
+    if do_fp8:
+        w1q, w1s = quantize_fp8_block(w1f)
+        w2q, w2s = quantize_fp8_block(w2f)
+    del w1f, w2f
+    torch.cuda.empty_cache()
     xs = [torch.randn(num_tokens, h, device=dev).to(dt) for _ in range(VARIANTS)]
     routes = [balanced_topk(num_tokens, case, v * num_tokens * case.top_k, dev)
               for v in range(VARIANTS)]
     off = case.offset
-    problem = MoEProblem(num_tokens, h, i, num_local, case.top_k, "bfloat16")
+    target = args.target_ms * 1000.0
 
-    def fused_calls(t: Tactic) -> list[Callable[[], object]]:
+    def bf16_calls(t: Tactic) -> list[Callable[[], object]]:
         return [
             (lambda v=v: fused_moe(xs[v], w1, w2, *routes[v], local_expert_offset=off, tactic=t))
+            for v in range(VARIANTS)
+        ]
+
+    def fp8_calls(t: Tactic) -> list[Callable[[], object]]:
+        return [
+            (lambda v=v: fused_moe_fp8(xs[v], w1q, w1s, w2q, w2s, *routes[v],
+                                       local_expert_offset=off, tactic=t))
             for v in range(VARIANTS)
         ]
 
@@ -251,66 +306,64 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     peer_out = peer_calls[0]().float()
     peer_norm = peer_out.norm().item()
 
-    def check(t: Tactic) -> float:
-        out = fused_calls(t)[0]().float()
-        return (out - peer_out).norm().item() / peer_norm
+    def err_vs_peer(calls: list[Callable[[], object]]) -> float:
+        return (calls[0]().float() - peer_out).norm().item() / peer_norm
 
-    target = args.target_ms * 1000.0
-    sweep: list[dict[str, object]] = []
-    timed_cache: dict[Tactic, float] = {}
+    def sweeper(make: Callable[[Tactic], list[Callable[[], object]]], max_err: float,
+                log: list[dict[str, object]]) -> Callable[[Tactic], float]:
+        def time_of(t: Tactic) -> float:
+            try:
+                tm = Timed(make(t), target / 2)
+                for _ in range(args.sweep_rounds):
+                    tm.round()
+                med = tm.median
+                del tm
+                err = err_vs_peer(make(t))
+            except Exception as exc:  # a tile that does not fit: record and skip
+                log.append({"tactic": t.to_dict(), "error": f"{type(exc).__name__}: {exc}"[:300]})
+                return math.inf
+            log.append({"tactic": t.to_dict(), "median_us": med, "rel_err_vs_peer": err})
+            return med if err < max_err else math.inf  # wrong results never win
+        return time_of
 
-    def sweep_time(t: Tactic) -> float:
-        if t in timed_cache:
-            return timed_cache[t]
-        try:
-            tm = Timed(fused_calls(t), target / 2)
-            for _ in range(args.sweep_rounds):
-                tm.round()
-            med = tm.median
-            del tm
-            err = check(t)
-        except Exception as exc:  # a tile that does not fit: record and skip
-            sweep.append({"tactic": t.to_dict(), "error": f"{type(exc).__name__}: {exc}"[:300]})
-            timed_cache[t] = math.inf
-            return math.inf
-        if not err < 2e-2:  # wrong results never win
-            med = math.inf
-        sweep.append({"tactic": t.to_dict(), "median_us": med, "rel_err_vs_peer": err})
-        timed_cache[t] = med
-        return med
-
+    problem = MoEProblem(num_tokens, h, i, num_local, case.top_k, "bfloat16")
     dflt = default_tactic(problem)
-    space = tactics(problem)
-    if args.sweep and space:
-        for bm in block_m_choices(problem):
-            in_bm = [t for t in space if t.block_m == bm]
-            gus = list(dict.fromkeys(t.gate_up for t in in_bm))
-            dns = list(dict.fromkeys(t.down for t in in_bm))
-            start_dn = dflt.down if dflt.block_m == bm and dflt.down in dns else dns[0]
-            best_gu = min(gus, key=lambda g, d=start_dn: sweep_time(Tactic(bm, g, d)))
-            min(dns, key=lambda d, g=best_gu: sweep_time(Tactic(bm, g, d)))
-        sweep_time(dflt)
-        best = min(timed_cache, key=timed_cache.__getitem__)
-    else:
-        best = dflt
-    torch.cuda.empty_cache()
-    variants = {"default": Timed(fused_calls(dflt), target), "peer": Timed(peer_calls, target)}
+    sweep: list[dict[str, object]] = []
+    best = coordinate_sweep(problem, dflt, sweeper(bf16_calls, 2e-2, sweep)) if args.sweep \
+        else dflt
+    variants = {"default": Timed(bf16_calls(dflt), target), "peer": Timed(peer_calls, target)}
     if best != dflt:
-        variants["best"] = Timed(fused_calls(best), target)
+        variants["best"] = Timed(bf16_calls(best), target)
+    sweep8: list[dict[str, object]] = []
+    if do_fp8:
+        p8 = MoEProblem(num_tokens, h, i, num_local, case.top_k, "float8_e4m3fn")
+        d8 = default_tactic(p8)
+        # fp8 against the bf16 peer: quantization of x, weights and h, ~5% relative
+        b8 = coordinate_sweep(p8, d8, sweeper(fp8_calls, 0.1, sweep8)) if args.sweep else d8
+        variants["fp8_default"] = Timed(fp8_calls(d8), target)
+        if b8 != d8:
+            variants["fp8_best"] = Timed(fp8_calls(b8), target)
+    torch.cuda.empty_cache()
     for _ in range(args.rounds):
         for tm in variants.values():
             tm.round()
     res = {name: {"median_us": tm.median, "rounds_us": tm.rounds, "calls_per_replay": tm.n}
            for name, tm in variants.items()}
-    if "best" not in res:
-        res["best"] = res["default"]
-    roof = roofline_us(case, num_tokens, ceilings)
-    point = {
-        "case": case.name, "tokens": num_tokens, **roof,
+    res.setdefault("best", res["default"])
+    point: dict[str, object] = {
+        "case": case.name, "tokens": num_tokens, **roofline_us(case, num_tokens, ceilings),
         "default_tactic": dflt.to_dict(), "best_tactic": best.to_dict(),
-        "default_rel_err_vs_peer": check(dflt), "best_rel_err_vs_peer": check(best),
+        "default_rel_err_vs_peer": err_vs_peer(bf16_calls(dflt)),
+        "best_rel_err_vs_peer": err_vs_peer(bf16_calls(best)),
         "results": res, "sweep": sweep,
     }
+    if do_fp8:
+        res.setdefault("fp8_best", res["fp8_default"])
+        point["fp8"] = {
+            "roofline": roofline_us(case, num_tokens, ceilings, fp8=True),
+            "default_tactic": d8.to_dict(), "best_tactic": b8.to_dict(),
+            "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)), "sweep": sweep8,
+        }
     del variants
     torch.cuda.empty_cache()
     if args.breakdown:
@@ -318,6 +371,20 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
         print("  breakdown (prefix medians, us):",
               {k: round(v, 1) for k, v in point["breakdown_best_us"].items()}, flush=True)
     return point
+
+
+def fmt_fp8_row(p: dict[str, object]) -> str:
+    res, f8 = p["results"], p["fp8"]
+    b, d8, b8 = (res[k]["median_us"] for k in ("best", "fp8_default", "fp8_best"))
+    roof = f8["roofline"]["roofline_us"]
+    return (f"| {p['case']} | {p['tokens']} | {b:.1f} | {d8:.1f} | {b8:.1f} | {b / b8:.2f}x | "
+            f"{roof:.1f} | {100 * roof / b8:.0f}% | {f8['best_rel_err_vs_peer']:.1e} | "
+            f"`{Tactic.from_dict(f8['best_tactic']).name}` |")
+
+
+FP8_HEADER = ("| case | T/rank | bf16 best µs | fp8 default µs | fp8 best µs | fp8 speedup vs bf16 "
+              "best | fp8 roofline µs | fp8 % roofline | fp8 rel err vs bf16 peer | fp8 best "
+              "tactic |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def fmt_row(p: dict[str, object]) -> str:
@@ -344,6 +411,8 @@ def main() -> int:
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
     ap.add_argument("--breakdown", action="store_true", help="also time stage prefixes")
+    ap.add_argument("--fp8-tokens", default="1,256,4096,16384",
+                    help="T values that also time the fp8 block-scale layer ('' for none)")
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -351,18 +420,20 @@ def main() -> int:
         return 2
     cases = [CASES[c] for c in args.cases.split(",") if c]
     tokens = [int(t) for t in args.tokens.split(",") if t]
+    args.fp8_tokens = {int(t) for t in args.fp8_tokens.split(",") if t}
     props = torch.cuda.get_device_properties(0)
     env = {
         "device": props.name, "sm_count": props.multi_processor_count,
         "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "cuda": torch.version.cuda, "date": datetime.datetime.now(datetime.UTC).isoformat(),
         "argv": sys.argv,
     }
     ceilings = measure_ceilings(args.rounds)
     print(f"# {env['device']}  torch {env['torch']}  triton {env['triton']}  {env['date']}")
     by = ", ".join(f"{k} {v / 1e12:.2f}" for k, v in ceilings["copy_bytes_per_s_by_method"].items())
     print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write; {by}), "
-          f"bf16 matmul {ceilings['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
+          f"bf16 matmul {ceilings['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s, "
+          f"fp8 matmul {ceilings['fp8_matmul_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
     points = []
     report = {"env": env, "ceilings": ceilings, "points": points}
     for case in cases:
@@ -377,6 +448,8 @@ def main() -> int:
             points.append(p)
             print(fmt_row(p), f"err d/b {p['default_rel_err_vs_peer']:.1e}/"
                   f"{p['best_rel_err_vs_peer']:.1e}", flush=True)
+            if "fp8" in p:
+                print("  fp8:", fmt_fp8_row(p), flush=True)
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(report, f, indent=1)
@@ -385,6 +458,12 @@ def main() -> int:
     for p in points:
         if "error" not in p:
             print(fmt_row(p))
+    if any("fp8" in p for p in points):
+        print()
+        print(FP8_HEADER)
+        for p in points:
+            if "fp8" in p:
+                print(fmt_fp8_row(p))
     return 0
 
 

@@ -8,11 +8,21 @@ Public API:
   - the tactic space.
 - :func:`fused_moe_reference` - the one fp32 torch reference.
 - :func:`grouped_mm_moe` - the plain-PyTorch peer on ``torch._grouped_mm``.
+- :func:`fused_moe_fp8` and the fp8 helpers (:func:`quantize_fp8_block`,
+  :func:`dequantize_fp8_block`, :func:`quantize_fp8_groups`, :func:`dequantize_fp8_groups`) -
+  e4m3 w8a8 with 128x128 weight block scales and per-token 128-group activation scales.
 """
 
 from kernels.align import Alignment, max_padded_rows, moe_align
 from kernels.fused_moe import fused_moe, problem_of, validate_inputs
 from kernels.peer import grouped_mm_moe
+from kernels.quant import (
+    dequantize_fp8_block,
+    dequantize_fp8_groups,
+    fused_moe_fp8,
+    quantize_fp8_block,
+    quantize_fp8_groups,
+)
 from kernels.reference import fused_moe_reference
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactics
 
@@ -22,12 +32,17 @@ __all__ = [
     "MoEProblem",
     "Tactic",
     "default_tactic",
+    "dequantize_fp8_block",
+    "dequantize_fp8_groups",
     "fused_moe",
+    "fused_moe_fp8",
     "fused_moe_reference",
     "grouped_mm_moe",
     "max_padded_rows",
     "moe_align",
     "problem_of",
+    "quantize_fp8_block",
+    "quantize_fp8_groups",
     "tactics",
     "validate_inputs",
 ]

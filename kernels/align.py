@@ -16,8 +16,10 @@ multiple of ``block_m``; non-local slots are dropped entirely (no rows, no block
 reading anything back and the whole layer can be captured in a CUDA graph.
 
 Two paths: up to ``FUSED_MAX_SLOTS`` slots one program does everything (one launch, the decode
-case); above it three launches (per-chunk histogram, a scan over chunks and experts, a stable
-scatter) spread the work over ``cdiv(T*k, CHUNK)`` programs.
+case); above it four launches spread the work over ``cdiv(T*k, CHUNK)`` programs: a per-chunk
+histogram, a scan over chunks (per expert, along contiguous memory), a scan over experts (one
+program, ``L``-long vectors), and a stable scatter (rank inside a chunk from a CHUNK x CHUNK
+compare). No step does work proportional to ``L`` per slot.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-CHUNK = 1024
-FUSED_MAX_SLOTS = 1024
+CHUNK = 128
+FUSED_MAX_SLOTS = 256
 
 
 @dataclass(frozen=True)
@@ -61,38 +63,60 @@ def _lanes(num_local_experts: int) -> int:
     return max(16, triton.next_power_of_2(num_local_experts))
 
 
-def _sub(lanes: int) -> int:
-    # one-hot tiles of (SUB, LANES) stay at <= 8K elements per program
-    return max(16, min(256, 8192 // lanes))
-
-
 @triton.jit
-def _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local):
-    """Local expert of flat slots ``idx`` (``-1`` when out of range or not in the shard)."""
+def _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local, LANES: tl.constexpr):
+    """Local expert of flat slots ``idx``; ``LANES`` (a spare histogram bin) when the slot is out
+    of range or its id is not in the shard."""
     inb = idx < num_slots
     ids = tl.load(topk_ids_ptr + idx, mask=inb, other=-1)
     e = ids - expert_offset
     ok = inb & (ids >= 0) & (e >= 0) & (e < num_local)
-    return tl.where(ok, e, -1)
+    return tl.where(ok, e, LANES)
 
 
 @triton.jit
-def _write_padding(sorted_ids_ptr, start, count, padded, sentinel, BLOCK_M: tl.constexpr,
-                   LANES: tl.constexpr):
-    """Fill rows ``[start+count, start+padded)`` of every expert lane with the sentinel."""
+def _local_histogram(e, LANES: tl.constexpr):
+    """Histogram over local experts of keys ``e`` in ``[0, LANES]`` (``LANES`` = dropped slot).
+    Dropped slots are binned at 0 and taken back out, so no bin past ``LANES`` is needed."""
+    dropped = e == LANES
+    hist = tl.histogram(tl.where(dropped, 0, e), LANES)
+    return hist - tl.where(tl.arange(0, LANES) == 0, tl.sum(dropped.to(tl.int32), axis=0), 0)
+
+
+@triton.jit
+def _rank_in_chunk(e, CHUNK_: tl.constexpr):
+    """For each element, how many earlier elements of the chunk have the same key (stable rank).
+    A (CHUNK, CHUNK) compare reduced along the contiguous axis."""
+    i = tl.arange(0, CHUNK_)
+    same = (e[:, None] == e[None, :]) & (i[None, :] < i[:, None])
+    return tl.sum(same.to(tl.int32), axis=1)
+
+
+@triton.jit
+def _finish_experts(counts, lanes, sorted_ids_ptr, block_end_ptr, num_padded_ptr, num_local,
+                    sentinel, BLOCK_M: tl.constexpr, LANES: tl.constexpr):
+    """From per-expert counts: padded sizes, first padded row per expert (returned), the padded
+    total, the inclusive block prefix per expert, and the sentinel in every padding row."""
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    end = tl.cumsum(padded, axis=0)
+    start = end - padded
+    tl.store(num_padded_ptr, tl.sum(padded, axis=0))
+    tl.store(block_end_ptr + lanes, tl.where(lanes < num_local, end // BLOCK_M, 0x7FFFFFFF))
     PB: tl.constexpr = 16
     for j0 in tl.static_range(0, BLOCK_M, PB):
         j = j0 + tl.arange(0, PB)
-        pos = (start + count)[:, None] + j[None, :]
-        mask = j[None, :] < (padded - count)[:, None]
+        pos = (start + counts)[:, None] + j[None, :]
+        mask = j[None, :] < (padded - counts)[:, None]
         tl.store(sorted_ids_ptr + pos, tl.full((LANES, PB), 0, tl.int32) + sentinel, mask=mask)
+    return start
 
 
 @triton.jit
-def _write_expert_ids(expert_ids_ptr, block_end, blk_lo, blk_hi, num_local,
+def _write_expert_ids(expert_ids_ptr, block_end_ptr, blk_lo, blk_hi, num_local,
                       LANES: tl.constexpr, BB: tl.constexpr):
-    """Per-block expert of blocks ``[blk_lo, blk_hi)``: the number of experts ending at or before
-    the block (``block_end`` inclusive prefix of blocks per expert, huge on lanes >= L)."""
+    """Per-block expert of blocks ``[blk_lo, blk_hi)``: the number of experts whose blocks end at
+    or before the block (``block_end`` is huge on lanes >= L); ``-1`` past the padded total."""
+    block_end = tl.load(block_end_ptr + tl.arange(0, LANES))
     for b0 in range(blk_lo, blk_hi, BB):
         blocks = b0 + tl.arange(0, BB)
         eid = tl.sum((block_end[None, :] <= blocks[:, None]).to(tl.int32), axis=1)
@@ -102,118 +126,113 @@ def _write_expert_ids(expert_ids_ptr, block_end, blk_lo, blk_hi, num_local,
 
 @triton.jit
 def _align_fused_kernel(
-    topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,
+    topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, block_end_ptr,
     num_slots, expert_offset, num_local, max_blocks,
-    BLOCK_M: tl.constexpr, LANES: tl.constexpr, SUB: tl.constexpr, BB: tl.constexpr,
+    BLOCK_M: tl.constexpr, LANES: tl.constexpr, CHUNK_: tl.constexpr, BB: tl.constexpr,
 ):
-    """Whole alignment in one program (``num_slots <= FUSED_MAX_SLOTS``).
+    """Whole alignment in one program (``num_slots <= FUSED_MAX_SLOTS``, the decode case).
 
     topk_ids_ptr: (T*k,) int32 global ids; sorted_ids_ptr: (max_padded,) int32 out;
-    expert_ids_ptr: (max_blocks,) int32 out; num_padded_ptr: (1,) int32 out.
+    expert_ids_ptr: (max_blocks,) int32 out; num_padded_ptr: (1,) int32 out;
+    block_end_ptr: (LANES,) int32 scratch.
     """
     lanes = tl.arange(0, LANES)
     counts = tl.zeros((LANES,), tl.int32)
-    for s in range(0, num_slots, SUB):
-        e = _local_expert(topk_ids_ptr, s + tl.arange(0, SUB), num_slots, expert_offset, num_local)
-        counts += tl.sum((e[:, None] == lanes[None, :]).to(tl.int32), axis=0)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    end = tl.cumsum(padded, axis=0)
-    start = end - padded
-    tl.store(num_padded_ptr, tl.sum(padded, axis=0))
-    _write_padding(sorted_ids_ptr, start, counts, padded, num_slots, BLOCK_M, LANES)
-    block_end = tl.where(lanes < num_local, end // BLOCK_M, 0x7FFFFFFF)
-    _write_expert_ids(expert_ids_ptr, block_end, 0, max_blocks, num_local, LANES, BB)
+    for s in range(0, num_slots, CHUNK_):
+        e = _local_expert(topk_ids_ptr, s + tl.arange(0, CHUNK_), num_slots, expert_offset,
+                          num_local, LANES)
+        counts += _local_histogram(e, LANES)
+    start = _finish_experts(counts, lanes, sorted_ids_ptr, block_end_ptr, num_padded_ptr,
+                            num_local, num_slots, BLOCK_M, LANES)
     base = start
-    for s in range(0, num_slots, SUB):
-        idx = s + tl.arange(0, SUB)
-        e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local)
-        onehot = (e[:, None] == lanes[None, :]).to(tl.int32)
-        rank = tl.cumsum(onehot, axis=0) - 1 + base[None, :]
-        pos = tl.sum(tl.where(onehot > 0, rank, 0), axis=1)
-        tl.store(sorted_ids_ptr + pos, idx, mask=e >= 0)
-        base += tl.sum(onehot, axis=0)
+    for s in range(0, num_slots, CHUNK_):
+        idx = s + tl.arange(0, CHUNK_)
+        e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local, LANES)
+        local = e < LANES
+        pos = tl.gather(base, tl.where(local, e, 0), 0) + _rank_in_chunk(e, CHUNK_)
+        tl.store(sorted_ids_ptr + pos, idx, mask=local)
+        base += _local_histogram(e, LANES)
+    tl.debug_barrier()
+    _write_expert_ids(expert_ids_ptr, block_end_ptr, 0, max_blocks, num_local, LANES, BB)
 
 
 @triton.jit
 def _align_count_kernel(
-    topk_ids_ptr, counts_ptr,
-    num_slots, expert_offset, num_local,
-    CHUNK_: tl.constexpr, LANES: tl.constexpr, SUB: tl.constexpr,
+    topk_ids_ptr, counts_t_ptr,
+    num_slots, expert_offset, num_local, num_chunks,
+    CHUNK_: tl.constexpr, LANES: tl.constexpr,
 ):
-    """Per-chunk histogram. topk_ids_ptr: (T*k,) int32; counts_ptr: (num_chunks, LANES) int32 out."""
+    """Per-chunk histogram. topk_ids_ptr: (T*k,) int32; counts_t_ptr: (LANES, num_chunks) int32
+    out (transposed, so the scan over chunks runs along contiguous memory)."""
     pid = tl.program_id(0)
+    e = _local_expert(topk_ids_ptr, pid * CHUNK_ + tl.arange(0, CHUNK_), num_slots,
+                      expert_offset, num_local, LANES)
     lanes = tl.arange(0, LANES)
-    counts = tl.zeros((LANES,), tl.int32)
-    for s in tl.static_range(0, CHUNK_, SUB):
-        idx = pid * CHUNK_ + s + tl.arange(0, SUB)
-        e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local)
-        counts += tl.sum((e[:, None] == lanes[None, :]).to(tl.int32), axis=0)
-    tl.store(counts_ptr + pid * LANES + lanes, counts)
+    tl.store(counts_t_ptr + lanes * num_chunks + pid, _local_histogram(e, LANES))
 
 
 @triton.jit
-def _align_scan_kernel(
-    counts_ptr, chunk_base_ptr, block_end_ptr, sorted_ids_ptr, num_padded_ptr,
-    num_chunks, num_local, sentinel,
-    BLOCK_M: tl.constexpr, LANES: tl.constexpr, CB: tl.constexpr,
+def _align_scan_chunks_kernel(
+    counts_t_ptr, totals_ptr,
+    num_chunks,
+    EB: tl.constexpr, CB: tl.constexpr,
 ):
-    """Scan over chunks and experts (one program).
+    """Exclusive prefix over chunks, in place, for EB experts per program.
 
-    counts_ptr: (num_chunks, LANES) int32; chunk_base_ptr: (num_chunks, LANES) int32 out, the first
-    padded row of each (chunk, expert) pair; block_end_ptr: (LANES,) int32 out, inclusive prefix of
-    row blocks per expert; sorted_ids_ptr: (max_padded,) int32, padding rows written here;
-    num_padded_ptr: (1,) int32 out.
+    counts_t_ptr: (LANES, num_chunks) int32, counts in, per-(expert, chunk) first rank out;
+    totals_ptr: (LANES,) int32 out, rows per expert.
     """
+    lanes = tl.program_id(0) * EB + tl.arange(0, EB)
+    running = tl.zeros((EB,), tl.int32)
+    for c0 in range(0, num_chunks, CB):
+        cols = c0 + tl.arange(0, CB)
+        ptrs = counts_t_ptr + lanes[:, None] * num_chunks + cols[None, :]
+        m = (cols < num_chunks)[None, :]
+        cnt = tl.load(ptrs, mask=m, other=0)
+        tl.store(ptrs, tl.cumsum(cnt, axis=1) - cnt + running[:, None], mask=m)
+        running += tl.sum(cnt, axis=1)
+    tl.store(totals_ptr + lanes, running)
+
+
+@triton.jit
+def _align_scan_experts_kernel(
+    totals_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, num_padded_ptr,
+    num_local, sentinel,
+    BLOCK_M: tl.constexpr, LANES: tl.constexpr,
+):
+    """Scan over experts (one program). totals_ptr: (LANES,) int32; start_ptr: (LANES,) int32 out,
+    first padded row per expert; block_end_ptr: (LANES,) int32 out; sorted_ids_ptr:
+    (max_padded,) int32, padding rows written; num_padded_ptr: (1,) int32 out."""
     lanes = tl.arange(0, LANES)
-    running = tl.zeros((LANES,), tl.int32)
-    for c0 in range(0, num_chunks, CB):
-        rows = c0 + tl.arange(0, CB)
-        ptrs = rows[:, None] * LANES + lanes[None, :]
-        m = (rows < num_chunks)[:, None]
-        cnt = tl.load(counts_ptr + ptrs, mask=m, other=0)
-        tl.store(chunk_base_ptr + ptrs, tl.cumsum(cnt, axis=0) - cnt + running[None, :], mask=m)
-        running += tl.sum(cnt, axis=0)
-    padded = (running + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    end = tl.cumsum(padded, axis=0)
-    start = end - padded
-    tl.store(num_padded_ptr, tl.sum(padded, axis=0))
-    tl.store(block_end_ptr + lanes, tl.where(lanes < num_local, end // BLOCK_M, 0x7FFFFFFF))
-    _write_padding(sorted_ids_ptr, start, running, padded, sentinel, BLOCK_M, LANES)
-    # turn per-expert prefixes into absolute rows: chunk_base += start[e]
-    for c0 in range(0, num_chunks, CB):
-        rows = c0 + tl.arange(0, CB)
-        ptrs = rows[:, None] * LANES + lanes[None, :]
-        m = (rows < num_chunks)[:, None]
-        base = tl.load(chunk_base_ptr + ptrs, mask=m, other=0)
-        tl.store(chunk_base_ptr + ptrs, base + start[None, :], mask=m)
+    counts = tl.load(totals_ptr + lanes)
+    start = _finish_experts(counts, lanes, sorted_ids_ptr, block_end_ptr, num_padded_ptr,
+                            num_local, sentinel, BLOCK_M, LANES)
+    tl.store(start_ptr + lanes, start)
 
 
 @triton.jit
 def _align_scatter_kernel(
-    topk_ids_ptr, chunk_base_ptr, block_end_ptr, sorted_ids_ptr, expert_ids_ptr,
-    num_slots, expert_offset, num_local, max_blocks, blocks_per_prog,
-    CHUNK_: tl.constexpr, LANES: tl.constexpr, SUB: tl.constexpr, BB: tl.constexpr,
+    topk_ids_ptr, counts_t_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, expert_ids_ptr,
+    num_slots, expert_offset, num_local, num_chunks, max_blocks, blocks_per_prog,
+    CHUNK_: tl.constexpr, LANES: tl.constexpr, BB: tl.constexpr,
 ):
-    """Stable scatter of each chunk's local slots, plus expert ids of a slice of row blocks.
+    """Stable scatter of one chunk's local slots, plus the expert ids of a slice of row blocks.
 
-    topk_ids_ptr: (T*k,) int32; chunk_base_ptr: (num_chunks, LANES) int32; block_end_ptr: (LANES,)
-    int32; sorted_ids_ptr: (max_padded,) int32 out; expert_ids_ptr: (max_blocks,) int32 out.
+    topk_ids_ptr: (T*k,) int32; counts_t_ptr: (LANES, num_chunks) int32 per-(expert, chunk)
+    first rank; start_ptr, block_end_ptr: (LANES,) int32; sorted_ids_ptr: (max_padded,) int32
+    out; expert_ids_ptr: (max_blocks,) int32 out.
     """
     pid = tl.program_id(0)
-    lanes = tl.arange(0, LANES)
-    base = tl.load(chunk_base_ptr + pid * LANES + lanes)
-    for s in tl.static_range(0, CHUNK_, SUB):
-        idx = pid * CHUNK_ + s + tl.arange(0, SUB)
-        e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local)
-        onehot = (e[:, None] == lanes[None, :]).to(tl.int32)
-        rank = tl.cumsum(onehot, axis=0) - 1 + base[None, :]
-        pos = tl.sum(tl.where(onehot > 0, rank, 0), axis=1)
-        tl.store(sorted_ids_ptr + pos, idx, mask=e >= 0)
-        base += tl.sum(onehot, axis=0)
-    block_end = tl.load(block_end_ptr + lanes)
+    idx = pid * CHUNK_ + tl.arange(0, CHUNK_)
+    e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local, LANES)
+    local = e < LANES
+    ec = tl.where(local, e, 0)
+    pos = (tl.load(start_ptr + ec) + tl.load(counts_t_ptr + ec * num_chunks + pid)
+           + _rank_in_chunk(e, CHUNK_))
+    tl.store(sorted_ids_ptr + pos, idx, mask=local)
     lo = pid * blocks_per_prog
     hi = tl.minimum(lo + blocks_per_prog, max_blocks)
-    _write_expert_ids(expert_ids_ptr, block_end, lo, hi, num_local, LANES, BB)
+    _write_expert_ids(expert_ids_ptr, block_end_ptr, lo, hi, num_local, LANES, BB)
 
 
 def moe_align(
@@ -256,35 +275,37 @@ def moe_align(
     expert_ids = torch.empty(max_blocks, dtype=torch.int32, device=dev)
     num_padded = torch.empty(1, dtype=torch.int32, device=dev)
     lanes = _lanes(num_local_experts)
-    sub = _sub(lanes)
     bb = max(16, min(128, 8192 // lanes))
+    block_end = torch.empty(lanes, dtype=torch.int32, device=dev)
     if fused is None:
         fused = num_slots <= FUSED_MAX_SLOTS
     if fused:
         _align_fused_kernel[(1,)](
-            topk_ids, sorted_ids, expert_ids, num_padded,
+            topk_ids, sorted_ids, expert_ids, num_padded, block_end,
             num_slots, local_expert_offset, num_local_experts, max_blocks,
-            BLOCK_M=block_m, LANES=lanes, SUB=sub, BB=bb, num_warps=4,
+            BLOCK_M=block_m, LANES=lanes, CHUNK_=CHUNK, BB=bb, num_warps=4,
         )
     else:
         num_chunks = max(1, triton.cdiv(num_slots, CHUNK))
-        counts = torch.empty((num_chunks, lanes), dtype=torch.int32, device=dev)
-        chunk_base = torch.empty((num_chunks, lanes), dtype=torch.int32, device=dev)
-        block_end = torch.empty(lanes, dtype=torch.int32, device=dev)
+        counts_t = torch.empty((lanes, num_chunks), dtype=torch.int32, device=dev)
+        totals = torch.empty(lanes, dtype=torch.int32, device=dev)
+        start = torch.empty(lanes, dtype=torch.int32, device=dev)
         _align_count_kernel[(num_chunks,)](
-            topk_ids, counts, num_slots, local_expert_offset, num_local_experts,
-            CHUNK_=CHUNK, LANES=lanes, SUB=sub, num_warps=4,
+            topk_ids, counts_t, num_slots, local_expert_offset, num_local_experts, num_chunks,
+            CHUNK_=CHUNK, LANES=lanes, num_warps=4,
         )
-        cb = max(1, min(64, 8192 // lanes))
-        _align_scan_kernel[(1,)](
-            counts, chunk_base, block_end, sorted_ids, num_padded,
-            num_chunks, num_local_experts, num_slots,
-            BLOCK_M=block_m, LANES=lanes, CB=cb, num_warps=4,
+        eb = 8
+        _align_scan_chunks_kernel[(lanes // eb,)](
+            counts_t, totals, num_chunks, EB=eb, CB=256, num_warps=4,
+        )
+        _align_scan_experts_kernel[(1,)](
+            totals, start, block_end, sorted_ids, num_padded, num_local_experts, num_slots,
+            BLOCK_M=block_m, LANES=lanes, num_warps=4,
         )
         _align_scatter_kernel[(num_chunks,)](
-            topk_ids, chunk_base, block_end, sorted_ids, expert_ids,
-            num_slots, local_expert_offset, num_local_experts, max_blocks,
+            topk_ids, counts_t, start, block_end, sorted_ids, expert_ids,
+            num_slots, local_expert_offset, num_local_experts, num_chunks, max_blocks,
             triton.cdiv(max_blocks, num_chunks),
-            CHUNK_=CHUNK, LANES=lanes, SUB=sub, BB=bb, num_warps=4,
+            CHUNK_=CHUNK, LANES=lanes, BB=bb, num_warps=4,
         )
     return Alignment(sorted_ids, expert_ids, num_padded, block_m, num_slots)

@@ -49,20 +49,29 @@ def _grouped_pid(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def _gate_up_kernel(
     x_ptr, w1_ptr, h_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,
+    xs_ptr, w1s_ptr, hs_ptr,
     N, K, num_slots, top_k, max_blocks,
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_hm, stride_hn,
+    stride_xsm, stride_wse, stride_wsn, stride_hsm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_SCALE: tl.constexpr,
 ):
     """h[r, :] = silu(x[tok(r)] @ W1[e, :N]^T) * (x[tok(r)] @ W1[e, N:]^T) per padded row r.
 
-    x_ptr: (T, K) fp16/bf16/fp32, rows gathered through sorted_ids; w1_ptr: (L, 2N, K) same dtype,
-    rows [0, N) gate and [N, 2N) up; h_ptr: (max_padded, N) out, x's dtype;
-    sorted_ids_ptr: (max_padded,) int32 flat slot ids (sentinel num_slots on padding rows);
-    expert_ids_ptr: (max_blocks,) int32 local expert per row block; num_padded_ptr: (1,) int32.
-    N = intermediate size I, K = hidden size H. With USE_TMA, w1_ptr is a TMA descriptor of w1
-    viewed as (L*2N, K) with block (BLOCK_N, BLOCK_K) (weight tiles by the copy engine; tail rows
-    of a tile spill into the next rows, only into output columns that are never stored).
+    x_ptr: (T, K) fp16/bf16/fp32 (fp8 e4m3 with BLOCK_SCALE), rows gathered through sorted_ids;
+    w1_ptr: (L, 2N, K) same dtype, rows [0, N) gate and [N, 2N) up; h_ptr: (max_padded, N) out,
+    x's dtype (fp8 e4m3 with BLOCK_SCALE); sorted_ids_ptr: (max_padded,) int32 flat slot ids
+    (sentinel num_slots on padding rows); expert_ids_ptr: (max_blocks,) int32 local expert per row
+    block; num_padded_ptr: (1,) int32. N = intermediate size I, K = hidden size H.
+
+    BLOCK_SCALE (fp8 w8a8, DeepSeek recipe; BLOCK_K == BLOCK_N == 128): xs_ptr: (T, cdiv(K, 128))
+    fp32 per-token group scales of x; w1s_ptr: (L, cdiv(2N, 128), cdiv(K, 128)) fp32 128x128 block
+    scales of w1; hs_ptr: (max_padded, cdiv(N, 128)) fp32 out, the per-row group scales of h
+    (each program's 128 columns are one group, quantized in the epilogue). Unused otherwise.
+
+    USE_TMA: w1_ptr is a TMA descriptor of w1 viewed as (L*2N, K), block (BLOCK_N, BLOCK_K);
+    tail rows of a tile spill into the next rows, i.e. only into output columns never stored.
     """
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -75,15 +84,19 @@ def _gate_up_kernel(
     # padding rows read token 0 (finite data); their h rows are never consumed
     token = tl.where(slot < num_slots, slot // top_k, 0).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_bn = offs_n % N  # wrap: loads stay in bounds without masks, stores are masked
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = x_ptr + token[:, None] * stride_xm + offs_k[None, :] * stride_xk
     if USE_TMA:
         row_g = (e * 2 * N + pid_n * BLOCK_N).to(tl.int32)
         row_u = row_g + N
     else:
-        offs_bn = offs_n % N  # wrap: loads stay in bounds without masks, stores are masked
         g_ptrs = w1_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
         u_ptrs = g_ptrs + N * stride_wn
+    if BLOCK_SCALE:
+        xs_ptrs = xs_ptr + token * stride_xsm
+        gs_ptrs = w1s_ptr + e * stride_wse + (offs_bn // 128) * stride_wsn
+        us_ptrs = w1s_ptr + e * stride_wse + ((offs_bn + N) // 128) * stride_wsn
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kk in range(0, tl.cdiv(K, BLOCK_K)):
@@ -104,30 +117,53 @@ def _gate_up_kernel(
                 bu = tl.load(u_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
             g_ptrs += BLOCK_K * stride_wk
             u_ptrs += BLOCK_K * stride_wk
-        acc_g = tl.dot(a, bg, acc_g, input_precision=DOT_PRECISION)
-        acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION)
+        if BLOCK_SCALE:
+            a_s = tl.load(xs_ptrs + kk)
+            g_s = tl.load(gs_ptrs + kk)
+            u_s = tl.load(us_ptrs + kk)
+            acc_g += tl.dot(a, bg) * (a_s[:, None] * g_s[None, :])
+            acc_u += tl.dot(a, bu) * (a_s[:, None] * u_s[None, :])
+        else:
+            acc_g = tl.dot(a, bg, acc_g, input_precision=DOT_PRECISION)
+            acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K * stride_xk
     h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+    n_ok = offs_n[None, :] < N
     h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :] * stride_hn
-    tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
+    if BLOCK_SCALE:
+        # one 128-wide group per program: per-row scale so the group's max maps to e4m3's 448
+        h = tl.where(n_ok, h, 0.0)
+        h_scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(h), axis=1), 1e-10), 448.0)
+        hq = tl.clamp(tl.math.div_rn(h, h_scale[:, None]), -448.0, 448.0)
+        tl.store(h_ptrs, hq.to(h_ptr.dtype.element_ty), mask=n_ok)
+        tl.store(hs_ptr + offs_m.to(tl.int64) * stride_hsm + pid_n, h_scale)
+    else:
+        tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok)
 
 
 @triton.jit
 def _down_kernel(
     h_ptr, w2_ptr, y_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,
+    hs_ptr, w2s_ptr,
     N, K, num_slots, max_blocks,
     stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_ym, stride_yn,
+    stride_hsm, stride_wse, stride_wsn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_SCALE: tl.constexpr,
 ):
     """y[slot(r), :] = w[slot(r)] * (h[r] @ W2[e]^T) for the real (non-padding) rows r.
 
-    h_ptr: (max_padded, K) fp16/bf16/fp32; w2_ptr: (L, N, K) same dtype; y_ptr: (T*k, N) out, x's
-    dtype, one row per flat slot; sorted_ids_ptr: (max_padded,) int32; expert_ids_ptr:
-    (max_blocks,) int32; num_padded_ptr: (1,) int32; topk_weights_ptr: (T*k,) fp32.
-    N = hidden size H, K = intermediate size I. With USE_TMA, h_ptr and w2_ptr are TMA
-    descriptors of h (max_padded, K) with block (BLOCK_M, BLOCK_K) and of w2 viewed as (L*N, K)
-    with block (BLOCK_N, BLOCK_K).
+    h_ptr: (max_padded, K) fp16/bf16/fp32 (fp8 e4m3 with BLOCK_SCALE); w2_ptr: (L, N, K) same
+    dtype; y_ptr: (T*k, N) out, bf16/fp16/fp32, one row per flat slot; sorted_ids_ptr:
+    (max_padded,) int32; expert_ids_ptr: (max_blocks,) int32; num_padded_ptr: (1,) int32;
+    topk_weights_ptr: (T*k,) fp32. N = hidden size H, K = intermediate size I.
+
+    BLOCK_SCALE (BLOCK_K == 128): hs_ptr: (max_padded, cdiv(K, 128)) fp32 group scales of h;
+    w2s_ptr: (L, cdiv(N, 128), cdiv(K, 128)) fp32 block scales of w2. Unused otherwise.
+
+    USE_TMA: h_ptr and w2_ptr are TMA descriptors of h (max_padded, K), block (BLOCK_M, BLOCK_K),
+    and of w2 viewed as (L*N, K), block (BLOCK_N, BLOCK_K).
     """
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -139,14 +175,17 @@ def _down_kernel(
     slot = tl.load(sorted_ids_ptr + offs_m)
     valid = slot < num_slots
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_bn = offs_n % N
     offs_k = tl.arange(0, BLOCK_K)
     if USE_TMA:
         row_a = pid_m * BLOCK_M
         row_b = (e * N + pid_n * BLOCK_N).to(tl.int32)
     else:
-        offs_bn = offs_n % N
         a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :] * stride_hk
         b_ptrs = w2_ptr + e * stride_we + offs_bn[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    if BLOCK_SCALE:
+        hs_ptrs = hs_ptr + offs_m.to(tl.int64) * stride_hsm
+        ws_ptrs = w2s_ptr + e * stride_wse + (offs_bn // 128) * stride_wsn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kk in range(0, tl.cdiv(K, BLOCK_K)):
         if USE_TMA:
@@ -162,7 +201,12 @@ def _down_kernel(
                 b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
             a_ptrs += BLOCK_K * stride_hk
             b_ptrs += BLOCK_K * stride_wk
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        if BLOCK_SCALE:
+            a_s = tl.load(hs_ptrs + kk)
+            b_s = tl.load(ws_ptrs + kk)
+            acc += tl.dot(a, b) * (a_s[:, None] * b_s[None, :])
+        else:
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
     w = tl.load(topk_weights_ptr + slot, mask=valid, other=0.0)
     acc = acc * w[:, None]
     y_ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
@@ -290,20 +334,26 @@ def _desc_2d(t: torch.Tensor, rows: int, block: list[int]) -> TensorDescriptor:
 
 
 def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alignment,
-                    tile: GemmTile, top_k: int, dot_precision: str) -> None:
+                    tile: GemmTile, top_k: int, dot_precision: str,
+                    scales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Gate/up GEMM. ``scales = (x_scale, w1_scale, h_scale out)`` selects fp8 block scaling."""
     n, kdim = w1.shape[1] // 2, w1.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
     w1_arg: torch.Tensor | TensorDescriptor = w1
     if tile.tma:
         _require_tma(w1, "w1", folded=True)
         w1_arg = _desc_2d(w1, w1.shape[0] * w1.shape[1], [tile.block_n, tile.block_k])
+    xs, w1s, hs = scales if scales is not None else (x, x, x)
     _gate_up_kernel[grid](
         x, w1_arg, h, al.sorted_ids, al.expert_ids, al.num_padded,
+        xs, w1s, hs,
         n, kdim, al.num_slots, top_k, al.max_blocks,
         x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2),
         h.stride(0), h.stride(1),
+        xs.stride(0), w1s.stride(0), w1s.stride(1) if w1s.dim() > 1 else 0, hs.stride(0),
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
+        BLOCK_SCALE=scales is not None,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
 
@@ -319,7 +369,9 @@ def _require_tma(t: torch.Tensor, name: str, *, folded: bool) -> None:
 
 
 def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weights: torch.Tensor,
-                 al: Alignment, tile: GemmTile, dot_precision: str) -> None:
+                 al: Alignment, tile: GemmTile, dot_precision: str,
+                 scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Down GEMM. ``scales = (h_scale, w2_scale)`` selects fp8 block scaling."""
     n, kdim = w2.shape[1], w2.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
     h_arg: torch.Tensor | TensorDescriptor = h
@@ -329,13 +381,17 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
         _require_tma(h, "h", folded=False)
         h_arg = _desc_2d(h, h.shape[0], [al.block_m, tile.block_k])
         w2_arg = _desc_2d(w2, w2.shape[0] * w2.shape[1], [tile.block_n, tile.block_k])
+    hs, w2s = scales if scales is not None else (h, h)
     _down_kernel[grid](
         h_arg, w2_arg, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
+        hs, w2s,
         n, kdim, al.num_slots, al.max_blocks,
         h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         y.stride(0), y.stride(1),
+        hs.stride(0), w2s.stride(0), w2s.stride(1) if w2s.dim() > 1 else 0,
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
+        BLOCK_SCALE=scales is not None,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
 

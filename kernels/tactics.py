@@ -187,34 +187,54 @@ _DOWN: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 }
 
 
+# fp8 block-scale: gate_up block_n and both block_k are pinned to the 128-wide scale groups.
+_GATE_UP_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    16: ((128, 128, 4, 3), (128, 128, 4, 4), (128, 128, 4, 5)),
+    32: ((128, 128, 4, 3), (128, 128, 4, 4), (128, 128, 4, 5)),
+    64: ((128, 128, 4, 3), (128, 128, 8, 3), (128, 128, 4, 4)),
+    128: ((128, 128, 8, 3), (128, 128, 8, 4)),
+}
+_DOWN_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    16: ((64, 128, 4, 4), (128, 128, 4, 3), (32, 128, 4, 5)),
+    32: ((64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 4, 4)),
+    64: ((128, 128, 4, 3), (256, 128, 8, 3), (128, 128, 8, 4)),
+    128: ((128, 128, 8, 4), (256, 128, 8, 3), (256, 128, 8, 4)),
+}
+
+
 def _smem_bytes(block_m: int, tile: GemmTile, elem: int, b_tiles: int) -> int:
     per_stage = (block_m + b_tiles * tile.block_n) * tile.block_k * elem
     return per_stage * max(1, tile.num_stages - 1) + 4096
 
 
-def _clamp_tile(raw: tuple[int, int, int, int], n: int, k: int, group_m: int) -> GemmTile:
+def _clamp_tile(raw: tuple[int, int, int, int], n: int, k: int, group_m: int,
+                *, pin: tuple[bool, bool] = (False, False)) -> GemmTile:
+    """Tile from a table row; block_n/block_k shrink to the GEMM's size unless pinned (fp8)."""
     block_n, block_k, warps, stages = raw
-    block_n = max(16, min(block_n, _next_pow2(n)))
-    block_k = max(16, min(block_k, _next_pow2(k)))
+    if not pin[0]:
+        block_n = max(16, min(block_n, _next_pow2(n)))
+    if not pin[1]:
+        block_k = max(16, min(block_k, _next_pow2(k)))
     return GemmTile(block_n, block_k, group_m, warps, stages)
 
 
 def _tiles_for(
     problem: MoEProblem, block_m: int, table: dict[int, tuple[tuple[int, int, int, int], ...]],
-    n: int, k: int, b_tiles: int,
+    n: int, k: int, b_tiles: int, pin: tuple[bool, bool] = (False, False),
 ) -> list[GemmTile]:
     elem = _DTYPE_BYTES[problem.dtype]
-    # TMA: rows 16-byte aligned; keep the box's inner extent to one 128-byte swizzle span
+    # TMA pays in the tensor-core-bound regime (block_m >= 64); rows must be 16-byte aligned and
+    # the box's inner extent at most one 128-byte swizzle span
     rows_aligned = (problem.hidden_size * elem) % 16 == 0 and (
         problem.intermediate_size * elem
     ) % 16 == 0
     out: list[GemmTile] = []
     for raw in table[block_m]:
-        tile = _clamp_tile(raw, n, k, 8)
+        tile = _clamp_tile(raw, n, k, 8, pin=pin)
         if _smem_bytes(block_m, tile, elem, b_tiles) > _SMEM_LIMIT:
             continue
         twins = [tile]
-        if rows_aligned and tile.block_k * elem <= 128:
+        if block_m >= 64 and rows_aligned and tile.block_k * elem <= 128:
             twins.append(replace(tile, tma=True))
         for t in twins:
             if t not in out:
@@ -234,13 +254,17 @@ def tactics(problem: MoEProblem) -> list[Tactic]:
 
     Pruning: ``block_m`` up to the expected rows per expert (next power of two, at most 128, at
     most 3 choices); tile widths clamped to the GEMM sizes (duplicates removed); tiles whose
-    pipelined shared-memory footprint exceeds an H100 block's are dropped.
+    pipelined shared-memory footprint exceeds an H100 block's are dropped; TMA variants only for
+    ``block_m >= 64``. For ``dtype="float8_e4m3fn"`` the fp8 tables apply (gate_up block_n and
+    both block_k fixed at the 128-wide scale groups).
     """
     h, i = problem.hidden_size, problem.intermediate_size
+    fp8 = problem.dtype == "float8_e4m3fn"
+    gate_up, down = (_GATE_UP_FP8, _DOWN_FP8) if fp8 else (_GATE_UP, _DOWN)
     out: list[Tactic] = []
     for bm in block_m_choices(problem):
-        for gu in _tiles_for(problem, bm, _GATE_UP, i, h, b_tiles=2):
-            for dn in _tiles_for(problem, bm, _DOWN, h, i, b_tiles=1):
+        for gu in _tiles_for(problem, bm, gate_up, i, h, 2, pin=(fp8, fp8)):
+            for dn in _tiles_for(problem, bm, down, h, i, 1, pin=(False, fp8)):
                 out.append(Tactic(bm, gu, dn))
     return out
 
@@ -250,7 +274,8 @@ def default_tactic(problem: MoEProblem) -> Tactic:
 
     ``block_m`` follows the expected rows per expert (16 for decode, up to 128 for prefill); in the
     bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
-    per SM of an H100 (132 SMs), so enough weight loads are in flight.
+    per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
+    weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there).
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -262,15 +287,27 @@ def default_tactic(problem: MoEProblem) -> Tactic:
         bm = 64
     else:
         bm = 128
+    fp8 = problem.dtype == "float8_e4m3fn"
+    elem = _DTYPE_BYTES[problem.dtype]
+    tma = bm >= 64 and (h * elem) % 16 == 0 and (i * elem) % 16 == 0
     blocks = max(1, problem.active_experts) * max(1, math.ceil(m / bm))
+    if fp8:
+        gu = GemmTile(128, 128, 8, 8 if bm == 128 else 4, 3, tma)
+        dn_n = 256 if bm == 128 else (128 if bm == 64 else 64)
+        dn = _clamp_tile((dn_n, 128, 8 if bm == 128 else 4, 3 if bm >= 64 else 4), h, i, 8,
+                         pin=(False, True))
+        return Tactic(bm, gu, replace(dn, tma=tma))
     if bm <= 32:
-        gu_raw, dn_raw = (64, 128, 4, 4), (64, 128, 4, 4)
+        gu_raw, dn_raw = (64, 256, 4, 3), (64, 256, 4, 3)
         if blocks * math.ceil(i / 64) < 264:
-            gu_raw = (32, 256, 4, 4)
+            gu_raw = (64, 128, 4, 4)
         if blocks * math.ceil(h / 64) < 264:
-            dn_raw = (32, 256, 4, 4)
+            dn_raw = (64, 128, 4, 4)
     elif bm == 64:
-        gu_raw, dn_raw = (64, 128, 4, 4), (128, 64, 4, 4)
+        gu_raw, dn_raw = (64, 128, 4, 4), (256, 64, 8, 3)
     else:
-        gu_raw, dn_raw = (128, 64, 8, 4), (128, 64, 8, 4)
-    return Tactic(bm, _clamp_tile(gu_raw, i, h, 8), _clamp_tile(dn_raw, h, i, 8))
+        gu_raw, dn_raw = (128, 64, 8, 4), (256, 64, 8, 4)
+    gu_t = _clamp_tile(gu_raw, i, h, 8)
+    dn_t = _clamp_tile(dn_raw, h, i, 8)
+    return Tactic(bm, replace(gu_t, tma=tma and gu_t.block_k * elem <= 128),
+                  replace(dn_t, tma=tma and dn_t.block_k * elem <= 128))

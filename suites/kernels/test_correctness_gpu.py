@@ -1,4 +1,4 @@
-"""GPU correctness of the fused MoE layer: bf16 on the ANCHORS.md model shapes.
+"""GPU correctness of the fused MoE layer: bf16 and fp8 block-scale on the ANCHORS.md shapes.
 
 Error bounds (bf16, against the fp32 reference on the same bf16 inputs): the kernel accumulates in
 fp32 (accumulation error ~ sqrt(K) * 2^-24, negligible) and rounds to bf16 three times: h, the
@@ -8,6 +8,13 @@ independent ones give ~4e-3. We require ``||out - ref|| / ||ref|| <= 1e-2`` (2.5
 element-wise, ``|out - ref| <= 2^-6 * |ref| + 2^-6 * max|ref|`` (a per-element bound needs an absolute
 term: slots of opposite sign cancel, so an element's error scales with its slot terms, not with
 itself). The peer layer rounds its routing weights to bf16 as well, which fits the same bounds.
+
+fp8 (e4m3 w8a8, 128x128 weight blocks, per-token 128-group activations): the reference runs in
+fp32 on the *same quantized values* (dequantized x, w1, w2) and rounds h = silu(gate) * up to e4m3
+by the same recipe (``act_quant="fp8_group"``). What is left differs from the bf16 case only in how
+h's fp32 value is reached (per-K-block scaled fp8 dots vs one fp32 matmul: ~1e-6 relative), which
+moves an element of h across an e4m3 rounding boundary with probability ~1e-6 / 2^-4, negligible.
+So the same bf16 output bounds apply (y and out are still rounded to bf16).
 
 Every run writes into an output poisoned with NaN; a NaN left (unwritten element) or produced fails.
 """
@@ -39,14 +46,27 @@ REL_NORM_BOUND = 1e-2
 ELEM_TOL = 2.0**-6
 
 
-@functools.lru_cache(maxsize=1)
-def _weights(model: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _weights_f32(model: str) -> tuple[torch.Tensor, torch.Tensor]:
     e, _, h, i, ep, _ = MODELS[model]
     num_local = e // ep
     gen = torch.Generator(device="cuda").manual_seed(7)
     w1 = torch.randn(num_local, 2 * i, h, device="cuda", generator=gen) / math.sqrt(h)
     w2 = torch.randn(num_local, h, i, device="cuda", generator=gen) / math.sqrt(i)
+    return w1, w2
+
+
+@functools.lru_cache(maxsize=1)
+def _weights(model: str) -> tuple[torch.Tensor, torch.Tensor]:
+    w1, w2 = _weights_f32(model)
     return w1.to(torch.bfloat16), w2.to(torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def _weights_fp8(model: str) -> tuple[torch.Tensor, ...]:
+    from kernels import quantize_fp8_block
+
+    w1, w2 = _weights_f32(model)
+    return (*quantize_fp8_block(w1), *quantize_fp8_block(w2))
 
 
 def _routing(model: str, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -86,6 +106,47 @@ def test_bf16_matches_reference(model: str, t: int) -> None:
     again = torch.full_like(out, math.nan)
     fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, out=again)
     assert torch.equal(out, again), "two runs on the same inputs gave different bits"
+
+
+@pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_fp8_block_scale_matches_reference(model: str, t: int) -> None:
+    from kernels import (
+        dequantize_fp8_block,
+        dequantize_fp8_groups,
+        fused_moe_fp8,
+        fused_moe_reference,
+        quantize_fp8_groups,
+    )
+
+    w1q, w1s, w2q, w2s = _weights_fp8(model)
+    ids, weights, offset = _routing(model, t, seed=t + 11)
+    x = torch.randn(t, w1q.shape[2], device="cuda").to(torch.bfloat16)
+    out = torch.full((t, w1q.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+    fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, weights, local_expert_offset=offset, out=out)
+    xq, xs = quantize_fp8_groups(x)  # the same device quantization the layer runs
+    ref = fused_moe_reference(
+        dequantize_fp8_groups(xq, xs), dequantize_fp8_block(w1q, w1s),
+        dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset,
+        act_quant="fp8_group",
+    )
+    _check(out, ref)
+    again = torch.full_like(out, math.nan)
+    fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, weights, local_expert_offset=offset, out=again)
+    assert torch.equal(out, again), "two runs on the same inputs gave different bits"
+
+
+def test_fp8_activation_quantization_matches_torch() -> None:
+    """The device group quantizer rounds like torch's e4m3 cast (RTNE, saturating at 448)."""
+    from kernels import quantize_fp8_groups
+
+    x = (torch.randn(37, 1000, device="cuda") * 30).to(torch.bfloat16)
+    q, s = quantize_fp8_groups(x)
+    xf = torch.nn.functional.pad(x.float(), (0, 24)).view(37, 8, 128)
+    scale = xf.abs().amax(dim=2).clamp_min(1e-10) / 448.0
+    torch.testing.assert_close(s, scale, rtol=0, atol=0)
+    expect = (xf / scale[:, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+    assert torch.equal(q.float(), expect.view(37, 1024)[:, :1000].float())
 
 
 @pytest.mark.parametrize("t", (64, 1024), ids=["T64", "T1024"])

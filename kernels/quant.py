@@ -1,0 +1,184 @@
+"""fp8 (e4m3) w8a8 block-scale MoE, the DeepSeek recipe, for Hopper.
+
+- Weights: e4m3 with one fp32 scale per 128 x 128 block (``w ~= w_fp8 * scale[block]``);
+  ``w1_scale (L, cdiv(2I, 128), cdiv(H, 128))``, ``w2_scale (L, cdiv(H, 128), cdiv(I, 128))``.
+- Activations: e4m3 with one fp32 scale per token per 128-wide group of columns, the group's
+  absolute max mapped to e4m3's largest finite value (448). ``x`` is quantized on the device by
+  :func:`quantize_fp8_groups` at the start of the layer; ``h = silu(gate) * up`` is quantized in
+  the gate/up GEMM's epilogue (each program owns one 128-wide group of h's columns).
+- GEMMs: fp8 tensor-core dots per 128-deep K block, scaled by ``a_scale[row] * b_scale[col]`` and
+  accumulated in fp32; routing weight, output and combine as in the bf16 layer (out in x's dtype).
+
+The fp32 reference for this path is :func:`kernels.reference.fused_moe_reference` on the
+dequantized inputs with ``act_quant="fp8_group"`` (it quantizes h by the same recipe).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.align import moe_align
+from kernels.fused_moe import (
+    _err,
+    _launch_down,
+    _launch_gate_up,
+    launch_combine,
+    validate_inputs,
+)
+from kernels.tactics import MoEProblem, Tactic, default_tactic
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+GROUP = 128
+
+
+@triton.jit
+def _quant_groups_kernel(
+    x_ptr, q_ptr, s_ptr,
+    T, H,
+    stride_xm, stride_qm, stride_sm,
+    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr,
+):
+    """Per-token, per-GROUP-column fp8 quantization.
+
+    x_ptr: (T, H) bf16/fp16/fp32; q_ptr: (T, H) fp8 e4m3 out; s_ptr: (T, cdiv(H, GROUP)) fp32 out.
+    """
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    g = tl.program_id(1)
+    offs_h = g * GROUP_ + tl.arange(0, GROUP_)
+    t_ok = offs_t < T
+    m = t_ok[:, None] & (offs_h < H)[None, :]
+    x = tl.load(x_ptr + offs_t[:, None].to(tl.int64) * stride_xm + offs_h[None, :], mask=m,
+                other=0.0).to(tl.float32)
+    # IEEE divisions (div_rn), so the rounding matches torch's fp32 recipe bit for bit
+    scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
+    q = tl.clamp(tl.math.div_rn(x, scale[:, None]), -448.0, 448.0)
+    tl.store(q_ptr + offs_t[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
+             q.to(q_ptr.dtype.element_ty), mask=m)
+    tl.store(s_ptr + offs_t.to(tl.int64) * stride_sm + g, scale, mask=t_ok)
+
+
+def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize ``x (T, H)`` per token per 128 columns on the device (no host sync).
+
+    Returns ``(x_fp8 (T, H) float8_e4m3fn, scale (T, cdiv(H, 128)) float32)`` with
+    ``x ~= x_fp8 * scale[:, col // 128]``.
+    """
+    if x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"x must be 2-D with unit last stride, got {tuple(x.shape)} {x.stride()}")
+    t_, h = x.shape
+    groups = triton.cdiv(h, GROUP)
+    q = torch.empty((t_, h), dtype=FP8, device=x.device)
+    s = torch.empty((t_, groups), dtype=torch.float32, device=x.device)
+    if t_:
+        block_t = 16
+        _quant_groups_kernel[(triton.cdiv(t_, block_t), groups)](
+            x, q, s, t_, h, x.stride(0), q.stride(0), s.stride(0),
+            BLOCK_T=block_t, GROUP_=GROUP, num_warps=4,
+        )
+    return q, s
+
+
+def dequantize_fp8_groups(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """fp32 ``q * scale`` with one scale per row per 128 columns."""
+    rep = scale.repeat_interleave(GROUP, dim=-1)[..., : q.shape[-1]]
+    return q.float() * rep
+
+
+def quantize_fp8_block(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize weights ``(L, N, K)`` to e4m3 with one fp32 scale per 128 x 128 block (torch ops,
+    offline). Returns ``(w_fp8 (L, N, K), scale (L, cdiv(N, 128), cdiv(K, 128)))``."""
+    if w.dim() != 3:
+        raise ValueError(f"weights must be (L, N, K), got {tuple(w.shape)}")
+    num, n, k = w.shape
+    nb, kb = triton.cdiv(n, GROUP), triton.cdiv(k, GROUP)
+    pad = torch.zeros((num, nb * GROUP, kb * GROUP), dtype=torch.float32, device=w.device)
+    pad[:, :n, :k] = w.float()
+    blocks = pad.view(num, nb, GROUP, kb, GROUP)
+    scale = blocks.abs().amax(dim=(2, 4)).clamp_min(1e-10) / FP8_MAX
+    q = (blocks / scale[:, :, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    q = q.view(num, nb * GROUP, kb * GROUP)[:, :n, :k].contiguous()
+    return q, scale.contiguous()
+
+
+def dequantize_fp8_block(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """fp32 weights from :func:`quantize_fp8_block`'s output."""
+    n, k = q.shape[-2:]
+    rep = scale.repeat_interleave(GROUP, dim=-2).repeat_interleave(GROUP, dim=-1)
+    return q.float() * rep[..., :n, :k]
+
+
+def _check_scale(name: str, s: torch.Tensor, shape: tuple[int, ...], dev: torch.device) -> None:
+    if not isinstance(s, torch.Tensor) or s.dtype != torch.float32 or tuple(s.shape) != shape:
+        got = f"{tuple(s.shape)} {s.dtype}" if isinstance(s, torch.Tensor) else type(s).__name__
+        raise _err(f"{name} must be float32 of shape {shape} (128x128 blocks), got {got}")
+    if s.device != dev or not s.is_contiguous():
+        raise _err(f"{name} must be contiguous on {dev}, got {s.device} strides {s.stride()}")
+
+
+def fused_moe_fp8(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w1_scale: torch.Tensor,
+    w2: torch.Tensor,
+    w2_scale: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+    *,
+    local_expert_offset: int = 0,
+    activation: str = "silu",
+    tactic: Tactic | None = None,
+    validate: bool = False,
+    num_experts: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp8 w8a8 block-scale fused MoE layer of one rank (same routing semantics as fused_moe).
+
+    Args:
+        x: ``(T, H)`` bf16/fp16, quantized on the device per token per 128 columns.
+        w1: ``(L, 2I, H)`` float8_e4m3fn (rows ``[0, I)`` gate, ``[I, 2I)`` up);
+        w1_scale: ``(L, cdiv(2I, 128), cdiv(H, 128))`` float32 block scales.
+        w2: ``(L, H, I)`` float8_e4m3fn; w2_scale: ``(L, cdiv(H, 128), cdiv(I, 128))`` float32.
+        topk_ids, topk_weights, local_expert_offset, activation, validate, num_experts, out: as in
+            :func:`kernels.fused_moe`.
+        tactic: needs ``gate_up.block_n == gate_up.block_k == down.block_k == 128`` (one scale
+            group per K step and per gate/up program); ``None`` uses the fp8 default.
+
+    Returns ``out (T, H)`` in x's dtype; deterministic like the bf16 layer.
+    """
+    t_, h, i, num_local, k = validate_inputs(
+        x, w1, w2, topk_ids, topk_weights, local_expert_offset, activation,
+        weight_dtypes=(FP8,), check_ids=validate, num_experts=num_experts,
+    )
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        raise _err(f"fp8 layer takes bf16/fp16 activations, got {x.dtype}")
+    _check_scale("w1_scale", w1_scale, (num_local, triton.cdiv(2 * i, GROUP),
+                                        triton.cdiv(h, GROUP)), x.device)
+    _check_scale("w2_scale", w2_scale, (num_local, triton.cdiv(h, GROUP),
+                                        triton.cdiv(i, GROUP)), x.device)
+    if tactic is None:
+        tactic = default_tactic(MoEProblem(t_, h, i, num_local, k, "float8_e4m3fn"))
+    elif not isinstance(tactic, Tactic):
+        raise _err(f"tactic must be a kernels.Tactic, got {type(tactic).__name__}")
+    if (tactic.gate_up.block_n, tactic.gate_up.block_k, tactic.down.block_k) != (128, 128, 128):
+        raise _err(f"fp8 tactic needs gate_up block_n = block_k = down block_k = 128, got "
+                   f"{tactic.name}")
+    if out is None:
+        out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
+    elif (tuple(out.shape) != (t_, h) or out.dtype != x.dtype or out.device != x.device
+          or not out.is_contiguous()):
+        raise _err(f"out must be a contiguous ({t_}, {h}) {x.dtype} tensor on {x.device}")
+    if t_ == 0:
+        return out
+    xq, xs = quantize_fp8_groups(x)
+    al = moe_align(topk_ids, tactic.block_m, num_local, local_expert_offset)
+    hq = torch.empty((al.max_padded, i), dtype=FP8, device=x.device)
+    hs = torch.empty((al.max_padded, triton.cdiv(i, GROUP)), dtype=torch.float32,
+                     device=x.device)
+    _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
+    y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
+    _launch_down(hq, w2, y, topk_weights, al, tactic.down, "tf32", scales=(hs, w2_scale))
+    launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    return out
