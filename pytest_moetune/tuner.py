@@ -9,7 +9,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -236,12 +236,19 @@ class Tuner:
         """A tactic's canonical JSON (unique, stable across processes)."""
         return json.dumps(self.runner.tactic_to_dict(tactic), sort_keys=True, separators=(",", ":"))
 
-    def tune(self, problem: TuningProblem, *, force: bool = False) -> TuningResult:
-        """Tune every bucket of ``problem`` (cached buckets are reused unless ``force``)."""
+    def tune(
+        self, problem: TuningProblem, *, force: bool = False, buckets: Sequence[int] | None = None
+    ) -> TuningResult:
+        """Tune every bucket of ``problem``, or only ``buckets`` (cached ones are reused unless
+        ``force``)."""
         start = time.perf_counter()
+        chosen = problem.buckets if buckets is None else tuple(dict.fromkeys(buckets))
+        unknown = [b for b in chosen if b not in problem.buckets]
+        if unknown:
+            raise ValueError(f"{unknown} are not buckets of {problem.describe()}: {problem.buckets}")
         results: dict[int, BucketResult] = {}
         todo: list[tuple[int, BucketProblem, list[Hashable]]] = []
-        for bucket in problem.buckets:
+        for bucket in chosen:
             hit = None if force else self.cached(problem, bucket)
             if hit is not None:
                 results[bucket] = hit
@@ -258,7 +265,7 @@ class Tuner:
                 result = self._tune_bucket(problem, bucket_problem, space, advance)
                 results[bucket] = result
                 self.store.put_many({self.key(problem, bucket).id: self._entry(result)})
-        ordered = [results[b] for b in problem.buckets]
+        ordered = [results[b] for b in problem.buckets if b in results]
         return TuningResult(problem, ordered, time.perf_counter() - start)
 
     def _entry(self, result: BucketResult) -> dict[str, Any]:

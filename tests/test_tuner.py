@@ -250,3 +250,31 @@ def test_reading_a_bad_vllm_config_names_the_file(tmp_path: Path, text: str) -> 
     path.write_text(text)
     with pytest.raises(ValueError, match=r"bad\.json"):
         read_vllm_config(path)
+
+
+def test_tuning_only_some_buckets() -> None:
+    runner = FakeRunner()
+    tuner = make_tuner(runner)
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)
+    result = tuner.tune(p, buckets=[8, 64, 8])
+    assert [b.bucket for b in result.buckets] == [8, 64]
+    assert {t for _, t in runner.calls} == {8, 64}
+    with pytest.raises(ValueError, match=r"\[3\] are not buckets of"):
+        tuner.tune(p, buckets=[3])
+
+
+def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
+    from pytest_moetune.cache import MoetuneCacheWarning, TuningCache
+    from pytest_moetune.fingerprint import EnvironmentFingerprint
+
+    then = EnvironmentFingerprint("NVIDIA H100 80GB HBM3", "9.0", "580", "2.11.0", "3.6.0", "0.1.0")
+    now = dataclasses.replace(then, torch="2.12.0")
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    path = tmp_path / "tuning.json"
+    make_tuner(store=TuningCache(path, then)).tune(p)
+    runner = FakeRunner()
+    reused = make_tuner(runner, store=TuningCache(path, then)).tune(p)
+    assert all(b.from_cache for b in reused.buckets) and runner.calls == []
+    with pytest.warns(MoetuneCacheWarning, match=r"torch: 2\.11\.0 \(cache\) != 2\.12\.0 \(now\)"):
+        fresh = make_tuner(runner, store=TuningCache(path, now)).tune(p)
+    assert not any(b.from_cache for b in fresh.buckets) and runner.calls
