@@ -42,6 +42,7 @@ MARKERS = {
 }
 
 T = TypeVar("T")
+pytest_plugins = ["pytest_moetune.gate"]
 
 
 def _split(text: str) -> list[str]:
@@ -223,8 +224,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.stash[SELECTION_KEY].enabled:
         return
     skip = pytest.mark.skip(reason="moetune tuning test: runs only with `pytest --moetune` (needs a GPU)")
-    for item in items:
-        if item.get_closest_marker("moetune") is not None:
+    for item in items:  # marked `moetune`, or using the gate's `moetune` fixture
+        if item.get_closest_marker("moetune") is not None or "moetune" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
 
 

@@ -121,18 +121,32 @@ class FakeRunner:
 
 
 class FakeTimer:
-    """A timer that launches once and reports the runner's cost model, identical in every round."""
+    """A timer that launches once and reports the runner's cost model.
+
+    ``noise`` spreads the rounds: round ``i`` of measurement ``n`` is ``cost * (1 + noise * u)``, ``u``
+    uniform in [-1, 1] drawn from ``Random(seed, n, i)`` (deterministic, different every
+    measurement).
+    """
 
     name = "fake-timer"
 
-    def __init__(self, runner: FakeRunner, rounds: int = 5) -> None:
+    def __init__(self, runner: FakeRunner, rounds: int = 5, noise: float = 0.0, seed: int = 0) -> None:
         self.runner = runner
         self.rounds = rounds
+        self.noise = noise
+        self.seed = seed
+        self.measurements = 0
 
     def measure(self, launches: Sequence[Callable[[], object]]) -> Measurement:
+        import random
+
         for launch in launches:
             launch()
-        return Measurement((self.runner.last_cost_us,) * self.rounds, 1)
+        cost = self.runner.last_cost_us
+        self.measurements += 1
+        rng = random.Random(f"{self.seed}/{self.measurements}")
+        rounds = tuple(cost * (1 + self.noise * rng.uniform(-1, 1)) for _ in range(self.rounds))
+        return Measurement(rounds, 1)
 
 
 class HostClockTimer:
@@ -159,3 +173,106 @@ class HostClockTimer:
                 launch()
             samples.append((time.perf_counter() - start) * 1e6 / len(launches))
         return Measurement(tuple(samples), len(launches))
+
+
+FAKE_GPU_CONFTEST = """
+import os
+
+import pytest
+
+from pytest_moetune.ceilings import Ceilings
+from pytest_moetune.testing import FakeRunner, FakeTimer
+
+
+def pytest_moetune_register_runners(registry):
+    block_ms = [int(m) for m in os.environ.get("MOETUNE_FAKE_BLOCK_MS", "16,32,64,128").split(",")]
+    slowdown = float(os.environ.get("MOETUNE_FAKE_SLOWDOWN", "1"))
+    registry.add(FakeRunner(block_ms, slowdown=slowdown))
+
+
+@pytest.fixture(scope="session")
+def moetune_timer(moetune_runners):
+    noise = float(os.environ.get("MOETUNE_FAKE_NOISE", "0.002"))
+    return FakeTimer(moetune_runners.get("fake_moe"), rounds=7, noise=noise)
+
+
+@pytest.fixture(scope="session")
+def moetune_ceilings():
+    return Ceilings(copy_bytes_per_s=3.0e12, matmul_flops_per_s=6.9e14)
+
+
+@pytest.fixture(scope="session")
+def moetune_device():
+    return "cpu"
+"""
+"""A ``conftest.py`` that gates :class:`FakeRunner` on the CPU: the fake timer and fixed ceilings
+replace the GPU's. ``$MOETUNE_FAKE_SLOWDOWN`` scales the kernel's cost, ``$MOETUNE_FAKE_NOISE`` the
+spread of its rounds, ``$MOETUNE_FAKE_BLOCK_MS`` (e.g. ``16,32,64``) narrows the tactic space."""
+
+
+class GateWorkflow:
+    """Scripts the baseline life cycle of a gated suite in ``pytester`` runs.
+
+    Give it the suite (test module source) and a conftest that registers your runner and overrides
+    ``moetune_timer`` / ``moetune_ceilings`` / ``moetune_device`` where there is no GPU (see
+    :data:`FAKE_GPU_CONFTEST`). Each :meth:`run` is a real ``pytest --moetune`` run in a fresh
+    process; it returns the pytest result and the gate's results read back from its JSON report::
+
+        flow = GateWorkflow(pytester, suite=SUITE, conftest=FAKE_GPU_CONFTEST)
+        flow.assert_life_cycle(slow_env={"MOETUNE_FAKE_SLOWDOWN": "1.10"})
+    """
+
+    def __init__(self, pytester: Any, suite: str, conftest: str = FAKE_GPU_CONFTEST) -> None:
+        self.pytester = pytester
+        pytester.makeconftest(conftest)
+        pytester.makepyfile(test_gate_suite=suite)
+        self.report = pytester.path / "moetune-report"
+        self.cache = pytester.path / "tuning-cache.json"
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+        """``pytest --moetune ARGS`` in a subprocess with ``env`` set; ``(result, gate results)``."""
+        import json
+        import os
+
+        report_json = self.report.with_suffix(".json")
+        report_json.unlink(missing_ok=True)
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})
+        try:
+            result = self.pytester.runpytest_subprocess(
+                "--moetune", f"--moetune-cache={self.cache}", f"--moetune-report={self.report}", *args
+            )
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        results = json.loads(report_json.read_text())["results"] if report_json.exists() else []
+        return result, results
+
+    def baseline_files(self) -> list[Any]:
+        return sorted((self.pytester.path / "baselines").rglob("*.json"))
+
+    def assert_life_cycle(self, slow_env: dict[str, str], fast_env: dict[str, str] | None = None) -> None:
+        """First run: every case new, nothing written. Update: baselines written. Unchanged rerun:
+        passes with every case ok. ``slow_env``: the run fails with regressions. ``fast_env``
+        (optional): passes with improvements."""
+        result, results = self.run()
+        assert result.ret == 0, result.stdout.str()
+        assert results and {r["verdict"] for r in results} == {"new"}, results
+        assert self.baseline_files() == [], "a run without --moetune-update-baselines wrote baselines"
+        result, _ = self.run("--moetune-update-baselines")
+        assert result.ret == 0 and self.baseline_files(), result.stdout.str()
+        result, results = self.run()
+        assert result.ret == 0, result.stdout.str()
+        assert {r["verdict"] for r in results} == {"ok"}, [(r["case"], r["verdict"]) for r in results]
+        result, results = self.run(env=slow_env)
+        assert result.ret == 1, result.stdout.str()
+        assert {r["verdict"] for r in results} == {"regressed"}, [(r["case"], r["verdict"]) for r in results]
+        if fast_env is not None:
+            result, results = self.run(env=fast_env)
+            assert result.ret == 0, result.stdout.str()
+            assert {r["verdict"] for r in results} == {"improved"}, [
+                (r["case"], r["verdict"]) for r in results
+            ]

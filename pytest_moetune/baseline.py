@@ -1,0 +1,144 @@
+"""Committed throughput baselines: one JSON file per suite module under ``baselines/<gpu-slug>/``.
+
+File format (schema 1)::
+
+    {"schema": 1,
+     "fingerprint": {gpu_name, sm, driver, torch, triton, plugin},   # of the run that wrote it
+     "entries": {"<case id>": {rounds_us, summary, throughput, fraction_of_ceilings, ceilings,
+                               tactic, source_hash, fingerprint, flops, bytes}}}
+
+Formatting is deterministic (sorted keys, floats to 4 significant digits, one key per line) so a
+baseline update diffs small. Files are read strictly: a corrupt or truncated file, or a newer schema,
+is an error that names the file and leaves it untouched. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SIGNIFICANT_DIGITS = 4
+ENTRY_FIELDS = (
+    "bytes",
+    "ceilings",
+    "flops",
+    "fingerprint",
+    "fraction_of_ceilings",
+    "rounds_us",
+    "source_hash",
+    "summary",
+    "tactic",
+    "throughput",
+)
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the file."""
+
+
+def round_floats(value: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits (recursively)."""
+    if isinstance(value, float):
+        if not math.isfinite(value) or value == 0.0:
+            return value
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_floats(v, digits) for v in value]
+    return value
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """Deterministic JSON text of a baseline document."""
+    return json.dumps(round_floats(dict(document)), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _check_entry(path: Path, case: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise BaselineError(f"baseline {str(path)!r}: entry {case!r} is not an object")
+    missing = [f for f in ENTRY_FIELDS if f not in entry]
+    if missing:
+        raise BaselineError(f"baseline {str(path)!r}: entry {case!r} lacks {missing}")
+    rounds = entry["rounds_us"]
+    if (
+        not isinstance(rounds, list)
+        or len(rounds) < 2
+        or not all(isinstance(r, (int, float)) and math.isfinite(r) and r > 0 for r in rounds)
+    ):
+        raise BaselineError(
+            f"baseline {str(path)!r}: entry {case!r} needs rounds_us, a list of >= 2 positive times"
+        )
+    if not isinstance(entry["tactic"], dict) or not isinstance(entry["source_hash"], str):
+        raise BaselineError(f"baseline {str(path)!r}: entry {case!r} has a malformed tactic or source_hash")
+
+
+def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The validated document at ``path``, or ``None`` if there is no file.
+
+    Raises:
+        BaselineError: unreadable, not JSON, truncated, wrong shape, or a newer schema; the message
+            names the file, which is left as it is.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BaselineError(
+            f"baseline {str(path)!r} is not readable JSON ({err}); it was left untouched"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("schema"), int):
+        raise BaselineError(f"baseline {str(path)!r} has no integer 'schema'; it was left untouched")
+    if document["schema"] > SCHEMA_VERSION:
+        raise BaselineError(
+            f"baseline {str(path)!r} has schema {document['schema']}, newer than this pytest-moetune "
+            f"reads ({SCHEMA_VERSION}): upgrade pytest-moetune"
+        )
+    if set(document) != {"schema", "fingerprint", "entries"} or not isinstance(document["entries"], dict):
+        raise BaselineError(
+            f"baseline {str(path)!r} must hold exactly schema, fingerprint and entries; it was left untouched"
+        )
+    if not isinstance(document["fingerprint"], dict):
+        raise BaselineError(f"baseline {str(path)!r}: fingerprint must be an object")
+    for case, entry in document["entries"].items():
+        _check_entry(path, case, entry)
+    return document
+
+
+def write_baseline(
+    path: str | os.PathLike[str], entries: Mapping[str, Mapping[str, Any]], fingerprint: Mapping[str, str]
+) -> Path:
+    """Write a whole baseline document atomically (directories created).
+
+    The text is built and validated before the file is touched, so an error leaves the old file.
+    """
+    path = Path(path)
+    document = {"schema": SCHEMA_VERSION, "fingerprint": dict(fingerprint), "entries": dict(entries)}
+    text = dumps(document)
+    for case, entry in json.loads(text)["entries"].items():
+        _check_entry(path, case, entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def baseline_file(root: str | os.PathLike[str], gpu_slug: str, module: str) -> Path:
+    """``root/<gpu-slug>/<module>.json``, ``module`` a dotted rootdir-relative module path."""
+    return Path(root) / gpu_slug / f"{module}.json"

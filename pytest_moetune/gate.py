@@ -1,0 +1,360 @@
+"""The regression gate inside pytest: options, the ``moetune`` fixture, baselines, reports, xdist.
+
+Registered by :mod:`pytest_moetune.plugin` (``pytest_plugins``). Imports nothing heavy: torch, the
+tuner and the harness load when a test first asks for the ``moetune`` fixture.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_moetune.argtypes import argparse_type, positive_int
+from pytest_moetune.verdict import DEFAULT_THRESHOLD, INCONCLUSIVE, MIN_ROUNDS, NEW, REGRESSED
+
+if TYPE_CHECKING:
+    from pytest_moetune.ceilings import Ceilings
+    from pytest_moetune.fingerprint import EnvironmentFingerprint
+    from pytest_moetune.harness import CheckResult, Gate, MoECase
+    from pytest_moetune.timing import Timer
+
+UPDATE_MODES = ("changed", "all", "prune")
+RESULTS_KEY = "moetune_results"
+
+
+class MoetuneGateWarning(UserWarning):
+    """A gated case could not be judged (inconclusive) or had no baseline."""
+
+
+def threshold_value(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(f"threshold must be a fraction in (0, 1), e.g. 0.05 for 5%; got {text!r}")
+    return value
+
+
+def update_mode(text: str) -> str:
+    if text not in UPDATE_MODES:
+        raise ValueError(f"unknown baseline update mode {text!r}; valid: {', '.join(UPDATE_MODES)}")
+    return text
+
+
+def rounds_value(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_ROUNDS:
+        raise ValueError(f"the gate needs at least {MIN_ROUNDS} rounds, got {value}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("moetune")
+    group.addoption(
+        "--moetune-threshold",
+        type=argparse_type(threshold_value),
+        default=None,
+        metavar="FRACTION",
+        help="slowdown that fails a case, when also beyond 3x its measured noise "
+        f"(default ini, else {DEFAULT_THRESHOLD})",
+    )
+    group.addoption(
+        "--moetune-strict",
+        action="store_true",
+        default=False,
+        help="fail cases with no baseline (new) and cases too noisy to judge (inconclusive)",
+    )
+    group.addoption(
+        "--moetune-update-baselines",
+        nargs="?",
+        const="changed",
+        default=None,
+        type=argparse_type(update_mode),
+        metavar="MODE",
+        help="rewrite baselines from this run: 'changed' (default: new entries and those that moved "
+        "beyond noise), 'all', or 'prune' (changed, and drop entries of the run's modules that no "
+        "case checked; refuses a filtered run)",
+    )
+    group.addoption(
+        "--moetune-baselines", default=None, metavar="DIR", help="baseline root (default ini, else baselines)"
+    )
+    group.addoption(
+        "--moetune-cache",
+        default=None,
+        metavar="PATH",
+        help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache/pytest-moetune/tuning.json)",
+    )
+    group.addoption(
+        "--moetune-rounds",
+        type=argparse_type(rounds_value),
+        default=7,
+        metavar="N",
+        help="timed rounds per measurement (>= 5; default 7)",
+    )
+    group.addoption(
+        "--moetune-report",
+        default=None,
+        metavar="PATH",
+        help="write the gate's results as PATH.json and PATH.md",
+    )
+    parser.addini("moetune_threshold", "default for --moetune-threshold", default="")
+    parser.addini("moetune_baselines", "baseline root, relative to rootdir", default="baselines")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "moetune_threshold(fraction): this test's regression threshold, e.g. 0.1 for 10%."
+    )
+    raw = config.getini("moetune_threshold")
+    if config.getoption("moetune_threshold") is None and raw.strip():
+        try:
+            threshold_value(raw)
+        except ValueError as err:
+            raise pytest.UsageError(f"ini option moetune_threshold = {raw!r}: {err}") from None
+    config.stash[STATE_KEY] = GateState(config)
+
+
+class GateState:
+    """Per-process state of the gate (one per xdist worker; the controller merges)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: list[CheckResult] = []
+        self.gate: Gate | None = None
+        self._baselines: dict[Path, dict[str, Any]] = {}
+        self._tuners: dict[str, Any] = {}
+        self.deselected = 0
+        self.update_report: list[str] = []
+
+    @property
+    def threshold(self) -> float:
+        option = self.config.getoption("moetune_threshold")
+        if option is not None:
+            return option
+        raw = self.config.getini("moetune_threshold")
+        return threshold_value(raw) if raw.strip() else DEFAULT_THRESHOLD
+
+    @property
+    def baseline_root(self) -> Path:
+        root = self.config.getoption("moetune_baselines") or self.config.getini("moetune_baselines")
+        return self.config.rootpath / root
+
+    def baseline_path(self, slug: str, module: str) -> Path:
+        from pytest_moetune.baseline import baseline_file
+
+        return baseline_file(self.baseline_root, slug, module)
+
+    def baseline_document(self, path: Path) -> dict[str, Any] | None:
+        from pytest_moetune.baseline import read_baseline
+
+        if path not in self._baselines:
+            self._baselines[path] = read_baseline(path) or {}
+        return self._baselines[path] or None
+
+
+STATE_KEY = pytest.StashKey[GateState]()
+
+
+def module_key(config: pytest.Config, path: Path) -> str:
+    """``suites/perf/test_x.py`` -> ``suites.perf.test_x`` (rootdir-relative)."""
+    try:
+        relative = path.resolve().relative_to(config.rootpath.resolve())
+    except ValueError:
+        relative = Path(path.name)
+    return ".".join(relative.with_suffix("").parts)
+
+
+@pytest.fixture(scope="session")
+def moetune_device() -> Any:
+    """Where the gate builds inputs: ``"cuda"``. Override in a conftest to gate a CPU runner."""
+    return "cuda"
+
+
+@pytest.fixture(scope="session")
+def moetune_timer(pytestconfig: pytest.Config) -> Timer:
+    """How the gate times a launch: CUDA events around CUDA-graph replays, ``--moetune-rounds`` rounds."""
+    import torch
+
+    from pytest_moetune.timing import CudaGraphTimer
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the moetune gate times kernels on a GPU")
+    return CudaGraphTimer(rounds=pytestconfig.getoption("moetune_rounds"))
+
+
+@pytest.fixture(scope="session")
+def moetune_ceilings(pytestconfig: pytest.Config) -> Ceilings:
+    """This session's copy bandwidth and bf16 matmul rate, measured once in >= 5 rounds."""
+    import torch
+
+    from pytest_moetune.ceilings import measure_ceilings
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the moetune gate measures ceilings on a GPU")
+    return measure_ceilings(rounds=pytestconfig.getoption("moetune_rounds"))
+
+
+@pytest.fixture(scope="session")
+def moetune_fingerprint() -> EnvironmentFingerprint:
+    """The environment (GPU, SM, driver, torch, triton, plugin) baselines and caches are tied to."""
+    from pytest_moetune.fingerprint import EnvironmentFingerprint
+
+    return EnvironmentFingerprint.current()
+
+
+class Harness:
+    """What the ``moetune`` fixture gives a test: ``check(case)``."""
+
+    def __init__(self, state: GateState, request: pytest.FixtureRequest, gate: Gate) -> None:
+        self._state = state
+        self._request = request
+        self._gate = gate
+
+    def check(self, case: MoECase, *, threshold: float | None = None) -> CheckResult:
+        """Tune ``case`` (through the cache), measure its tactic, judge it against the baseline,
+        record it. A regression fails the test (not while updating baselines); ``new`` and
+        ``inconclusive`` warn, or fail under ``--moetune-strict``."""
+        from pytest_moetune.plugin import runner_registry
+
+        config = self._state.config
+        if threshold is None:
+            marker = self._request.node.get_closest_marker("moetune_threshold")
+            if marker is not None:
+                try:
+                    threshold = threshold_value(str(marker.args[0]))
+                except (IndexError, ValueError) as err:
+                    pytest.fail(f"@pytest.mark.moetune_threshold: {err}", pytrace=False)
+        runner = runner_registry(config).get(case.runner)
+        module = module_key(config, self._request.node.path)
+        result = self._gate.check(runner, case, module, threshold)
+        self._state.results.append(result)
+        updating = config.getoption("moetune_update_baselines") is not None
+        strict = config.getoption("moetune_strict")
+        if result.verdict == REGRESSED and not updating:
+            pytest.fail(result.message(), pytrace=False)
+        if result.verdict in (NEW, INCONCLUSIVE) and not updating:
+            why = "no baseline" if result.verdict == NEW else "too noisy to judge"
+            if strict:
+                pytest.fail(f"{result.message()}\n  ({why}; --moetune-strict)", pytrace=False)
+            warnings.warn(MoetuneGateWarning(f"{result.case}: {result.verdict} ({why})"), stacklevel=2)
+        return result
+
+
+@pytest.fixture
+def moetune(
+    request: pytest.FixtureRequest,
+    moetune_timer: Timer,
+    moetune_ceilings: Ceilings,
+    moetune_fingerprint: EnvironmentFingerprint,
+    moetune_device: Any,
+) -> Harness:
+    """The regression gate: ``moetune.check(MoECase(model, topology, num_tokens, ...))`` tunes the
+    case through the cache, measures it in ``--moetune-rounds`` rounds and judges it against
+    ``baselines/<gpu>/<module>.json``. Tests that use it run only with ``--moetune``."""
+    state = request.config.stash[STATE_KEY]
+    if state.gate is None:
+        state.gate = _make_gate(state, moetune_timer, moetune_ceilings, moetune_fingerprint, moetune_device)
+    return Harness(state, request, state.gate)
+
+
+def _make_gate(
+    state: GateState, timer: Timer, ceilings: Ceilings, fingerprint: EnvironmentFingerprint, device: Any
+) -> Gate:
+    from pytest_moetune.cache import TuningCache, default_cache_path
+    from pytest_moetune.harness import Gate
+    from pytest_moetune.tuner import Tuner
+
+    cache_path = state.config.getoption("moetune_cache") or default_cache_path()
+    store = TuningCache(cache_path, fingerprint)
+
+    def tuner_for(runner: Any) -> Tuner:
+        if runner.name not in state._tuners:
+            state._tuners[runner.name] = Tuner(runner, store, timer, device=device, progress=False)
+        return state._tuners[runner.name]
+
+    def baseline_for(module: str, case_id: str) -> dict[str, Any] | None:
+        document = state.baseline_document(state.baseline_path(fingerprint.slug, module))
+        return None if document is None else document["entries"].get(case_id)
+
+    def baselines_elsewhere(module: str, case_id: str) -> list[str]:
+        slugs = []
+        for folder in sorted(
+            p for p in state.baseline_root.glob("*") if p.is_dir() and p.name != fingerprint.slug
+        ):
+            try:
+                document = state.baseline_document(state.baseline_path(folder.name, module))
+            except ValueError:
+                continue
+            if document is not None and case_id in document["entries"]:
+                slugs.append(folder.name)
+        return slugs
+
+    return Gate(
+        tuner_for,
+        timer,
+        ceilings,
+        baseline_for,
+        baselines_elsewhere,
+        fingerprint.to_dict(),
+        device,
+        state.threshold,
+    )
+
+
+# --- collection, xdist, end of session -------------------------------------------------------
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        config = items[0].config
+        config.stash[STATE_KEY].deselected += len(items)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect the results a worker recorded."""
+    from pytest_moetune.harness import CheckResult
+
+    state = node.config.stash[STATE_KEY]
+    for data in getattr(node, "workeroutput", {}).get(RESULTS_KEY, []):
+        state.results.append(CheckResult.from_dict(data))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    if _is_worker(config):
+        config.workeroutput[RESULTS_KEY] = [r.to_dict() for r in state.results]  # type: ignore[attr-defined]
+        return
+    if not state.results:
+        return
+    mode = config.getoption("moetune_update_baselines")
+    if mode is not None:
+        from pytest_moetune.baseline_update import update_baselines
+
+        state.update_report = update_baselines(state, mode, exitstatus)
+    report = config.getoption("moetune_report")
+    if report:
+        from pytest_moetune.report import write_reports
+
+        write_reports(Path(report), state.results)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.results or _is_worker(config):
+        return
+    from pytest_moetune.report import summary_lines
+
+    terminalreporter.section("moetune gate")
+    for line in summary_lines(state.results):
+        terminalreporter.write_line(line)
+    for line in state.update_report:
+        terminalreporter.write_line(line)

@@ -1,0 +1,93 @@
+"""The gate's reports: the terminal summary table, and JSON + Markdown files for CI job summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_moetune.harness import CheckResult
+
+COLUMNS = ("case", "baseline us", "now us", "ratio", "raw", "verdict", "tactic changed")
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """Geometric mean of positive ``values`` (nan when empty)."""
+    if not values:
+        return math.nan
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def _row(result: CheckResult) -> tuple[str, ...]:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (
+        result.case,
+        num(result.baseline_median_us, ".2f"),
+        f"{result.median_us:.2f}",
+        num(result.ratio, ".3f"),
+        num(result.raw_ratio, ".3f"),
+        result.verdict,
+        "yes" if result.tactic_changed else ("-" if result.baseline_tactic is None else "no"),
+    )
+
+
+def summary_lines(results: Sequence[CheckResult]) -> list[str]:
+    """A fixed-width table of every case, then the geometric-mean time ratio and verdict counts."""
+    rows = [COLUMNS, *(_row(r) for r in sorted(results, key=lambda r: r.case))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    ratios = [r.ratio for r in results if r.ratio is not None]
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+    tally = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+    mean = f"{geometric_mean(ratios):.3f}x time" if ratios else "n/a (no baselines)"
+    lines.append(f"geometric-mean ratio over {len(ratios)} compared cases: {mean}; {tally}")
+    return lines
+
+
+def markdown(results: Sequence[CheckResult]) -> str:
+    rows = [_row(r) for r in sorted(results, key=lambda r: r.case)]
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    body = "".join(
+        "| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |\n" for row in rows
+    )
+    return "## moetune gate\n\n" + head + body + "\n" + summary_lines(results)[-1] + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(path: Path, results: Sequence[CheckResult]) -> tuple[Path, Path]:
+    """``path`` with suffix ``.json`` (every result in full) and ``.md`` (the table)."""
+    json_path, md_path = path.with_suffix(".json"), path.with_suffix(".md")
+    ratios = [r.ratio for r in results if r.ratio is not None]
+    payload = {
+        "geometric_mean_ratio": geometric_mean(ratios) if ratios else None,
+        "results": [r.to_dict() for r in sorted(results, key=lambda r: r.case)],
+    }
+    _atomic_write(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    _atomic_write(md_path, markdown(results))
+    return json_path, md_path

@@ -1,0 +1,230 @@
+"""The regression gate end to end in real pytest runs (pytester), on the CPU with the fake runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_moetune.testing import FAKE_GPU_CONFTEST, GateWorkflow
+
+SUITE = """
+import pytest
+
+from pytest_moetune.harness import MoECase
+
+
+@pytest.mark.parametrize("tokens", [64, 512])
+@pytest.mark.parametrize("topology", ["dep8", "ep8"])
+def test_tuned_throughput(moetune, topology, tokens):
+    moetune.check(MoECase("deepseek-r1", topology, tokens, runner="fake_moe", tune_max_num_tokens=512))
+"""
+CASES = {f"fake_moe/deepseek-r1/bf16/{t}/balanced/T={n}" for t in ("dep8", "ep8") for n in (64, 512)}
+
+
+@pytest.fixture
+def flow(pytester: pytest.Pytester) -> GateWorkflow:
+    return GateWorkflow(pytester, SUITE)
+
+
+def baseline(flow: GateWorkflow) -> Path:
+    (path,) = flow.baseline_files()
+    return path
+
+
+def test_life_cycle_new_update_ok_slower_faster(flow: GateWorkflow) -> None:
+    flow.assert_life_cycle(
+        slow_env={"MOETUNE_FAKE_SLOWDOWN": "1.10"}, fast_env={"MOETUNE_FAKE_SLOWDOWN": "0.90"}
+    )
+    path = baseline(flow)
+    assert path.relative_to(flow.pytester.path).as_posix() == "baselines/cpu/test_gate_suite.json"
+    document = json.loads(path.read_text())
+    assert set(document["entries"]) == CASES
+    entry = document["entries"]["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]
+    assert entry["tactic"] == {"block_m": 128, "variant": "a"} and len(entry["rounds_us"]) == 7
+    assert entry["ceilings"] == {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 6.9e14}
+    assert document["fingerprint"]["gpu_name"] == "cpu"
+
+
+def test_a_regression_message_names_the_evidence(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    result, _ = flow.run(env={"MOETUNE_FAKE_SLOWDOWN": "1.10"})
+    result.stdout.fnmatch_lines(
+        [
+            "*moetune: fake_moe/deepseek-r1/bf16/dep8/balanced/T=512 REGRESSED",
+            "*baseline * us -> now * us: 1.100x time (ceiling-normalized), raw 1.100x; noise *%, "
+            "Mann-Whitney p=*(re-measured once)",
+            "*diagnosis: kernel got slower (same tactic as the baseline)",
+        ]
+    )
+
+
+def test_tuner_picking_worse_is_told_apart_from_a_slower_kernel(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    # The best tile for 128 rows per expert vanishes from the tactic space: the tuner picks 64.
+    result, results = flow.run("--moetune-cache=other-cache.json", env={"MOETUNE_FAKE_BLOCK_MS": "16,32,64"})
+    assert result.ret == 1
+    regressed = {r["case"]: r for r in results if r["verdict"] == "regressed"}
+    assert set(regressed) == {"fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"}
+    (only,) = regressed.values()
+    assert only["tactic_changed"] and only["explanation"].startswith("tuner picked worse")
+
+
+def test_noise_above_threshold_is_inconclusive_and_strict_fails_it(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    noisy = {"MOETUNE_FAKE_NOISE": "0.08"}
+    result, results = flow.run(env=noisy)
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"inconclusive"}
+    result.stdout.fnmatch_lines(["*MoetuneGateWarning*inconclusive (too noisy to judge)*"])
+    assert flow.run("--moetune-strict", env=noisy)[0].ret == 1
+
+
+def test_strict_fails_new_cases(flow: GateWorkflow) -> None:
+    result, _ = flow.run("--moetune-strict")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*(no baseline; --moetune-strict)*"])
+
+
+def test_xdist_run_writes_once_with_every_entry(flow: GateWorkflow) -> None:
+    result, results = flow.run("-n", "2", "--moetune-update-baselines")
+    assert result.ret == 0 and {r["case"] for r in results} == CASES
+    assert set(json.loads(baseline(flow).read_text())["entries"]) == CASES
+    result.stdout.fnmatch_lines(["*moetune: wrote *test_gate_suite.json: 4 updated, 0 pruned, 4 entries"])
+
+
+def test_update_rewrites_only_what_moved(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    before = baseline(flow).read_bytes()
+    result, _ = flow.run("--moetune-update-baselines")
+    result.stdout.fnmatch_lines(["*test_gate_suite.json: unchanged (4 cases within noise)"])
+    assert baseline(flow).read_bytes() == before
+    flow.run("--moetune-update-baselines", env={"MOETUNE_FAKE_SLOWDOWN": "1.2"})
+    after = json.loads(baseline(flow).read_text())["entries"]
+    assert all(
+        e["summary"]["median_us"] > 1.15 * json.loads(before)["entries"][c]["summary"]["median_us"]
+        for c, e in after.items()
+    )
+    result, _ = flow.run("--moetune-update-baselines=all")
+    result.stdout.fnmatch_lines(["*test_gate_suite.json: 4 updated, 0 pruned, 4 entries"])
+
+
+def test_prune_drops_cases_that_no_longer_exist_but_not_on_a_filtered_run(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    path = baseline(flow)
+    document = json.loads(path.read_text())
+    document["entries"]["fake_moe/gone/bf16/ep1/balanced/T=1"] = next(iter(document["entries"].values()))
+    path.write_text(json.dumps(document))
+    result, _ = flow.run("--moetune-update-baselines=prune", "-k", "ep8")
+    result.stdout.fnmatch_lines(["*not pruning: the run was filtered*"])
+    assert "fake_moe/gone/bf16/ep1/balanced/T=1" in json.loads(path.read_text())["entries"]
+    flow.run("--moetune-update-baselines=prune")
+    assert set(json.loads(path.read_text())["entries"]) == CASES
+
+
+def test_an_exception_during_update_leaves_the_old_file(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    path = baseline(flow)
+    before = path.read_bytes()
+    flow.pytester.makeconftest(
+        FAKE_GPU_CONFTEST
+        + """
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    os.fsync = lambda fd: (_ for _ in ()).throw(OSError("disk full"))
+"""
+    )
+    result, _ = flow.run("--moetune-update-baselines=all", env={"MOETUNE_FAKE_SLOWDOWN": "1.3"})
+    assert result.ret != 0
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "a temp file was left behind"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"schema": 1, "fingerprint": {}, "entr', "is not readable JSON"),
+        ('{"schema": 2, "fingerprint": {}, "entries": {}}', "has schema 2, newer than this pytest-moetune"),
+        ('{"schema": 1, "fingerprint": {}, "entries": {"x": {"rounds_us": [1]}}}', "entry 'x' lacks"),
+    ],
+    ids=["truncated", "newer-schema", "bad-entry"],
+)
+def test_bad_baseline_files_are_errors_naming_the_file_and_left_alone(
+    flow: GateWorkflow, content: str, message: str
+) -> None:
+    path = flow.pytester.path / "baselines" / "cpu" / "test_gate_suite.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    result, _ = flow.run("--moetune-update-baselines")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([f"*baseline '*test_gate_suite.json'*{message}*"])
+    assert path.read_text() == content
+
+
+def test_a_baseline_of_another_gpu_is_never_compared(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    (flow.pytester.path / "baselines" / "cpu").rename(
+        flow.pytester.path / "baselines" / "nvidia-h100-80gb-hbm3"
+    )
+    result, results = flow.run(env={"MOETUNE_FAKE_SLOWDOWN": "2.0"})
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"new"}
+    assert all(
+        "no baseline for this GPU (cpu); baselines exist for: nvidia-h100-80gb-hbm3" in r["notes"]
+        for r in results
+    )
+
+
+def test_changed_kernel_is_compared_and_flagged(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    path = baseline(flow)
+    document = json.loads(path.read_text())
+    for entry in document["entries"].values():
+        entry["source_hash"] = "older-kernel"
+    path.write_text(json.dumps(document))
+    result, results = flow.run()
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"changed-kernel"}
+
+
+def test_terminal_summary_and_reports(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    result, _ = flow.run()
+    result.stdout.fnmatch_lines(
+        [
+            "*= moetune gate =*",
+            "case*baseline us*now us*ratio*raw*verdict*tactic changed",
+            "fake_moe/deepseek-r1/bf16/dep8/balanced/T=512 * ok * no",
+            "geometric-mean ratio over 4 compared cases: 1.000x time; 4 ok",
+        ]
+    )
+    markdown = flow.report.with_suffix(".md").read_text()
+    assert (
+        markdown.startswith("## moetune gate") and "`fake_moe/deepseek-r1/bf16/ep8/balanced/T=64`" in markdown
+    )
+
+
+def test_gate_tests_skip_without_moetune(flow: GateWorkflow) -> None:
+    result = flow.pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["*runs only with `pytest --moetune`*"])
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "five"])
+def test_bad_threshold_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest(f"--moetune-threshold={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert any(
+        ("--moetune-threshold" in line and repr(value) in line) or value in line for line in result.errlines
+    )
+
+
+def test_threshold_marker_loosens_one_test(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    flow.pytester.makepyfile(
+        test_gate_suite=SUITE.replace(
+            "def test_tuned_throughput", "@pytest.mark.moetune_threshold(0.5)\ndef test_tuned_throughput"
+        )
+    )
+    result, results = flow.run(env={"MOETUNE_FAKE_SLOWDOWN": "1.2"})
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"ok"}
