@@ -226,7 +226,7 @@ def _down_kernel(
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
     w = tl.load(topk_weights_ptr + slot, mask=valid, other=0.0)
-    if BLOCK_SCALE:
+    if BLOCK_SCALE:  # noqa: SIM108 (constexpr branch: a_prev/b_prev exist only here)
         acc = acc * ((a_prev * w)[:, None] * b_prev[None, :])
     else:
         acc = acc * w[:, None]
