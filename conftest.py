@@ -13,3 +13,10 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_moetune_register_runners(registry) -> None:  # type: ignore[no-untyped-def]
+    """This repo's Triton fused MoE layer, imported only when a test asks for the runners."""
+    from kernels.runner import FusedMoERunner
+
+    registry.add(FusedMoERunner())

@@ -1,0 +1,166 @@
+"""This repo's fused MoE layer as a runner for pytest-moetune's tuner and gate.
+
+Duck-typed to ``pytest_moetune.runner.MoERunner`` (kernels never import pytest or the plugin): the
+``problem`` it receives has ``model`` (``num_experts``, ``top_k``, ``hidden``, ``intermediate``),
+``topology`` (``local_num_experts``, ``local_expert_offset``, ``local_slots_per_row``), ``dtype``
+(``"bf16"``, ``"fp16"``, ``"fp8_w8a8"``) and ``num_tokens``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kernels.fused_moe import fused_moe
+from kernels.quant import (
+    dequantize_fp8_block,
+    dequantize_fp8_groups,
+    fused_moe_fp8,
+    quantize_fp8_block,
+    quantize_fp8_groups,
+)
+from kernels.reference import fused_moe_reference
+from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactics
+
+_SOURCES = ("align.py", "fused_moe.py", "quant.py", "tactics.py")
+_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_w8a8": torch.bfloat16}
+_KERNEL_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp8_w8a8": "float8_e4m3fn"}
+# ||out - ref|| / ||ref|| a correct tactic stays under (16-bit outputs; fp8 rounds h once more).
+_MAX_RELATIVE_ERROR = {"bf16": 1e-2, "fp16": 2e-3, "fp8_w8a8": 2e-2}
+
+
+def source_hash() -> str:
+    """sha256 (first 16 hex digits) of the kernel sources that decide speed and results."""
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kernel_problem(problem: Any) -> MoEProblem:
+    """The kernels' static problem for a tuner bucket: expected local slots from the topology."""
+    topology, model = problem.topology, problem.model
+    return MoEProblem(
+        num_tokens=problem.num_tokens,
+        hidden_size=model.hidden,
+        intermediate_size=model.intermediate,
+        num_local_experts=topology.local_num_experts,
+        top_k=model.top_k,
+        dtype=_KERNEL_DTYPES[problem.dtype],
+        num_local_slots=round(problem.num_tokens * topology.local_slots_per_row),
+    )
+
+
+class FusedMoERunner:
+    """``kernels.fused_moe`` (bf16/fp16) and ``kernels.fused_moe_fp8`` (w8a8 block-scale)."""
+
+    name = "fused_moe"
+
+    def __init__(self) -> None:
+        self.source_hash = source_hash()
+
+    def supports(self, problem: Any) -> bool:
+        return problem.dtype in _KERNEL_DTYPES
+
+    def tactics(self, problem: Any) -> list[Tactic]:
+        return tactics(kernel_problem(problem))
+
+    def default_tactic(self, problem: Any) -> Tactic:
+        return default_tactic(kernel_problem(problem))
+
+    def tactic_to_dict(self, tactic: Tactic) -> dict[str, Any]:
+        return tactic.to_dict()
+
+    def tactic_from_dict(self, data: dict[str, Any]) -> Tactic:
+        return Tactic.from_dict(data)
+
+    def make_inputs(self, problem: Any, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> dict[str, Any]:
+        """Random activations and weights on ``topk_ids``' device.
+
+        ``x (T, H)``, ``w1 (L, 2I, H)``, ``w2 (L, H, I)`` in bf16/fp16, scaled so activations stay
+        O(1); for fp8 the weights are quantized to e4m3 with 128x128 block scales (``w1_scale``,
+        ``w2_scale``), and ``w1``/``w2`` hold their bf16 dequantization for the reference.
+        """
+        model, topology = problem.model, problem.topology
+        dev, dtype = topk_ids.device, _TORCH_DTYPES[problem.dtype]
+        num_local, hidden, inter = topology.local_num_experts, model.hidden, model.intermediate
+        x = torch.randn(problem.num_tokens, hidden, device=dev, dtype=dtype)
+        w1 = torch.randn(num_local, 2 * inter, hidden, device=dev, dtype=dtype) / math.sqrt(hidden)
+        w2 = torch.randn(num_local, hidden, inter, device=dev, dtype=dtype) / math.sqrt(inter)
+        inputs: dict[str, Any] = {
+            "x": x,
+            "topk_ids": topk_ids,
+            "topk_weights": topk_weights,
+            "offset": topology.local_expert_offset,
+            "fp8": problem.dtype == "fp8_w8a8",
+        }
+        if inputs["fp8"]:
+            q1, s1 = quantize_fp8_block(w1)
+            q2, s2 = quantize_fp8_block(w2)
+            inputs.update(w1_q=q1, w1_scale=s1, w2_q=q2, w2_scale=s2)
+            inputs.update(
+                w1=dequantize_fp8_block(q1, s1).to(dtype), w2=dequantize_fp8_block(q2, s2).to(dtype)
+            )
+        else:
+            inputs.update(w1=w1, w2=w2)
+        inputs["out"] = torch.empty_like(x)
+        return inputs
+
+    def run(self, inputs: dict[str, Any], tactic: Tactic) -> torch.Tensor:
+        if inputs["fp8"]:
+            return fused_moe_fp8(
+                inputs["x"],
+                inputs["w1_q"],
+                inputs["w1_scale"],
+                inputs["w2_q"],
+                inputs["w2_scale"],
+                inputs["topk_ids"],
+                inputs["topk_weights"],
+                local_expert_offset=inputs["offset"],
+                tactic=tactic,
+                out=inputs["out"],
+            )
+        return fused_moe(
+            inputs["x"],
+            inputs["w1"],
+            inputs["w2"],
+            inputs["topk_ids"],
+            inputs["topk_weights"],
+            local_expert_offset=inputs["offset"],
+            tactic=tactic,
+            out=inputs["out"],
+        )
+
+    def reference(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """fp32 reference on the same (quantized) inputs: for fp8, x as the layer quantizes it."""
+        x = inputs["x"]
+        if inputs["fp8"]:
+            x = dequantize_fp8_groups(*quantize_fp8_groups(x))
+        return fused_moe_reference(
+            x,
+            inputs["w1"],
+            inputs["w2"],
+            inputs["topk_ids"],
+            inputs["topk_weights"],
+            local_expert_offset=inputs["offset"],
+            act_quant="fp8_group" if inputs["fp8"] else None,
+        )
+
+    def max_relative_error(self, problem: Any) -> float:
+        return _MAX_RELATIVE_ERROR[problem.dtype]
+
+    def vllm_config(self, tactic: Tactic) -> dict[str, int]:
+        """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one)."""
+        tile: GemmTile = tactic.gate_up
+        return {
+            "BLOCK_SIZE_M": tactic.block_m,
+            "BLOCK_SIZE_N": tile.block_n,
+            "BLOCK_SIZE_K": tile.block_k,
+            "GROUP_SIZE_M": tile.group_m,
+            "num_warps": tile.num_warps,
+            "num_stages": tile.num_stages,
+        }

@@ -1,0 +1,52 @@
+"""This repo's runner through the plugin's interface: registered by conftest.py, tuned end to end.
+
+On the CPU the kernels run in Triton's interpreter (fp16: the interpreter's bf16 dot is wrong), timed
+by the host clock; the GPU test tunes a real model with CUDA-graph timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_moetune import Topology, get_model
+from pytest_moetune.models import ModelShape
+from pytest_moetune.problem import TuningProblem
+from pytest_moetune.runner import RunnerRegistry
+from pytest_moetune.testing import HostClockTimer
+from pytest_moetune.tuner import Tuner
+
+TINY = ModelShape("tiny", num_experts=8, top_k=2, hidden=64, intermediate=32)
+
+
+def test_the_runner_is_registered_by_the_repo_conftest(moetune_runners: RunnerRegistry) -> None:
+    runner = moetune_runners.get("fused_moe")
+    assert len(runner.source_hash) == 16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU variant; the GPU variant runs instead")
+def test_tune_tiny_model_in_the_interpreter(moetune_runners: RunnerRegistry) -> None:
+    runner = moetune_runners.get("fused_moe")
+    problem = TuningProblem(TINY, Topology.parse("dep2", 8, 2, ep_rank=1), "fp16", tune_max_num_tokens=16)
+    tuner = Tuner(runner, timer=HostClockTimer(rounds=1), device="cpu", progress=False)
+    result = tuner.tune(problem, buckets=[16])
+    (bucket,) = result.buckets
+    assert bucket.failed == 0, bucket.failures
+    assert bucket.timed == len(runner.tactics(problem.at(16)))
+    assert tuner.lookup(problem, 20) == bucket.tactic
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["bf16", "fp8_w8a8"])
+def test_tune_qwen3_235b_dep2_on_the_gpu(moetune_runners: RunnerRegistry, dtype: str) -> None:
+    runner = moetune_runners.get("fused_moe")
+    model = get_model("qwen3-235b-a22b")
+    problem = TuningProblem(
+        model, Topology.parse("dep2", model.num_experts, model.top_k), dtype, tune_max_num_tokens=256
+    )
+    tuner = Tuner(runner, progress=False)
+    result = tuner.tune(problem)
+    assert [b.bucket for b in result.buckets] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    for bucket in result.buckets:
+        assert bucket.timed >= 1 and bucket.time_us > 0, bucket.failures
+    assert tuner.lookup(problem, 300) == result.tactic_for(256)
