@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pytest_moetune.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 SIGNIFICANT_DIGITS = 4
@@ -125,18 +126,7 @@ def write_baseline(
     text = dumps(document)
     for case, entry in json.loads(text)["entries"].items():
         _check_entry(path, case, entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def baseline_file(root: str | os.PathLike[str], gpu_slug: str, module: str) -> Path:

@@ -27,8 +27,6 @@ import contextlib
 import copy
 import json
 import os
-import stat
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from pytest_moetune.fileio import atomic_write_text
 from pytest_moetune.fingerprint import EnvironmentFingerprint
 
 SCHEMA_VERSION = 1
@@ -207,7 +206,7 @@ class TuningCache:
                 "metadata": {**self._fingerprint.to_dict(), "created": created},
                 "entries": merged,
             }
-            _atomic_write(self._path, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
+            atomic_write_text(self._path, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
         self._entries = merged
 
     def _ensure_loaded(self) -> None:
@@ -340,34 +339,3 @@ def _move_aside(path: Path, tag: str) -> Path:
         aside = path.with_name(f"{path.name}.{tag}-{_utc_stamp()}-{suffix}")
     os.replace(path, aside)
     return aside
-
-
-def _new_file_mode() -> int:
-    """The mode ``open()`` would give a new file: 0o666 less the umask (read by setting it back)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    The file keeps its permission bits (a new one gets the umask's); on any error the temp file is
-    removed and ``path`` is untouched.
-    """
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = _new_file_mode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

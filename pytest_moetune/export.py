@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
+
+from pytest_moetune.fileio import atomic_write_text
 
 VLLM_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
@@ -45,20 +46,7 @@ def vllm_table(runner: Any, tactics_by_bucket: Mapping[int, Hashable]) -> dict[s
 
 def write_vllm_config(directory: str | os.PathLike[str], file_name: str, table: Mapping[str, Any]) -> Path:
     """Write ``table`` atomically to ``directory/file_name`` (directories created)."""
-    target = Path(directory) / file_name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(table, indent=4) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(Path(directory) / file_name, json.dumps(table, indent=4) + "\n")
 
 
 def read_vllm_config(path: str | os.PathLike[str]) -> dict[int, dict[str, int]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pytest_moetune.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from pytest_moetune.harness import CheckResult
@@ -68,18 +68,6 @@ def markdown(results: Sequence[CheckResult]) -> str:
     return "## moetune gate\n\n" + head + body + "\n" + summary_lines(results)[-1] + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(path: Path, results: Sequence[CheckResult]) -> tuple[Path, Path]:
     """``path`` with suffix ``.json`` (every result in full) and ``.md`` (the table)."""
     json_path, md_path = path.with_suffix(".json"), path.with_suffix(".md")
@@ -88,6 +76,6 @@ def write_reports(path: Path, results: Sequence[CheckResult]) -> tuple[Path, Pat
         "geometric_mean_ratio": geometric_mean(ratios) if ratios else None,
         "results": [r.to_dict() for r in sorted(results, key=lambda r: r.case)],
     }
-    _atomic_write(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    _atomic_write(md_path, markdown(results))
+    atomic_write_text(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(md_path, markdown(results))
     return json_path, md_path
