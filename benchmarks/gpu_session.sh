@@ -8,9 +8,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
 timeout 240 python3 benchmarks/bench_tuner.py --model qwen3-235b-a22b --topology dep2 --dtype bf16 \
     --tune-max-num-tokens 8192 --out "$OUT/r" | tee "$OUT/r/bench_tuner.md"
-/usr/bin/time -f "moetune tune (warm cache) wall %e s" timeout 60 moetune tune --model qwen3-235b-a22b \
-    --topology dep2 --dtype bf16 --cache "$OUT/r/tuning-qwen3-235b-a22b-dep2-bf16.json" --no-progress \
-    --export vllm "$OUT/r/vllm" 2>&1 | tail -4
+{ time timeout 60 moetune tune --model qwen3-235b-a22b --topology dep2 --dtype bf16 --no-progress \
+    --cache "$OUT/r/tuning-qwen3-235b-a22b-dep2-bf16.json" --export vllm "$OUT/r/vllm"; } 2>&1 | tail -8
 timeout 150 python3 -m pytest -p no:cacheprovider -q suites/kernels/test_runner.py -k "bf16 or registered" 2>&1 | tail -3
 common=(--moetune -p no:cacheprovider -q -k bf16 suites/perf --moetune-cache "$OUT/r/gate-cache.json")
 timeout 200 python3 -m pytest "${common[@]}" --moetune-update-baselines --moetune-report "$OUT/r/gate1" 2>&1 | tail -12
