@@ -243,8 +243,13 @@ def _tiles_for(
 
 
 def block_m_choices(problem: MoEProblem) -> list[int]:
-    """Row-block sizes worth trying: up to three, the largest not above the expected rows/expert."""
-    cap = min(128, max(16, _next_pow2(math.ceil(problem.rows_per_expert))))
+    """Row-block sizes worth trying: up to three, the largest not above the expected rows/expert.
+
+    fp8 stops at 64: with two block-scaled fp32 accumulators (gate and up) plus the per-K-block
+    promotion, block_m=128 spills registers and ran ~3x slower than 64 in every H100 sweep.
+    """
+    top = 64 if problem.dtype == "float8_e4m3fn" else 128
+    cap = min(top, max(16, _next_pow2(math.ceil(problem.rows_per_expert))))
     choices = [bm for bm in _BLOCK_M_CHOICES if bm <= cap]
     return choices[-3:]
 
@@ -292,9 +297,12 @@ def default_tactic(problem: MoEProblem) -> Tactic:
     tma = bm >= 64 and (h * elem) % 16 == 0 and (i * elem) % 16 == 0
     blocks = max(1, problem.active_experts) * max(1, math.ceil(m / bm))
     if fp8:
-        gu = GemmTile(128, 128, 8, 8 if bm == 128 else 4, 3, tma)
-        dn_n = 256 if bm == 128 else (128 if bm == 64 else 64)
-        dn = _clamp_tile((dn_n, 128, 8 if bm == 128 else 4, 3 if bm >= 64 else 4), h, i, 8,
+        # the tiles that won the H100 fp8 sweeps (BENCHMARKS.md): 8 warps for two 64x128 gate/up
+        # accumulators at block_m=64, TMA weight tiles there
+        bm = min(bm, 64)
+        tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
+        gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
+        dn = _clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
                          pin=(False, True))
         return Tactic(bm, gu, replace(dn, tma=tma))
     if bm <= 32:
