@@ -180,7 +180,7 @@ def moetune_timer(pytestconfig: pytest.Config) -> Timer:
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU: the moetune gate times kernels on a GPU")
-    return CudaGraphTimer(rounds=pytestconfig.getoption("moetune_rounds"))
+    return CudaGraphTimer(rounds=pytestconfig.getoption("moetune_rounds"), warmup_us=50_000.0)
 
 
 @pytest.fixture(scope="session")

@@ -201,7 +201,7 @@ class Gate:
             result.baseline_tactic = baseline["tactic"]
             result.kernel_changed = baseline["source_hash"] != runner.source_hash
             self._judge(result, baseline, then, regime, threshold)
-            if result.verdict == REGRESSED:  # provisional: re-measure once before failing
+            if result.verdict in (REGRESSED, INCONCLUSIVE):  # provisional: re-measure once
                 result.rounds_us = list(self.measure(runner, inputs, tactic).rounds_us)
                 result.median_us = statistics.median(result.rounds_us)
                 result.remeasured = True
