@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -15,6 +16,7 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+@pytest.hookimpl(optionalhook=True)  # the hook exists only where pytest-moetune is installed
 def pytest_moetune_register_runners(registry) -> None:  # type: ignore[no-untyped-def]
     """This repo's Triton fused MoE layer, imported only when a test asks for the runners."""
     from kernels.runner import FusedMoERunner
