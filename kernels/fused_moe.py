@@ -46,7 +46,8 @@ def _grouped_pid(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit
+# Token-count arguments are not specialized (==1, %16): one compile serves every bucket.
+@triton.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gate_up_kernel(
     x_ptr, w1_ptr, h_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,
     xs_ptr, w1s_ptr, hs_ptr,
@@ -144,7 +145,8 @@ def _gate_up_kernel(
         tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok)
 
 
-@triton.jit
+# Token-count arguments are not specialized (==1, %16): one compile serves every bucket.
+@triton.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _down_kernel(
     h_ptr, w2_ptr, y_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,
     hs_ptr, w2s_ptr,
@@ -216,7 +218,8 @@ def _down_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid[:, None] & (offs_n[None, :] < N))
 
 
-@triton.jit
+# Token-count arguments are not specialized (==1, %16): one compile serves every bucket.
+@triton.jit(do_not_specialize=["num_tokens"])
 def _combine_kernel(
     y_ptr, topk_ids_ptr, out_ptr,
     num_tokens, N, expert_offset, num_local,
