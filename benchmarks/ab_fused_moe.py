@@ -20,16 +20,18 @@ import torch
 
 sys.path.insert(0, ".ab")
 
-from kernels import fused_moe as new_fused_moe  # noqa: E402
-from kernels.tactics import Tactic  # noqa: E402
-from kernels_old import fused_moe as old_fused_moe  # noqa: E402
-from kernels_old.tactics import Tactic as OldTactic  # noqa: E402
-from pytest_moetune import Topology, dummy_topk, get_model  # noqa: E402
-from pytest_moetune.timing import CudaGraphTimer  # noqa: E402
+from kernels_old import fused_moe as old_fused_moe
+from kernels_old.tactics import Tactic as OldTactic
+
+from kernels import fused_moe as new_fused_moe
+from kernels.tactics import Tactic
+from pytest_moetune import Topology, dummy_topk, get_model
+from pytest_moetune.timing import CudaGraphTimer
 
 
 def main(tuned_path: str, token_counts: tuple[int, ...] = (64, 2048, 4096)) -> None:
-    tuned = {b["bucket"]: b["tactic"] for b in json.load(open(tuned_path))["buckets"]}
+    with open(tuned_path) as handle:
+        tuned = {b["bucket"]: b["tactic"] for b in json.load(handle)["buckets"]}
     model = get_model("qwen3-235b-a22b")
     topology = Topology.parse("dep2", model.num_experts, model.top_k)
     local, hidden, inter = topology.local_num_experts, model.hidden, model.intermediate
