@@ -98,6 +98,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write the gate's results as PATH.json and PATH.md",
     )
+    group.addoption(
+        "--moetune-plot",
+        default=None,
+        metavar="PATH.png",
+        help="draw throughput vs tokens per case family, baseline vs now (needs matplotlib)",
+    )
     parser.addini("moetune_threshold", "default for --moetune-threshold", default="")
     parser.addini("moetune_baselines", "baseline root, relative to rootdir", default="baselines")
 
@@ -229,6 +235,10 @@ class Harness:
         module = module_key(config, self._request.node.path)
         result = self._gate.check(runner, case, module, threshold)
         self._state.results.append(result)
+        if config.pluginmanager.hasplugin("benchmark"):
+            from pytest_moetune.benchmark_bridge import record_rounds
+
+            record_rounds(config, self._request.node, case, result)
         updating = config.getoption("moetune_update_baselines") is not None
         strict = config.getoption("moetune_strict")
         if result.verdict == REGRESSED and not updating:
@@ -345,6 +355,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from pytest_moetune.report import write_reports
 
         write_reports(Path(report), state.results)
+    plot = config.getoption("moetune_plot")
+    if plot:
+        from pytest_moetune.plot import write_plot
+
+        state.update_report.append(f"moetune: plot written to {write_plot(Path(plot), state.results)}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

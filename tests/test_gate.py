@@ -228,3 +228,30 @@ def test_threshold_marker_loosens_one_test(flow: GateWorkflow) -> None:
     )
     result, results = flow.run(env={"MOETUNE_FAKE_SLOWDOWN": "1.2"})
     assert result.ret == 0 and {r["verdict"] for r in results} == {"ok"}
+
+
+def test_plot_draws_baseline_and_now(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    plot = flow.pytester.path / "plots" / "gate.png"
+    result, _ = flow.run(f"--moetune-plot={plot}", env={"MOETUNE_FAKE_SLOWDOWN": "1.5"})
+    result.stdout.fnmatch_lines([f"moetune: plot written to {plot}"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_rounds_land_in_pytest_benchmark(flow: GateWorkflow) -> None:
+    saved = flow.pytester.path / "bench.json"
+    result, results = flow.run(f"--benchmark-json={saved}")
+    assert result.ret == 0
+    benchmarks = {b["extra_info"]["moetune_case"]: b for b in json.loads(saved.read_text())["benchmarks"]}
+    assert set(benchmarks) == CASES
+    ours = {r["case"]: r for r in results}
+    bench = benchmarks["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]
+    assert bench["group"] == "moetune" and bench["extra_info"]["tactic"] == {"block_m": 128, "variant": "a"}
+    assert bench["extra_info"]["topology"] == {
+        "name": "dep8",
+        "ep_size": 8,
+        "use_dp": True,
+        "local_num_experts": 32,
+    }
+    expected = [r * 1e-6 for r in ours["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]["rounds_us"]]
+    assert bench["stats"]["data"] == pytest.approx(expected)
