@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pytest_moetune import __version__, tune_command
+from pytest_moetune import __version__, baseline_command, tune_command
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
 from pytest_moetune.distributions import ENV_VAR, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
@@ -138,12 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(tune)
     tune_command.add_arguments(tune)
     tune.set_defaults(func=_cmd_tune)
+
+    baseline = sub.add_parser("baseline", help="update, prune, show or diff the throughput baselines")
+    baseline_command.add_arguments(baseline)
+    baseline.set_defaults(func=baseline_command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "passes_pytest_args", False):
+        args.pytest_args = [a for a in unknown if a != "--"]  # `moetune baseline update -k dep8 ...`
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args, parser)
     except ValueError as err:  # e.g. a replay file whose contents are invalid

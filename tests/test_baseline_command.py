@@ -1,0 +1,100 @@
+"""``moetune baseline update|prune|show|diff``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_moetune.baseline import read_baseline, write_baseline
+from pytest_moetune.cli import main
+from pytest_moetune.testing import GateWorkflow
+
+FINGERPRINT = {
+    "gpu_name": "NVIDIA H100 80GB HBM3",
+    "sm": "9.0",
+    "driver": "580",
+    "torch": "2.11.0",
+    "triton": "3.6.0",
+    "plugin": "0.1.0",
+}
+SUITE = """
+from pytest_moetune.harness import MoECase
+
+def test_one(moetune):
+    moetune.check(MoECase("qwen3-30b-a3b", "ep2", 64, runner="fake_moe", tune_max_num_tokens=64))
+"""
+
+
+def entry(median: float, *, copy_rate: float = 3e12, tactic: int = 16) -> dict:
+    rounds = [median * f for f in (0.998, 1.0, 1.001, 0.999, 1.002)]
+    return {
+        "rounds_us": rounds,
+        "summary": {"median_us": median, "spread": 0.001},
+        "throughput": {"tflops": 1.0, "tbytes_per_s": 2.0},
+        "fraction_of_ceilings": {"copy": 0.9, "matmul": 0.1, "roofline": 0.9},
+        "ceilings": {"copy_bytes_per_s": copy_rate, "matmul_flops_per_s": 7e14},
+        "flops": 10**9,
+        "bytes": 10**10,
+        "tactic": {"block_m": tactic},
+        "source_hash": "abc123def",
+        "fingerprint": FINGERPRINT,
+    }
+
+
+def test_show_prints_every_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "baselines"
+    write_baseline(
+        root / "nvidia-h100-80gb-hbm3" / "suites.perf.x.json", {"k/a/T=1": entry(100.0)}, FINGERPRINT
+    )
+    write_baseline(root / "nvidia-h200" / "suites.perf.x.json", {"k/a/T=1": entry(80.0)}, FINGERPRINT)
+    assert main(["baseline", "show", "--root", str(root), "--device", "nvidia-h200", "--tactics"]) == 0
+    out = capsys.readouterr().out
+    assert "nvidia-h200/suites.perf.x.json  (NVIDIA H100 80GB HBM3, torch 2.11.0, triton 3.6.0)" in out
+    assert "k/a/T=1" in out and "80.00" in out and '{"block_m":16}' in out and "100.00" not in out
+    assert main(["baseline", "show", "--root", str(root), "--device", "nvidia-a100"]) == 1
+    assert "no baselines under" in capsys.readouterr().err
+
+
+def test_diff_normalizes_by_each_files_ceilings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_baseline(a, {"same": entry(100.0), "slower": entry(100.0), "gone": entry(1.0)}, FINGERPRINT)
+    # "slower" is 10% slower; "same" is 10% slower too, but on a card whose copy rate was 10% lower
+    write_baseline(
+        b,
+        {"same": entry(110.0, copy_rate=3e12 / 1.1), "slower": entry(110.0, tactic=32), "new": entry(5.0)},
+        FINGERPRINT,
+    )
+    assert main(["baseline", "diff", str(a), str(b)]) == 0
+    rows = {
+        line.split()[0]: line.split()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("  ")
+    }
+    assert rows["same"][3:7] == ["1.100", "1.000", "ok", "same"]
+    assert rows["slower"][3:7] == ["1.100", "1.100", "regressed", "changed"]
+    assert rows["gone"][1:] == ["only", "in", "A"] and rows["new"][1:] == ["only", "in", "B"]
+
+
+def test_diff_of_a_corrupt_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["baseline", "diff", str(bad), str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err and bad.read_text() == "{"
+
+
+def test_update_and_prune_run_the_gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = GateWorkflow(pytester, SUITE)
+    monkeypatch.chdir(pytester.path)
+    cache = f"--moetune-cache={pytester.path / 'cache.json'}"
+    assert main(["baseline", "update", "-p", "no:cacheprovider", cache]) == 0
+    (path,) = flow.baseline_files()
+    document = read_baseline(path)
+    assert document is not None and list(document["entries"]) == [
+        "fake_moe/qwen3-30b-a3b/bf16/ep2/balanced/T=64"
+    ]
+    document["entries"]["fake_moe/removed/bf16/ep1/balanced/T=1"] = next(iter(document["entries"].values()))
+    path.write_text(json.dumps(document))
+    assert main(["baseline", "prune", cache]) == 0
+    assert list(json.loads(path.read_text())["entries"]) == ["fake_moe/qwen3-30b-a3b/bf16/ep2/balanced/T=64"]
