@@ -278,3 +278,53 @@ def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
     with pytest.warns(MoetuneCacheWarning, match=r"torch: 2\.11\.0 \(cache\) != 2\.12\.0 \(now\)"):
         fresh = make_tuner(runner, store=TuningCache(path, now)).tune(p)
     assert not any(b.from_cache for b in fresh.buckets) and runner.calls
+
+
+# --- cold L2: rotating input sets -----------------------------------------------------------
+
+
+def test_rotation_count_covers_twice_the_l2() -> None:
+    from pytest_moetune.timing import rotation_count
+
+    l2 = 50 * 2**20
+    assert rotation_count(2 * 2**30, l2) == 2  # weights alone are 40x L2: one other set suffices
+    assert rotation_count(10 * 2**20, l2) == 11  # 2 x 50 MiB / 10 MiB + 1
+    assert rotation_count(1, l2, max_sets=64) == 64 and rotation_count(0, l2) == 1
+
+
+def test_tensor_bytes_walks_containers() -> None:
+    import torch
+
+    from pytest_moetune.timing import tensor_bytes
+
+    shared = torch.zeros(10, dtype=torch.float32)
+    inputs = {
+        "x": torch.zeros(4, 8, dtype=torch.bfloat16),
+        "w": [shared, shared],
+        "k": 3,
+        "nested": {"y": shared},
+    }
+    assert tensor_bytes(inputs) == 4 * 8 * 2 + 10 * 4  # a tensor reached twice counts once
+
+
+def test_input_sets_rotate_through_distinct_inputs() -> None:
+    runner = FakeRunner()
+    made: list[int] = []
+    original = runner.make_inputs
+
+    def counting(problem, ids, weights):  # type: ignore[no-untyped-def]
+        made.append(problem.num_tokens)
+        return original(problem, ids, weights)
+
+    runner.make_inputs = counting  # type: ignore[method-assign]
+    seen: list[int] = []
+
+    class CountingTimer(FakeTimer):
+        def measure(self, launches):  # type: ignore[no-untyped-def]
+            seen.append(len(launches))
+            return super().measure(launches)
+
+    tuner = Tuner(runner, timer=CountingTimer(runner), device="cpu", progress=False, input_sets=lambda _: 3)
+    tuner.tune(TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=2))
+    assert made == [1, 1, 1, 2, 2, 2]  # three input sets per bucket
+    assert set(seen) == {3}  # every measurement cycles through all three
