@@ -82,8 +82,9 @@ TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
 VARIANTS = 4
 
 
-def balanced_topk(num_tokens: int, case: Case, shift: int, device: torch.device
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def balanced_topk(
+    num_tokens: int, case: Case, shift: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DEP balanced routing: slot s = t*k + j goes to local expert (s + shift) % L (distinct per
     row since k <= L; each expert gets T*k/L rows +-1); weights are a random softmax."""
     k, num_local = case.top_k, case.local_experts
@@ -176,15 +177,19 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
     copy_bw = {k: 2 * nbytes / (tm.median * 1e-6) for k, tm in copies.items()}
     mm_rate = 2 * size**3 / (mm.median * 1e-6)
     res: dict[str, object] = {
-        "copy_bytes_per_s": max(copy_bw.values()), "copy_bytes_per_s_by_method": copy_bw,
-        "copy_bytes": 2 * nbytes, "copy_rounds_us": {k: tm.rounds for k, tm in copies.items()},
-        "matmul_flops_per_s": mm_rate, "matmul_size": size, "matmul_rounds_us": mm.rounds}
+        "copy_bytes_per_s": max(copy_bw.values()),
+        "copy_bytes_per_s_by_method": copy_bw,
+        "copy_bytes": 2 * nbytes,
+        "copy_rounds_us": {k: tm.rounds for k, tm in copies.items()},
+        "matmul_flops_per_s": mm_rate,
+        "matmul_size": size,
+        "matmul_rounds_us": mm.rounds,
+    }
     # dense fp8 (e4m3) matmul through torch._scaled_mm, bf16 out: the fp8 roofline's rate
     a8 = a.to(torch.float8_e4m3fn)
     b8 = b.to(torch.float8_e4m3fn)
     one = torch.ones((), device="cuda", dtype=torch.float32)
-    mm8 = Timed([lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)],
-                20_000)
+    mm8 = Timed([lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)], 20_000)
     for _ in range(rounds):
         mm8.round()
     res["fp8_matmul_flops_per_s"] = 2 * size**3 / (mm8.median * 1e-6)
@@ -192,8 +197,7 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
     return res
 
 
-def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
-              ) -> dict[str, float]:
+def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float) -> dict[str, float]:
     """Median us of the layer's stage prefixes (align; +gate_up; +down; +combine), one graph each;
     differences give each stage's share."""
     from kernels.align import moe_align
@@ -221,16 +225,19 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
         out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
         launch_combine(y, ids, out, case.offset, num_local)
 
-    timers = {name: Timed([lambda s=s: upto(s)], target) for s, name in
-              enumerate(("align", "+gate_up", "+down", "+combine"))}
+    timers = {
+        name: Timed([lambda s=s: upto(s)], target)
+        for s, name in enumerate(("align", "+gate_up", "+down", "+combine"))
+    }
     for _ in range(rounds):
         for tm in timers.values():
             tm.round()
     return {name: tm.median for name, tm in timers.items()}
 
 
-def roofline_us(case: Case, num_tokens: int, ceilings: dict[str, float], fp8: bool = False
-                ) -> dict[str, float]:
+def roofline_us(
+    case: Case, num_tokens: int, ceilings: dict[str, float], fp8: bool = False
+) -> dict[str, float]:
     """bf16: weights 2 B/elem and the bf16 matmul rate; fp8: 1 B/elem (+ fp32 block scales) and
     the fp8 matmul rate. Activations x and out are bf16 either way."""
     rows = num_tokens * case.top_k
@@ -242,12 +249,18 @@ def roofline_us(case: Case, num_tokens: int, ceilings: dict[str, float], fp8: bo
     t_mem = nbytes / ceilings["copy_bytes_per_s"] * 1e6
     rate = ceilings["fp8_matmul_flops_per_s"] if fp8 else ceilings["matmul_flops_per_s"]
     t_mm = flops / rate * 1e6
-    return {"rows": rows, "active_experts": active, "flops": flops, "bytes": nbytes,
-            "mem_us": t_mem, "mm_us": t_mm, "roofline_us": max(t_mem, t_mm)}
+    return {
+        "rows": rows,
+        "active_experts": active,
+        "flops": flops,
+        "bytes": nbytes,
+        "mem_us": t_mem,
+        "mm_us": t_mm,
+        "roofline_us": max(t_mem, t_mm),
+    }
 
 
-def coordinate_sweep(problem: MoEProblem, dflt: Tactic, time_of: Callable[[Tactic], float]
-                     ) -> list[Tactic]:
+def coordinate_sweep(problem: MoEProblem, dflt: Tactic, time_of: Callable[[Tactic], float]) -> list[Tactic]:
     """Per block_m: the gate_up tiles with a fixed down tile, then the down tiles with the best
     gate_up. Returns the timed tactics, fastest first (the default is always timed too)."""
     space = tactics(problem)
@@ -272,8 +285,9 @@ def coordinate_sweep(problem: MoEProblem, dflt: Tactic, time_of: Callable[[Tacti
 FINALISTS = 2  # sweep's fastest re-timed with the default in the interleaved rounds
 
 
-def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: argparse.Namespace
-              ) -> dict[str, object]:
+def run_point(
+    case: Case, num_tokens: int, ceilings: dict[str, float], args: argparse.Namespace
+) -> dict[str, object]:
     dev = torch.device("cuda")
     torch.manual_seed(0)
     h, i, num_local = case.hidden, case.intermediate, case.local_experts
@@ -288,8 +302,7 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     del w1f, w2f
     torch.cuda.empty_cache()
     xs = [torch.randn(num_tokens, h, device=dev).to(dt) for _ in range(VARIANTS)]
-    routes = [balanced_topk(num_tokens, case, v * num_tokens * case.top_k, dev)
-              for v in range(VARIANTS)]
+    routes = [balanced_topk(num_tokens, case, v * num_tokens * case.top_k, dev) for v in range(VARIANTS)]
     off = case.offset
     target = args.target_ms * 1000.0
 
@@ -301,8 +314,11 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
 
     def fp8_calls(t: Tactic) -> list[Callable[[], object]]:
         return [
-            (lambda v=v: fused_moe_fp8(xs[v], w1q, w1s, w2q, w2s, *routes[v],
-                                       local_expert_offset=off, tactic=t))
+            (
+                lambda v=v: fused_moe_fp8(
+                    xs[v], w1q, w1s, w2q, w2s, *routes[v], local_expert_offset=off, tactic=t
+                )
+            )
             for v in range(VARIANTS)
         ]
 
@@ -316,8 +332,9 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     def err_vs_peer(calls: list[Callable[[], object]]) -> float:
         return (calls[0]().float() - peer_out).norm().item() / peer_norm
 
-    def sweeper(make: Callable[[Tactic], list[Callable[[], object]]], max_err: float,
-                log: list[dict[str, object]]) -> Callable[[Tactic], float]:
+    def sweeper(
+        make: Callable[[Tactic], list[Callable[[], object]]], max_err: float, log: list[dict[str, object]]
+    ) -> Callable[[Tactic], float]:
         def time_of(t: Tactic) -> float:
             try:
                 tm = Timed(make(t), target / 2)
@@ -331,13 +348,13 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
                 return math.inf
             log.append({"tactic": t.to_dict(), "median_us": med, "rel_err_vs_peer": err})
             return med if err < max_err else math.inf  # wrong results never win
+
         return time_of
 
     problem = MoEProblem(num_tokens, h, i, num_local, case.top_k, "bfloat16")
     dflt = default_tactic(problem)
     sweep: list[dict[str, object]] = []
-    ranked = coordinate_sweep(problem, dflt, sweeper(bf16_calls, 2e-2, sweep)) if args.sweep \
-        else [dflt]
+    ranked = coordinate_sweep(problem, dflt, sweeper(bf16_calls, 2e-2, sweep)) if args.sweep else [dflt]
     finalists = {"default": dflt}
     for n, t in enumerate(x for x in ranked if x != dflt):
         if n < FINALISTS:
@@ -350,8 +367,7 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
         p8 = MoEProblem(num_tokens, h, i, num_local, case.top_k, "float8_e4m3fn")
         d8 = default_tactic(p8)
         # fp8 against the bf16 peer: quantization of x, weights and h, ~5% relative
-        ranked8 = coordinate_sweep(p8, d8, sweeper(fp8_calls, 0.1, sweep8)) if args.sweep \
-            else [d8]
+        ranked8 = coordinate_sweep(p8, d8, sweeper(fp8_calls, 0.1, sweep8)) if args.sweep else [d8]
         finalists8 = {"fp8_default": d8}
         for n, t in enumerate(x for x in ranked8 if x != d8):
             if n < FINALISTS:
@@ -361,8 +377,10 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
     for _ in range(args.rounds):
         for tm in variants.values():
             tm.round()
-    res = {name: {"median_us": tm.median, "rounds_us": tm.rounds, "calls_per_replay": tm.n}
-           for name, tm in variants.items()}
+    res = {
+        name: {"median_us": tm.median, "rounds_us": tm.rounds, "calls_per_replay": tm.n}
+        for name, tm in variants.items()
+    }
     # the best tactic: the fastest finalist in the interleaved rounds (the default included)
     best_name = min(finalists, key=lambda nm: res[nm]["median_us"])
     best = finalists[best_name]
@@ -372,26 +390,35 @@ def run_point(case: Case, num_tokens: int, ceilings: dict[str, float], args: arg
         b8 = finalists8[b8_name]
         res["fp8_best"] = {**res[b8_name], "finalist": b8_name}
     point: dict[str, object] = {
-        "case": case.name, "tokens": num_tokens, **roofline_us(case, num_tokens, ceilings),
-        "default_tactic": dflt.to_dict(), "best_tactic": best.to_dict(),
+        "case": case.name,
+        "tokens": num_tokens,
+        **roofline_us(case, num_tokens, ceilings),
+        "default_tactic": dflt.to_dict(),
+        "best_tactic": best.to_dict(),
         "finalists": {k: t.to_dict() for k, t in finalists.items()},
         "default_rel_err_vs_peer": err_vs_peer(bf16_calls(dflt)),
         "best_rel_err_vs_peer": err_vs_peer(bf16_calls(best)),
-        "results": res, "sweep": sweep,
+        "results": res,
+        "sweep": sweep,
     }
     if do_fp8:
         point["fp8"] = {
             "roofline": roofline_us(case, num_tokens, ceilings, fp8=True),
-            "default_tactic": d8.to_dict(), "best_tactic": b8.to_dict(),
+            "default_tactic": d8.to_dict(),
+            "best_tactic": b8.to_dict(),
             "finalists": {k: t.to_dict() for k, t in finalists8.items()},
-            "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)), "sweep": sweep8,
+            "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)),
+            "sweep": sweep8,
         }
     del variants
     torch.cuda.empty_cache()
     if args.breakdown:
         point["breakdown_best_us"] = breakdown(case, num_tokens, best, args.rounds, target)
-        print("  breakdown (prefix medians, us):",
-              {k: round(v, 1) for k, v in point["breakdown_best_us"].items()}, flush=True)
+        print(
+            "  breakdown (prefix medians, us):",
+            {k: round(v, 1) for k, v in point["breakdown_best_us"].items()},
+            flush=True,
+        )
     return point
 
 
@@ -399,14 +426,18 @@ def fmt_fp8_row(p: dict[str, object]) -> str:
     res, f8 = p["results"], p["fp8"]
     b, d8, b8 = (res[k]["median_us"] for k in ("best", "fp8_default", "fp8_best"))
     roof = f8["roofline"]["roofline_us"]
-    return (f"| {p['case']} | {p['tokens']} | {b:.1f} | {d8:.1f} | {b8:.1f} | {b / b8:.2f}x | "
-            f"{roof:.1f} | {100 * roof / b8:.0f}% | {f8['best_rel_err_vs_peer']:.1e} | "
-            f"`{Tactic.from_dict(f8['best_tactic']).name}` |")
+    return (
+        f"| {p['case']} | {p['tokens']} | {b:.1f} | {d8:.1f} | {b8:.1f} | {b / b8:.2f}x | "
+        f"{roof:.1f} | {100 * roof / b8:.0f}% | {f8['best_rel_err_vs_peer']:.1e} | "
+        f"`{Tactic.from_dict(f8['best_tactic']).name}` |"
+    )
 
 
-FP8_HEADER = ("| case | T/rank | bf16 best µs | fp8 default µs | fp8 best µs | fp8 speedup vs bf16 "
-              "best | fp8 roofline µs | fp8 % roofline | fp8 rel err vs bf16 peer | fp8 best "
-              "tactic |\n|---|---|---|---|---|---|---|---|---|---|")
+FP8_HEADER = (
+    "| case | T/rank | bf16 best µs | fp8 default µs | fp8 best µs | fp8 speedup vs bf16 "
+    "best | fp8 roofline µs | fp8 % roofline | fp8 rel err vs bf16 peer | fp8 best "
+    "tactic |\n|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def fmt_row(p: dict[str, object]) -> str:
@@ -414,14 +445,18 @@ def fmt_row(p: dict[str, object]) -> str:
     d, b, pe = (res[k]["median_us"] for k in ("default", "best", "peer"))
     roof = p["roofline_us"]
     bt = Tactic.from_dict(p["best_tactic"]).name
-    return (f"| {p['case']} | {p['tokens']} | {p['rows']} | {d:.1f} | {b:.1f} | {pe:.1f} | "
-            f"{roof:.1f} | {pe / b:.2f}x | {100 * roof / b:.0f}% | {100 * roof / pe:.0f}% | "
-            f"`{bt}` |")
+    return (
+        f"| {p['case']} | {p['tokens']} | {p['rows']} | {d:.1f} | {b:.1f} | {pe:.1f} | "
+        f"{roof:.1f} | {pe / b:.2f}x | {100 * roof / b:.0f}% | {100 * roof / pe:.0f}% | "
+        f"`{bt}` |"
+    )
 
 
-HEADER = ("| case | T/rank | rows R | default µs | best µs | peer µs | roofline µs | "
-          "best vs peer | best % roofline | peer % roofline | best tactic |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| case | T/rank | rows R | default µs | best µs | peer µs | roofline µs | "
+    "best vs peer | best % roofline | peer % roofline | best tactic |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main() -> int:
@@ -433,8 +468,11 @@ def main() -> int:
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
     ap.add_argument("--breakdown", action="store_true", help="also time stage prefixes")
-    ap.add_argument("--fp8-tokens", default="1,256,4096,16384",
-                    help="T values that also time the fp8 block-scale layer ('' for none)")
+    ap.add_argument(
+        "--fp8-tokens",
+        default="1,256,4096,16384",
+        help="T values that also time the fp8 block-scale layer ('' for none)",
+    )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -445,17 +483,23 @@ def main() -> int:
     args.fp8_tokens = {int(t) for t in args.fp8_tokens.split(",") if t}
     props = torch.cuda.get_device_properties(0)
     env = {
-        "device": props.name, "sm_count": props.multi_processor_count,
-        "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda, "date": datetime.datetime.now(datetime.UTC).isoformat(),
+        "device": props.name,
+        "sm_count": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(),
         "argv": sys.argv,
     }
     ceilings = measure_ceilings(args.rounds)
     print(f"# {env['device']}  torch {env['torch']}  triton {env['triton']}  {env['date']}")
     by = ", ".join(f"{k} {v / 1e12:.2f}" for k, v in ceilings["copy_bytes_per_s_by_method"].items())
-    print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write; {by}), "
-          f"bf16 matmul {ceilings['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s, "
-          f"fp8 matmul {ceilings['fp8_matmul_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
+    print(
+        f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write; {by}), "
+        f"bf16 matmul {ceilings['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s, "
+        f"fp8 matmul {ceilings['fp8_matmul_flops_per_s'] / 1e12:.0f} TFLOP/s",
+        flush=True,
+    )
     points = []
     report = {"env": env, "ceilings": ceilings, "points": points}
     for case in cases:
@@ -468,8 +512,11 @@ def main() -> int:
                 torch.cuda.empty_cache()
                 continue
             points.append(p)
-            print(fmt_row(p), f"err d/b {p['default_rel_err_vs_peer']:.1e}/"
-                  f"{p['best_rel_err_vs_peer']:.1e}", flush=True)
+            print(
+                fmt_row(p),
+                f"err d/b {p['default_rel_err_vs_peer']:.1e}/{p['best_rel_err_vs_peer']:.1e}",
+                flush=True,
+            )
             if "fp8" in p:
                 print("  fp8:", fmt_fp8_row(p), flush=True)
             if args.json:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
 
 from kernels.fused_moe import fused_moe
 from kernels.quant import (
@@ -29,6 +33,9 @@ from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactic
 _SOURCES = ("align.py", "fused_moe.py", "quant.py", "tactics.py")
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_w8a8": torch.bfloat16}
 _KERNEL_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp8_w8a8": "float8_e4m3fn"}
+SLOWDOWN_ENV = "MOETUNE_TEST_SLOWDOWN"
+"""Test-only: a fraction (e.g. ``0.05``) by which every launch is made slower, to measure whether the
+gate catches a slowdown of that size (BENCHMARKS.md, gate quality). Unset in real use."""
 # ||out - ref|| / ||ref|| a correct tactic stays under (16-bit outputs; fp8 rounds h once more).
 _MAX_RELATIVE_ERROR = {"bf16": 1e-2, "fp16": 2e-3, "fp8_w8a8": 2e-2}
 
@@ -55,6 +62,29 @@ def kernel_problem(problem: Any) -> MoEProblem:
     )
 
 
+@triton.jit
+def _spin_kernel(duration_ns):
+    """Busy-wait ``duration_ns`` on the global timer (one program): the test-only slowdown."""
+    start = tl.extra.cuda.globaltimer()
+    now = start
+    while now - start < duration_ns:
+        now = tl.extra.cuda.globaltimer()
+
+
+def slowdown_from_env() -> float:
+    """``$MOETUNE_TEST_SLOWDOWN`` as a fraction in [0, 1); 0 when unset."""
+    raw = os.environ.get(SLOWDOWN_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"${SLOWDOWN_ENV}={raw!r} must be a fraction in [0, 1), e.g. 0.05")
+    return value
+
+
 class FusedMoERunner:
     """``kernels.fused_moe`` (bf16/fp16) and ``kernels.fused_moe_fp8`` (w8a8 block-scale)."""
 
@@ -62,6 +92,8 @@ class FusedMoERunner:
 
     def __init__(self) -> None:
         self.source_hash = source_hash()
+        self.slowdown = slowdown_from_env()
+        self._spin_ns: dict[tuple[int, Tactic], int] = {}
 
     def supports(self, problem: Any) -> bool:
         return problem.dtype in _KERNEL_DTYPES
@@ -111,6 +143,30 @@ class FusedMoERunner:
         return inputs
 
     def run(self, inputs: dict[str, Any], tactic: Tactic) -> torch.Tensor:
+        out = self._launch(inputs, tactic)
+        if self.slowdown:
+            _spin_kernel[(1,)](self._spin_for(inputs, tactic))
+        return out
+
+    def _spin_for(self, inputs: dict[str, Any], tactic: Tactic) -> int:
+        """Nanoseconds of extra work: ``slowdown`` x this launch's own median time, measured with
+        CUDA events on first use (outside any graph capture: the timers launch once before)."""
+        key = (id(inputs), tactic)
+        if key not in self._spin_ns:
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"${SLOWDOWN_ENV}: launch once outside graph capture to calibrate")
+            times = []
+            for _ in range(5):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                self._launch(inputs, tactic)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) * 1e6)
+            self._spin_ns[key] = int(self.slowdown * statistics.median(times))
+        return self._spin_ns[key]
+
+    def _launch(self, inputs: dict[str, Any], tactic: Tactic) -> torch.Tensor:
         if inputs["fp8"]:
             return fused_moe_fp8(
                 inputs["x"],

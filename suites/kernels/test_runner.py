@@ -50,3 +50,37 @@ def test_tune_qwen3_235b_dep2_on_the_gpu(moetune_runners: RunnerRegistry, dtype:
     for bucket in result.buckets:
         assert bucket.timed >= 1 and bucket.time_us > 0, bucket.failures
     assert tuner.lookup(problem, 300) == result.tactic_for(256)
+
+
+@pytest.mark.parametrize("value", ["fast", "-0.1", "1.5"])
+def test_test_slowdown_env_is_validated(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from kernels.runner import SLOWDOWN_ENV, FusedMoERunner
+
+    monkeypatch.setenv(SLOWDOWN_ENV, value)
+    with pytest.raises(ValueError, match=rf"\$MOETUNE_TEST_SLOWDOWN='{value}' must be a fraction"):
+        FusedMoERunner()
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the slowdown spins on the GPU clock)"
+)
+@pytest.mark.parametrize("slowdown", [0.05, 0.10])
+def test_test_slowdown_slows_a_launch_by_that_fraction(
+    monkeypatch: pytest.MonkeyPatch, slowdown: float
+) -> None:
+    from kernels.runner import SLOWDOWN_ENV, FusedMoERunner
+    from pytest_moetune.routing import dummy_topk
+    from pytest_moetune.timing import CudaGraphTimer
+
+    model = get_model("qwen3-235b-a22b")
+    problem = TuningProblem(model, Topology.parse("dep2", model.num_experts, model.top_k), "bf16").at(64)
+    plain = FusedMoERunner()
+    monkeypatch.setenv(SLOWDOWN_ENV, str(slowdown))
+    slowed = FusedMoERunner()
+    ids, weights = dummy_topk(64, problem.topology, "balanced", device="cuda")
+    inputs = plain.make_inputs(problem, ids, weights)
+    tactic = plain.default_tactic(problem)
+    timer = CudaGraphTimer(rounds=7, warmup_us=50_000)
+    base = timer.measure([lambda: plain.run(inputs, tactic)]).median_us
+    slow = timer.measure([lambda: slowed.run(inputs, tactic)]).median_us
+    assert slow / base == pytest.approx(1 + slowdown, abs=0.02)
