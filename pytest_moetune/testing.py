@@ -2,7 +2,7 @@
 
 :class:`FakeRunner` is a complete runner over CPU tensors whose "kernel" is exact and whose cost
 model is deterministic and topology-sensitive: a tactic is fastest when its ``block_m`` matches the
-busiest local expert's row count of the routing it is given, so tuning on the wrong dummy routing
+rows per local expert (mean over the experts the routing touches), so tuning on the wrong dummy routing
 picks the wrong tactic, as with real tile-based kernels. :class:`FakeTimer` reads that cost model
 instead of a clock.
 """
@@ -77,7 +77,7 @@ class FakeRunner:
         return FakeTactic(int(data["block_m"]), str(data["variant"]))
 
     def make_inputs(self, problem: BucketProblem, topk_ids: Any, topk_weights: Any) -> dict[str, Any]:
-        """``x (T, 4) fp32`` plus the busiest local expert's row count of this routing."""
+        """``x (T, 4) fp32`` plus the mean rows of the local experts this routing touches."""
         import torch
 
         topology = problem.topology
@@ -86,11 +86,13 @@ class FakeRunner:
         flat = flat[(flat >= offset) & (flat < offset + local)] - offset
         rows = torch.bincount(flat, minlength=local) if flat.numel() else torch.zeros(local)
         x = torch.arange(problem.num_tokens * 4, dtype=torch.float32).reshape(problem.num_tokens, 4)
-        return {"x": x, "max_rows": int(rows.max()), "num_tokens": problem.num_tokens}
+        touched = rows[rows > 0]
+        mean_rows = math.ceil(float(touched.float().mean())) if touched.numel() else 0
+        return {"x": x, "rows": mean_rows, "num_tokens": problem.num_tokens}
 
     def cost_us(self, inputs: dict[str, Any], tactic: FakeTactic) -> float:
-        """Deterministic time: grows with the tile's mismatch to the busiest expert's rows."""
-        rows = max(inputs["max_rows"], 1)
+        """Deterministic time: grows with the tile's mismatch to the rows per local expert."""
+        rows = max(inputs["rows"], 1)
         mismatch = abs(math.log2(rows) - math.log2(tactic.block_m))
         variant = 1.0 if tactic.variant == "a" else 1.02
         return round((10.0 + rows * 0.01) * (1.0 + 0.25 * mismatch) * variant * self.slowdown, 6)
@@ -236,8 +238,16 @@ class GateWorkflow:
 
         report_json = self.report.with_suffix(".json")
         report_json.unlink(missing_ok=True)
-        saved = {k: os.environ.get(k) for k in env or {}}
-        os.environ.update(env or {})
+        # the inner run is not an xdist worker even when the outer one is (pytest-benchmark, for
+        # one, switches itself off under a worker's environment)
+        overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PYTEST_XDIST_")}
+        overrides.update(env or {})
+        saved = {k: os.environ.get(k) for k in overrides}
+        for key, value in overrides.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         try:
             result = self.pytester.runpytest_subprocess(
                 "--moetune", f"--moetune-cache={self.cache}", f"--moetune-report={self.report}", *args

@@ -1,0 +1,60 @@
+"""Fidelity (regret) measurement on the CPU with the fake runner's tile-mismatch cost model."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_moetune.fidelity import markdown_table, measure_fidelity, naive_problem
+from pytest_moetune.models import get_model
+from pytest_moetune.problem import TuningProblem
+from pytest_moetune.testing import FakeRunner, FakeTactic, FakeTimer
+from pytest_moetune.topology import Topology
+from pytest_moetune.tuner import Tuner
+
+DSR1 = get_model("deepseek-r1")
+
+
+def make_tuner() -> Tuner:
+    runner = FakeRunner()
+    return Tuner(runner, timer=FakeTimer(runner), device="cpu", progress=False)
+
+
+def test_naive_problem_keeps_the_kernel_but_not_the_routing() -> None:
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8, ep_rank=3), tune_max_num_tokens=512)
+    naive = naive_problem(problem)
+    assert naive.topology.local_expert_offset == problem.topology.local_expert_offset == 96
+    assert naive.topology.local_num_experts == 32 and not naive.topology.use_dp
+    assert naive.distribution.name == "random"
+
+
+def test_under_dep_the_naive_tuner_loses_and_the_aware_one_does_not() -> None:
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    points = measure_fidelity(make_tuner(), problem, buckets=[64, 512], traffic=["random"])
+    by_bucket = {p.bucket: p for p in points}
+    big = by_bucket[512]
+    assert big.aware_tactic == {"block_m": 128, "variant": "a"}  # ~128 rows per local expert
+    assert big.naive_tactic["block_m"] == 16  # tuned on ~16 rows per local expert
+    assert big.aware_regret <= 0.02 < 0.5 < big.naive_regret
+    assert big.rows > 512  # the all-to-all delivers rows of all 8 ranks
+    assert "| deepseek-r1 | dep8 | bf16 | 512 | random |" in markdown_table(points)
+
+
+def test_under_pure_ep_both_tuners_see_the_same_traffic() -> None:
+    problem = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=512)
+    (point,) = measure_fidelity(make_tuner(), problem, buckets=[512], traffic=["random"])
+    assert point.aware_regret <= 0.02 and point.naive_regret <= 0.02
+    assert point.tactics_timed == len(FakeRunner().tactics(None))  # type: ignore[arg-type]
+
+
+def test_a_tactic_that_fails_on_real_traffic_is_no_candidate() -> None:
+    runner = FakeRunner(broken=[FakeTactic(128, "b")])
+    tuner = Tuner(runner, timer=FakeTimer(runner), device="cpu", progress=False)
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (point,) = measure_fidelity(tuner, problem, buckets=[512], traffic=["random"])
+    assert point.tactics_timed == 7 and point.oracle_tactic == {"block_m": 128, "variant": "a"}
+
+
+def test_unknown_bucket_is_an_error() -> None:
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    with pytest.raises(ValueError, match=r"\[100\] are not buckets"):
+        measure_fidelity(make_tuner(), problem, buckets=[100])
