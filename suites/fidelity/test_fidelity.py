@@ -1,0 +1,46 @@
+"""Tuning fidelity on the GPU (runs with `pytest --moetune`): the tactic tuned on this plugin's
+topology-aware dummy routing must stay within 2% of the best tactic on realistic traffic (random
+and zipf routing of every rank, dispatched to the measured rank).
+
+Set ``$MOETUNE_FIDELITY_OUT`` to a folder to keep each case's points as JSON (``benchmarks`` builds
+the BENCHMARKS.md table from them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_moetune import Topology, get_model
+from pytest_moetune.fidelity import markdown_table, measure_fidelity
+from pytest_moetune.problem import TuningProblem
+from pytest_moetune.runner import RunnerRegistry
+from pytest_moetune.tuner import Tuner
+
+MAX_AWARE_REGRET = 0.02
+BUCKETS = [16, 64, 256, 512, 1024]
+CASES = [("qwen3-235b-a22b", "dep2"), ("deepseek-r1", "dep8"), ("deepseek-r1", "ep8")]
+
+
+@pytest.mark.moetune
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times kernels on a CUDA GPU")
+@pytest.mark.parametrize(("model_name", "topology_name"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_aware_tuning_is_within_2pct_of_the_oracle(
+    moetune_runners: RunnerRegistry, model_name: str, topology_name: str
+) -> None:
+    model = get_model(model_name)
+    topology = Topology.parse(topology_name, model.num_experts, model.top_k)
+    problem = TuningProblem(model, topology, "bf16", tune_max_num_tokens=8192)
+    tuner = Tuner(moetune_runners.get("fused_moe"), progress=False)
+    points = measure_fidelity(tuner, problem, BUCKETS)
+    out = os.environ.get("MOETUNE_FIDELITY_OUT")
+    if out:
+        path = Path(out) / f"fidelity-{model_name}-{topology_name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([p.to_dict() for p in points], indent=1))
+    misses = [p for p in points if p.aware_regret > MAX_AWARE_REGRET]
+    assert not misses, "aware tuning lost more than 2% here:\n" + markdown_table(misses)
