@@ -278,9 +278,11 @@ def _make_gate(
     cache_path = state.config.getoption("moetune_cache") or default_cache_path()
     store = TuningCache(cache_path, fingerprint)
 
+    tuning_timer = timer.for_tuning() if hasattr(timer, "for_tuning") else timer
+
     def tuner_for(runner: Any) -> Tuner:
         if runner.name not in state._tuners:
-            state._tuners[runner.name] = Tuner(runner, store, timer, device=device, progress=False)
+            state._tuners[runner.name] = Tuner(runner, store, tuning_timer, device=device, progress=False)
         return state._tuners[runner.name]
 
     def baseline_for(module: str, case_id: str) -> dict[str, Any] | None:
