@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pytest_moetune.timing import Timer
 
 UPDATE_MODES = ("changed", "all", "prune")
+PROFILES = ("quick", "full")
 RESULTS_KEY = "moetune_results"
 
 
@@ -104,7 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH.png",
         help="draw throughput vs tokens per case family, baseline vs now (needs matplotlib)",
     )
+    group.addoption(
+        "--moetune-profile",
+        choices=PROFILES,
+        default=None,
+        help="how much of the gated suites to run: 'quick' (default; a CI gate) or 'full' "
+        "(the whole matrix). Suites read it through the moetune_profile fixture.",
+    )
     parser.addini("moetune_threshold", "default for --moetune-threshold", default="")
+    parser.addini("moetune_profile", "default for --moetune-profile (quick or full)", default="quick")
     parser.addini("moetune_baselines", "baseline root, relative to rootdir", default="baselines")
 
 
@@ -118,6 +127,11 @@ def pytest_configure(config: pytest.Config) -> None:
             threshold_value(raw)
         except ValueError as err:
             raise pytest.UsageError(f"ini option moetune_threshold = {raw!r}: {err}") from None
+    profile = config.getini("moetune_profile").strip()
+    if profile not in PROFILES:
+        raise pytest.UsageError(
+            f"ini option moetune_profile = {profile!r}: choose one of {', '.join(PROFILES)}"
+        )
     config.stash[STATE_KEY] = GateState(config)
 
 
@@ -169,6 +183,17 @@ def module_key(config: pytest.Config, path: Path) -> str:
     except ValueError:
         relative = Path(path.name)
     return ".".join(relative.with_suffix("").parts)
+
+
+def selected_profile(config: pytest.Config) -> str:
+    """``--moetune-profile``, else ini ``moetune_profile`` (default ``quick``)."""
+    return config.getoption("moetune_profile") or config.getini("moetune_profile").strip()
+
+
+@pytest.fixture(scope="session")
+def moetune_profile(pytestconfig: pytest.Config) -> str:
+    """``"quick"`` or ``"full"``: how much of a gated suite to run (``--moetune-profile``)."""
+    return selected_profile(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -255,3 +255,16 @@ def test_rounds_land_in_pytest_benchmark(flow: GateWorkflow) -> None:
     }
     expected = [r * 1e-6 for r in ours["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]["rounds_us"]]
     assert bench["stats"]["data"] == pytest.approx(expected)
+
+
+def test_profile_option_ini_and_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_profile(moetune_profile):\n    print('\\nPROFILE', moetune_profile)\n")
+    assert "PROFILE quick" in pytester.runpytest("-s").stdout.str()
+    assert "PROFILE full" in pytester.runpytest("-s", "--moetune-profile=full").stdout.str()
+    pytester.makeini("[pytest]\nmoetune_profile = full\n")
+    assert "PROFILE full" in pytester.runpytest("-s").stdout.str()
+    result = pytester.runpytest("--moetune-profile=medium")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "invalid choice: 'medium'" in result.stderr.str()
+    pytester.makeini("[pytest]\nmoetune_profile = huge\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "moetune_profile = 'huge'" in result.stderr.str()

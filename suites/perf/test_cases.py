@@ -1,0 +1,29 @@
+"""The case matrix itself (CPU): what each profile gates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from suites.perf.cases import cases_for, quick_cases
+
+BASELINES = Path(__file__).resolve().parents[2] / "baselines"
+
+
+def test_quick_cases_are_the_ones_with_h100_baselines() -> None:
+    path = BASELINES / "nvidia-h100-80gb-hbm3" / "suites.perf.test_tuned_throughput.json"
+    committed = set(json.loads(path.read_text())["entries"])
+    assert {case.id for case in quick_cases()} == committed
+
+
+def test_full_covers_the_issue_matrix() -> None:
+    cases = cases_for("full")
+    ids = [case.id for case in cases]
+    assert len(ids) == len(set(ids)), "duplicate case ids"
+    assert {case.id for case in quick_cases()} <= set(ids)
+    topologies = {case.topology.name for case in cases}
+    assert {"ep1", "dep2", "dep8", "ep8", "dep64"} <= topologies
+    assert {str(case.distribution) for case in cases} == {"balanced", "random", "zipf:1.2"}
+    assert {case.dtype for case in cases} == {"bf16", "fp8_w8a8"}
+    small_shard = [c for c in cases if c.topology.name == "dep64"]
+    assert small_shard and all(c.model.num_experts // 64 < c.model.top_k for c in small_shard)
