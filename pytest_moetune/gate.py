@@ -117,7 +117,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("moetune_baselines", "baseline root, relative to rootdir", default="baselines")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if _is_worker(config) and config.getoption("moetune"):
+        from pytest_moetune.gpu_pinning import pin_worker, visible_gpus
+
+        workerinput = config.workerinput  # type: ignore[attr-defined]
+        try:
+            pin_worker(workerinput["workerid"], int(workerinput["workercount"]), visible_gpus())
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
     config.addinivalue_line(
         "markers", "moetune_threshold(fraction): this test's regression threshold, e.g. 0.1 for 10%."
     )

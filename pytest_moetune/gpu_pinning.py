@@ -1,0 +1,47 @@
+"""One GPU per pytest-xdist worker (``pytest --moetune -n <gpus>``), pinned before CUDA starts.
+
+Each worker's ``CUDA_VISIBLE_DEVICES`` is narrowed to one device of the controller's list (or of
+``nvidia-smi -L`` when the controller set none), by worker number, before any test imports torch.
+More workers than GPUs is a usage error: two workers timing on one GPU would disturb each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def visible_gpus() -> list[str]:
+    """The controller's GPUs as ``CUDA_VISIBLE_DEVICES`` entries, without initializing CUDA."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def pin_worker(worker_id: str, worker_count: int, gpus: list[str]) -> str | None:
+    """Set ``CUDA_VISIBLE_DEVICES`` for worker ``gw<N>``; returns the device, or None without GPUs.
+
+    Raises:
+        ValueError: more workers than GPUs, or a worker id that is not ``gw<N>``.
+    """
+    if not gpus:
+        return None
+    if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
+        raise ValueError(f"unexpected xdist worker id {worker_id!r}")
+    if worker_count > len(gpus):
+        raise ValueError(
+            f"{worker_count} xdist workers but {len(gpus)} GPUs ({','.join(gpus)}): "
+            f"use -n {len(gpus)} or fewer, one GPU per worker"
+        )
+    device = gpus[int(worker_id[2:])]
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    return device

@@ -1,0 +1,58 @@
+"""One GPU per xdist worker under --moetune."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pytest_moetune.gpu_pinning import pin_worker, visible_gpus
+
+
+def test_workers_get_one_device_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert pin_worker("gw1", 2, ["4", "5"]) == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_no_gpu_leaves_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert pin_worker("gw0", 2, []) is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_more_workers_than_gpus_is_an_error() -> None:
+    with pytest.raises(ValueError, match="3 xdist workers but 2 GPUs"):
+        pin_worker("gw0", 3, ["0", "1"])
+
+
+def test_visible_gpus_reads_the_controllers_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+
+
+def test_xdist_workers_are_pinned_before_the_tests_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    for key in [k for k in os.environ if k.startswith("PYTEST_XDIST_")]:
+        monkeypatch.delenv(key)
+    pytester.makepyfile(
+        """
+        import os
+        from pathlib import Path
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_device(i):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            Path(f"device-{worker}-{i}.txt").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+        """
+    )
+    result = pytester.runpytest_subprocess("--moetune", "-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    seen = {(p.name.split("-")[1], p.read_text()) for p in pytester.path.glob("device-*.txt")}
+    assert seen == {("gw0", "6"), ("gw1", "7")}
+    failed = pytester.runpytest_subprocess("--moetune", "-n", "3", "-p", "no:cacheprovider")
+    assert failed.ret != 0 and "3 xdist workers but 2 GPUs (6,7)" in failed.stdout.str() + failed.stderr.str()
