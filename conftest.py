@@ -2,6 +2,11 @@
 
 Hypothesis profiles: ``ci`` (derandomized, so a CI failure reproduces; chosen when ``$CI`` is set) and
 ``dev`` (random exploration). ``HYPOTHESIS_PROFILE`` picks one explicitly.
+
+Where no CUDA GPU exists, Triton runs in its CPU interpreter: ``TRITON_INTERPRET`` is set here, before
+any test module imports ``kernels`` or ``triton`` (Triton reads it at import and launch). The GPU
+check asks ``nvidia-smi`` / ``CUDA_VISIBLE_DEVICES``, not CUDA: initializing CUDA here would come
+before ``pytest --moetune -n <gpus>`` pins each xdist worker to its GPU.
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from pytest_moetune.gpu_pinning import visible_gpus
+
+if not visible_gpus():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
 
 
 @pytest.hookimpl(optionalhook=True)  # the hook exists only where pytest-moetune is installed

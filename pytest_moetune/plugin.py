@@ -9,6 +9,7 @@ distribution parsers.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,6 +35,10 @@ MARKERS = {
     "moetune_topology": (
         "moetune_topology(*names): topologies this test runs under (ep<N> / dep<N>), "
         "e.g. @pytest.mark.moetune_topology('dep2', 'ep8')."
+    ),
+    "moetune_distributed": (
+        "moetune_distributed: runs on every rank of a torch.distributed launch "
+        "(`torchrun --nproc-per-node N -m pytest ...`); skipped otherwise."
     ),
     "moetune_distribution": (
         "moetune_distribution(*specs): dummy routing distributions this test runs under, "
@@ -221,6 +226,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "WORLD_SIZE" not in os.environ:
+        launch = pytest.mark.skip(
+            reason="moetune_distributed test: launch it on every rank, e.g. "
+            "`torchrun --nproc-per-node 2 -m pytest suites/distributed`"
+        )
+        for item in items:
+            if item.get_closest_marker("moetune_distributed") is not None:
+                item.add_marker(launch)
     if config.stash[SELECTION_KEY].enabled:
         return
     skip = pytest.mark.skip(reason="moetune tuning test: runs only with `pytest --moetune` (needs a GPU)")
