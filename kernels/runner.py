@@ -2,7 +2,7 @@
 
 Duck-typed to ``pytest_moetune.runner.MoERunner`` (kernels never import pytest or the plugin): the
 ``problem`` it receives has ``model`` (``num_experts``, ``top_k``, ``hidden``, ``intermediate``),
-``topology`` (``local_num_experts``, ``local_expert_offset``, ``local_slots_per_row``), ``dtype``
+``topology`` (``local_num_experts``, ``local_expert_offset``), ``expected_local_slots``, ``dtype``
 (``"bf16"``, ``"fp16"``, ``"fp8_w8a8"``) and ``num_tokens``.
 """
 
@@ -58,7 +58,7 @@ def kernel_problem(problem: Any) -> MoEProblem:
         num_local_experts=topology.local_num_experts,
         top_k=model.top_k,
         dtype=_KERNEL_DTYPES[problem.dtype],
-        num_local_slots=round(problem.num_tokens * topology.local_slots_per_row),
+        num_local_slots=round(problem.expected_local_slots),
     )
 
 
