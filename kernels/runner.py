@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from kernels.fused_moe import fused_moe
+from kernels.peer import grouped_mm_moe
 from kernels.quant import (
     dequantize_fp8_block,
     dequantize_fp8_groups,
@@ -208,6 +209,18 @@ class FusedMoERunner:
 
     def max_relative_error(self, problem: Any) -> float:
         return _MAX_RELATIVE_ERROR[problem.dtype]
+
+    def peer(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The plain-PyTorch layer on ``torch._grouped_mm`` a user would run instead (bf16/fp16;
+        for fp8 cases the bf16 layer on the dequantized weights)."""
+        return grouped_mm_moe(
+            inputs["x"],
+            inputs["w1"],
+            inputs["w2"],
+            inputs["topk_ids"],
+            inputs["topk_weights"],
+            local_expert_offset=inputs["offset"],
+        )
 
     def vllm_config(self, tactic: Tactic) -> dict[str, int]:
         """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one)."""

@@ -100,6 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the gate's results as PATH.json and PATH.md",
     )
     group.addoption(
+        "--moetune-peer",
+        action="store_true",
+        default=False,
+        help="also time each case's peer (the runner's `peer`, e.g. a torch._grouped_mm layer) in the "
+        "same run, for the report's peer column",
+    )
+    group.addoption(
         "--moetune-plot",
         default=None,
         metavar="PATH.png",
@@ -345,6 +352,7 @@ def _make_gate(
         fingerprint.to_dict(),
         device,
         state.threshold,
+        time_peer=state.config.getoption("moetune_peer"),
     )
 
 

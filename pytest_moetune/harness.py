@@ -87,10 +87,21 @@ class CheckResult:
     explanation: str = ""
     remeasured: bool = False
     notes: list[str] = field(default_factory=list)
+    roofline_us: float | None = None
+    peer_median_us: float | None = None
 
     @property
     def tactic_changed(self) -> bool:
         return self.baseline_tactic is not None and self.baseline_tactic != self.tactic
+
+    @property
+    def fraction_of_roofline(self) -> float | None:
+        return None if self.roofline_us is None else self.roofline_us / self.median_us
+
+    @property
+    def speedup_vs_peer(self) -> float | None:
+        """Peer time over this kernel's (above 1: faster than the peer), when the peer was timed."""
+        return None if self.peer_median_us is None else self.peer_median_us / self.median_us
 
     @property
     def moved(self) -> bool:
@@ -100,12 +111,15 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tactic_changed"] = self.tactic_changed
+        data["fraction_of_roofline"] = self.fraction_of_roofline
+        data["speedup_vs_peer"] = self.speedup_vs_peer
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
         data = dict(data)
-        data.pop("tactic_changed", None)
+        for derived in ("tactic_changed", "fraction_of_roofline", "speedup_vs_peer"):
+            data.pop(derived, None)
         return cls(**data)
 
     def message(self) -> str:
@@ -143,7 +157,9 @@ class Gate:
         fingerprint: dict[str, str],
         device: Any,
         threshold: float,
+        time_peer: bool = False,
     ) -> None:
+        self.time_peer = time_peer
         self._tuner_for = tuner_for
         self.timer = timer
         self.ceilings = ceilings
@@ -213,6 +229,10 @@ class Gate:
                 result.notes.append(f"kernel source changed: {before} (baseline) != {now} (now)")
                 if result.verdict == OK:
                     result.verdict = CHANGED_KERNEL
+        result.roofline_us = roof.floor_us(self.ceilings)
+        peer = getattr(runner, "peer", None)
+        if self.time_peer and peer is not None:
+            result.peer_median_us = statistics.median(self.timer.measure([partial(peer, inputs)]).rounds_us)
         result.entry = self._entry(runner, result, roof, stats.to_dict())
         return result
 
@@ -281,6 +301,7 @@ class Gate:
             "source_hash": runner.source_hash,
             "fingerprint": self.fingerprint,
             "routing": {k: v for k, v in routing.items() if k != "rows_per_local_expert"},
+            **({"peer_median_us": result.peer_median_us} if result.peer_median_us is not None else {}),
         }
 
 

@@ -13,7 +13,17 @@ from pytest_moetune.fileio import atomic_write_text
 if TYPE_CHECKING:
     from pytest_moetune.harness import CheckResult
 
-COLUMNS = ("case", "baseline us", "now us", "ratio", "raw", "verdict", "tactic changed")
+COLUMNS = (
+    "case",
+    "baseline us",
+    "now us",
+    "ratio",
+    "raw",
+    "verdict",
+    "tactic changed",
+    "roofline",
+    "vs peer",
+)
 
 
 def geometric_mean(values: Sequence[float]) -> float:
@@ -35,6 +45,8 @@ def _row(result: CheckResult) -> tuple[str, ...]:
         num(result.raw_ratio, ".3f"),
         result.verdict,
         "yes" if result.tactic_changed else ("-" if result.baseline_tactic is None else "no"),
+        "-" if result.fraction_of_roofline is None else f"{100 * result.fraction_of_roofline:.0f}%",
+        num(result.speedup_vs_peer, ".2f") + ("x" if result.speedup_vs_peer is not None else ""),
     )
 
 

@@ -77,6 +77,12 @@ class MoERunner(Protocol):
         ...
 
 
+# Optional runner members, looked up with getattr:
+#   peer(inputs) -> output: what a user would run instead (e.g. a torch._grouped_mm layer), timed
+#       beside each gated case under --moetune-peer;
+#   vllm_config(tactic) -> dict: the tactic in vLLM's fused-MoE config format (moetune tune --export).
+
+
 _REQUIRED = (
     "name",
     "source_hash",

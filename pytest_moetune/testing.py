@@ -108,6 +108,11 @@ class FakeRunner:
     def reference(self, inputs: dict[str, Any]) -> Any:
         return inputs["x"] * 2.0
 
+    def peer(self, inputs: dict[str, Any]) -> Any:
+        """The "what a user would run instead" layer: exact, and 1.5x the cost of the best tile."""
+        self.last_cost_us = 1.5 * min(self.cost_us(inputs, FakeTactic(m)) for m in self.block_ms)
+        return inputs["x"] * 2.0
+
     def max_relative_error(self, problem: BucketProblem) -> float:
         return 1e-6
 

@@ -192,8 +192,8 @@ def test_terminal_summary_and_reports(flow: GateWorkflow) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= moetune gate =*",
-            "case*baseline us*now us*ratio*raw*verdict*tactic changed",
-            "fake_moe/deepseek-r1/bf16/dep8/balanced/T=512 * ok * no",
+            "case*baseline us*now us*ratio*raw*verdict*tactic changed*roofline*vs peer",
+            "fake_moe/deepseek-r1/bf16/dep8/balanced/T=512 * ok * no * -",
             "geometric-mean ratio over 4 compared cases: 1.000x time; 4 ok",
         ]
     )
@@ -268,3 +268,16 @@ def test_profile_option_ini_and_fixture(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nmoetune_profile = huge\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "moetune_profile = 'huge'" in result.stderr.str()
+
+
+def test_peer_and_roofline_columns(flow: GateWorkflow) -> None:
+    flow.run("--moetune-update-baselines")
+    result, results = flow.run("--moetune-peer")
+    assert result.ret == 0
+    for r in results:
+        assert r["speedup_vs_peer"] == pytest.approx(r["peer_median_us"] / r["median_us"])
+        assert r["speedup_vs_peer"] >= 1.4  # the fake peer costs 1.5x the best tile
+        assert r["fraction_of_roofline"] > 0
+    result.stdout.fnmatch_lines(["case*verdict*tactic changed*roofline*vs peer", "fake_moe/*ok*no*%*x"])
+    _, without = flow.run()
+    assert all(r["peer_median_us"] is None for r in without)
