@@ -328,3 +328,15 @@ def test_unknown_runner_name_lists_the_registered_ones(pytester: pytest.Pytester
         """
     )
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_distributed_tests_run_only_under_a_launcher(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    pytester.makepyfile("import pytest\n\n@pytest.mark.moetune_distributed\ndef test_rank():\n    pass\n")
+    result = pytester.runpytest("-rs", "--strict-markers")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*launch it on every rank, e.g. `torchrun --nproc-per-node 2 -m pytest*"])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
