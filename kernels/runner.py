@@ -168,29 +168,16 @@ class FusedMoERunner:
         return self._spin_ns[key]
 
     def _launch(self, inputs: dict[str, Any], tactic: Tactic) -> torch.Tensor:
+        routing = (inputs["topk_ids"], inputs["topk_weights"])
+        options = {"local_expert_offset": inputs["offset"], "tactic": tactic, "out": inputs["out"]}
         if inputs["fp8"]:
-            return fused_moe_fp8(
-                inputs["x"],
-                inputs["w1_q"],
-                inputs["w1_scale"],
-                inputs["w2_q"],
-                inputs["w2_scale"],
-                inputs["topk_ids"],
-                inputs["topk_weights"],
-                local_expert_offset=inputs["offset"],
-                tactic=tactic,
-                out=inputs["out"],
-            )
-        return fused_moe(
-            inputs["x"],
-            inputs["w1"],
-            inputs["w2"],
-            inputs["topk_ids"],
-            inputs["topk_weights"],
-            local_expert_offset=inputs["offset"],
-            tactic=tactic,
-            out=inputs["out"],
-        )
+            weights = (inputs["w1_q"], inputs["w1_scale"], inputs["w2_q"], inputs["w2_scale"])
+            return fused_moe_fp8(inputs["x"], *weights, *routing, **options)
+        return fused_moe(inputs["x"], inputs["w1"], inputs["w2"], *routing, **options)
+
+    def _dense_layer_args(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """``(w1, w2, topk_ids, topk_weights)`` of the 16-bit layer (dequantized weights for fp8)."""
+        return inputs["w1"], inputs["w2"], inputs["topk_ids"], inputs["topk_weights"]
 
     def reference(self, inputs: dict[str, Any]) -> torch.Tensor:
         """fp32 reference on the same (quantized) inputs: for fp8, x as the layer quantizes it."""
@@ -199,10 +186,7 @@ class FusedMoERunner:
             x = dequantize_fp8_groups(*quantize_fp8_groups(x))
         return fused_moe_reference(
             x,
-            inputs["w1"],
-            inputs["w2"],
-            inputs["topk_ids"],
-            inputs["topk_weights"],
+            *self._dense_layer_args(inputs),
             local_expert_offset=inputs["offset"],
             act_quant="fp8_group" if inputs["fp8"] else None,
         )
@@ -214,12 +198,7 @@ class FusedMoERunner:
         """The plain-PyTorch layer on ``torch._grouped_mm`` a user would run instead (bf16/fp16;
         for fp8 cases the bf16 layer on the dequantized weights)."""
         return grouped_mm_moe(
-            inputs["x"],
-            inputs["w1"],
-            inputs["w2"],
-            inputs["topk_ids"],
-            inputs["topk_weights"],
-            local_expert_offset=inputs["offset"],
+            inputs["x"], *self._dense_layer_args(inputs), local_expert_offset=inputs["offset"]
         )
 
     def vllm_config(self, tactic: Tactic) -> dict[str, int]:
