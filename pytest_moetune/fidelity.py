@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from pytest_moetune.dispatch import dispatch_topk, router_view
@@ -75,7 +75,8 @@ def measure_fidelity(
     seed: int = 1,
 ) -> list[FidelityPoint]:
     """Tune ``problem`` aware and naive on ``buckets``, then time the choices and the whole space
-    on each ``traffic`` distribution dispatched through ``problem.topology``."""
+    on each ``traffic`` distribution dispatched through ``problem.topology``. A chosen tactic that
+    fails on that traffic gets an infinite time (infinite regret)."""
     runner = tuner.runner
     naive = naive_problem(problem)
     aware_result = tuner.tune(problem, buckets=buckets)
@@ -107,9 +108,9 @@ def measure_fidelity(
                     oracle_tactic=json.loads(oracle_label),
                     oracle_us=times[oracle_label],
                     aware_tactic=json.loads(tuner.label(chosen["aware"])),
-                    aware_us=times[tuner.label(chosen["aware"])],
+                    aware_us=times.get(tuner.label(chosen["aware"]), math.inf),
                     naive_tactic=json.loads(tuner.label(chosen["naive"])),
-                    naive_us=times[tuner.label(chosen["naive"])],
+                    naive_us=times.get(tuner.label(chosen["naive"]), math.inf),
                     tactics_timed=len(times),
                 )
             )
@@ -118,13 +119,11 @@ def measure_fidelity(
 
 def _time_all(tuner: Tuner, inputs: Any, space: dict[str, Hashable]) -> dict[str, float]:
     """Median per-launch time of every tactic that runs (a tactic that fails here is left out)."""
-    times: dict[str, float] = {}
+    times = {}
     for label, tactic in space.items():
-        try:
-            times[label] = tuner.timer.measure([partial(tuner.runner.run, inputs, tactic)]).median_us
-        except Exception as err:  # out of resources on this traffic: not a candidate
-            if "illegal" in str(err).lower():
-                raise
+        us, _ = tuner.try_time([inputs], tactic)
+        if us is not None:
+            times[label] = us
     if not times:
         raise RuntimeError("no tactic ran on the realistic traffic")
     return times

@@ -23,6 +23,7 @@ from pytest_moetune.verdict import (
     NEW,
     OK,
     REGRESSED,
+    coefficient_of_variation,
     compare_rounds,
 )
 
@@ -281,7 +282,7 @@ class Gate:
         median_s = result.median_us * 1e-6
         return {
             "rounds_us": result.rounds_us,
-            "summary": {"median_us": result.median_us, "spread": _spread(result.rounds_us)},
+            "summary": {"median_us": result.median_us, "spread": coefficient_of_variation(result.rounds_us)},
             "throughput": {
                 "tflops": roof.flops / median_s / 1e12,
                 "tbytes_per_s": roof.bytes / median_s / 1e12,
@@ -303,9 +304,3 @@ class Gate:
             "routing": {k: v for k, v in routing.items() if k != "rows_per_local_expert"},
             **({"peer_median_us": result.peer_median_us} if result.peer_median_us is not None else {}),
         }
-
-
-def _spread(rounds: list[float]) -> float:
-    from pytest_moetune.verdict import coefficient_of_variation
-
-    return coefficient_of_variation(rounds)

@@ -288,6 +288,33 @@ class Tuner:
         rest = [self.runner.make_inputs(bucket_problem, topk_ids, topk_weights) for _ in range(count - 1)]
         return [first, *rest]
 
+    def try_time(
+        self,
+        input_sets: Sequence[Any],
+        tactic: Hashable,
+        reference: Any = None,
+        tolerance: float = math.inf,
+    ) -> tuple[float | None, str | None]:
+        """Median per-launch time of ``tactic`` over ``input_sets``, or ``(None, reason)`` when it
+        fails to compile, runs out of shared or device memory, or (given a ``reference`` for the
+        first input set) is off by more than ``tolerance``. An illegal memory access leaves the CUDA
+        context unusable, so that one is raised."""
+        try:
+            if reference is not None:
+                err = relative_error(self.runner.run(input_sets[0], tactic), reference)
+                if not err <= tolerance:
+                    return None, f"mismatch: relative error {err:.3g} > {tolerance:.3g}"
+            launches = [partial(self.runner.run, inputs, tactic) for inputs in input_sets]
+            return self.timer.measure(launches).median_us, None
+        except Exception as err:  # compile errors, out of shared or device memory, launch errors
+            if "illegal" in str(err).lower():
+                raise RuntimeError(
+                    f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "
+                    f"{_first_line(err)}"
+                ) from err
+            _release_device_memory()
+            return None, _first_line(err)
+
     def _tune_bucket(
         self,
         problem: TuningProblem,
@@ -304,28 +331,10 @@ class Tuner:
         best: tuple[float, Hashable] | None = None
         for tactic in space:
             label = self.label(tactic)
-            reason = None
-            try:
-                out = self.runner.run(input_sets[0], tactic)
-                if reference is not None:
-                    err = relative_error(out, reference)
-                    if not err <= tolerance:
-                        reason = f"mismatch: relative error {err:.3g} > {tolerance:.3g}"
-                del out
-                if reason is None:
-                    launches = [partial(self.runner.run, inputs, tactic) for inputs in input_sets]
-                    us = self.timer.measure(launches).median_us
-            except Exception as err:  # compile errors, out of shared or device memory, launch errors
-                if "illegal" in str(err).lower():
-                    raise RuntimeError(
-                        f"tactic {label} of {self.runner.name} corrupted the CUDA context "
-                        f"(bucket {bucket_problem.num_tokens}): {_first_line(err)}"
-                    ) from err
-                reason = _first_line(err)
-                _release_device_memory()
+            us, reason = self.try_time(input_sets, tactic, reference, tolerance)
             advance(f"T={bucket_problem.num_tokens}")
-            if reason is not None:
-                failures[label] = reason
+            if us is None:
+                failures[label] = reason or "failed"
                 continue
             timings[label] = us
             if best is None or us < best[0]:
