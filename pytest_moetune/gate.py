@@ -159,7 +159,7 @@ class GateState:
         self.results: list[CheckResult] = []
         self.gate: Gate | None = None
         self._baselines: dict[Path, dict[str, Any]] = {}
-        self._tuners: dict[str, Any] = {}
+        self.tuners: dict[str, Any] = {}  # runner name -> Tuner, sharing one cache
         self.deselected = 0
         self.update_report: list[str] = []
 
@@ -322,9 +322,9 @@ def _make_gate(
     tuning_timer = timer.for_tuning() if hasattr(timer, "for_tuning") else timer
 
     def tuner_for(runner: Any) -> Tuner:
-        if runner.name not in state._tuners:
-            state._tuners[runner.name] = Tuner(runner, store, tuning_timer, device=device, progress=False)
-        return state._tuners[runner.name]
+        if runner.name not in state.tuners:
+            state.tuners[runner.name] = Tuner(runner, store, tuning_timer, device=device, progress=False)
+        return state.tuners[runner.name]
 
     def baseline_for(module: str, case_id: str) -> dict[str, Any] | None:
         document = state.baseline_document(state.baseline_path(fingerprint.slug, module))
