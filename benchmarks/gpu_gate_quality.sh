@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
-# Gate quality on the GPU (issue 5, item 11): N runs of suites/perf against the committed baselines
-# with unchanged code, then N runs each with the kernel slowed by 5% and 10% (test-only
-# $MOETUNE_TEST_SLOWDOWN in kernels/runner.py). Usage: bash benchmarks/gpu_gate_quality.sh [unchanged|slowed|all] [N]
-# Reports land in $OUT/r; benchmarks/summarize_gate_quality.py tabulates them.
+# Gate quality on the GPU (issue 5, item 11): write the quick profile's baselines, then N runs of
+# suites/perf against them with unchanged code and N runs each with the kernel slowed by 5% and 10%
+# (test-only $MOETUNE_TEST_SLOWDOWN in kernels/runner.py), interleaved so that a run cut short by the
+# deadline still has every kind.
+#
+#   bash benchmarks/gpu_gate_quality.sh [N] [FIRST]    # runs FIRST..N of each kind (default 10, 1)
+#
+# FIRST=1 first rewrites the baselines (--moetune-update-baselines=all). $DEADLINE (seconds of this
+# script, default 540) stops starting new runs. State that later calls reuse (tuning cache,
+# baselines) lives in $MOETUNE_GPU_STATE (default .gpu-state, git-ignored: carry it). Reports land in
+# $OUT/r; benchmarks/summarize_gate_quality.py tabulates them.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
-mode=${1:-all}; runs=${2:-10}
-OUT=${OUT:-out}; mkdir -p "$OUT/r"
+runs=${1:-10}; first=${2:-1}; deadline=${DEADLINE:-540}
+OUT=${OUT:-out}; state=${MOETUNE_GPU_STATE:-.gpu-state}; mkdir -p "$OUT/r" "$state/baselines"
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
-common=(--moetune -p no:cacheprovider -q suites/perf --moetune-cache "$OUT/r/cache.json")
-timeout 200 python3 -m pytest "${common[@]}" --co -q > /dev/null  # collect once
-if [ "$mode" != slowed ]; then
-  for i in $(seq 1 "$runs"); do
-    timeout 200 python3 -m pytest "${common[@]}" --moetune-report "$OUT/r/unchanged-$i" 2>&1 | tail -1
-  done
+common=(--moetune -p no:cacheprovider -q suites/perf --moetune-cache "$state/gate-quality-cache.json"
+        --moetune-baselines "$state/baselines")
+if [ "$first" = 1 ]; then
+  timeout 300 python3 -m pytest "${common[@]}" --moetune-update-baselines=all \
+      --moetune-report "$OUT/r/baseline-run" 2>&1 | tail -2
 fi
-if [ "$mode" != unchanged ]; then
-  # the first slowed run needs the tuned tactics in the cache: tune without slowdown first
-  [ -f "$OUT/r/cache.json" ] || timeout 300 python3 -m pytest "${common[@]}" 2>&1 | tail -1
-  for slow in 0.05 0.10; do
-    for i in $(seq 1 "$runs"); do
-      MOETUNE_TEST_SLOWDOWN=$slow timeout 200 python3 -m pytest "${common[@]}" \
-          --moetune-report "$OUT/r/slow$slow-$i" 2>&1 | tail -1
-    done
+for i in $(seq "$first" "$runs"); do
+  for slow in 0 0.05 0.10; do
+    if [ "$SECONDS" -ge "$deadline" ]; then echo "deadline ${deadline}s: stopped before run $i"; break 2; fi
+    kind=$([ "$slow" = 0 ] && echo unchanged || echo "slow$slow")
+    MOETUNE_TEST_SLOWDOWN=$slow timeout 200 python3 -m pytest "${common[@]}" \
+        --moetune-report "$OUT/r/$kind-$i" 2>&1 | tail -1
   done
-fi
+done
+echo "gate quality: ${SECONDS}s"
 python3 benchmarks/summarize_gate_quality.py "$OUT/r" | tee "$OUT/r/summary.md"
-rm -f "$OUT"/r/*.lock "$OUT"/r/*.md.tmp
+rm -f "$OUT"/r/*.lock "$OUT"/r/*.md.tmp "$state"/*.lock
 tar -czf "$OUT/quality.tar.gz" -C "$OUT" r

@@ -278,7 +278,9 @@ class Tuner:
             "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
 
-    def _inputs(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
+    def input_sets_for(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
+        """The inputs a bucket is timed on: the routing hook's ``topk`` for exactly that token count
+        and topology, made into ``input_sets`` sets (one unless timing cold L2)."""
         topk_ids, topk_weights = self.routing(
             bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed
         )
@@ -323,7 +325,7 @@ class Tuner:
         advance: Callable[[str], None],
     ) -> BucketResult:
         start = time.perf_counter()
-        input_sets = self._inputs(bucket_problem, problem)
+        input_sets = self.input_sets_for(bucket_problem, problem)
         reference = self.runner.reference(input_sets[0]) if self.check else None
         tolerance = self.runner.max_relative_error(bucket_problem)
         timings: dict[str, float] = {}

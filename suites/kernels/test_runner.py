@@ -84,3 +84,38 @@ def test_test_slowdown_slows_a_launch_by_that_fraction(
     base = timer.measure([lambda: plain.run(inputs, tactic)]).median_us
     slow = timer.measure([lambda: slowed.run(inputs, tactic)]).median_us
     assert slow / base == pytest.approx(1 + slowdown, abs=0.02)
+
+
+L2_SIZED = ModelShape("l2-sized", num_experts=8, top_k=2, hidden=1024, intermediate=512)
+"""bf16 weights of 24 MiB: they fit an H100's 50 MiB L2, so warm-L2 timing reads them from L2."""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (times L2 against HBM)")
+def test_cold_l2_tuning_rotates_inputs_past_l2(moetune_runners: RunnerRegistry) -> None:
+    from pytest_moetune.timing import CudaGraphTimer, l2_cache_bytes, rotation_count, tensor_bytes
+
+    runner = moetune_runners.get("fused_moe")
+    problem = TuningProblem(L2_SIZED, Topology.parse("ep1", 8, 2), "bf16", tune_max_num_tokens=64)
+    l2 = l2_cache_bytes()
+    sets_used: list[int] = []
+
+    def cold_sets(inputs: object) -> int:
+        sets_used.append(rotation_count(tensor_bytes(inputs), l2))
+        return sets_used[-1]
+
+    warm = Tuner(runner, timer=CudaGraphTimer(rounds=7, warmup_us=50_000), progress=False)
+    cold = Tuner(
+        runner, timer=CudaGraphTimer(rounds=7, cold_l2=True, warmup_us=50_000), input_sets=cold_sets,
+        progress=False,
+    )
+    assert warm.key(problem, 64) != cold.key(problem, 64)  # the timer is part of the cache key
+    cold_result = cold.tune(problem, buckets=[64])
+    assert sets_used and sets_used[0] * 24 * 2**20 > 2 * l2, sets_used
+    (bucket,) = cold_result.buckets
+    assert bucket.failed == 0, bucket.failures
+    tactic = runner.default_tactic(problem.at(64))
+    warm_us, _ = warm.try_time(warm.input_sets_for(problem.at(64), problem), tactic)
+    cold_us, _ = cold.try_time(cold.input_sets_for(problem.at(64), problem), tactic)
+    print(f"default tactic at T=64: warm L2 {warm_us:.2f} us, cold L2 {cold_us:.2f} us")
+    assert warm_us is not None and cold_us is not None
+    assert cold_us > 1.03 * warm_us, "weights read from HBM must be slower than from L2"
