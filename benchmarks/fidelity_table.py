@@ -13,21 +13,21 @@ from pytest_moetune.fidelity import FidelityPoint, markdown_table
 
 
 def main(directory: Path) -> None:
-    points = []
-    for path in sorted(directory.glob("fidelity-*.json")):
-        for data in json.loads(path.read_text()):
-            data.pop("aware_regret", None)
-            data.pop("naive_regret", None)
-            points.append(FidelityPoint(**data))
+    points = [
+        FidelityPoint.from_dict(data)
+        for path in sorted(directory.glob("fidelity-*.json"))
+        for data in json.loads(path.read_text())
+    ]
     print(markdown_table(points))
-    worst_aware = max(points, key=lambda p: p.aware_regret)
-    worst_naive = max(points, key=lambda p: p.naive_regret)
-    print(
-        f"\nworst aware regret {100 * worst_aware.aware_regret:.1f}% "
-        f"({worst_aware.model} {worst_aware.topology} T={worst_aware.bucket} {worst_aware.traffic}); "
-        f"worst naive regret {100 * worst_naive.naive_regret:.1f}% "
-        f"({worst_naive.model} {worst_naive.topology} T={worst_naive.bucket} {worst_naive.traffic})"
-    )
+    print()
+    for name in points[0].choices:
+        worst = max(points, key=lambda p: p.regret(name))
+        within = sum(p.regret(name) <= 0.02 for p in points)
+        print(
+            f"- {name}: within 2% of the oracle at {within}/{len(points)} points; worst "
+            f"{100 * worst.regret(name):.1f}% "
+            f"({worst.model} {worst.topology} T={worst.bucket} {worst.traffic})"
+        )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 #
 #   bash benchmarks/gpu_gate_quality.sh [N] [FIRST]    # runs FIRST..N of each kind (default 10, 1)
 #
-# FIRST=1 first rewrites the baselines (--moetune-update-baselines=all). $DEADLINE (seconds of this
-# script, default 540) stops starting new runs. State that later calls reuse (tuning cache,
+# FIRST=1 first rewrites the baselines (--moetune-update-baselines=all; REBASE=0 keeps them).
+# $SLOWDOWNS (default "0 0.05 0.10") picks the kinds. $DEADLINE (seconds of this script, default 540)
+# stops starting new runs. State that later calls reuse (tuning cache,
 # baselines) lives in $MOETUNE_GPU_STATE (default .gpu-state, git-ignored: carry it). Reports land in
 # $OUT/r; benchmarks/summarize_gate_quality.py tabulates them.
 set -uo pipefail
@@ -17,12 +18,12 @@ OUT=${OUT:-out}; state=${MOETUNE_GPU_STATE:-.gpu-state}; mkdir -p "$OUT/r" "$sta
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
 common=(--moetune -p no:cacheprovider -q suites/perf --moetune-cache "$state/gate-quality-cache.json"
         --moetune-baselines "$state/baselines")
-if [ "$first" = 1 ]; then
+if [ "$first" = 1 ] && [ "${REBASE:-1}" = 1 ]; then
   timeout 300 python3 -m pytest "${common[@]}" --moetune-update-baselines=all \
       --moetune-report "$OUT/r/baseline-run" 2>&1 | tail -2
 fi
 for i in $(seq "$first" "$runs"); do
-  for slow in 0 0.05 0.10; do
+  for slow in ${SLOWDOWNS:-0 0.05 0.10}; do
     if [ "$SECONDS" -ge "$deadline" ]; then echo "deadline ${deadline}s: stopped before run $i"; break 2; fi
     kind=$([ "$slow" = 0 ] && echo unchanged || echo "slow$slow")
     MOETUNE_TEST_SLOWDOWN=$slow timeout 200 python3 -m pytest "${common[@]}" \

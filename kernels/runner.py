@@ -150,20 +150,32 @@ class FusedMoERunner:
         return out
 
     def _spin_for(self, inputs: dict[str, Any], tactic: Tactic) -> int:
-        """Nanoseconds of extra work: ``slowdown`` x this launch's own median time, measured with
-        CUDA events on first use (outside any graph capture: the timers launch once before)."""
+        """Nanoseconds of extra work: ``slowdown`` x this launch's own time, measured on first use
+        (outside any graph capture: the timers launch once before) the way the gate times it: a
+        CUDA graph of back-to-back launches replayed between CUDA events, so that eager launch gaps
+        do not inflate the injected slowdown."""
         key = (id(inputs), tactic)
         if key not in self._spin_ns:
             if torch.cuda.is_current_stream_capturing():
                 raise RuntimeError(f"${SLOWDOWN_ENV}: launch once outside graph capture to calibrate")
+            calls = 20
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(stream):
+                self._launch(inputs, tactic)
+                with torch.cuda.graph(graph, stream=stream):
+                    for _ in range(calls):
+                        self._launch(inputs, tactic)
+            torch.cuda.current_stream().wait_stream(stream)
             times = []
             for _ in range(5):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                self._launch(inputs, tactic)
+                graph.replay()
                 end.record()
                 end.synchronize()
-                times.append(start.elapsed_time(end) * 1e6)
+                times.append(start.elapsed_time(end) * 1e6 / calls)
             self._spin_ns[key] = int(self.slowdown * statistics.median(times))
         return self._spin_ns[key]
 

@@ -1,13 +1,15 @@
 """Tuning fidelity: how much a tuned tactic loses on realistic traffic (issue 6).
 
-For one model x topology x bucket, tactics are tuned two ways:
+For one model x topology x bucket, tactics are tuned several ways (:func:`tunings`):
 
-- **aware**: on the topology's dummy routing (this plugin's ``balanced`` by default);
-- **naive**: as a tuner blind to attention DP and to the rank's shard does, on random routing over
+- ``aware:<distribution>``: on this plugin's topology-aware dummy routing with that distribution
+  (``balanced``: every local expert gets exactly ``T * top_k / L`` rows; ``random``: seeded random
+  routing under the same DEP/EP rules, so rows per expert fluctuate the way real traffic does);
+- ``naive``: as a tuner blind to attention DP and to the rank's shard does, on random routing over
   all experts (:func:`naive_problem`).
 
-Both chosen tactics and every tactic of the space are then timed on realistic traffic, routing of
-all ranks through the topology's dispatch (:func:`~pytest_moetune.dispatch.dispatch_topk`), and
+Every choice and every tactic of the space are then timed on realistic traffic, routing of all ranks
+through the topology's dispatch (:func:`~pytest_moetune.dispatch.dispatch_topk`), and
 ``regret = time(chosen) / time(oracle) - 1`` with the oracle the fastest tactic measured there.
 """
 
@@ -26,6 +28,8 @@ from pytest_moetune.problem import TuningProblem
 from pytest_moetune.tuner import Tuner
 
 DEFAULT_TRAFFIC = ("random", "zipf:1.2")
+DEFAULT_AWARE = ("balanced", "random")
+NAIVE = "naive"
 
 
 def naive_problem(problem: TuningProblem) -> TuningProblem:
@@ -35,9 +39,22 @@ def naive_problem(problem: TuningProblem) -> TuningProblem:
     )
 
 
+def tunings(problem: TuningProblem, aware: Sequence[str] = DEFAULT_AWARE) -> dict[str, TuningProblem]:
+    """The problems to tune, by name: ``aware:<distribution>`` for each of ``aware``, and ``naive``."""
+    named = {
+        f"aware:{name}": dataclasses.replace(problem, distribution=Distribution(name)) for name in aware
+    }
+    named[NAIVE] = naive_problem(problem)
+    return named
+
+
 @dataclass(frozen=True)
 class FidelityPoint:
-    """One (model, topology, dtype, bucket, traffic) point. Times in microseconds per launch."""
+    """One (model, topology, dtype, bucket, traffic) point. Times in microseconds per launch.
+
+    ``choices`` maps each tuning's name (see :func:`tunings`) to ``{"tactic": dict, "us": float}``:
+    its tuned tactic and that tactic's time on this traffic (``inf`` if it failed there).
+    """
 
     model: str
     topology: str
@@ -47,24 +64,22 @@ class FidelityPoint:
     rows: int
     oracle_tactic: dict[str, Any]
     oracle_us: float
-    aware_tactic: dict[str, Any]
-    aware_us: float
-    naive_tactic: dict[str, Any]
-    naive_us: float
+    choices: dict[str, dict[str, Any]]
     tactics_timed: int
 
-    @property
-    def aware_regret(self) -> float:
-        return self.aware_us / self.oracle_us - 1
-
-    @property
-    def naive_regret(self) -> float:
-        return self.naive_us / self.oracle_us - 1
+    def regret(self, tuning: str) -> float:
+        """``time(choice of tuning) / time(oracle) - 1``."""
+        return self.choices[tuning]["us"] / self.oracle_us - 1
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.update(aware_regret=self.aware_regret, naive_regret=self.naive_regret)
+        data["regrets"] = {name: self.regret(name) for name in self.choices}
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FidelityPoint:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 def measure_fidelity(
@@ -73,21 +88,22 @@ def measure_fidelity(
     buckets: Sequence[int],
     traffic: Sequence[str] = DEFAULT_TRAFFIC,
     seed: int = 1,
+    aware: Sequence[str] = DEFAULT_AWARE,
 ) -> list[FidelityPoint]:
-    """Tune ``problem`` aware and naive on ``buckets``, then time the choices and the whole space
-    on each ``traffic`` distribution dispatched through ``problem.topology``. A chosen tactic that
-    fails on that traffic gets an infinite time (infinite regret)."""
+    """Tune ``problem`` each way of :func:`tunings` on ``buckets``, then time the choices and the
+    whole space on each ``traffic`` distribution dispatched through ``problem.topology`` (routing
+    ``seed``; tuning uses the tuner's own seed). A choice that fails on that traffic gets an
+    infinite time (infinite regret)."""
     runner = tuner.runner
-    naive = naive_problem(problem)
-    aware_result = tuner.tune(problem, buckets=buckets)
-    naive_result = tuner.tune(naive, buckets=buckets)
+    named = tunings(problem, aware)
+    results = {name: tuner.tune(p, buckets=buckets) for name, p in named.items()}
     points = []
     for bucket in buckets:
-        chosen = {"aware": aware_result.tactic_for(bucket), "naive": naive_result.tactic_for(bucket)}
+        chosen = {name: result.tactic_for(bucket) for name, result in results.items()}
         space: dict[str, Hashable] = {}
         for tactic in [
             *runner.tactics(problem.at(bucket)),
-            *runner.tactics(naive.at(bucket)),
+            *runner.tactics(named[NAIVE].at(bucket)),
             *chosen.values(),
         ]:
             space.setdefault(tuner.label(tactic), tactic)
@@ -107,10 +123,13 @@ def measure_fidelity(
                     rows=rows,
                     oracle_tactic=json.loads(oracle_label),
                     oracle_us=times[oracle_label],
-                    aware_tactic=json.loads(tuner.label(chosen["aware"])),
-                    aware_us=times.get(tuner.label(chosen["aware"]), math.inf),
-                    naive_tactic=json.loads(tuner.label(chosen["naive"])),
-                    naive_us=times.get(tuner.label(chosen["naive"]), math.inf),
+                    choices={
+                        tuning: {
+                            "tactic": json.loads(tuner.label(tactic)),
+                            "us": times.get(tuner.label(tactic), math.inf),
+                        }
+                        for tuning, tactic in chosen.items()
+                    },
                     tactics_timed=len(times),
                 )
             )
@@ -130,14 +149,17 @@ def _time_all(tuner: Tuner, inputs: Any, space: dict[str, Hashable]) -> dict[str
 
 
 def markdown_table(points: Sequence[FidelityPoint]) -> str:
-    """Rows for BENCHMARKS.md: regret of the aware and the naive choice per point."""
+    """Rows for BENCHMARKS.md: the regret of each tuning's choice per point."""
+    names = list(points[0].choices) if points else []
     lines = [
-        "| model | topology | dtype | bucket | traffic | rows | oracle us | aware regret | naive regret |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | topology | dtype | bucket | traffic | rows | oracle us | "
+        + " | ".join(f"{name} regret" for name in names)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(names),
     ]
     for p in points:
         lines.append(
             f"| {p.model} | {p.topology} | {p.dtype} | {p.bucket} | {p.traffic} | {p.rows} | "
-            f"{p.oracle_us:.1f} | {100 * p.aware_regret:.1f}% | {100 * p.naive_regret:.1f}% |"
+            f"{p.oracle_us:.1f} | " + " | ".join(f"{100 * p.regret(n):.1f}%" for n in names) + " |"
         )
     return "\n".join(lines)

@@ -80,9 +80,16 @@ def markdown(results: Sequence[CheckResult]) -> str:
     return "## moetune gate\n\n" + head + body + "\n" + summary_lines(results)[-1] + "\n"
 
 
+def report_paths(path: Path) -> tuple[Path, Path]:
+    """``PATH.json`` and ``PATH.md``; a given ``.json`` or ``.md`` suffix is replaced, any other dot
+    in the name is kept (``run-0.05`` gives ``run-0.05.json``)."""
+    stem = path.with_suffix("") if path.suffix in (".json", ".md") else path
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+
+
 def write_reports(path: Path, results: Sequence[CheckResult]) -> tuple[Path, Path]:
-    """``path`` with suffix ``.json`` (every result in full) and ``.md`` (the table)."""
-    json_path, md_path = path.with_suffix(".json"), path.with_suffix(".md")
+    """Write :func:`report_paths` of ``path``: every result in full (JSON) and the table (Markdown)."""
+    json_path, md_path = report_paths(path)
     ratios = [r.ratio for r in results if r.ratio is not None]
     payload = {
         "geometric_mean_ratio": geometric_mean(ratios) if ratios else None,

@@ -32,9 +32,9 @@ def test_under_dep_the_naive_tuner_loses_and_the_aware_one_does_not() -> None:
     points = measure_fidelity(make_tuner(), problem, buckets=[64, 512], traffic=["random"])
     by_bucket = {p.bucket: p for p in points}
     big = by_bucket[512]
-    assert big.aware_tactic == {"block_m": 128, "variant": "a"}  # ~128 rows per local expert
-    assert big.naive_tactic["block_m"] == 16  # tuned on ~16 rows per local expert
-    assert big.aware_regret <= 0.02 < 0.5 < big.naive_regret
+    assert big.choices["aware:balanced"]["tactic"] == {"block_m": 128, "variant": "a"}  # ~128 rows/expert
+    assert big.choices["naive"]["tactic"]["block_m"] == 16  # tuned on ~16 rows per local expert
+    assert big.regret("aware:balanced") <= 0.02 < 0.5 < big.regret("naive")
     assert big.rows > 512  # the all-to-all delivers rows of all 8 ranks
     assert "| deepseek-r1 | dep8 | bf16 | 512 | random |" in markdown_table(points)
 
@@ -42,7 +42,8 @@ def test_under_dep_the_naive_tuner_loses_and_the_aware_one_does_not() -> None:
 def test_under_pure_ep_both_tuners_see_the_same_traffic() -> None:
     problem = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(make_tuner(), problem, buckets=[512], traffic=["random"])
-    assert point.aware_regret <= 0.02 and point.naive_regret <= 0.02
+    assert set(point.choices) == {"aware:balanced", "aware:random", "naive"}
+    assert all(point.regret(name) <= 0.02 for name in point.choices)
     assert point.tactics_timed == len(FakeRunner().tactics(None))  # type: ignore[arg-type]
 
 
@@ -52,6 +53,19 @@ def test_a_tactic_that_fails_on_real_traffic_is_no_candidate() -> None:
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(tuner, problem, buckets=[512], traffic=["random"])
     assert point.tactics_timed == 7 and point.oracle_tactic == {"block_m": 128, "variant": "a"}
+
+
+def test_points_round_trip_through_json_with_their_regrets() -> None:
+    import json
+
+    from pytest_moetune.fidelity import FidelityPoint
+
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (point,) = measure_fidelity(make_tuner(), problem, buckets=[512], traffic=["random"], aware=["random"])
+    data = json.loads(json.dumps(point.to_dict()))
+    assert data["regrets"] == {"aware:random": point.regret("aware:random"), "naive": point.regret("naive")}
+    assert FidelityPoint.from_dict(data) == point
+    assert markdown_table([point]).splitlines()[0].endswith("| aware:random regret | naive regret |")
 
 
 def test_unknown_bucket_is_an_error() -> None:

@@ -203,6 +203,22 @@ def test_terminal_summary_and_reports(flow: GateWorkflow) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "json_name", "md_name"),
+    [
+        ("report", "report.json", "report.md"),
+        ("report.json", "report.json", "report.md"),
+        ("report.md", "report.json", "report.md"),
+        ("slow0.05-1", "slow0.05-1.json", "slow0.05-1.md"),  # a dot in the name is not a suffix
+    ],
+)
+def test_report_paths_keep_dotted_names(given: str, json_name: str, md_name: str) -> None:
+    from pytest_moetune.report import report_paths
+
+    json_path, md_path = report_paths(Path("out") / given)
+    assert (json_path, md_path) == (Path("out") / json_name, Path("out") / md_name)
+
+
 def test_gate_tests_skip_without_moetune(flow: GateWorkflow) -> None:
     result = flow.pytester.runpytest("-rs")
     result.assert_outcomes(skipped=4)
