@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -157,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # e.g. a replay file whose contents are invalid
         print(f"moetune: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `moetune baseline show | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

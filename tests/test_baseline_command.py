@@ -57,6 +57,30 @@ def test_show_prints_every_entry(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no baselines under" in capsys.readouterr().err
 
 
+def test_show_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``moetune baseline show | head``: the reader leaves early; no traceback, exit status 0."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "baselines"
+    path = root / "nvidia-h100-80gb-hbm3" / "suites.perf.x.json"
+    write_baseline(path, {"k/a/T=1": entry(1.0)}, FINGERPRINT)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest_moetune.cli", "baseline", "show", "--root", str(root)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_diff_normalizes_by_each_files_ceilings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_baseline(a, {"same": entry(100.0), "slower": entry(100.0), "gone": entry(1.0)}, FINGERPRINT)
