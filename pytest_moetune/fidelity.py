@@ -4,7 +4,9 @@ For one model x topology x bucket, tactics are tuned several ways (:func:`tuning
 
 - ``aware:<distribution>``: on this plugin's topology-aware dummy routing with that distribution
   (``balanced``: every local expert gets exactly ``T * top_k / L`` rows; ``random``: seeded random
-  routing under the same DEP/EP rules, so rows per expert fluctuate the way real traffic does);
+  routing under the same DEP/EP rules, so rows per expert fluctuate the way real traffic does;
+  ``zipf:<a>``: skewed, the hottest shard on the measured rank). The one named like the traffic
+  (:func:`matched_tuning`) is what a user who knows the traffic's shape tunes on;
 - ``naive``: as a tuner blind to attention DP and to the rank's shard does, on random routing over
   all experts (:func:`naive_problem`).
 
@@ -28,7 +30,7 @@ from pytest_moetune.problem import TuningProblem
 from pytest_moetune.tuner import Tuner
 
 DEFAULT_TRAFFIC = ("random", "zipf:1.2")
-DEFAULT_AWARE = ("balanced", "random")
+DEFAULT_AWARE = ("balanced", *DEFAULT_TRAFFIC)
 NAIVE = "naive"
 
 
@@ -41,9 +43,7 @@ def naive_problem(problem: TuningProblem) -> TuningProblem:
 
 def tunings(problem: TuningProblem, aware: Sequence[str] = DEFAULT_AWARE) -> dict[str, TuningProblem]:
     """The problems to tune, by name: ``aware:<distribution>`` for each of ``aware``, and ``naive``."""
-    named = {
-        f"aware:{name}": dataclasses.replace(problem, distribution=Distribution(name)) for name in aware
-    }
+    named = {f"aware:{name}": dataclasses.replace(problem, distribution=Distribution(name)) for name in aware}
     named[NAIVE] = naive_problem(problem)
     return named
 
@@ -66,6 +66,11 @@ class FidelityPoint:
     oracle_us: float
     choices: dict[str, dict[str, Any]]
     tactics_timed: int
+
+    @property
+    def matched_tuning(self) -> str:
+        """The aware tuning on the traffic's own distribution (different seeds): ``aware:<traffic>``."""
+        return f"aware:{self.traffic}"
 
     def regret(self, tuning: str) -> float:
         """``time(choice of tuning) / time(oracle) - 1``."""

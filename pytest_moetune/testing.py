@@ -29,6 +29,9 @@ class FakeTactic:
         return asdict(self)
 
 
+COST_MODELS = ("mean-rows", "tiles")
+
+
 class FakeRunner:
     """A runner over CPU tensors with an exact kernel and a deterministic cost model.
 
@@ -38,6 +41,10 @@ class FakeRunner:
         wrong: tactics whose output is off (like a miscompiled tile); the tuner's check rejects them.
         source_hash: the "kernel source" hash (change it to simulate a kernel edit).
         slowdown: multiplies every cost (simulate a slower kernel).
+        cost_model: ``"mean-rows"`` (default): time grows with the tile's mismatch to the mean rows
+            per touched local expert; ``"tiles"``: time is the padded tiles the rows of every local
+            expert occupy, ``sum_e ceil(rows_e / block_m) * (2 + 0.1 * block_m)`` microseconds on top
+            of 10, so a tile boundary (experts with ``block_m + 1`` rows) costs a whole extra tile.
     """
 
     name = "fake_moe"
@@ -50,7 +57,11 @@ class FakeRunner:
         wrong: Sequence[FakeTactic] = (),
         source_hash: str = "fake-source-1",
         slowdown: float = 1.0,
+        cost_model: str = "mean-rows",
     ) -> None:
+        if cost_model not in COST_MODELS:
+            raise ValueError(f"unknown cost_model {cost_model!r}; valid: {', '.join(COST_MODELS)}")
+        self.cost_model = cost_model
         self.block_ms = tuple(block_ms)
         self.broken = set(broken)
         self.wrong = set(wrong)
@@ -77,7 +88,8 @@ class FakeRunner:
         return FakeTactic(int(data["block_m"]), str(data["variant"]))
 
     def make_inputs(self, problem: BucketProblem, topk_ids: Any, topk_weights: Any) -> dict[str, Any]:
-        """``x (T, 4) fp32`` plus the mean rows of the local experts this routing touches."""
+        """``x (T, 4) fp32`` plus the rows of every local expert (``rows_per_expert``) and their mean
+        over the experts this routing touches (``rows``)."""
         import torch
 
         topology = problem.topology
@@ -88,13 +100,22 @@ class FakeRunner:
         x = torch.arange(problem.num_tokens * 4, dtype=torch.float32).reshape(problem.num_tokens, 4)
         touched = rows[rows > 0]
         mean_rows = math.ceil(float(touched.float().mean())) if touched.numel() else 0
-        return {"x": x, "rows": mean_rows, "num_tokens": problem.num_tokens}
+        return {
+            "x": x,
+            "rows": mean_rows,
+            "rows_per_expert": [int(r) for r in rows.tolist()],
+            "num_tokens": problem.num_tokens,
+        }
 
     def cost_us(self, inputs: dict[str, Any], tactic: FakeTactic) -> float:
-        """Deterministic time: grows with the tile's mismatch to the rows per local expert."""
+        """Deterministic time of ``tactic`` on ``inputs`` under this runner's ``cost_model``."""
+        variant = 1.0 if tactic.variant == "a" else 1.02
+        if self.cost_model == "tiles":
+            bm = tactic.block_m
+            tiles_us = sum(math.ceil(r / bm) * (2.0 + 0.1 * bm) for r in inputs["rows_per_expert"])
+            return round((10.0 + tiles_us) * variant * self.slowdown, 6)
         rows = max(inputs["rows"], 1)
         mismatch = abs(math.log2(rows) - math.log2(tactic.block_m))
-        variant = 1.0 if tactic.variant == "a" else 1.02
         return round((10.0 + rows * 0.01) * (1.0 + 0.25 * mismatch) * variant * self.slowdown, 6)
 
     def run(self, inputs: dict[str, Any], tactic: FakeTactic) -> Any:
@@ -128,7 +149,8 @@ class FakeRunner:
 
 
 class FakeTimer:
-    """A timer that launches once and reports the runner's cost model.
+    """A timer that runs each launch once and reports the runner's cost model: the mean cost of
+    the launches (a CUDA graph cycling through several input sets measures their mean, too).
 
     ``noise`` spreads the rounds: round ``i`` of measurement ``n`` is ``cost * (1 + noise * u)``, ``u``
     uniform in [-1, 1] drawn from ``Random(seed, n, i)`` (deterministic, different every
@@ -147,9 +169,11 @@ class FakeTimer:
     def measure(self, launches: Sequence[Callable[[], object]]) -> Measurement:
         import random
 
+        costs = []
         for launch in launches:
             launch()
-        cost = self.runner.last_cost_us
+            costs.append(self.runner.last_cost_us)
+        cost = sum(costs) / len(costs)
         self.measurements += 1
         rng = random.Random(f"{self.seed}/{self.measurements}")
         rounds = tuple(cost * (1 + self.noise * rng.uniform(-1, 1)) for _ in range(self.rounds))

@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest bucket; buckets are the powers of two below it, plus it",
     )
     parser.add_argument("--seed", type=int, default=0, help="routing seed")
+    parser.add_argument(
+        "--routing-draws",
+        type=argparse_type(positive_int),
+        default=1,
+        metavar="K",
+        help="time every tactic on K routings (seeds SEED..SEED+K-1) and pick the best on average: "
+        "robust to per-expert row counts that straddle a tile boundary (costs K input copies)",
+    )
     parser.add_argument("--runner", help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)")
     parser.add_argument(
         "--cache", type=Path, help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache)"
@@ -114,7 +122,15 @@ def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
     if args.cold_l2:
         l2 = l2_cache_bytes()
         input_sets = lambda inputs: rotation_count(tensor_bytes(inputs), l2)  # noqa: E731
-    return Tuner(runner, store, timer, seed=args.seed, input_sets=input_sets, progress=not args.no_progress)
+    return Tuner(
+        runner,
+        store,
+        timer,
+        seed=args.seed,
+        input_sets=input_sets,
+        routing_draws=args.routing_draws,
+        progress=not args.no_progress,
+    )
 
 
 def result_rows(tuner: Tuner, result: TuningResult) -> list[dict[str, Any]]:

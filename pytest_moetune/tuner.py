@@ -69,11 +69,20 @@ class TuningKey:
     tune_max_num_tokens: int
     distribution: str
     seed: int
+    routing_draws: int
     bucket: int
     timer: str
 
     @classmethod
-    def of(cls, runner: MoERunner, problem: TuningProblem, bucket: int, timer: str, seed: int) -> TuningKey:
+    def of(
+        cls,
+        runner: MoERunner,
+        problem: TuningProblem,
+        bucket: int,
+        timer: str,
+        seed: int,
+        routing_draws: int = 1,
+    ) -> TuningKey:
         m, t = problem.model, problem.topology
         return cls(
             op=runner.name,
@@ -89,6 +98,7 @@ class TuningKey:
             tune_max_num_tokens=problem.tune_max_num_tokens,
             distribution=problem.distribution.name,
             seed=seed,
+            routing_draws=routing_draws,
             bucket=bucket,
             timer=timer,
         )
@@ -161,6 +171,9 @@ class Tuner:
         device: where inputs live.
         check: compare each tactic's output with the reference once before timing it.
         input_sets: how many input sets to rotate through per timing (>1 for cold L2).
+        routing_draws: routings drawn per bucket (seeds ``seed .. seed + routing_draws - 1``); each
+            tactic is timed cycling through all of them, so the winner is best on average over the
+            draws rather than on one draw's exact rows per expert (part of the key).
         progress: a rich progress bar over buckets x tactics; ``None`` shows it on a terminal.
     """
 
@@ -175,8 +188,11 @@ class Tuner:
         device: Any = "cuda",
         check: bool = True,
         input_sets: int | Callable[[Any], int] = 1,
+        routing_draws: int = 1,
         progress: bool | None = None,
     ) -> None:
+        if isinstance(routing_draws, bool) or not isinstance(routing_draws, int) or routing_draws < 1:
+            raise ValueError(f"routing_draws must be a positive integer, got {routing_draws!r}")
         if timer is None:
             from pytest_moetune.timing import CudaGraphTimer
 
@@ -193,13 +209,14 @@ class Tuner:
         self.device = device
         self.check = check
         self.input_sets = input_sets
+        self.routing_draws = routing_draws
         self.progress = progress
         self._warned: set[str] = set()
 
     # -- keys and lookup -------------------------------------------------------------------------
 
     def key(self, problem: TuningProblem, bucket: int) -> TuningKey:
-        return TuningKey.of(self.runner, problem, bucket, self.timer.name, self.seed)
+        return TuningKey.of(self.runner, problem, bucket, self.timer.name, self.seed, self.routing_draws)
 
     def cached(self, problem: TuningProblem, bucket: int) -> BucketResult | None:
         entry = self.store.get(self.key(problem, bucket).id)
@@ -280,14 +297,18 @@ class Tuner:
 
     def input_sets_for(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
         """The inputs a bucket is timed on: the routing hook's ``topk`` for exactly that token count
-        and topology, made into ``input_sets`` sets (one unless timing cold L2)."""
-        topk_ids, topk_weights = self.routing(
-            bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed
-        )
-        topk_ids, topk_weights = topk_ids.to(self.device), topk_weights.to(self.device)
-        first = self.runner.make_inputs(bucket_problem, topk_ids, topk_weights)
+        and topology, one per routing draw, made into at least ``input_sets`` sets (more than one
+        when timing cold L2); set ``i`` uses draw ``i % routing_draws``."""
+        draws = []
+        for draw in range(self.routing_draws):
+            topk_ids, topk_weights = self.routing(
+                bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed + draw
+            )
+            draws.append((topk_ids.to(self.device), topk_weights.to(self.device)))
+        first = self.runner.make_inputs(bucket_problem, *draws[0])
         count = self.input_sets(first) if callable(self.input_sets) else self.input_sets
-        rest = [self.runner.make_inputs(bucket_problem, topk_ids, topk_weights) for _ in range(count - 1)]
+        count = max(count, len(draws))
+        rest = [self.runner.make_inputs(bucket_problem, *draws[i % len(draws)]) for i in range(1, count)]
         return [first, *rest]
 
     def try_time(

@@ -42,7 +42,7 @@ def test_under_dep_the_naive_tuner_loses_and_the_aware_one_does_not() -> None:
 def test_under_pure_ep_both_tuners_see_the_same_traffic() -> None:
     problem = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(make_tuner(), problem, buckets=[512], traffic=["random"])
-    assert set(point.choices) == {"aware:balanced", "aware:random", "naive"}
+    assert set(point.choices) == {"aware:balanced", "aware:random", "aware:zipf:1.2", "naive"}
     assert all(point.regret(name) <= 0.02 for name in point.choices)
     assert point.tactics_timed == len(FakeRunner().tactics(None))  # type: ignore[arg-type]
 
@@ -53,6 +53,21 @@ def test_a_tactic_that_fails_on_real_traffic_is_no_candidate() -> None:
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(tuner, problem, buckets=[512], traffic=["random"])
     assert point.tactics_timed == 7 and point.oracle_tactic == {"block_m": 128, "variant": "a"}
+
+
+def test_balanced_tuning_loses_at_a_tile_boundary_and_random_draws_do_not() -> None:
+    """DEP8 at 512 tokens: balanced dummy routing gives every local expert exactly 128 rows, so
+    block_m=128 wins there; real traffic scatters the rows around 128 and every expert above it
+    pays a second, nearly empty tile. Tuning over random draws sees that (tile cost model)."""
+    runner = FakeRunner(cost_model="tiles")
+    tuner = Tuner(runner, timer=FakeTimer(runner), device="cpu", progress=False, routing_draws=4)
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (point,) = measure_fidelity(
+        tuner, problem, buckets=[512], traffic=["random"], aware=["balanced", "random"]
+    )
+    assert point.choices["aware:balanced"]["tactic"]["block_m"] == 128
+    assert point.matched_tuning == "aware:random" and point.choices["aware:random"]["tactic"]["block_m"] == 64
+    assert point.regret("aware:random") <= 0.02 < 0.05 < point.regret("aware:balanced")
 
 
 def test_points_round_trip_through_json_with_their_regrets() -> None:

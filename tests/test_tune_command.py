@@ -19,12 +19,41 @@ FAKE = "pytest_moetune.testing:FakeRunner"
 
 
 @pytest.fixture(autouse=True)
-def cpu_tuner(monkeypatch: pytest.MonkeyPatch) -> None:
+def cpu_tuner(monkeypatch: pytest.MonkeyPatch) -> list[Tuner]:
+    """``moetune tune`` builds a CPU tuner from its arguments; the list collects the tuners built."""
+    built: list[Tuner] = []
+
     def build(args: argparse.Namespace, runner: MoERunner) -> Tuner:
         assert isinstance(runner, FakeRunner)
-        return Tuner(runner, timer=FakeTimer(runner), device="cpu", seed=args.seed, progress=False)
+        tuner = Tuner(
+            runner,
+            timer=FakeTimer(runner),
+            device="cpu",
+            seed=args.seed,
+            routing_draws=args.routing_draws,
+            progress=False,
+        )
+        built.append(tuner)
+        return tuner
 
     monkeypatch.setattr(tune_command, "build_tuner", build)
+    return built
+
+
+def test_routing_draws_reach_the_tuner(tmp_path: Path, cpu_tuner: list[Tuner]) -> None:
+    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--distribution", "random"]
+    argv += ["--tune-max-num-tokens", "64", "--runner", FAKE, "--routing-draws", "3", "--no-cache"]
+    assert main(argv) == 0
+    (tuner,) = cpu_tuner
+    assert tuner.routing_draws == 3
+
+
+def test_bad_routing_draws_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--runner", FAKE, "--routing-draws", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --routing-draws: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_tune_prints_every_bucket_and_exports_vllm(

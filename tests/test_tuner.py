@@ -69,6 +69,42 @@ def test_routing_hook_gets_each_bucket_and_the_topology() -> None:
     assert seen == [(t, p.topology, "zipf:1.1", 7) for t in (1, 2, 4, 8, 16, 32, 64, 100)]
 
 
+def test_routing_draws_time_every_tactic_on_several_seeds() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def spy(num_tokens: int, topology: Topology, distribution: Distribution, seed: int):  # type: ignore[no-untyped-def]
+        seen.append((num_tokens, seed))
+        return dummy_topk(num_tokens, topology, distribution, seed)
+
+    runner = FakeRunner()
+    launched: list[int] = []
+
+    class CountingTimer(FakeTimer):
+        def measure(self, launches):  # type: ignore[no-untyped-def]
+            launched.append(len(launches))
+            return super().measure(launches)
+
+    tuner = Tuner(
+        runner,
+        timer=CountingTimer(runner),
+        device="cpu",
+        progress=False,
+        routing=spy,
+        seed=5,
+        routing_draws=3,
+    )
+    tuner.tune(TuningProblem(DSR1, Topology.parse("dep8", 256, 8), "bf16", "random", tune_max_num_tokens=2))
+    assert seen == [(1, 5), (1, 6), (1, 7), (2, 5), (2, 6), (2, 7)]
+    assert set(launched) == {3}  # each measurement cycles through the three draws
+    assert tuner.key(TuningProblem(DSR1, Topology.parse("dep8", 256, 8)), 1).routing_draws == 3
+
+
+@pytest.mark.parametrize("draws", [0, -2, 1.5, True])
+def test_bad_routing_draws_is_an_error(draws: object) -> None:
+    with pytest.raises(ValueError, match=rf"routing_draws must be a positive integer, got {draws!r}"):
+        make_tuner(routing_draws=draws)
+
+
 def test_the_chosen_tactic_follows_the_topology() -> None:
     """DEP8 at 512 tokens: 128 rows per local expert; EP8: 16. The tuner must see the difference."""
     dep = make_tuner().tune(TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512))
@@ -187,9 +223,12 @@ def test_changing_any_problem_field_changes_the_key(field: str) -> None:
     assert key_of(VARIATIONS[field]()) != key_of(BASE)
 
 
-@given(st.sampled_from(["source_hash", "bucket", "timer", "seed"]), st.integers(1, 1000))
-def test_changing_the_kernel_bucket_timer_or_seed_changes_the_key(what: str, value: int) -> None:
+@given(st.sampled_from(["source_hash", "bucket", "timer", "seed", "routing_draws"]), st.integers(1, 1000))
+def test_changing_the_kernel_bucket_timer_seed_or_draws_changes_the_key(what: str, value: int) -> None:
     base = key_of(BASE)
+    if what == "routing_draws":
+        assert TuningKey.of(RUNNER, BASE, 16, "t", 0, routing_draws=1 + value).id != base
+        return
     if what == "source_hash":
         assert key_of(BASE, runner=FakeRunner(source_hash=f"other-{value}")) != base
     elif what == "bucket":

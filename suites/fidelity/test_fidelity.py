@@ -1,6 +1,10 @@
 """Tuning fidelity on the GPU (runs with `pytest --moetune --moetune-profile full`): the tactic
-tuned on this plugin's topology-aware dummy routing must stay within 2% of the best tactic on
-realistic traffic (random and zipf routing of every rank, dispatched to the measured rank).
+tuned on this plugin's topology-aware dummy routing of the traffic's shape (random or zipf, over
+``ROUTING_DRAWS`` draws) must stay within 2% of the best tactic on that traffic (routing of every
+rank, dispatched to the measured rank). Balanced-aware and naive tuning are measured beside it.
+
+Device run 15 (BENCHMARKS.md) tuned on one draw: random-aware tuning missed 2% at 8 of 20 points,
+balanced-aware at 11 (up to 25% at tile boundaries); the draws are the answer under test here.
 
 Set ``$MOETUNE_FIDELITY_OUT`` to a folder to keep each case's points as JSON (``benchmarks`` builds
 the BENCHMARKS.md table from them).
@@ -22,7 +26,7 @@ from pytest_moetune.runner import RunnerRegistry
 from pytest_moetune.tuner import Tuner
 
 MAX_AWARE_REGRET = 0.02
-GATED_TUNING = "aware:random"
+ROUTING_DRAWS = 4
 BUCKETS = [16, 64, 256, 512, 1024]
 CASES = [("qwen3-235b-a22b", "dep2"), ("deepseek-r1", "dep8"), ("deepseek-r1", "ep8")]
 
@@ -38,12 +42,12 @@ def test_aware_tuning_is_within_2pct_of_the_oracle(
     model = get_model(model_name)
     topology = Topology.parse(topology_name, model.num_experts, model.top_k)
     problem = TuningProblem(model, topology, "bf16", tune_max_num_tokens=8192)
-    tuner = Tuner(moetune_runners.get("fused_moe"), progress=False)
+    tuner = Tuner(moetune_runners.get("fused_moe"), routing_draws=ROUTING_DRAWS, progress=False)
     points = measure_fidelity(tuner, problem, BUCKETS)
     out = os.environ.get("MOETUNE_FIDELITY_OUT")
     if out:
         path = Path(out) / f"fidelity-{model_name}-{topology_name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([p.to_dict() for p in points], indent=1))
-    misses = [p for p in points if p.regret(GATED_TUNING) > MAX_AWARE_REGRET]
-    assert not misses, f"{GATED_TUNING} tuning lost more than 2% here:\n" + markdown_table(misses)
+    misses = [p for p in points if p.regret(p.matched_tuning) > MAX_AWARE_REGRET]
+    assert not misses, "tuning on the traffic's own shape lost more than 2% here:\n" + markdown_table(misses)
