@@ -8,9 +8,9 @@
 #
 # FIRST=1 first rewrites the baselines (--moetune-update-baselines=all; REBASE=0 keeps them).
 # $SLOWDOWNS (default "0 0.05 0.10") picks the kinds. $DEADLINE (seconds of this script, default 540)
-# stops starting new runs. State that later calls reuse (tuning cache,
-# baselines) lives in $MOETUNE_GPU_STATE (default .gpu-state, git-ignored: carry it). Reports land in
-# $OUT/r; benchmarks/summarize_gate_quality.py tabulates them.
+# stops starting new runs. The threshold is this repo's (pyproject.toml). State that later calls
+# reuse (tuning cache, baselines) lives in $MOETUNE_GPU_STATE (default .gpu-state, git-ignored: carry
+# it). Reports land in $OUT/r; benchmarks/summarize_gate_quality.py tabulates them.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 runs=${1:-10}; first=${2:-1}; deadline=${DEADLINE:-540}

@@ -6,7 +6,7 @@ For one model x topology x bucket, tactics are tuned several ways (:func:`tuning
   (``balanced``: every local expert gets exactly ``T * top_k / L`` rows; ``random``: seeded random
   routing under the same DEP/EP rules, so rows per expert fluctuate the way real traffic does;
   ``zipf:<a>``: skewed, the hottest shard on the measured rank). The one named like the traffic
-  (:func:`matched_tuning`) is what a user who knows the traffic's shape tunes on;
+  (:attr:`FidelityPoint.matched_tuning`) is what a user who knows the traffic's shape tunes on;
 - ``naive``: as a tuner blind to attention DP and to the rank's shard does, on random routing over
   all experts (:func:`naive_problem`).
 
