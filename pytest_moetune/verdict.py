@@ -87,13 +87,26 @@ def compare_rounds(
     noise = max(coefficient_of_variation(baseline), coefficient_of_variation(now))
     p_slower = float(mannwhitneyu(now, baseline, alternative="greater").pvalue)
     p_faster = float(mannwhitneyu(now, baseline, alternative="less").pvalue)
+    verdict = decide(ratio, noise, p_slower, p_faster, threshold, alpha)
+    return Comparison(verdict, ratio, noise, p_slower, p_faster, threshold)
+
+
+def decide(
+    ratio: float,
+    noise: float,
+    p_slower: float,
+    p_faster: float,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> str:
+    """The verdict for a measured ``ratio`` (now / baseline time), ``noise`` (coefficient of
+    variation) and the one-sided p-values, by the rule of this module's docstring. Also used to
+    re-judge stored results at another threshold (``benchmarks/summarize_gate_quality.py``)."""
     bound = max(threshold, NOISE_MULTIPLE * noise)
     if ratio - 1 > bound and p_slower < alpha:
-        verdict = REGRESSED
-    elif 1 - ratio > bound and p_faster < alpha:
-        verdict = IMPROVED
-    elif NOISE_MULTIPLE * noise > threshold:
-        verdict = INCONCLUSIVE
-    else:
-        verdict = OK
-    return Comparison(verdict, ratio, noise, p_slower, p_faster, threshold)
+        return REGRESSED
+    if 1 - ratio > bound and p_faster < alpha:
+        return IMPROVED
+    if NOISE_MULTIPLE * noise > threshold:
+        return INCONCLUSIVE
+    return OK
