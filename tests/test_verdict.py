@@ -97,3 +97,13 @@ def test_bad_input(baseline: list[float], now: list[float], threshold: float, me
 def test_coefficient_of_variation() -> None:
     assert coefficient_of_variation([5.0]) == 0.0
     assert coefficient_of_variation([1.0, 3.0]) == pytest.approx(2**0.5 / 2)
+
+
+def test_decide_judges_a_stored_result_at_any_threshold() -> None:
+    """A 4.5% slowdown: within a 5% threshold, caught at 4% when quiet and significant."""
+    from pytest_moetune.verdict import decide
+
+    assert decide(1.045, 0.005, 0.001, 1.0, threshold=0.05) == OK
+    assert decide(1.045, 0.005, 0.001, 1.0, threshold=0.04) == REGRESSED
+    assert decide(1.045, 0.005, 0.2, 1.0, threshold=0.04) == OK  # the test does not agree
+    assert decide(1.045, 0.02, 0.001, 1.0, threshold=0.04) == INCONCLUSIVE  # 3 x noise = 6% > 4.5%
