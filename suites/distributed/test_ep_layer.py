@@ -42,11 +42,14 @@ def world() -> Iterator[tuple[int, int, torch.device]]:
     """(rank, world size, device) of an initialized default process group."""
     if ON_GPU:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("nccl" if ON_GPU else "gloo")
     device = torch.device("cuda", torch.cuda.current_device()) if ON_GPU else torch.device("cpu")
     yield dist.get_rank(), dist.get_world_size(), device
     dist.barrier()
+    if owned:  # NCCL warns (and may hang at exit) when a process group outlives its users
+        dist.destroy_process_group()
 
 
 def model_for(world_size: int) -> ModelShape:
