@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytest_moetune.fingerprint import EnvironmentFingerprint
 from pytest_moetune.problem import BucketProblem
 from pytest_moetune.timing import Measurement
 
@@ -28,6 +29,16 @@ class FakeTactic:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+H100_FINGERPRINT = EnvironmentFingerprint(
+    gpu_name="NVIDIA H100 80GB HBM3",
+    sm="9.0",
+    driver="580.82.07",
+    torch="2.11.0+cu130",
+    triton="3.6.0",
+    plugin="0.1.0",
+)
+"""A fixed H100 environment, for tests of caches and baselines that must not depend on this machine."""
 
 COST_MODELS = ("mean-rows", "tiles")
 

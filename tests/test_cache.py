@@ -18,16 +18,10 @@ from filelock import FileLock
 from pytest_moetune import cache as cache_module
 from pytest_moetune.cache import MoetuneCacheWarning, TuningCache, default_cache_path
 from pytest_moetune.fingerprint import EnvironmentFingerprint
+from pytest_moetune.testing import H100_FINGERPRINT
 
 REPO = Path(__file__).resolve().parents[1]
-FP = EnvironmentFingerprint(
-    gpu_name="NVIDIA H100 80GB HBM3",
-    sm="9.0",
-    driver="580.82.07",
-    torch="2.11.0+cu130",
-    triton="3.6.0",
-    plugin="0.1.0",
-)
+FP = H100_FINGERPRINT
 TACTIC = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
 
 

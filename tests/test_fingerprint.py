@@ -13,15 +13,9 @@ import torch
 import pytest_moetune
 from pytest_moetune import fingerprint as fp_module
 from pytest_moetune.fingerprint import EnvironmentFingerprint
+from pytest_moetune.testing import H100_FINGERPRINT
 
-H100 = EnvironmentFingerprint(
-    gpu_name="NVIDIA H100 80GB HBM3",
-    sm="9.0",
-    driver="580.82.07",
-    torch="2.11.0+cu130",
-    triton="3.6.0",
-    plugin="0.1.0",
-)
+H100 = H100_FINGERPRINT
 FIELDS = ("gpu_name", "sm", "driver", "torch", "triton", "plugin")
 
 
