@@ -82,6 +82,13 @@ def rotation_count(input_bytes: int, l2_bytes: int, max_sets: int = 64) -> int:
     return max(1, min(max_sets, math.ceil(2 * l2_bytes / input_bytes) + 1))
 
 
+def cold_l2_input_sets(l2_bytes: int | None = None) -> Callable[[Any], int]:
+    """The tuner's ``input_sets`` for cold-L2 timing: :func:`rotation_count` of one input set's
+    tensor bytes against ``l2_bytes`` (default: this CUDA device's L2)."""
+    l2 = l2_cache_bytes() if l2_bytes is None else l2_bytes
+    return lambda inputs: rotation_count(tensor_bytes(inputs), l2)
+
+
 class CudaGraphTimer:
     """CUDA events around replays of one CUDA graph holding many launches.
 

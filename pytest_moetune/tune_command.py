@@ -108,7 +108,7 @@ def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
 
     from pytest_moetune.cache import TuningCache, default_cache_path
     from pytest_moetune.fingerprint import EnvironmentFingerprint
-    from pytest_moetune.timing import CudaGraphTimer, l2_cache_bytes, rotation_count, tensor_bytes
+    from pytest_moetune.timing import CudaGraphTimer, cold_l2_input_sets
 
     if not torch.cuda.is_available():
         raise ValueError("moetune tune times kernels on a CUDA GPU and none is available")
@@ -120,8 +120,7 @@ def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
     timer = CudaGraphTimer(rounds=args.rounds, cold_l2=args.cold_l2)
     input_sets: Any = 1
     if args.cold_l2:
-        l2 = l2_cache_bytes()
-        input_sets = lambda inputs: rotation_count(tensor_bytes(inputs), l2)  # noqa: E731
+        input_sets = cold_l2_input_sets()
     return Tuner(
         runner,
         store,

@@ -23,6 +23,18 @@ from pytest_moetune.tuner import MoetuneTuningWarning, Tuner, TuningKey
 DSR1 = get_model("deepseek-r1")
 
 
+class CountingTimer(FakeTimer):
+    """A fake timer that records how many launches each measurement cycles through."""
+
+    def __init__(self, runner: FakeRunner) -> None:
+        super().__init__(runner)
+        self.launch_counts: list[int] = []
+
+    def measure(self, launches):  # type: ignore[no-untyped-def]
+        self.launch_counts.append(len(launches))
+        return super().measure(launches)
+
+
 def make_tuner(runner: FakeRunner | None = None, **kw: object) -> Tuner:
     runner = runner or FakeRunner()
     kw.setdefault("progress", False)
@@ -77,16 +89,10 @@ def test_routing_draws_time_every_tactic_on_several_seeds() -> None:
         return dummy_topk(num_tokens, topology, distribution, seed)
 
     runner = FakeRunner()
-    launched: list[int] = []
-
-    class CountingTimer(FakeTimer):
-        def measure(self, launches):  # type: ignore[no-untyped-def]
-            launched.append(len(launches))
-            return super().measure(launches)
-
+    timer = CountingTimer(runner)
     tuner = Tuner(
         runner,
-        timer=CountingTimer(runner),
+        timer=timer,
         device="cpu",
         progress=False,
         routing=spy,
@@ -95,7 +101,7 @@ def test_routing_draws_time_every_tactic_on_several_seeds() -> None:
     )
     tuner.tune(TuningProblem(DSR1, Topology.parse("dep8", 256, 8), "bf16", "random", tune_max_num_tokens=2))
     assert seen == [(1, 5), (1, 6), (1, 7), (2, 5), (2, 6), (2, 7)]
-    assert set(launched) == {3}  # each measurement cycles through the three draws
+    assert set(timer.launch_counts) == {3}  # each measurement cycles through the three draws
     assert tuner.key(TuningProblem(DSR1, Topology.parse("dep8", 256, 8)), 1).routing_draws == 3
 
 
@@ -193,9 +199,15 @@ RUNNER = FakeRunner()
 
 
 def key_of(
-    problem: TuningProblem, *, runner: FakeRunner = RUNNER, bucket: int = 16, timer: str = "t", seed: int = 0
+    problem: TuningProblem,
+    *,
+    runner: FakeRunner = RUNNER,
+    bucket: int = 16,
+    timer: str = "t",
+    seed: int = 0,
+    routing_draws: int = 1,
 ) -> str:
-    return TuningKey.of(runner, problem, bucket, timer, seed).id
+    return TuningKey.of(runner, problem, bucket, timer, seed, routing_draws).id
 
 
 VARIATIONS = {
@@ -227,9 +239,8 @@ def test_changing_any_problem_field_changes_the_key(field: str) -> None:
 def test_changing_the_kernel_bucket_timer_seed_or_draws_changes_the_key(what: str, value: int) -> None:
     base = key_of(BASE)
     if what == "routing_draws":
-        assert TuningKey.of(RUNNER, BASE, 16, "t", 0, routing_draws=1 + value).id != base
-        return
-    if what == "source_hash":
+        assert key_of(BASE, routing_draws=1 + value) != base
+    elif what == "source_hash":
         assert key_of(BASE, runner=FakeRunner(source_hash=f"other-{value}")) != base
     elif what == "bucket":
         assert key_of(BASE, bucket=16 + value) != base
@@ -331,6 +342,16 @@ def test_rotation_count_covers_twice_the_l2() -> None:
     assert rotation_count(1, l2, max_sets=64) == 64 and rotation_count(0, l2) == 1
 
 
+def test_cold_l2_input_sets_rotate_by_one_input_sets_bytes() -> None:
+    import torch
+
+    from pytest_moetune.timing import cold_l2_input_sets
+
+    rule = cold_l2_input_sets(l2_bytes=50 * 2**20)
+    assert rule({"w": torch.zeros(10 * 2**20, dtype=torch.uint8)}) == 11  # as rotation_count
+    assert rule({"w": torch.zeros(2**30, dtype=torch.uint8)}) == 2
+
+
 def test_tensor_bytes_walks_containers() -> None:
     import torch
 
@@ -356,14 +377,8 @@ def test_input_sets_rotate_through_distinct_inputs() -> None:
         return original(problem, ids, weights)
 
     runner.make_inputs = counting  # type: ignore[method-assign]
-    seen: list[int] = []
-
-    class CountingTimer(FakeTimer):
-        def measure(self, launches):  # type: ignore[no-untyped-def]
-            seen.append(len(launches))
-            return super().measure(launches)
-
-    tuner = Tuner(runner, timer=CountingTimer(runner), device="cpu", progress=False, input_sets=lambda _: 3)
+    timer = CountingTimer(runner)
+    tuner = Tuner(runner, timer=timer, device="cpu", progress=False, input_sets=lambda _: 3)
     tuner.tune(TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=2))
     assert made == [1, 1, 1, 2, 2, 2]  # three input sets per bucket
-    assert set(seen) == {3}  # every measurement cycles through all three
+    assert set(timer.launch_counts) == {3}  # every measurement cycles through all three

@@ -92,15 +92,16 @@ L2_SIZED = ModelShape("l2-sized", num_experts=8, top_k=2, hidden=1024, intermedi
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (times L2 against HBM)")
 def test_cold_l2_tuning_rotates_inputs_past_l2(moetune_runners: RunnerRegistry) -> None:
-    from pytest_moetune.timing import CudaGraphTimer, l2_cache_bytes, rotation_count, tensor_bytes
+    from pytest_moetune.timing import CudaGraphTimer, cold_l2_input_sets, l2_cache_bytes
 
     runner = moetune_runners.get("fused_moe")
     problem = TuningProblem(L2_SIZED, Topology.parse("ep1", 8, 2), "bf16", tune_max_num_tokens=64)
     l2 = l2_cache_bytes()
+    rule = cold_l2_input_sets(l2)  # what `moetune tune --cold-l2` uses
     sets_used: list[int] = []
 
     def cold_sets(inputs: object) -> int:
-        sets_used.append(rotation_count(tensor_bytes(inputs), l2))
+        sets_used.append(rule(inputs))
         return sets_used[-1]
 
     warm = Tuner(runner, timer=CudaGraphTimer(rounds=7, warmup_us=50_000), progress=False)
