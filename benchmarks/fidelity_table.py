@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from pytest_moetune.fidelity import FidelityPoint, markdown_table
+from pytest_moetune.fidelity import FidelityPoint, markdown_table, tuning_names
 
 
 def main(directory: Path) -> None:
@@ -20,13 +20,17 @@ def main(directory: Path) -> None:
     ]
     print(markdown_table(points))
     print()
-    for name in points[0].choices:
-        worst = max(points, key=lambda p: p.regret(name))
-        within = sum(p.regret(name) <= 0.02 for p in points)
+    for name in [*tuning_names(points), "matched"]:
+        tuned = [p for p in points if name == "matched" or name in p.choices]
+
+        def regret(p: FidelityPoint, name: str = name) -> float:
+            return p.regret(p.matched_tuning if name == "matched" else name)
+
+        worst = max(tuned, key=regret)
+        within = sum(regret(p) <= 0.02 for p in tuned)
         print(
-            f"- {name}: within 2% of the oracle at {within}/{len(points)} points; worst "
-            f"{100 * worst.regret(name):.1f}% "
-            f"({worst.model} {worst.topology} T={worst.bucket} {worst.traffic})"
+            f"- {name}: within 2% of the oracle at {within}/{len(tuned)} points; worst "
+            f"{100 * regret(worst):.1f}% ({worst.model} {worst.topology} T={worst.bucket} {worst.traffic})"
         )
 
 

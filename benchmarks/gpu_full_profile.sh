@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue 6 on one H100: `pytest --moetune --moetune-profile full suites/perf` in shards (one -k
 # expression per argument, each a fresh pytest process), writing baselines, peer and roofline per
-# case, a report and a plot per shard; the fidelity suite first when $FIDELITY=1.
+# case, a report and a plot per shard; the fidelity suite first when $FIDELITY=1 ($FIDELITY_K: a -k
+# selection of its cases; each case's points are written as soon as it finishes).
 #
 #   FIDELITY=1 bash benchmarks/gpu_full_profile.sh "mixtral-8x7b or qwen3-30b-a3b" "deepseek-r1"
+#   FIDELITY=1 FIDELITY_K="dep2 or dep8" bash benchmarks/gpu_full_profile.sh    # fidelity only
 #
 # A shard starts only if the one before it, scaled by its case count, still fits $DEADLINE (seconds of
 # this script, default 560). Baselines and the tuning cache persist in $MOETUNE_GPU_STATE (default
@@ -17,7 +19,9 @@ common=(--moetune --moetune-profile full -p no:cacheprovider -q --moetune-cache 
         --moetune-baselines "$state/baselines")
 if [ "${FIDELITY:-0}" = 1 ]; then
   start=$SECONDS
-  MOETUNE_FIDELITY_OUT="$OUT/f" timeout 400 python3 -m pytest "${common[@]}" suites/fidelity 2>&1 | tail -25
+  select=(); [ -n "${FIDELITY_K:-}" ] && select=(-k "$FIDELITY_K")
+  MOETUNE_FIDELITY_OUT="$OUT/f" timeout $((deadline - SECONDS)) python3 -m pytest "${common[@]}" suites/fidelity \
+      "${select[@]}" --durations=5 2>&1 | tail -40
   echo "fidelity suite: $((SECONDS - start)) s wall" | tee "$OUT/f/fidelity-wall.txt"
   python3 benchmarks/fidelity_table.py "$OUT/f" | tee "$OUT/f/fidelity.md"
 fi

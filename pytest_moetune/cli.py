@@ -17,6 +17,7 @@ from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_in
 from pytest_moetune.distributions import ENV_VAR, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
 from pytest_moetune.topology import TopologySpec
+from pytest_moetune.tuner import ROUTINGS, routing_hook
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def _cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pytest_moetune.routing import dummy_topk, routing_stats
+    from pytest_moetune.routing import routing_stats
 
     model = model_from_args(parser, args)
     try:
@@ -64,7 +65,7 @@ def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     ranks = [topology.with_rank(args.rank)] if args.rank is not None else list(topology.ranks())
     rows = []
     for rank in ranks:
-        ids, _ = dummy_topk(args.tokens, rank, args.distribution, seed=args.seed)
+        ids, _ = routing_hook(args.routing)(args.tokens, rank, args.distribution, args.seed)
         stats = routing_stats(ids, rank)
         rows.append(
             {
@@ -81,16 +82,17 @@ def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     dist = args.distribution.name if args.distribution else f"${ENV_VAR} or balanced"
     print(
         f"{model.name} {topology.name}: E={topology.num_experts} top_k={topology.top_k} "
-        f"L={topology.local_num_experts} T={args.tokens} distribution={dist} seed={args.seed}"
+        f"L={topology.local_num_experts} T={args.tokens} distribution={dist} routing={args.routing} "
+        f"seed={args.seed}"
     )
     print(
-        f"{'rank':>4} {'offset':>6} {'expected':>9} {'min':>6} {'mean':>8} {'max':>6} "
+        f"{'rank':>4} {'offset':>6} {'rows':>6} {'expected':>9} {'min':>6} {'mean':>8} {'max':>6} "
         f"{'max/mean':>8} {'local%':>7} {'touched':>7}"
     )
     for row in rows:
         loads = row["rows_per_local_expert"]
         print(
-            f"{row['rank']:>4} {row['local_expert_offset']:>6} "
+            f"{row['rank']:>4} {row['local_expert_offset']:>6} {row['num_tokens']:>6} "
             f"{row['expected_rows_per_local_expert']:>9.2f} {min(loads):>6} "
             f"{row['mean_load']:>8.2f} {row['max_load']:>6} {row['imbalance']:>8.2f} "
             f"{100 * row['local_slot_fraction']:>6.1f}% {row['local_experts_touched']:>7}"
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"balanced, random, zipf:<alpha>, replay:<file> (default ${ENV_VAR}, else balanced)",
     )
+    routing.add_argument("--routing", choices=ROUTINGS, default="dummy", help=tune_command.ROUTING_HELP)
     routing.add_argument("--seed", type=int, default=0)
     routing.add_argument("--rank", type=argparse_type(non_negative_int), help="only this rank")
     routing.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -20,6 +20,7 @@ ENV_VAR = "MOETUNE_DUMMY_DISTRIBUTION"
 DEFAULT = "balanced"
 VALID_FORMS = ("balanced", "random", "zipf:<alpha>", "replay:<path.pt|path.npy>")
 REPLAY_SUFFIXES = (".pt", ".npy")
+KINDS = ("balanced", "random", "zipf", "replay")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,20 @@ class Distribution:
     kind: str
     alpha: float | None = None
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a kind that is not one of the four, or a spec string passed as a kind
+        (``Distribution("zipf:1.2")``: use :func:`parse_distribution` for spec strings)."""
+        if self.kind not in KINDS:
+            raise _unknown(self.kind, "not a distribution kind; parse spec strings with parse_distribution")
+        if (self.kind == "zipf") != (self.alpha is not None):
+            raise ValueError(
+                f"distribution kind {self.kind!r} with alpha={self.alpha!r}: zipf, and only zipf, has one"
+            )
+        if (self.kind == "replay") != (self.path is not None):
+            raise ValueError(
+                f"distribution kind {self.kind!r} with path={self.path!r}: replay, and only replay, has one"
+            )
 
     @property
     def name(self) -> str:

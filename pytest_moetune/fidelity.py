@@ -7,6 +7,10 @@ For one model x topology x bucket, tactics are tuned several ways (:func:`tuning
   routing under the same DEP/EP rules, so rows per expert fluctuate the way real traffic does;
   ``zipf:<a>``: skewed, the hottest shard on the measured rank). The one named like the traffic
   (:attr:`FidelityPoint.matched_tuning`) is what a user who knows the traffic's shape tunes on;
+- ``dispatch:<distribution>`` (DEP only): on every rank's routing with that distribution,
+  dispatched to the measured rank (``Tuner.with_routing(dispatch_topk)``). Under skew the measured
+  rank holds the hottest shard and receives more than the ``T * top_k`` slots that DESIGN.md's DEP
+  dummy rule gives it (``T`` rows, every slot local); the dispatched tuning sees that extra load;
 - ``naive``: as a tuner blind to attention DP and to the rank's shard does, on random routing over
   all experts (:func:`naive_problem`).
 
@@ -25,13 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_moetune.dispatch import dispatch_topk, router_view
-from pytest_moetune.distributions import Distribution
+from pytest_moetune.distributions import Distribution, parse_distribution
 from pytest_moetune.problem import TuningProblem
 from pytest_moetune.tuner import Tuner
 
 DEFAULT_TRAFFIC = ("random", "zipf:1.2")
 DEFAULT_AWARE = ("balanced", *DEFAULT_TRAFFIC)
+DEFAULT_DISPATCHED = ("zipf:1.2",)
 NAIVE = "naive"
+DISPATCH_PREFIX = "dispatch:"
 
 
 def naive_problem(problem: TuningProblem) -> TuningProblem:
@@ -41,9 +47,22 @@ def naive_problem(problem: TuningProblem) -> TuningProblem:
     )
 
 
-def tunings(problem: TuningProblem, aware: Sequence[str] = DEFAULT_AWARE) -> dict[str, TuningProblem]:
-    """The problems to tune, by name: ``aware:<distribution>`` for each of ``aware``, and ``naive``."""
-    named = {f"aware:{name}": dataclasses.replace(problem, distribution=Distribution(name)) for name in aware}
+def tunings(
+    problem: TuningProblem,
+    aware: Sequence[str] = DEFAULT_AWARE,
+    dispatched: Sequence[str] = DEFAULT_DISPATCHED,
+) -> dict[str, TuningProblem]:
+    """The problems to tune, by name: ``aware:<distribution>`` for each of ``aware``,
+    ``dispatch:<distribution>`` for each of ``dispatched`` under DEP (under pure EP dispatch changes
+    nothing: the rank routes its own rows), and ``naive``."""
+    named = {
+        f"aware:{name}": dataclasses.replace(problem, distribution=parse_distribution(name)) for name in aware
+    }
+    if problem.topology.use_dp:
+        for name in dispatched:
+            named[DISPATCH_PREFIX + name] = dataclasses.replace(
+                problem, distribution=parse_distribution(name)
+            )
     named[NAIVE] = naive_problem(problem)
     return named
 
@@ -69,8 +88,10 @@ class FidelityPoint:
 
     @property
     def matched_tuning(self) -> str:
-        """The aware tuning on the traffic's own distribution (different seeds): ``aware:<traffic>``."""
-        return f"aware:{self.traffic}"
+        """The tuning that models this traffic (its own distribution, other seeds): the dispatched
+        one, ``dispatch:<traffic>``, where it was measured, else ``aware:<traffic>``."""
+        dispatched = DISPATCH_PREFIX + self.traffic
+        return dispatched if dispatched in self.choices else f"aware:{self.traffic}"
 
     def regret(self, tuning: str) -> float:
         """``time(choice of tuning) / time(oracle) - 1``."""
@@ -94,14 +115,19 @@ def measure_fidelity(
     traffic: Sequence[str] = DEFAULT_TRAFFIC,
     seed: int = 1,
     aware: Sequence[str] = DEFAULT_AWARE,
+    dispatched: Sequence[str] = DEFAULT_DISPATCHED,
 ) -> list[FidelityPoint]:
     """Tune ``problem`` each way of :func:`tunings` on ``buckets``, then time the choices and the
     whole space on each ``traffic`` distribution dispatched through ``problem.topology`` (routing
     ``seed``; tuning uses the tuner's own seed). A choice that fails on that traffic gets an
     infinite time (infinite regret)."""
     runner = tuner.runner
-    named = tunings(problem, aware)
-    results = {name: tuner.tune(p, buckets=buckets) for name, p in named.items()}
+    named = tunings(problem, aware, dispatched)
+    dispatching = tuner.with_routing(dispatch_topk)
+    results = {
+        name: (dispatching if name.startswith(DISPATCH_PREFIX) else tuner).tune(p, buckets=buckets)
+        for name, p in named.items()
+    }
     points = []
     for bucket in buckets:
         chosen = {name: result.tactic_for(bucket) for name, result in results.items()}
@@ -153,18 +179,26 @@ def _time_all(tuner: Tuner, inputs: Any, space: dict[str, Hashable]) -> dict[str
     return times
 
 
+def tuning_names(points: Sequence[FidelityPoint]) -> list[str]:
+    """Every tuning of ``points``, in first-seen order (pure EP points have no dispatched tuning)."""
+    return list(dict.fromkeys(name for p in points for name in p.choices))
+
+
 def markdown_table(points: Sequence[FidelityPoint]) -> str:
-    """Rows for BENCHMARKS.md: the regret of each tuning's choice per point."""
-    names = list(points[0].choices) if points else []
+    """Rows for BENCHMARKS.md: the regret of each tuning's choice per point (``-``: not tuned there),
+    and the regret of the tuning matched to the traffic."""
+    names = tuning_names(points)
     lines = [
         "| model | topology | dtype | bucket | traffic | rows | oracle us | "
         + " | ".join(f"{name} regret" for name in names)
-        + " |",
-        "|---|---|---|---|---|---|---|" + "---|" * len(names),
+        + " | matched regret |",
+        "|---|---|---|---|---|---|---|" + "---|" * (len(names) + 1),
     ]
     for p in points:
+        cells = [f"{100 * p.regret(n):.1f}%" if n in p.choices else "-" for n in names]
+        cells.append(f"{100 * p.regret(p.matched_tuning):.1f}% ({p.matched_tuning})")
         lines.append(
             f"| {p.model} | {p.topology} | {p.dtype} | {p.bucket} | {p.traffic} | {p.rows} | "
-            f"{p.oracle_us:.1f} | " + " | ".join(f"{100 * p.regret(n):.1f}%" for n in names) + " |"
+            f"{p.oracle_us:.1f} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)

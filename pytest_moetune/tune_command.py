@@ -15,8 +15,12 @@ from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_di
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, DTYPES, TuningProblem
 from pytest_moetune.runner import MoERunner, entry_point_runners, load_runner
 from pytest_moetune.topology import TopologySpec
-from pytest_moetune.tuner import Tuner, TuningResult
+from pytest_moetune.tuner import ROUTINGS, Tuner, TuningResult, routing_hook
 
+ROUTING_HELP = (
+    "dummy: this rank's dummy routing (T rows, DESIGN.md rules); dispatch: every rank routes T rows and "
+    "the rank gets what the all-to-all delivers to it (DEP: a hot rank's extra load under skew)"
+)
 DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "fp8": "fp8_w8a8"}
 
 
@@ -85,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time every tactic on K routings (seeds SEED..SEED+K-1) and pick the best on average: "
         "robust to per-expert row counts that straddle a tile boundary (costs K input copies)",
     )
+    parser.add_argument(
+        "--routing",
+        choices=ROUTINGS,
+        default="dummy",
+        help=ROUTING_HELP,
+    )
     parser.add_argument("--runner", help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)")
     parser.add_argument(
         "--cache", type=Path, help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache)"
@@ -100,6 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, help="write the per-bucket results as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def tuner_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Tuner` keyword arguments the command's options set, timer and store aside."""
+    return {
+        "seed": args.seed,
+        "routing_draws": args.routing_draws,
+        "routing": routing_hook(args.routing),
+        "progress": not args.no_progress,
+    }
 
 
 def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
@@ -118,18 +138,8 @@ def build_tuner(args: argparse.Namespace, runner: MoERunner) -> Tuner:
         else TuningCache(args.cache or default_cache_path(), EnvironmentFingerprint.current())
     )
     timer = CudaGraphTimer(rounds=args.rounds, cold_l2=args.cold_l2)
-    input_sets: Any = 1
-    if args.cold_l2:
-        input_sets = cold_l2_input_sets()
-    return Tuner(
-        runner,
-        store,
-        timer,
-        seed=args.seed,
-        input_sets=input_sets,
-        routing_draws=args.routing_draws,
-        progress=not args.no_progress,
-    )
+    input_sets: Any = cold_l2_input_sets() if args.cold_l2 else 1
+    return Tuner(runner, store, timer, input_sets=input_sets, **tuner_options(args))
 
 
 def result_rows(tuner: Tuner, result: TuningResult) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ every tactic of the runner's pruned space checked and timed, the winner cached u
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import math
@@ -22,9 +23,35 @@ from pytest_moetune.timing import Timer
 from pytest_moetune.topology import Topology
 
 RoutingHook = Callable[[int, Topology, Distribution, int], tuple[Any, Any]]
-"""``(num_tokens, topology, distribution, seed) -> (topk_ids (T, k) int32, topk_weights (T, k) fp32)``,
-called once per bucket (the pre-hook of the source design); :func:`~pytest_moetune.routing.dummy_topk`
-by default."""
+"""``(num_tokens, topology, distribution, seed) -> (topk_ids (R, k) int32, topk_weights (R, k) fp32)``,
+called once per bucket and draw (the pre-hook of the source design). ``R`` is the rows the rank
+computes: ``T`` for :func:`~pytest_moetune.routing.dummy_topk` (the default), the rows the all-to-all
+delivers for :func:`~pytest_moetune.dispatch.dispatch_topk`. The hook's ``__name__`` is part of the
+tuning key."""
+
+
+ROUTINGS = ("dummy", "dispatch")
+"""Routing hooks by name, for command lines: see :func:`routing_hook`."""
+
+
+def routing_hook(name: str) -> RoutingHook:
+    """``dummy``: :func:`~pytest_moetune.routing.dummy_topk` (this rank's ``T`` rows, DESIGN.md rules);
+    ``dispatch``: :func:`~pytest_moetune.dispatch.dispatch_topk` (every rank routes ``T`` rows, the rank
+    gets what the all-to-all delivers)."""
+    if name == "dummy":
+        from pytest_moetune.routing import dummy_topk
+
+        return dummy_topk
+    if name == "dispatch":
+        from pytest_moetune.dispatch import dispatch_topk
+
+        return dispatch_topk
+    raise ValueError(f"unknown routing {name!r}; valid: {', '.join(ROUTINGS)}")
+
+
+def routing_name(hook: RoutingHook) -> str:
+    """How a routing hook is named in tuning keys: its ``__name__`` (``dummy_topk``, ``dispatch_topk``)."""
+    return getattr(hook, "__name__", type(hook).__name__)
 
 
 class MoetuneTuningWarning(UserWarning):
@@ -68,6 +95,7 @@ class TuningKey:
     use_dp: bool
     tune_max_num_tokens: int
     distribution: str
+    routing: str
     seed: int
     routing_draws: int
     bucket: int
@@ -82,6 +110,7 @@ class TuningKey:
         timer: str,
         seed: int,
         routing_draws: int = 1,
+        routing: str = "dummy_topk",
     ) -> TuningKey:
         m, t = problem.model, problem.topology
         return cls(
@@ -97,6 +126,7 @@ class TuningKey:
             use_dp=t.use_dp,
             tune_max_num_tokens=problem.tune_max_num_tokens,
             distribution=problem.distribution.name,
+            routing=routing,
             seed=seed,
             routing_draws=routing_draws,
             bucket=bucket,
@@ -166,7 +196,9 @@ class Tuner:
         runner: the kernel (see :class:`~pytest_moetune.runner.MoERunner`).
         store: where winners persist (a :class:`~pytest_moetune.cache.TuningCache`); in memory if None.
         timer: how a tactic is timed (default :class:`~pytest_moetune.timing.CudaGraphTimer`).
-        routing: the per-bucket routing hook (default :func:`~pytest_moetune.routing.dummy_topk`).
+        routing: the per-bucket routing hook (default :func:`~pytest_moetune.routing.dummy_topk`;
+            :func:`~pytest_moetune.dispatch.dispatch_topk` tunes on every rank's routing dispatched
+            to this rank, which follows a skewed rank's extra load). Its name is part of the key.
         seed: routing seed (part of the key: it changes ``random``/``zipf`` routings).
         device: where inputs live.
         check: compare each tactic's output with the reference once before timing it.
@@ -216,7 +248,22 @@ class Tuner:
     # -- keys and lookup -------------------------------------------------------------------------
 
     def key(self, problem: TuningProblem, bucket: int) -> TuningKey:
-        return TuningKey.of(self.runner, problem, bucket, self.timer.name, self.seed, self.routing_draws)
+        return TuningKey.of(
+            self.runner,
+            problem,
+            bucket,
+            self.timer.name,
+            self.seed,
+            self.routing_draws,
+            routing_name(self.routing),
+        )
+
+    def with_routing(self, routing: RoutingHook) -> Tuner:
+        """This tuner (same runner, store, timer and settings) with another routing hook."""
+        other = copy.copy(self)
+        other.routing = routing
+        other._warned = set()
+        return other
 
     def cached(self, problem: TuningProblem, bucket: int) -> BucketResult | None:
         entry = self.store.get(self.key(problem, bucket).id)
@@ -296,20 +343,26 @@ class Tuner:
         }
 
     def input_sets_for(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
-        """The inputs a bucket is timed on: the routing hook's ``topk`` for exactly that token count
-        and topology, one per routing draw, made into at least ``input_sets`` sets (more than one
-        when timing cold L2); set ``i`` uses draw ``i % routing_draws``."""
+        """The inputs a bucket is timed on: the routing hook's ``topk`` for that token count and
+        topology, one per routing draw, made into at least ``input_sets`` sets (more than one when
+        timing cold L2); set ``i`` uses draw ``i % routing_draws``. Each set has as many rows as its
+        draw routes (``T`` for dummy routing, the delivered rows for dispatched routing)."""
         draws = []
         for draw in range(self.routing_draws):
             topk_ids, topk_weights = self.routing(
                 bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed + draw
             )
             draws.append((topk_ids.to(self.device), topk_weights.to(self.device)))
-        first = self.runner.make_inputs(bucket_problem, *draws[0])
+
+        def inputs(draw: tuple[Any, Any]) -> Any:
+            rows = int(draw[0].shape[0])
+            shaped = bucket_problem if rows == bucket_problem.num_tokens else problem.at(rows)
+            return self.runner.make_inputs(shaped, *draw)
+
+        first = inputs(draws[0])
         count = self.input_sets(first) if callable(self.input_sets) else self.input_sets
         count = max(count, len(draws))
-        rest = [self.runner.make_inputs(bucket_problem, *draws[i % len(draws)]) for i in range(1, count)]
-        return [first, *rest]
+        return [first, *(inputs(draws[i % len(draws)]) for i in range(1, count))]
 
     def try_time(
         self,

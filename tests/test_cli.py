@@ -25,7 +25,15 @@ def test_routing_table_per_rank(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].startswith("deepseek-r1 dep8: E=256 top_k=8 L=32 T=64")
     ranks = [line.split() for line in lines[2:]]
     assert [int(r[0]) for r in ranks] == list(range(8))
-    assert all(r[2] == "16.00" and r[3] == "16" and r[5] == "16" for r in ranks)  # exact balance
+    assert all(r[2] == "64" and r[3] == "16.00" and r[4] == "16" and r[6] == "16" for r in ranks)  # balance
+
+
+def test_routing_through_dispatch_shows_the_hot_ranks_load(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["routing", "--model", "deepseek-r1", "--topology", "dep8", "--tokens", "64", "--rank", "0"]
+    assert main([*argv, "--distribution", "zipf:1.2", "--routing", "dispatch", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["num_tokens"] > 4 * 64  # rows of all 8 ranks reach the hottest shard
+    assert sum(row["rows_per_local_expert"]) > 4 * 64 * 8  # vs T * top_k slots under the dummy rule
 
 
 def test_routing_json_for_one_rank(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,8 +11,11 @@ import pytest
 from pytest_moetune import tune_command
 from pytest_moetune.cli import main
 from pytest_moetune.export import read_vllm_config
+from pytest_moetune.models import get_model
+from pytest_moetune.problem import TuningProblem
 from pytest_moetune.runner import MoERunner
 from pytest_moetune.testing import FakeRunner, FakeTimer
+from pytest_moetune.topology import Topology
 from pytest_moetune.tuner import Tuner
 
 FAKE = "pytest_moetune.testing:FakeRunner"
@@ -25,14 +28,8 @@ def cpu_tuner(monkeypatch: pytest.MonkeyPatch) -> list[Tuner]:
 
     def build(args: argparse.Namespace, runner: MoERunner) -> Tuner:
         assert isinstance(runner, FakeRunner)
-        tuner = Tuner(
-            runner,
-            timer=FakeTimer(runner),
-            device="cpu",
-            seed=args.seed,
-            routing_draws=args.routing_draws,
-            progress=False,
-        )
+        options = tune_command.tuner_options(args) | {"progress": False}
+        tuner = Tuner(runner, timer=FakeTimer(runner), device="cpu", **options)
         built.append(tuner)
         return tuner
 
@@ -46,6 +43,27 @@ def test_routing_draws_reach_the_tuner(tmp_path: Path, cpu_tuner: list[Tuner]) -
     assert main(argv) == 0
     (tuner,) = cpu_tuner
     assert tuner.routing_draws == 3
+
+
+def test_dispatch_routing_tunes_on_the_rows_the_all_to_all_delivers(
+    tmp_path: Path, cpu_tuner: list[Tuner]
+) -> None:
+    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--distribution", "zipf:1.2"]
+    argv += ["--tune-max-num-tokens", "16", "--runner", FAKE, "--routing", "dispatch", "--no-cache"]
+    assert main(argv) == 0
+    (tuner,) = cpu_tuner
+    problem = TuningProblem(get_model("deepseek-r1"), Topology.parse("dep8", 256, 8), "bf16", "zipf:1.2", 16)
+    assert tuner.key(problem, 16).routing == "dispatch_topk"
+    (inputs,) = tuner.input_sets_for(problem.at(16), problem)
+    assert inputs["num_tokens"] > 16  # the rows of all 8 ranks that reach the hot shard
+
+
+def test_unknown_routing_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--runner", FAKE, "--routing", "alltoall"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --routing: invalid choice: 'alltoall'" in capsys.readouterr().err
 
 
 def test_bad_routing_draws_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

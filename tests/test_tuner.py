@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_moetune.dispatch import dispatch_topk
 from pytest_moetune.distributions import Distribution
 from pytest_moetune.export import read_vllm_config, vllm_file_name, vllm_table, write_vllm_config
 from pytest_moetune.models import ModelShape, get_model
@@ -248,6 +249,27 @@ def test_changing_the_kernel_bucket_timer_seed_or_draws_changes_the_key(what: st
         assert key_of(BASE, timer=f"t{value}") != base
     else:
         assert key_of(BASE, seed=value) != base
+
+
+def test_the_routing_hook_is_in_the_key_and_with_routing_keeps_the_rest() -> None:
+    tuner = make_tuner(seed=3, routing_draws=2)
+    dispatching = tuner.with_routing(dispatch_topk)
+    assert tuner.key(BASE, 16).routing == "dummy_topk" and tuner.routing is dummy_topk
+    assert dispatching.key(BASE, 16) == dataclasses.replace(tuner.key(BASE, 16), routing="dispatch_topk")
+    assert dispatching.store is tuner.store and dispatching.timer is tuner.timer
+
+
+def test_dispatched_input_sets_have_the_delivered_rows_of_each_draw() -> None:
+    """DEP4 at 32 tokens per rank: the rank computes the rows of all 4 ranks that touch its shard,
+    a different count per draw; dummy routing gives it exactly 32."""
+    problem = dataclasses.replace(BASE, distribution=Distribution("zipf", alpha=1.2))
+    tuner = make_tuner(routing_draws=3)
+    sets = tuner.with_routing(dispatch_topk).input_sets_for(problem.at(32), problem)
+    expected = [
+        dispatch_topk(32, problem.topology, problem.distribution, seed)[0].shape[0] for seed in range(3)
+    ]
+    assert [s["num_tokens"] for s in sets] == expected and all(32 < rows <= 128 for rows in expected)
+    assert [s["num_tokens"] for s in tuner.input_sets_for(problem.at(32), problem)] == [32, 32, 32]
 
 
 def test_the_rank_is_not_in_the_key() -> None:

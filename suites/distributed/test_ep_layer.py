@@ -12,9 +12,11 @@ layer on one device. Also checked: the rows per local expert after real dispatch
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +31,7 @@ from pytest_moetune.models import ModelShape, get_model
 from pytest_moetune.problem import TuningProblem
 from pytest_moetune.routing import dummy_topk, routing_stats
 from pytest_moetune.topology import Topology
+from pytest_moetune.tuner import Tuner
 
 pytestmark = pytest.mark.moetune_distributed
 
@@ -133,3 +136,57 @@ def test_ranks_agree_on_one_tactic_and_divergence_is_detected(world: tuple[int, 
     dist.all_gather_object(chosen, consensus.tactic)
     assert len(set(chosen)) == 1, f"ranks disagree after consensus: {chosen}"
     assert consensus.slowest_rank_us == min(max(t[label] for t in gathered if t) for label in labels)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="times every tactic with CUDA graphs on each rank's GPU")
+@pytest.mark.parametrize("tokens", [64, 1024])
+def test_ranks_tune_on_their_own_dispatched_rows_and_agree(
+    world: tuple[int, int, torch.device], tokens: int
+) -> None:
+    """Each rank times the tactic space on the rows the all-to-all really delivered to it (DEP,
+    random routing, its own draw), then the ranks agree on the tactic whose slowest rank is fastest.
+    ``$MOETUNE_DISTRIBUTED_OUT`` keeps every rank's timings and the outcome as JSON (rank 0 writes)."""
+    rank, world_size, device = world
+    model = model_for(world_size)
+    topology = Topology(model.num_experts, model.top_k, world_size, rank, use_dp=True)
+    x = torch.randn(tokens, model.hidden, generator=torch.Generator().manual_seed(rank)).to(
+        device, torch.bfloat16
+    )
+    ids, weights = dummy_topk(tokens, router_view(topology), "random", seed=200 + rank, device=device)
+    _, ids_in, w_in, _ = dep_dispatch(x, ids, weights, topology)
+    problem = TuningProblem(model, topology, "bf16")
+    runner = FusedMoERunner()
+    tuner = Tuner(runner, progress=False)
+    inputs = runner.make_inputs(problem.at(int(ids_in.shape[0])), ids_in, w_in)
+    mine: dict[str, float] = {}
+    for tactic in runner.tactics(problem.at(tokens)):
+        us, _ = tuner.try_time([inputs], tactic)
+        if us is not None:
+            mine[tuner.label(tactic)] = us
+    gathered: list[dict[str, float] | None] = [None] * world_size
+    dist.all_gather_object(gathered, mine)
+    timings = {r: t for r, t in enumerate(gathered) if t is not None}
+    consensus = agree(timings)
+    chosen: list[str | None] = [None] * world_size
+    dist.all_gather_object(chosen, consensus.tactic)
+    assert len(set(chosen)) == 1, f"ranks disagree after consensus: {chosen}"
+    # a step waits for its slowest rank: what each rank's own pick would cost if all ran it
+    own_pick_step_us = {r: max(t[own] for t in timings.values()) for r, own in consensus.own_choice.items()}
+    assert all(us >= consensus.slowest_rank_us for us in own_pick_step_us.values())
+    out = os.environ.get("MOETUNE_DISTRIBUTED_OUT")
+    if out and rank == 0:
+        report = {
+            "model": model.name,
+            "topology": topology.name,
+            "tokens_per_rank": tokens,
+            "tactics_timed": {r: len(t) for r, t in timings.items()},
+            "consensus": consensus.tactic,
+            "consensus_step_us": consensus.slowest_rank_us,
+            "divergent": consensus.divergent,
+            "own_choice": consensus.own_choice,
+            "own_pick_step_us": own_pick_step_us,
+            "timings_us": timings,
+        }
+        path = Path(out) / f"consensus-{topology.name}-T{tokens}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, sort_keys=True))

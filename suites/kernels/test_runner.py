@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pytest_moetune import Topology, get_model
+from pytest_moetune.dispatch import dispatch_topk
 from pytest_moetune.models import ModelShape
 from pytest_moetune.problem import TuningProblem
 from pytest_moetune.runner import RunnerRegistry
@@ -34,6 +35,21 @@ def test_tune_tiny_model_in_the_interpreter(moetune_runners: RunnerRegistry) -> 
     assert bucket.failed == 0, bucket.failures
     assert bucket.timed == len(runner.tactics(problem.at(16)))
     assert tuner.lookup(problem, 20) == bucket.tactic
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU variant; the GPU variant runs instead")
+def test_tune_tiny_model_on_dispatched_traffic_in_the_interpreter(moetune_runners: RunnerRegistry) -> None:
+    """Dispatched routing gives every draw its own row count (rows of both ranks that reach the
+    shard); the kernel's inputs and every tactic must follow it."""
+    runner = moetune_runners.get("fused_moe")
+    problem = TuningProblem(TINY, Topology.parse("dep2", 8, 2), "fp16", "zipf:1.2", tune_max_num_tokens=8)
+    tuner = Tuner(runner, timer=HostClockTimer(rounds=1), device="cpu", progress=False, routing_draws=2)
+    dispatching = tuner.with_routing(dispatch_topk)
+    rows = [dispatch_topk(8, problem.topology, problem.distribution, seed)[0].shape[0] for seed in (0, 1)]
+    sets = dispatching.input_sets_for(problem.at(8), problem)
+    assert [s["x"].shape[0] for s in sets] == rows and min(rows) > 8
+    (bucket,) = dispatching.tune(problem, buckets=[8]).buckets
+    assert bucket.failed == 0, bucket.failures
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -106,7 +122,9 @@ def test_cold_l2_tuning_rotates_inputs_past_l2(moetune_runners: RunnerRegistry) 
 
     warm = Tuner(runner, timer=CudaGraphTimer(rounds=7, warmup_us=50_000), progress=False)
     cold = Tuner(
-        runner, timer=CudaGraphTimer(rounds=7, cold_l2=True, warmup_us=50_000), input_sets=cold_sets,
+        runner,
+        timer=CudaGraphTimer(rounds=7, cold_l2=True, warmup_us=50_000),
+        input_sets=cold_sets,
         progress=False,
     )
     assert warm.key(problem, 64) != cold.key(problem, 64)  # the timer is part of the cache key

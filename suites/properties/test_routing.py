@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,6 +209,22 @@ def test_unknown_distribution_lists_the_valid_ones(spec: str) -> None:
         dummy_topk(4, Topology(8, 2), spec)
     for form in ("balanced", "random", "zipf:<alpha>", "replay:<"):
         assert form in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("zipf:1.2", {}),
+        ("zipf", {}),
+        ("random", {"alpha": 1.2}),
+        ("replay", {}),
+        ("balanced", {"path": Path("t.pt")}),
+    ],
+)
+def test_a_distribution_is_built_from_a_kind_not_a_spec_string(kind: str, fields: dict[str, object]) -> None:
+    """``Distribution("zipf:1.2")`` once silently routed uniformly (the kind was not ``zipf``)."""
+    with pytest.raises(ValueError, match=repr(kind)):
+        Distribution(kind, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("alpha", ["0", "-1.5", "nan", "inf", "abc", ""])
