@@ -58,20 +58,20 @@ def test_dispatch_routing_tunes_on_the_rows_the_all_to_all_delivers(
     assert inputs["num_tokens"] > 16  # the rows of all 8 ranks that reach the hot shard
 
 
-def test_unknown_routing_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--runner", FAKE, "--routing", "alltoall"]
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--routing", "alltoall"], "argument --routing: invalid choice: 'alltoall'"),
+        (["--routing-draws", "0"], "argument --routing-draws: must be >= 1, got 0"),
+    ],
+)
+def test_bad_routing_option_is_a_usage_error(
+    option: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(argv)
+        main(["tune", "--model", "deepseek-r1", "--topology", "dep8", "--runner", FAKE, *option])
     assert exit_info.value.code == 2
-    assert "argument --routing: invalid choice: 'alltoall'" in capsys.readouterr().err
-
-
-def test_bad_routing_draws_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["tune", "--model", "deepseek-r1", "--topology", "dep8", "--runner", FAKE, "--routing-draws", "0"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert "argument --routing-draws: must be >= 1, got 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_tune_prints_every_bucket_and_exports_vllm(
