@@ -309,6 +309,16 @@ def moetune(
     return Harness(state, request, state.gate)
 
 
+def _worker_stagger(config: pytest.Config) -> tuple[int, int]:
+    """``(worker index, worker count)`` under pytest-xdist, else ``(0, 1)``: see ``Tuner(stagger=)``."""
+    if not _is_worker(config):
+        return (0, 1)
+    from pytest_moetune.gpu_pinning import worker_index
+
+    workerinput = config.workerinput  # type: ignore[attr-defined]
+    return (worker_index(workerinput["workerid"]), int(workerinput["workercount"]))
+
+
 def _make_gate(
     state: GateState, timer: Timer, ceilings: Ceilings, fingerprint: EnvironmentFingerprint, device: Any
 ) -> Gate:
@@ -323,7 +333,14 @@ def _make_gate(
 
     def tuner_for(runner: Any) -> Tuner:
         if runner.name not in state.tuners:
-            state.tuners[runner.name] = Tuner(runner, store, tuning_timer, device=device, progress=False)
+            state.tuners[runner.name] = Tuner(
+                runner,
+                store,
+                tuning_timer,
+                device=device,
+                stagger=_worker_stagger(state.config),
+                progress=False,
+            )
         return state.tuners[runner.name]
 
     def baseline_for(module: str, case_id: str) -> dict[str, Any] | None:

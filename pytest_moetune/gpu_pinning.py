@@ -27,6 +27,17 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
+def worker_index(worker_id: str) -> int:
+    """``N`` of the pytest-xdist worker id ``gw<N>``.
+
+    Raises:
+        ValueError: an id that is not ``gw<N>``.
+    """
+    if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
+        raise ValueError(f"unexpected xdist worker id {worker_id!r}")
+    return int(worker_id[2:])
+
+
 def pin_worker(worker_id: str, worker_count: int, gpus: list[str]) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` for worker ``gw<N>``; returns the device, or None without GPUs.
 
@@ -35,13 +46,12 @@ def pin_worker(worker_id: str, worker_count: int, gpus: list[str]) -> str | None
     """
     if not gpus:
         return None
-    if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
-        raise ValueError(f"unexpected xdist worker id {worker_id!r}")
+    index = worker_index(worker_id)
     if worker_count > len(gpus):
         raise ValueError(
             f"{worker_count} xdist workers but {len(gpus)} GPUs ({','.join(gpus)}): "
             f"use -n {len(gpus)} or fewer, one GPU per worker"
         )
-    device = gpus[int(worker_id[2:])]
+    device = gpus[index]
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     return device

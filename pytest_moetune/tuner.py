@@ -206,6 +206,11 @@ class Tuner:
         routing_draws: routings drawn per bucket (seeds ``seed .. seed + routing_draws - 1``); each
             tactic is timed cycling through all of them, so the winner is best on average over the
             draws rather than on one draw's exact rows per expert (part of the key).
+        stagger: ``(index, count)`` of this tuner among ``count`` tuners working in parallel (one
+            per pytest-xdist worker): each bucket's sweep starts ``index / count`` of the way
+            through the tactic space, so parallel tuners compile different kernels at the same
+            moment and load the others' from Triton's shared on-disk cache. Timings and winners
+            do not depend on the order.
         progress: a rich progress bar over buckets x tactics; ``None`` shows it on a terminal.
     """
 
@@ -221,10 +226,14 @@ class Tuner:
         check: bool = True,
         input_sets: int | Callable[[Any], int] = 1,
         routing_draws: int = 1,
+        stagger: tuple[int, int] = (0, 1),
         progress: bool | None = None,
     ) -> None:
         if isinstance(routing_draws, bool) or not isinstance(routing_draws, int) or routing_draws < 1:
             raise ValueError(f"routing_draws must be a positive integer, got {routing_draws!r}")
+        index, count = stagger
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise ValueError(f"stagger must be (index, count) with 0 <= index < count, got {stagger!r}")
         if timer is None:
             from pytest_moetune.timing import CudaGraphTimer
 
@@ -242,6 +251,7 @@ class Tuner:
         self.check = check
         self.input_sets = input_sets
         self.routing_draws = routing_draws
+        self.stagger = stagger
         self.progress = progress
         self._warned: set[str] = set()
 
@@ -323,6 +333,8 @@ class Tuner:
             space = list(dict.fromkeys(self.runner.tactics(bucket_problem)))
             if not space:
                 raise ValueError(f"runner {self.runner.name!r} offers no tactic for bucket {bucket}")
+            start = self.stagger[0] * len(space) // self.stagger[1]
+            space = space[start:] + space[:start]
             todo.append((bucket, bucket_problem, space))
         with self._progress(problem, sum(len(space) for _, _, space in todo)) as advance:
             for bucket, bucket_problem, space in todo:

@@ -24,6 +24,22 @@ def test_more_workers_than_gpus_is_an_error() -> None:
         pin_worker("gw0", 3, ["0", "1"])
 
 
+@pytest.mark.parametrize("worker_id", ["gw", "w1", "gw-1", "master"])
+def test_a_worker_id_that_is_not_gwN_is_an_error(worker_id: str) -> None:
+    with pytest.raises(ValueError, match=f"unexpected xdist worker id {worker_id!r}"):
+        pin_worker(worker_id, 1, ["0"])
+
+
+def test_xdist_workers_stagger_their_tuning_sweeps() -> None:
+    """Worker gw1 of 3 starts each sweep a third of the way in; the controller and plain runs at 0."""
+    from types import SimpleNamespace
+
+    from pytest_moetune.gate import _worker_stagger
+
+    assert _worker_stagger(SimpleNamespace(workerinput={"workerid": "gw1", "workercount": 3})) == (1, 3)  # type: ignore[arg-type]
+    assert _worker_stagger(SimpleNamespace()) == (0, 1)  # type: ignore[arg-type]
+
+
 def test_visible_gpus_reads_the_controllers_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
     assert visible_gpus() == ["2", "3"]

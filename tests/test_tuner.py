@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -104,6 +105,29 @@ def test_routing_draws_time_every_tactic_on_several_seeds() -> None:
     assert seen == [(1, 5), (1, 6), (1, 7), (2, 5), (2, 6), (2, 7)]
     assert set(timer.launch_counts) == {3}  # each measurement cycles through the three draws
     assert tuner.key(TuningProblem(DSR1, Topology.parse("dep8", 256, 8)), 1).routing_draws == 3
+
+
+def test_staggered_tuners_sweep_from_different_points_and_pick_the_same_winner() -> None:
+    """Parallel tuners (stagger=(i, n)) time the same space in rotated order, so they compile
+    different kernels at the same moment; the order changes no timing and no winner."""
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    winners, orders = [], []
+    for index in range(3):
+        runner = FakeRunner()
+        tuner = make_tuner(runner, stagger=(index, 3), check=False)
+        winners.append(tuner.tune(problem, buckets=[512]).tactic_for(512))
+        orders.append([tactic for tactic, _ in runner.calls])
+    space = FakeRunner().tactics(problem.at(512))
+    assert orders[0] == space and orders[1] == space[2:] + space[:2] and orders[2] == space[5:] + space[:5]
+    assert winners[0] == winners[1] == winners[2]
+
+
+@pytest.mark.parametrize("stagger", [(1, 1), (-1, 2), (0, 0), (0.5, 2)])
+def test_bad_stagger_is_an_error(stagger: tuple[int, int]) -> None:
+    with pytest.raises(
+        ValueError, match=rf"stagger must be \(index, count\).*got {re.escape(repr(stagger))}"
+    ):
+        make_tuner(stagger=stagger)
 
 
 @pytest.mark.parametrize("draws", [0, -2, 1.5, True])
