@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/gpu_distributed.sh [PROFILE] [K]    # K: a -k selection of suites/perf cases
 #
-# $RANKS (default: all GPUs) lists the world sizes of the distributed suite, each on the first N GPUs;
+# $RANKS (default: all GPUs; empty: none) lists the world sizes of the distributed suite, each on the first N GPUs;
 # $WORKERS (default "0 <all GPUs>") the worker counts of the parallel-tuning comparison, e.g. on four
 # GPUs `RANKS="2 4" WORKERS="0 2 4"`. A parallel run starts only if the 1-GPU run's wall time divided by
 # its workers (x1.3, +30 s) still fits $DEADLINE (seconds of this script, default 560).
@@ -21,7 +21,7 @@ gpus=$(nvidia-smi -L | grep -c '^GPU ')
 first() { seq -s, 0 $(($1 - 1)); }  # CUDA_VISIBLE_DEVICES of the first N GPUs
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
 echo "gpus: $gpus"
-for ranks in ${RANKS:-$gpus}; do
+for ranks in ${RANKS-$gpus}; do
   start=$SECONDS
   CUDA_VISIBLE_DEVICES=$(first "$ranks") MOETUNE_DISTRIBUTED_OUT="$OUT/r/ranks$ranks" timeout 300 \
       torchrun --standalone --nproc-per-node "$ranks" -m pytest suites/distributed -q -p no:cacheprovider \
