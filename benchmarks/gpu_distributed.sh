@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_distributed.sh [PROFILE] [K]    # K: a -k selection of suites/perf cases
 #
 # $RANKS (default: all GPUs; empty: none) lists the world sizes of the distributed suite, each on the first N GPUs;
-# $WORKERS (default "0 <all GPUs>") the worker counts of the parallel-tuning comparison, e.g. on four
+# $WORKERS (default "0 <all GPUs>"; empty: none) the worker counts of the parallel-tuning comparison, e.g. on four
 # GPUs `RANKS="2 4" WORKERS="0 2 4"`. A parallel run starts only if the 1-GPU run's wall time divided by
 # its workers (x1.3, +30 s) still fits $DEADLINE (seconds of this script, default 560).
 #
@@ -19,7 +19,7 @@ OUT=${OUT:-out}; mkdir -p "$OUT/r"; deadline=${DEADLINE:-560}
 profile=${1:-quick}; select=(); [ -n "${2:-}" ] && select=(-k "$2")
 gpus=$(nvidia-smi -L | grep -c '^GPU ')
 first() { seq -s, 0 $(($1 - 1)); }  # CUDA_VISIBLE_DEVICES of the first N GPUs
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+[ -n "${MOETUNE_INSTALLED:-}" ] || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
 echo "gpus: $gpus"
 for ranks in ${RANKS-$gpus}; do
   start=$SECONDS
@@ -29,7 +29,7 @@ for ranks in ${RANKS-$gpus}; do
   echo "distributed suite on $ranks GPUs: $((SECONDS - start)) s wall"
 done | tee "$OUT/r/distributed.txt"
 one_gpu_s=0
-for workers in ${WORKERS:-0 $gpus}; do
+for workers in ${WORKERS-0 $gpus}; do
   need=$(python3 -c "print(int($one_gpu_s / max(1, $workers) * 1.3 + 30))")
   if [ $((SECONDS + need)) -ge "$deadline" ]; then echo "deadline: skipped -n $workers (~${need}s)"; continue; fi
   rm -rf "$OUT/r/cache-$workers.json" "/tmp/triton-$workers"

@@ -10,7 +10,7 @@ instead of a clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -165,17 +165,27 @@ class FakeTimer:
 
     ``noise`` spreads the rounds: round ``i`` of measurement ``n`` is ``cost * (1 + noise * u)``, ``u``
     uniform in [-1, 1] drawn from ``Random(seed, n, i)`` (deterministic, different every
-    measurement).
+    measurement). ``lucky`` scales the first measurement of a tactic on each row count by its factor
+    (``{FakeTactic(128, "b"): 0.9}``): the one lucky measurement that can fool a sweep.
     """
 
     name = "fake-timer"
 
-    def __init__(self, runner: FakeRunner, rounds: int = 5, noise: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        runner: FakeRunner,
+        rounds: int = 5,
+        noise: float = 0.0,
+        seed: int = 0,
+        lucky: Mapping[FakeTactic, float] | None = None,
+    ) -> None:
         self.runner = runner
         self.rounds = rounds
         self.noise = noise
         self.seed = seed
         self.measurements = 0
+        self.lucky = dict(lucky or {})
+        self._lucky_seen: set[tuple[FakeTactic, int]] = set()
 
     def measure(self, launches: Sequence[Callable[[], object]]) -> Measurement:
         import random
@@ -185,6 +195,10 @@ class FakeTimer:
             launch()
             costs.append(self.runner.last_cost_us)
         cost = sum(costs) / len(costs)
+        last = self.runner.calls[-1] if self.runner.calls else None
+        if last is not None and last[0] in self.lucky and last not in self._lucky_seen:
+            self._lucky_seen.add(last)
+            cost *= self.lucky[last[0]]
         self.measurements += 1
         rng = random.Random(f"{self.seed}/{self.measurements}")
         rounds = tuple(cost * (1 + self.noise * rng.uniform(-1, 1)) for _ in range(self.rounds))

@@ -8,6 +8,7 @@ import copy
 import datetime
 import json
 import math
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -52,6 +53,22 @@ def routing_hook(name: str) -> RoutingHook:
 def routing_name(hook: RoutingHook) -> str:
     """How a routing hook is named in tuning keys: its ``__name__`` (``dummy_topk``, ``dispatch_topk``)."""
     return getattr(hook, "__name__", type(hook).__name__)
+
+
+FINALIST_MARGIN = 0.05
+"""Tactics within this fraction of a sweep's best are finalists, re-timed before a winner is named."""
+MAX_FINALISTS = 4
+
+
+def finalists(
+    timings_us: Mapping[str, float], margin: float = FINALIST_MARGIN, limit: int = MAX_FINALISTS
+) -> list[str]:
+    """Labels of the fastest ``limit`` tactics within ``margin`` of the best time, fastest first."""
+    if not timings_us:
+        return []
+    best = min(timings_us.values())
+    close = [label for label, us in timings_us.items() if us <= best * (1 + margin)]
+    return sorted(close, key=timings_us.__getitem__)[:limit]
 
 
 class MoetuneTuningWarning(UserWarning):
@@ -141,7 +158,9 @@ class TuningKey:
 @dataclass
 class BucketResult:
     """Outcome of one bucket. Times are microseconds per launch (median of rounds); a failed tactic
-    is absent from ``timings_us`` and has its reason in ``failures``."""
+    is absent from ``timings_us`` (the sweep) and has its reason in ``failures``. ``refined_us``
+    holds the finalists' re-timed medians, which name the winner (empty when one tactic led by more
+    than :data:`FINALIST_MARGIN` or refinement is off)."""
 
     bucket: int
     tactic: Hashable
@@ -150,6 +169,7 @@ class BucketResult:
     failures: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     from_cache: bool = False
+    refined_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def timed(self) -> int:
@@ -211,6 +231,9 @@ class Tuner:
             through the tactic space, so parallel tuners compile different kernels at the same
             moment and load the others' from Triton's shared on-disk cache. Timings and winners
             do not depend on the order.
+        refine: after a bucket's sweep, the finalists (:func:`finalists`: within 5% of the best,
+            at most 4) are timed ``refine`` more times each, interleaved, and the best median wins;
+            one lucky measurement in a sweep of a hundred tactics does not decide. 0: off.
         progress: a rich progress bar over buckets x tactics; ``None`` shows it on a terminal.
     """
 
@@ -227,10 +250,13 @@ class Tuner:
         input_sets: int | Callable[[Any], int] = 1,
         routing_draws: int = 1,
         stagger: tuple[int, int] = (0, 1),
+        refine: int = 3,
         progress: bool | None = None,
     ) -> None:
         if isinstance(routing_draws, bool) or not isinstance(routing_draws, int) or routing_draws < 1:
             raise ValueError(f"routing_draws must be a positive integer, got {routing_draws!r}")
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine must be an integer >= 0, got {refine!r}")
         index, count = stagger
         if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
             raise ValueError(f"stagger must be (index, count) with 0 <= index < count, got {stagger!r}")
@@ -252,6 +278,7 @@ class Tuner:
         self.input_sets = input_sets
         self.routing_draws = routing_draws
         self.stagger = stagger
+        self.refine = refine
         self.progress = progress
         self._warned: set[str] = set()
 
@@ -287,6 +314,7 @@ class Tuner:
             failures=dict(entry.get("failures", {})),
             wall_s=float(entry.get("wall_s", 0.0)),
             from_cache=True,
+            refined_us=dict(entry.get("refined_us", {})),
         )
 
     def lookup(self, problem: TuningProblem, num_tokens: int) -> Hashable:
@@ -350,6 +378,7 @@ class Tuner:
             "time_us": result.time_us,
             "timings_us": result.timings_us,
             "failures": result.failures,
+            "refined_us": result.refined_us,
             "wall_s": round(result.wall_s, 4),
             "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
@@ -403,6 +432,19 @@ class Tuner:
             _release_device_memory()
             return None, _first_line(err)
 
+    def retime(
+        self, input_sets: Sequence[Any], tactics: Sequence[Hashable], repeats: int
+    ) -> dict[str, float]:
+        """Each tactic's median over ``repeats`` more measurements, taken in turn (A B C A B C ...)
+        so that clock and thermal drift touch all alike; a tactic that fails is left out."""
+        samples: dict[str, list[float]] = {self.label(t): [] for t in tactics}
+        for _ in range(repeats):
+            for tactic in tactics:
+                us, _reason = self.try_time(input_sets, tactic)
+                if us is not None:
+                    samples[self.label(tactic)].append(us)
+        return {label: statistics.median(values) for label, values in samples.items() if values}
+
     def _tune_bucket(
         self,
         problem: TuningProblem,
@@ -432,6 +474,14 @@ class Tuner:
                 f"every tactic failed for {problem.describe()} bucket {bucket_problem.num_tokens}: "
                 + "; ".join(sorted(set(failures.values())))
             )
+        refined: dict[str, float] = {}
+        close = finalists(timings) if self.refine else []
+        if len(close) > 1:
+            by_label = {self.label(t): t for t in space}
+            refined = self.retime(input_sets, [by_label[label] for label in close], self.refine)
+            if refined:
+                winner = min(refined, key=refined.__getitem__)
+                best = (refined[winner], by_label[winner])
         return BucketResult(
             bucket=bucket_problem.num_tokens,
             tactic=best[1],
@@ -439,6 +489,7 @@ class Tuner:
             timings_us=timings,
             failures=failures,
             wall_s=time.perf_counter() - start,
+            refined_us=refined,
         )
 
     @contextmanager

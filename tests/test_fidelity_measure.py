@@ -106,6 +106,22 @@ def test_points_round_trip_through_json_with_their_regrets() -> None:
     )
 
 
+def test_a_lucky_measurement_on_the_traffic_neither_becomes_the_oracle_nor_inflates_regret() -> None:
+    """Variant b's first measurement on each row count is 3% lucky: tuning re-times it away, and on the
+    dispatched traffic it would be the oracle (regret 1.1% for the right choice) unless the choices
+    and the finalists are re-timed before the ratio is taken."""
+    runner = FakeRunner()
+    tuner = Tuner(
+        runner, timer=FakeTimer(runner, lucky={FakeTactic(128, "b"): 0.97}), device="cpu", progress=False
+    )
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (point,) = measure_fidelity(tuner, problem, buckets=[512], traffic=["random"], aware=["balanced"])
+    assert (
+        point.oracle_tactic == {"block_m": 128, "variant": "a"} == point.choices["aware:balanced"]["tactic"]
+    )
+    assert point.regret("aware:balanced") == 0.0
+
+
 def test_the_table_marks_tunings_a_point_does_not_have() -> None:
     """Pure EP points have no dispatched tuning: their cell is ``-``, not an error."""
     dep = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)

@@ -20,7 +20,7 @@ from pytest_moetune.problem import TuningProblem, token_buckets
 from pytest_moetune.routing import dummy_topk
 from pytest_moetune.testing import FakeRunner, FakeTactic, FakeTimer
 from pytest_moetune.topology import Topology
-from pytest_moetune.tuner import MoetuneTuningWarning, Tuner, TuningKey
+from pytest_moetune.tuner import MoetuneTuningWarning, Tuner, TuningKey, finalists
 
 DSR1 = get_model("deepseek-r1")
 
@@ -116,10 +116,50 @@ def test_staggered_tuners_sweep_from_different_points_and_pick_the_same_winner()
         runner = FakeRunner()
         tuner = make_tuner(runner, stagger=(index, 3), check=False)
         winners.append(tuner.tune(problem, buckets=[512]).tactic_for(512))
-        orders.append([tactic for tactic, _ in runner.calls])
+        orders.append([tactic for tactic, _ in runner.calls][:8])  # the sweep; re-timed finalists follow
     space = FakeRunner().tactics(problem.at(512))
+    assert len(space) == 8
     assert orders[0] == space and orders[1] == space[2:] + space[:2] and orders[2] == space[5:] + space[:5]
     assert winners[0] == winners[1] == winners[2]
+
+
+def test_finalists_are_the_fastest_within_the_margin() -> None:
+    timings = {"a": 100.0, "b": 102.9, "c": 101.0, "d": 103.1, "e": 100.5, "f": 102.0}
+    assert finalists(timings) == ["a", "e", "c", "f"]  # within 5%, at most 4, fastest first
+    assert finalists(timings, margin=0.025) == ["a", "e", "c", "f"] and len(finalists(timings, limit=9)) == 6
+    assert finalists(timings, margin=0.01, limit=10) == ["a", "e", "c"] and finalists({}) == []
+
+
+@pytest.mark.parametrize("refine", [3, 0])
+def test_a_lucky_sweep_measurement_does_not_name_the_winner(refine: int) -> None:
+    """DEP8 at 512 tokens: block_m=128 variant a is 2% faster than variant b, but b's first
+    measurement is 3% lucky. Re-timing the finalists (a and b, within 5%) finds a; without it b wins."""
+    runner = FakeRunner()
+    tuner = Tuner(
+        runner,
+        timer=FakeTimer(runner, lucky={FakeTactic(128, "b"): 0.97}),
+        device="cpu",
+        progress=False,
+        refine=refine,
+    )
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (result,) = tuner.tune(problem, buckets=[512]).buckets
+    assert min(result.timings_us, key=result.timings_us.__getitem__) == tuner.label(FakeTactic(128, "b"))
+    if refine:
+        assert (
+            result.tactic == FakeTactic(128, "a")
+            and result.time_us == result.refined_us[tuner.label(result.tactic)]
+        )
+        assert set(result.refined_us) == {tuner.label(FakeTactic(128, v)) for v in "ab"}
+        assert tuner.cached(problem, 512).refined_us == result.refined_us  # type: ignore[union-attr]
+    else:
+        assert result.tactic == FakeTactic(128, "b") and result.refined_us == {}
+
+
+@pytest.mark.parametrize("refine", [-1, 1.5, True])
+def test_bad_refine_is_an_error(refine: object) -> None:
+    with pytest.raises(ValueError, match=f"refine must be an integer >= 0, got {refine!r}"):
+        make_tuner(refine=refine)
 
 
 @pytest.mark.parametrize("stagger", [(1, 1), (-1, 2), (0, 0), (0.5, 2)])
