@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,41 @@ def measure_fidelity(
                 )
             )
     return points
+
+
+@dataclass(frozen=True)
+class KnownMiss:
+    """An explained exception to the fidelity bound at one point: the matched tuning may lose up to
+    ``max_regret`` there, but its tactic must still agree with the oracle's on the ``same`` fields
+    (e.g. ``("block_m",)``: the right tile, a different pipeline variant)."""
+
+    max_regret: float
+    same: tuple[str, ...]
+    reason: str
+
+
+def point_key(point: FidelityPoint) -> tuple[str, str, int, str]:
+    """``(model, topology, bucket, traffic)``: how :class:`KnownMiss` entries name a point."""
+    return (point.model, point.topology, point.bucket, point.traffic)
+
+
+def unexplained_misses(
+    points: Sequence[FidelityPoint], max_regret: float, known: Mapping[tuple[str, str, int, str], KnownMiss]
+) -> list[FidelityPoint]:
+    """Points where the matched tuning loses more than ``max_regret``, except known misses that stay
+    within their own bound and agree with the oracle on their ``same`` fields."""
+    out = []
+    for point in points:
+        regret = point.regret(point.matched_tuning)
+        miss = known.get(point_key(point))
+        if miss is None:
+            if regret > max_regret:
+                out.append(point)
+            continue
+        tactic = point.choices[point.matched_tuning]["tactic"]
+        if regret > miss.max_regret or any(tactic.get(f) != point.oracle_tactic.get(f) for f in miss.same):
+            out.append(point)
+    return out
 
 
 def _time_all(tuner: Tuner, inputs: Any, space: dict[str, Hashable]) -> dict[str, float]:

@@ -122,6 +122,22 @@ def test_a_lucky_measurement_on_the_traffic_neither_becomes_the_oracle_nor_infla
     assert point.regret("aware:balanced") == 0.0
 
 
+def test_known_misses_have_their_own_bound_and_must_keep_the_oracles_fields() -> None:
+    from pytest_moetune.fidelity import FidelityPoint, KnownMiss, point_key, unexplained_misses
+
+    def point(bucket: int, us: float, block_m: int) -> FidelityPoint:
+        choice = {"tactic": {"block_m": block_m, "variant": "b"}, "us": us}
+        return FidelityPoint(
+            "m", "dep8", "bf16", bucket, "random", 10, {"block_m": 128, "variant": "a"}, 100.0,
+            {"aware:random": choice}, 8,
+        )  # fmt: skip
+
+    points = [point(1, 101.0, 64), point(2, 105.0, 128), point(3, 105.0, 64), point(4, 112.0, 128)]
+    known = {point_key(p): KnownMiss(0.10, ("block_m",), "why") for p in points[1:]}
+    assert unexplained_misses(points, 0.02, {}) == points[1:]  # 5%, 5%, 12% > 2%
+    assert unexplained_misses(points, 0.02, known) == points[2:]  # wrong tile; beyond its 10%
+
+
 def test_the_table_marks_tunings_a_point_does_not_have() -> None:
     """Pure EP points have no dispatched tuning: their cell is ``-``, not an error."""
     dep = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)
