@@ -125,8 +125,10 @@ def measure_fidelity(
 ) -> list[FidelityPoint]:
     """Tune ``problem`` each way of :func:`tunings` on ``buckets``, then time the choices and the
     whole space on each ``traffic`` distribution dispatched through ``problem.topology`` (routing
-    ``seed``; tuning uses the tuner's own seed). A choice that fails on that traffic gets an
-    infinite time (infinite regret)."""
+    ``seed``; tuning uses the tuner's own seed). Every choice and the oracle's finalists (within 10%
+    of the best, at most 8) are then re-timed ``RETIME_REPEATS`` times, interleaved, and those
+    medians give the regrets. A choice that fails on that traffic gets an infinite time (infinite
+    regret)."""
     runner = tuner.runner
     named = tunings(problem, aware, dispatched)
     dispatching = tuner.with_routing(dispatch_topk)
