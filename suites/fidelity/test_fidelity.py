@@ -44,10 +44,10 @@ KNOWN_MISSES = {
     ("deepseek-r1", "dep8", 512, "zipf:1.2"): KnownMiss(
         max_regret=0.10,
         same=("block_m",),
-        reason="device runs 18 (H100) and 19 (H200, finalists re-timed): the dispatched tuning picks the "
-        "oracle's block_m=128 and loses 7-9% to a pipeline-depth or TMA variant of it. The hot rank "
-        "gets ~4100 rows, ~3800 on one expert; which variant wins flips with the exact tile count of "
-        "the one traffic draw, and the 4 tuning draws (which include it) average that out.",
+        reason="device runs 18 (H100) and 19 (H200): the dispatched tuning picks the oracle's "
+        "block_m=128 and loses 7-9% to a pipeline-depth or TMA variant of it; exact in run 20 (H100). "
+        "The hot rank gets ~4100 rows, ~3800 on one expert; which variant wins flips with the exact "
+        "tile count of the one traffic draw, and the 4 tuning draws (which include it) average that out.",
     ),
 }
 
