@@ -17,8 +17,9 @@ For one model x topology x bucket, tactics are tuned several ways (:func:`tuning
 Every choice and every tactic of the space are then timed on realistic traffic, routing of all ranks
 through the topology's dispatch (:func:`~pytest_moetune.dispatch.dispatch_topk`), and
 ``regret = time(chosen) / time(oracle) - 1`` with the oracle the fastest tactic measured there. The
-choices and the oracle's finalists are re-timed together (``RETIME_REPEATS``) before that ratio is
-taken.
+traffic is several draws (``traffic_draws``, seeds from ``TRAFFIC_SEED``, which no tuning uses) and a
+time is the mean over them. The choices and the oracle's finalists are re-timed together
+(``RETIME_REPEATS``) before that ratio is taken.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ DEFAULT_TRAFFIC = ("random", "zipf:1.2")
 DEFAULT_AWARE = ("balanced", *DEFAULT_TRAFFIC)
 DEFAULT_DISPATCHED = ("zipf:1.2",)
 NAIVE = "naive"
+TRAFFIC_SEED = 100
+"""First seed of the evaluation traffic: apart from the tuners' seeds (0, 1, ... per draw), so no
+tuning has seen the traffic it is judged on."""
 RETIME_REPEATS = 5
 """The oracle's finalists (up to 8 tactics within 10% of the best) and every tuning's choice are
 re-timed this many times, interleaved: the minimum over a hundred single measurements is biased low,
@@ -75,7 +79,8 @@ def tunings(
 
 @dataclass(frozen=True)
 class FidelityPoint:
-    """One (model, topology, dtype, bucket, traffic) point. Times in microseconds per launch.
+    """One (model, topology, dtype, bucket, traffic) point. Times in microseconds per launch, the mean
+    over ``traffic_draws`` draws of the traffic (``rows``: the rows the rank receives, averaged).
 
     ``choices`` maps each tuning's name (see :func:`tunings`) to ``{"tactic": dict, "us": float}``:
     its tuned tactic and that tactic's time on this traffic (``inf`` if it failed there).
@@ -91,6 +96,7 @@ class FidelityPoint:
     oracle_us: float
     choices: dict[str, dict[str, Any]]
     tactics_timed: int
+    traffic_draws: int = 1
 
     @property
     def matched_tuning(self) -> str:
@@ -119,13 +125,16 @@ def measure_fidelity(
     problem: TuningProblem,
     buckets: Sequence[int],
     traffic: Sequence[str] = DEFAULT_TRAFFIC,
-    seed: int = 1,
+    seed: int = TRAFFIC_SEED,
     aware: Sequence[str] = DEFAULT_AWARE,
     dispatched: Sequence[str] = DEFAULT_DISPATCHED,
+    traffic_draws: int = 3,
 ) -> list[FidelityPoint]:
     """Tune ``problem`` each way of :func:`tunings` on ``buckets``, then time the choices and the
-    whole space on each ``traffic`` distribution dispatched through ``problem.topology`` (routing
-    ``seed``; tuning uses the tuner's own seed). Every choice and the oracle's finalists (within 10%
+    whole space on each ``traffic`` distribution dispatched through ``problem.topology``:
+    ``traffic_draws`` draws (seeds ``seed, seed + 1, ...``; keep them apart from the tuner's seeds),
+    cycled in one graph, so a time is the mean over the draws, as a server sees traffic that changes
+    every step. Every choice and the oracle's finalists (within 10%
     of the best, at most 8) are then re-timed ``RETIME_REPEATS`` times, interleaved, and those
     medians give the regrets. A choice that fails on that traffic gets an infinite time (infinite
     regret)."""
@@ -147,13 +156,17 @@ def measure_fidelity(
         ]:
             space.setdefault(tuner.label(tactic), tactic)
         for name in traffic:
-            ids, weights = dispatch_topk(bucket, problem.topology, name, seed)
-            rows = int(ids.shape[0])
-            inputs = runner.make_inputs(problem.at(rows), ids.to(tuner.device), weights.to(tuner.device))
-            times = _time_all(tuner, inputs, space)
+            input_sets, rows = [], []
+            for draw in range(traffic_draws):
+                ids, weights = dispatch_topk(bucket, problem.topology, name, seed + draw)
+                rows.append(int(ids.shape[0]))
+                input_sets.append(
+                    runner.make_inputs(problem.at(rows[-1]), ids.to(tuner.device), weights.to(tuner.device))
+                )
+            times = _time_all(tuner, input_sets, space)
             chosen_labels = [tuner.label(t) for t in chosen.values() if tuner.label(t) in times]
             contenders = list(dict.fromkeys([*finalists(times, margin=0.10, limit=8), *chosen_labels]))
-            times.update(tuner.retime([inputs], [space[label] for label in contenders], RETIME_REPEATS))
+            times.update(tuner.retime(input_sets, [space[label] for label in contenders], RETIME_REPEATS))
             oracle_label = min(times, key=times.__getitem__)
             points.append(
                 FidelityPoint(
@@ -162,7 +175,7 @@ def measure_fidelity(
                     dtype=problem.dtype,
                     bucket=bucket,
                     traffic=name,
-                    rows=rows,
+                    rows=round(sum(rows) / len(rows)),
                     oracle_tactic=json.loads(oracle_label),
                     oracle_us=times[oracle_label],
                     choices={
@@ -173,6 +186,7 @@ def measure_fidelity(
                         for tuning, tactic in chosen.items()
                     },
                     tactics_timed=len(times),
+                    traffic_draws=traffic_draws,
                 )
             )
     return points
@@ -213,11 +227,12 @@ def unexplained_misses(
     return out
 
 
-def _time_all(tuner: Tuner, inputs: Any, space: dict[str, Hashable]) -> dict[str, float]:
-    """Median per-launch time of every tactic that runs (a tactic that fails here is left out)."""
+def _time_all(tuner: Tuner, input_sets: Sequence[Any], space: dict[str, Hashable]) -> dict[str, float]:
+    """Median per-launch time of every tactic that runs, cycling through ``input_sets`` (a tactic
+    that fails here is left out)."""
     times = {}
     for label, tactic in space.items():
-        us, _ = tuner.try_time([inputs], tactic)
+        us, _ = tuner.try_time(input_sets, tactic)
         if us is not None:
             times[label] = us
     if not times:

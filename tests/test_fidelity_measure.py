@@ -68,7 +68,7 @@ def test_balanced_tuning_loses_at_a_tile_boundary_and_random_draws_do_not() -> N
     )
     assert point.choices["aware:balanced"]["tactic"]["block_m"] == 128
     assert point.matched_tuning == "aware:random" and point.choices["aware:random"]["tactic"]["block_m"] == 64
-    assert point.regret("aware:random") <= 0.02 < 0.05 < point.regret("aware:balanced")
+    assert point.regret("aware:random") <= 0.02 < 0.03 < point.regret("aware:balanced")
 
 
 def test_under_dep_skew_only_the_dispatched_tuning_sees_the_hot_ranks_load() -> None:
@@ -136,6 +136,31 @@ def test_known_misses_have_their_own_bound_and_must_keep_the_oracles_fields() ->
     known = {point_key(p): KnownMiss(0.10, ("block_m",), "why") for p in points[1:]}
     assert unexplained_misses(points, 0.02, {}) == points[1:]  # 5%, 5%, 12% > 2%
     assert unexplained_misses(points, 0.02, known) == points[2:]  # wrong tile; beyond its 10%
+
+
+def test_the_traffic_is_several_draws_none_of_which_a_tuning_saw() -> None:
+    """Each point is timed on 3 traffic draws cycled in one graph (seeds 100-102); the tuners draw
+    seeds 0.. (4 draws: 0-3), so no tuning is judged on its own routing."""
+    from pytest_moetune.dispatch import dispatch_topk
+    from pytest_moetune.fidelity import TRAFFIC_SEED
+
+    runner = FakeRunner()
+    counts: list[int] = []
+
+    class Counting(FakeTimer):
+        def measure(self, launches):  # type: ignore[no-untyped-def]
+            counts.append(len(launches))
+            return super().measure(launches)
+
+    tuner = Tuner(runner, timer=Counting(runner), device="cpu", progress=False, routing_draws=4)
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)
+    (point,) = measure_fidelity(
+        tuner, problem, buckets=[64], traffic=["random"], aware=["random"], dispatched=[]
+    )
+    assert tuner.seed + tuner.routing_draws <= TRAFFIC_SEED and point.traffic_draws == 3
+    rows = [dispatch_topk(64, problem.topology, "random", TRAFFIC_SEED + i)[0].shape[0] for i in range(3)]
+    assert point.rows == round(sum(rows) / 3)
+    assert set(counts) == {4, 3}  # tuning cycles its 4 draws, the evaluation the 3 traffic draws
 
 
 def test_the_table_marks_tunings_a_point_does_not_have() -> None:
