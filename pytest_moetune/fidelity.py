@@ -163,8 +163,10 @@ def measure_fidelity(
                 input_sets.append(
                     runner.make_inputs(problem.at(rows[-1]), ids.to(tuner.device), weights.to(tuner.device))
                 )
-            times = _time_all(tuner, input_sets, space)
-            chosen_labels = [tuner.label(t) for t in chosen.values() if tuner.label(t) in times]
+            times = tuner.time_each(input_sets, space.values())
+            if not times:
+                raise RuntimeError(f"no tactic ran on {name} traffic at bucket {bucket}")
+            chosen_labels = [label for label in map(tuner.label, chosen.values()) if label in times]
             contenders = list(dict.fromkeys([*finalists(times, margin=0.10, limit=8), *chosen_labels]))
             times.update(tuner.retime(input_sets, [space[label] for label in contenders], RETIME_REPEATS))
             oracle_label = min(times, key=times.__getitem__)
@@ -225,19 +227,6 @@ def unexplained_misses(
         if regret > miss.max_regret or any(tactic.get(f) != point.oracle_tactic.get(f) for f in miss.same):
             out.append(point)
     return out
-
-
-def _time_all(tuner: Tuner, input_sets: Sequence[Any], space: dict[str, Hashable]) -> dict[str, float]:
-    """Median per-launch time of every tactic that runs, cycling through ``input_sets`` (a tactic
-    that fails here is left out)."""
-    times = {}
-    for label, tactic in space.items():
-        us, _ = tuner.try_time(input_sets, tactic)
-        if us is not None:
-            times[label] = us
-    if not times:
-        raise RuntimeError("no tactic ran on the realistic traffic")
-    return times
 
 
 def tuning_names(points: Sequence[FidelityPoint]) -> list[str]:

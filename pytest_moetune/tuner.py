@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -432,6 +432,16 @@ class Tuner:
             _release_device_memory()
             return None, _first_line(err)
 
+    def time_each(self, input_sets: Sequence[Any], tactics: Iterable[Hashable]) -> dict[str, float]:
+        """Median per-launch time of each tactic over ``input_sets``, by label; a tactic that fails is
+        left out (no reference check: for inputs the tuner did not make itself)."""
+        times = {}
+        for tactic in tactics:
+            us, _reason = self.try_time(input_sets, tactic)
+            if us is not None:
+                times[self.label(tactic)] = us
+        return times
+
     def retime(
         self, input_sets: Sequence[Any], tactics: Sequence[Hashable], repeats: int
     ) -> dict[str, float]:
@@ -439,10 +449,8 @@ class Tuner:
         so that clock and thermal drift touch all alike; a tactic that fails is left out."""
         samples: dict[str, list[float]] = {self.label(t): [] for t in tactics}
         for _ in range(repeats):
-            for tactic in tactics:
-                us, _reason = self.try_time(input_sets, tactic)
-                if us is not None:
-                    samples[self.label(tactic)].append(us)
+            for label, us in self.time_each(input_sets, tactics).items():
+                samples[label].append(us)
         return {label: statistics.median(values) for label, values in samples.items() if values}
 
     def _tune_bucket(

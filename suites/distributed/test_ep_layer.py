@@ -158,11 +158,7 @@ def test_ranks_tune_on_their_own_dispatched_rows_and_agree(
     runner = FusedMoERunner()
     tuner = Tuner(runner, progress=False)
     inputs = runner.make_inputs(problem.at(int(ids_in.shape[0])), ids_in, w_in)
-    mine: dict[str, float] = {}
-    for tactic in runner.tactics(problem.at(tokens)):
-        us, _ = tuner.try_time([inputs], tactic)
-        if us is not None:
-            mine[tuner.label(tactic)] = us
+    mine = tuner.time_each([inputs], runner.tactics(problem.at(tokens)))
     gathered: list[dict[str, float] | None] = [None] * world_size
     dist.all_gather_object(gathered, mine)
     timings = {r: t for r, t in enumerate(gathered) if t is not None}
