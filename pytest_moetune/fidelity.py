@@ -18,8 +18,8 @@ Every choice and every tactic of the space are then timed on realistic traffic, 
 through the topology's dispatch (:func:`~pytest_moetune.dispatch.dispatch_topk`), and
 ``regret = time(chosen) / time(oracle) - 1`` with the oracle the fastest tactic measured there. The
 traffic is several draws (``traffic_draws``, seeds from ``TRAFFIC_SEED``, which no tuning uses) and a
-time is the mean over them. The choices and the oracle's finalists are re-timed together
-(``RETIME_REPEATS``) before that ratio is taken.
+time is the mean over them. The whole space is screened on the first draw; the screen's finalists
+and the choices are then timed together on every draw (``RETIME_REPEATS``) before that ratio is taken.
 """
 
 from __future__ import annotations
@@ -43,10 +43,16 @@ NAIVE = "naive"
 TRAFFIC_SEED = 100
 """First seed of the evaluation traffic: apart from the tuners' seeds (0, 1, ... per draw), so no
 tuning has seen the traffic it is judged on."""
+SCREEN_MARGIN = 0.10
+SCREEN_FINALISTS = 8
+"""The whole space is screened on the first traffic draw; the oracle is the best of the fastest
+``SCREEN_FINALISTS`` within ``SCREEN_MARGIN`` of that screen's best, timed on every draw. A tactic
+10% behind on one draw does not win the mean of draws of the same traffic, and screening on one
+draw costs a third of timing the space on three."""
 RETIME_REPEATS = 5
-"""The oracle's finalists (up to 8 tactics within 10% of the best) and every tuning's choice are
-re-timed this many times, interleaved: the minimum over a hundred single measurements is biased low,
-which would inflate every regret."""
+"""The oracle's finalists and every tuning's choice are timed this many times on every draw,
+interleaved: the minimum over a hundred single measurements is biased low, which would inflate every
+regret."""
 DISPATCH_PREFIX = "dispatch:"
 
 
@@ -134,10 +140,10 @@ def measure_fidelity(
     whole space on each ``traffic`` distribution dispatched through ``problem.topology``:
     ``traffic_draws`` draws (seeds ``seed, seed + 1, ...``; keep them apart from the tuner's seeds),
     cycled in one graph, so a time is the mean over the draws, as a server sees traffic that changes
-    every step. Every choice and the oracle's finalists (within 10%
-    of the best, at most 8) are then re-timed ``RETIME_REPEATS`` times, interleaved, and those
-    medians give the regrets. A choice that fails on that traffic gets an infinite time (infinite
-    regret)."""
+    every step. The whole space is screened on the first draw; its finalists (``SCREEN_MARGIN``,
+    ``SCREEN_FINALISTS``) and every choice are then timed on all draws ``RETIME_REPEATS`` times,
+    interleaved, and those medians give the oracle and the regrets. A choice that fails on that
+    traffic gets an infinite time (infinite regret)."""
     runner = tuner.runner
     named = tunings(problem, aware, dispatched)
     dispatching = tuner.with_routing(dispatch_topk)
@@ -163,12 +169,13 @@ def measure_fidelity(
                 input_sets.append(
                     runner.make_inputs(problem.at(rows[-1]), ids.to(tuner.device), weights.to(tuner.device))
                 )
-            times = tuner.time_each(input_sets, space.values())
+            screened = tuner.time_each(input_sets[:1], space.values())
+            chosen_labels = [label for label in map(tuner.label, chosen.values()) if label in screened]
+            best = finalists(screened, SCREEN_MARGIN, SCREEN_FINALISTS)
+            contenders = dict.fromkeys([*best, *chosen_labels])
+            times = tuner.retime(input_sets, [space[label] for label in contenders], RETIME_REPEATS)
             if not times:
                 raise RuntimeError(f"no tactic ran on {name} traffic at bucket {bucket}")
-            chosen_labels = [label for label in map(tuner.label, chosen.values()) if label in times]
-            contenders = list(dict.fromkeys([*finalists(times, margin=0.10, limit=8), *chosen_labels]))
-            times.update(tuner.retime(input_sets, [space[label] for label in contenders], RETIME_REPEATS))
             oracle_label = min(times, key=times.__getitem__)
             points.append(
                 FidelityPoint(
@@ -187,7 +194,7 @@ def measure_fidelity(
                         }
                         for tuning, tactic in chosen.items()
                     },
-                    tactics_timed=len(times),
+                    tactics_timed=len(screened),
                     traffic_draws=traffic_draws,
                 )
             )

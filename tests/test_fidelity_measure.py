@@ -142,7 +142,7 @@ def test_the_traffic_is_several_draws_none_of_which_a_tuning_saw() -> None:
     """Each point is timed on 3 traffic draws cycled in one graph (seeds 100-102); the tuners draw
     seeds 0.. (4 draws: 0-3), so no tuning is judged on its own routing."""
     from pytest_moetune.dispatch import dispatch_topk
-    from pytest_moetune.fidelity import TRAFFIC_SEED
+    from pytest_moetune.fidelity import RETIME_REPEATS, SCREEN_FINALISTS, TRAFFIC_SEED
 
     runner = FakeRunner()
     counts: list[int] = []
@@ -160,7 +160,11 @@ def test_the_traffic_is_several_draws_none_of_which_a_tuning_saw() -> None:
     assert tuner.seed + tuner.routing_draws <= TRAFFIC_SEED and point.traffic_draws == 3
     rows = [dispatch_topk(64, problem.topology, "random", TRAFFIC_SEED + i)[0].shape[0] for i in range(3)]
     assert point.rows == round(sum(rows) / 3)
-    assert set(counts) == {4, 3}  # tuning cycles its 4 draws, the evaluation the 3 traffic draws
+    # tuning cycles its 4 draws; the evaluation screens on the first traffic draw, then times all 3
+    assert set(counts) == {4, 1, 3}
+    screened = counts.count(1)
+    assert screened == point.tactics_timed == len(runner.tactics(None))  # type: ignore[arg-type]
+    assert counts.count(3) <= (SCREEN_FINALISTS + 2) * RETIME_REPEATS  # finalists + 2 choices only
 
 
 def test_the_table_marks_tunings_a_point_does_not_have() -> None:
