@@ -37,7 +37,7 @@ for workers in ${WORKERS-0 $gpus}; do
   CUDA_VISIBLE_DEVICES=$(first $((workers > 0 ? workers : 1))) TRITON_CACHE_DIR=/tmp/triton-$workers \
       timeout $((deadline - SECONDS)) python3 -m pytest --moetune --moetune-profile "$profile" suites/perf \
       "${select[@]}" -q -p no:cacheprovider -n "$workers" --moetune-cache "$OUT/r/cache-$workers.json" \
-      --moetune-report "$OUT/r/perf-n$workers" 2>&1 | tail -2
+      --moetune-report "$OUT/r/perf-n$workers" --durations=10 2>&1 | tee "$OUT/r/perf-n$workers.log" | tail -2
   end=$EPOCHREALTIME
   [ "$workers" = 0 ] && one_gpu_s=$(python3 -c "print($end - $start)")
   echo "suites/perf --moetune-profile $profile ${2:+-k '$2' }with -n $workers: $(python3 -c "print(round($end - $start, 1))") s wall"

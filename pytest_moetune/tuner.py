@@ -58,6 +58,9 @@ def routing_name(hook: RoutingHook) -> str:
 FINALIST_MARGIN = 0.05
 """Tactics within this fraction of a sweep's best are finalists, re-timed before a winner is named."""
 MAX_FINALISTS = 4
+MAX_REFINED = 2 * MAX_FINALISTS
+"""At most this many tactics of one sweep are re-timed: the finalists, then those within
+``FINALIST_MARGIN`` of the re-timed best (when the sweep's best was lucky, its window was too low)."""
 
 
 def finalists(
@@ -233,7 +236,9 @@ class Tuner:
             do not depend on the order.
         refine: after a bucket's sweep, the finalists (:func:`finalists`: within 5% of the best,
             at most 4) are timed ``refine`` more times each, interleaved, and the best median wins;
-            one lucky measurement in a sweep of a hundred tactics does not decide. 0: off.
+            one lucky measurement in a sweep of a hundred tactics does not decide. When the
+            re-timed best is slower than the sweep's best, the tactics the sweep put within 5% of
+            the re-timed best are re-timed too (at most :data:`MAX_REFINED` in all). 0: off.
         progress: a rich progress bar over buckets x tactics; ``None`` shows it on a terminal.
     """
 
@@ -364,7 +369,7 @@ class Tuner:
             start = self.stagger[0] * len(space) // self.stagger[1]
             space = space[start:] + space[:start]
             todo.append((bucket, bucket_problem, space))
-        with self._progress(problem, sum(len(space) for _, _, space in todo)) as advance:
+        with self._progress(problem, sum(2 * len(space) for _, _, space in todo)) as advance:
             for bucket, bucket_problem, space in todo:
                 result = self._tune_bucket(problem, bucket_problem, space, advance)
                 results[bucket] = result
@@ -416,21 +421,41 @@ class Tuner:
         fails to compile, runs out of shared or device memory, or (given a ``reference`` for the
         first input set) is off by more than ``tolerance``. An illegal memory access leaves the CUDA
         context unusable, so that one is raised."""
+        if reference is not None:
+            reason = self.try_run(input_sets[0], tactic, reference, tolerance)
+            if reason is not None:
+                return None, reason
         try:
-            if reference is not None:
-                err = relative_error(self.runner.run(input_sets[0], tactic), reference)
-                if not err <= tolerance:
-                    return None, f"mismatch: relative error {err:.3g} > {tolerance:.3g}"
             launches = [partial(self.runner.run, inputs, tactic) for inputs in input_sets]
             return self.timer.measure(launches).median_us, None
         except Exception as err:  # compile errors, out of shared or device memory, launch errors
-            if "illegal" in str(err).lower():
-                raise RuntimeError(
-                    f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "
-                    f"{_first_line(err)}"
-                ) from err
-            _release_device_memory()
-            return None, _first_line(err)
+            return None, self._failure(tactic, err)
+
+    def try_run(
+        self, inputs: Any, tactic: Hashable, reference: Any = None, tolerance: float = math.inf
+    ) -> str | None:
+        """Run ``tactic`` once on ``inputs`` (compiling it on first use): ``None`` when it ran and,
+        given a ``reference``, matched it within ``tolerance``; otherwise the reason it did not."""
+        try:
+            out = self.runner.run(inputs, tactic)
+            if reference is not None:
+                err = relative_error(out, reference)
+                if not err <= tolerance:
+                    return f"mismatch: relative error {err:.3g} > {tolerance:.3g}"
+            return None
+        except Exception as err:  # compile errors, out of shared or device memory, launch errors
+            return self._failure(tactic, err)
+
+    def _failure(self, tactic: Hashable, err: Exception) -> str:
+        """The reason a tactic failed; an illegal memory access leaves the CUDA context unusable,
+        so that one is raised."""
+        if "illegal" in str(err).lower():
+            raise RuntimeError(
+                f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "
+                f"{_first_line(err)}"
+            ) from err
+        _release_device_memory()
+        return _first_line(err)
 
     def time_each(self, input_sets: Sequence[Any], tactics: Iterable[Hashable]) -> dict[str, float]:
         """Median per-launch time of each tactic over ``input_sets``, by label; a tactic that fails is
@@ -467,10 +492,20 @@ class Tuner:
         timings: dict[str, float] = {}
         failures: dict[str, str] = {}
         best: tuple[float, Hashable] | None = None
+        # Compile and check every tactic first, then time them back to back: a measurement taken
+        # right after an idle compile gap catches a cool GPU at its boost clock and reads fast.
+        ready = []
         for tactic in space:
+            reason = self.try_run(input_sets[0], tactic, reference, tolerance)
+            advance(f"T={bucket_problem.num_tokens} compiling")
+            if reason is None:
+                ready.append(tactic)
+            else:
+                failures[self.label(tactic)] = reason
+        for tactic in ready:
             label = self.label(tactic)
-            us, reason = self.try_time(input_sets, tactic, reference, tolerance)
-            advance(f"T={bucket_problem.num_tokens}")
+            us, reason = self.try_time(input_sets, tactic)
+            advance(f"T={bucket_problem.num_tokens} timing")
             if us is None:
                 failures[label] = reason or "failed"
                 continue
@@ -482,14 +517,11 @@ class Tuner:
                 f"every tactic failed for {problem.describe()} bucket {bucket_problem.num_tokens}: "
                 + "; ".join(sorted(set(failures.values())))
             )
-        refined: dict[str, float] = {}
-        close = finalists(timings) if self.refine else []
-        if len(close) > 1:
-            by_label = {self.label(t): t for t in space}
-            refined = self.retime(input_sets, [by_label[label] for label in close], self.refine)
-            if refined:
-                winner = min(refined, key=refined.__getitem__)
-                best = (refined[winner], by_label[winner])
+        by_label = {self.label(t): t for t in ready}
+        refined = self._refine(input_sets, timings, by_label) if self.refine else {}
+        if refined:
+            winner = min(refined, key=refined.__getitem__)
+            best = (refined[winner], by_label[winner])
         return BucketResult(
             bucket=bucket_problem.num_tokens,
             tactic=best[1],
@@ -499,6 +531,25 @@ class Tuner:
             wall_s=time.perf_counter() - start,
             refined_us=refined,
         )
+
+    def _refine(
+        self, input_sets: Sequence[Any], timings: Mapping[str, float], by_label: Mapping[str, Hashable]
+    ) -> dict[str, float]:
+        """Re-timed medians of the sweep's finalists, and of the tactics the sweep put within
+        :data:`FINALIST_MARGIN` of the re-timed best (at most :data:`MAX_REFINED`). A lone finalist
+        is re-timed too: a sweep's best that was lucky set the finalists' window too low."""
+        todo = finalists(timings)
+        refined: dict[str, float] = {}
+        tried: set[str] = set()
+        while todo:
+            tried.update(todo)
+            refined.update(self.retime(input_sets, [by_label[label] for label in todo], self.refine))
+            if not refined:
+                break
+            bar = min(refined.values()) * (1 + FINALIST_MARGIN)
+            close = sorted((label for label, us in timings.items() if us <= bar), key=timings.__getitem__)
+            todo = [label for label in close if label not in tried][: MAX_REFINED - len(tried)]
+        return refined
 
     @contextmanager
     def _progress(self, problem: TuningProblem, total: int) -> Iterator[Callable[[str], None]]:

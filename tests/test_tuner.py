@@ -156,6 +156,39 @@ def test_a_lucky_sweep_measurement_does_not_name_the_winner(refine: int) -> None
         assert result.tactic == FakeTactic(128, "b") and result.refined_us == {}
 
 
+def test_a_very_lucky_best_does_not_hide_the_real_one_from_the_finalists() -> None:
+    """Variant b's first measurement is 10% lucky, so the 5% window around it leaves variant a (2%
+    faster in truth) out of the finalists. Re-timing b alone shows the window was too low; the
+    tactics the sweep put within 5% of b's re-timed time are re-timed too, and a wins."""
+    runner = FakeRunner()
+    tuner = Tuner(
+        runner, timer=FakeTimer(runner, lucky={FakeTactic(128, "b"): 0.90}), device="cpu", progress=False
+    )
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    (result,) = tuner.tune(problem, buckets=[512]).buckets
+    a, b = (tuner.label(FakeTactic(128, v)) for v in "ab")
+    assert finalists(result.timings_us) == [b]  # the sweep alone would have named b
+    assert result.tactic == FakeTactic(128, "a") and set(result.refined_us) == {a, b}
+    assert result.refined_us[a] < result.refined_us[b]
+
+
+def test_every_tactic_is_compiled_and_checked_before_the_first_is_timed() -> None:
+    """No timing follows an idle compile gap: the sweep runs each tactic once (compiling it and
+    checking it against the reference), then times them back to back."""
+    runner = FakeRunner()
+    ran_before_timing: list[set[FakeTactic]] = []
+
+    class Watching(FakeTimer):
+        def measure(self, launches):  # type: ignore[no-untyped-def]
+            ran_before_timing.append({call[0] for call in runner.calls})
+            return super().measure(launches)
+
+    tuner = Tuner(runner, timer=Watching(runner), device="cpu", progress=False)
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    tuner.tune(problem, buckets=[512])
+    assert ran_before_timing[0] == set(runner.tactics(problem.at(512)))
+
+
 @pytest.mark.parametrize("refine", [-1, 1.5, True])
 def test_bad_refine_is_an_error(refine: object) -> None:
     with pytest.raises(ValueError, match=f"refine must be an integer >= 0, got {refine!r}"):
