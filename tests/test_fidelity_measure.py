@@ -64,7 +64,7 @@ def test_balanced_tuning_loses_at_a_tile_boundary_and_random_draws_do_not() -> N
     tuner = Tuner(runner, timer=FakeTimer(runner), device="cpu", progress=False, routing_draws=4)
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(
-        tuner, problem, buckets=[512], traffic=["random"], aware=["balanced", "random"]
+        tuner, problem, buckets=[512], traffic=["random"], aware=["balanced", "random"], dispatched=[]
     )
     assert point.choices["aware:balanced"]["tactic"]["block_m"] == 128
     assert point.matched_tuning == "aware:random" and point.choices["aware:random"]["tactic"]["block_m"] == 64
@@ -79,7 +79,7 @@ def test_under_dep_skew_only_the_dispatched_tuning_sees_the_hot_ranks_load() -> 
     tuner = Tuner(runner, timer=FakeTimer(runner), device="cpu", progress=False, routing_draws=4)
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
     (point,) = measure_fidelity(tuner, problem, buckets=[64], traffic=["zipf:1.2"], aware=["zipf:1.2"])
-    assert set(point.choices) == {"aware:zipf:1.2", "dispatch:zipf:1.2", "naive"}
+    assert set(point.choices) == {"aware:zipf:1.2", "dispatch:random", "dispatch:zipf:1.2", "naive"}
     assert point.matched_tuning == "dispatch:zipf:1.2" and point.rows > 8 * 64 * 0.9
     assert (
         point.choices["dispatch:zipf:1.2"]["tactic"] == point.oracle_tactic == {"block_m": 64, "variant": "a"}
@@ -122,20 +122,37 @@ def test_a_lucky_measurement_on_the_traffic_neither_becomes_the_oracle_nor_infla
     assert point.regret("aware:balanced") == 0.0
 
 
-def test_known_misses_have_their_own_bound_and_must_keep_the_oracles_fields() -> None:
-    from pytest_moetune.fidelity import FidelityPoint, KnownMiss, point_key, unexplained_misses
+def test_a_twin_of_the_oracle_has_its_own_bound_and_nothing_else_does() -> None:
+    from pytest_moetune.fidelity import FidelityPoint, TwinRule, unexplained_misses
 
-    def point(bucket: int, us: float, block_m: int) -> FidelityPoint:
-        choice = {"tactic": {"block_m": block_m, "variant": "b"}, "us": us}
+    oracle = {"block_m": 128, "down": {"block_n": 256, "tma": True, "num_stages": 4}}
+
+    def point(bucket: int, us: float, down: dict[str, object]) -> FidelityPoint:
+        choice = {"tactic": {"block_m": 128, "down": down}, "us": us}
         return FidelityPoint(
-            "m", "dep8", "bf16", bucket, "random", 10, {"block_m": 128, "variant": "a"}, 100.0,
-            {"aware:random": choice}, 8,
-        )  # fmt: skip
+            "m", "dep8", "bf16", bucket, "random", 10, oracle, 100.0, {"aware:random": choice}, 8
+        )
 
-    points = [point(1, 101.0, 64), point(2, 105.0, 128), point(3, 105.0, 64), point(4, 112.0, 128)]
-    known = {point_key(p): KnownMiss(0.10, ("block_m",), "why") for p in points[1:]}
-    assert unexplained_misses(points, 0.02, {}) == points[1:]  # 5%, 5%, 12% > 2%
-    assert unexplained_misses(points, 0.02, known) == points[2:]  # wrong tile; beyond its 10%
+    twin = {"block_n": 256, "tma": False, "num_stages": 3}  # same tile, other load path and depth
+    other = {"block_n": 128, "tma": True, "num_stages": 4}  # another tile
+    points = [point(1, 101.0, other), point(2, 105.0, twin), point(3, 105.0, other), point(4, 107.0, twin)]
+    rule = TwinRule(frozenset({"tma", "num_stages"}), 0.06, "why")
+    assert unexplained_misses(points, 0.02) == points[1:]  # 5%, 5%, 7% > 2%
+    assert unexplained_misses(points, 0.02, rule) == points[2:]  # another tile; a twin beyond 6%
+    assert rule.are_twins(oracle, {"block_m": 128, "down": twin})
+    assert not rule.are_twins(oracle, {"block_m": 64, "down": twin})
+
+
+def test_under_dep_the_matched_tuning_is_the_dispatched_one() -> None:
+    """DESIGN.md's DEP dummy rule gives the rank T rows with every slot local; the dispatched tuning
+    sees the rows of all ranks, so it is the one matched to each traffic under DEP."""
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)
+    points = measure_fidelity(make_tuner(), problem, buckets=[64])
+    assert {p.traffic: p.matched_tuning for p in points} == {
+        "random": "dispatch:random",
+        "zipf:1.2": "dispatch:zipf:1.2",
+    }
+    assert {"aware:random", "aware:zipf:1.2"} <= set(points[0].choices)
 
 
 def test_the_traffic_is_several_draws_none_of_which_a_tuning_saw() -> None:
@@ -172,7 +189,9 @@ def test_the_table_marks_tunings_a_point_does_not_have() -> None:
     dep = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=64)
     ep = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=64)
     points = [
-        *measure_fidelity(make_tuner(), dep, buckets=[64], traffic=["zipf:1.2"], aware=["zipf:1.2"]),
+        *measure_fidelity(
+            make_tuner(), dep, buckets=[64], traffic=["zipf:1.2"], aware=["zipf:1.2"], dispatched=["zipf:1.2"]
+        ),
         *measure_fidelity(make_tuner(), ep, buckets=[64], traffic=["zipf:1.2"], aware=["zipf:1.2"]),
     ]
     header, _, dep_row, ep_row = markdown_table(points).splitlines()
