@@ -6,6 +6,8 @@ tuner and the harness load when a test first asks for the ``moetune`` fixture.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 UPDATE_MODES = ("changed", "all", "prune")
 PROFILES = ("quick", "full")
 RESULTS_KEY = "moetune_results"
+CLAIMS_INPUT = "moetune_compile_claims"  # workerinput key: the compile-claims folder
 
 
 class MoetuneGateWarning(UserWarning):
@@ -162,6 +165,7 @@ class GateState:
         self.tuners: dict[str, Any] = {}  # runner name -> Tuner, sharing one cache
         self.deselected = 0
         self.update_report: list[str] = []
+        self.claims_folder: Path | None = None  # xdist controller: the workers' compile claims
 
     @property
     def threshold(self) -> float:
@@ -319,6 +323,35 @@ def _worker_stagger(config: pytest.Config) -> tuple[int, int]:
     return (worker_index(workerinput["workerid"]), int(workerinput["workercount"]))
 
 
+def _worker_claims(config: pytest.Config) -> Any:
+    """The run's shared :class:`~pytest_moetune.compile_claims.CompileClaims` in an xdist worker
+    (the controller made the folder: :func:`pytest_configure_node`), else ``None``."""
+    folder = getattr(config, "workerinput", {}).get(CLAIMS_INPUT)
+    if folder is None:
+        return None
+    from pytest_moetune.compile_claims import CompileClaims
+
+    return CompileClaims(folder)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller, before a worker starts: hand it the run's compile-claims folder, made once
+    per run and removed in :func:`pytest_unconfigure`."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is None or not node.config.getoption("moetune"):
+        return
+    if state.claims_folder is None:
+        state.claims_folder = Path(tempfile.mkdtemp(prefix="pytest-moetune-claims-"))
+    node.workerinput[CLAIMS_INPUT] = str(state.claims_folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.claims_folder is not None:
+        shutil.rmtree(state.claims_folder, ignore_errors=True)
+
+
 def _make_gate(
     state: GateState, timer: Timer, ceilings: Ceilings, fingerprint: EnvironmentFingerprint, device: Any
 ) -> Gate:
@@ -339,6 +372,7 @@ def _make_gate(
                 tuning_timer,
                 device=device,
                 stagger=_worker_stagger(state.config),
+                claims=_worker_claims(state.config),
                 progress=False,
             )
         return state.tuners[runner.name]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from pytest_moetune.compile_claims import CompileClaims
 from pytest_moetune.distributions import Distribution
 from pytest_moetune.problem import BucketProblem, TuningProblem
 from pytest_moetune.runner import MoERunner
@@ -234,6 +235,8 @@ class Tuner:
             through the tactic space, so parallel tuners compile different kernels at the same
             moment and load the others' from Triton's shared on-disk cache. Timings and winners
             do not depend on the order.
+        claims: shared with the other parallel tuners: a tactic another tuner has claimed is
+            compiled after this tuner's own (:mod:`~pytest_moetune.compile_claims`).
         refine: after a bucket's sweep, the finalists (:func:`finalists`: within 5% of the best,
             at most 4) are timed ``refine`` more times each, interleaved, and the best median wins;
             one lucky measurement in a sweep of a hundred tactics does not decide. When the
@@ -255,6 +258,7 @@ class Tuner:
         input_sets: int | Callable[[Any], int] = 1,
         routing_draws: int = 1,
         stagger: tuple[int, int] = (0, 1),
+        claims: CompileClaims | None = None,
         refine: int = 3,
         progress: bool | None = None,
     ) -> None:
@@ -283,6 +287,7 @@ class Tuner:
         self.input_sets = input_sets
         self.routing_draws = routing_draws
         self.stagger = stagger
+        self.claims = claims
         self.refine = refine
         self.progress = progress
         self._warned: set[str] = set()
@@ -495,7 +500,7 @@ class Tuner:
         # Compile and check every tactic first, then time them back to back: a measurement taken
         # right after an idle compile gap catches a cool GPU at its boost clock and reads fast.
         ready = []
-        for tactic in space:
+        for tactic in self._compile_order(problem, space):
             reason = self.try_run(input_sets[0], tactic, reference, tolerance)
             advance(f"T={bucket_problem.num_tokens} compiling")
             if reason is None:
@@ -531,6 +536,21 @@ class Tuner:
             wall_s=time.perf_counter() - start,
             refined_us=refined,
         )
+
+    def _compile_order(self, problem: TuningProblem, space: list[Hashable]) -> Iterator[Hashable]:
+        """``space`` with each tactic claimed just before it is compiled; tactics another tuner
+        claimed come last (by then usually in Triton's on-disk cache)."""
+        if self.claims is None:
+            yield from space
+            return
+        theirs = []
+        for tactic in space:
+            key = f"{self.runner.name}|{self.runner.source_hash}|{problem.dtype}|{self.label(tactic)}"
+            if self.claims.claim(key):
+                yield tactic
+            else:
+                theirs.append(tactic)
+        yield from theirs
 
     def _refine(
         self, input_sets: Sequence[Any], timings: Mapping[str, float], by_label: Mapping[str, Hashable]

@@ -93,6 +93,46 @@ def test_xdist_run_writes_once_with_every_entry(flow: GateWorkflow) -> None:
     result.stdout.fnmatch_lines(["*moetune: wrote *test_gate_suite.json: 4 updated, 0 pruned, 4 entries"])
 
 
+RECORD_CLAIMS = """
+import os
+
+from pytest_moetune import compile_claims
+
+_claim = compile_claims.CompileClaims.claim
+
+
+def _recorded(self, key):
+    won = _claim(self, key)
+    with open(f"claims-{os.environ['PYTEST_XDIST_WORKER']}.txt", "a") as out:
+        out.write(f"{won} {key}\\n")
+    return won
+
+
+compile_claims.CompileClaims.claim = _recorded
+"""
+
+
+def claim_log(folder: Path, worker: str) -> list[str]:
+    return (folder / f"claims-{worker}.txt").read_text().splitlines()
+
+
+def test_xdist_workers_split_the_compiling_and_the_controller_cleans_up(pytester: pytest.Pytester) -> None:
+    """Both workers tune tactics of one space: each tactic is claimed (compiled first) by exactly
+    one of them, and the run's claims folder is gone afterwards."""
+    flow = GateWorkflow(pytester, SUITE, conftest=FAKE_GPU_CONFTEST + RECORD_CLAIMS)
+    tmp = pytester.path / "tmp"
+    tmp.mkdir()
+    result, results = flow.run("-n", "2", env={"TMPDIR": str(tmp)})
+    assert result.ret == 0 and {r["case"] for r in results} == CASES
+    seen = {
+        worker: [line.split(" ", 1) for line in claim_log(pytester.path, worker)] for worker in ("gw0", "gw1")
+    }
+    won = [key for lines in seen.values() for flag, key in lines if flag == "True"]
+    every = {key for lines in seen.values() for _, key in lines}
+    assert sorted(won) == sorted(every) and len(won) == len(set(won)) > 1  # each key won exactly once
+    assert all(lines for lines in seen.values()) and not list(tmp.glob("pytest-moetune-claims-*"))
+
+
 def test_update_rewrites_only_what_moved(flow: GateWorkflow) -> None:
     flow.run("--moetune-update-baselines")
     before = baseline(flow).read_bytes()

@@ -189,6 +189,25 @@ def test_every_tactic_is_compiled_and_checked_before_the_first_is_timed() -> Non
     assert ran_before_timing[0] == set(runner.tactics(problem.at(512)))
 
 
+def test_tactics_another_tuner_claimed_are_compiled_last_and_change_nothing_else(tmp_path: Path) -> None:
+    """A parallel tuner claimed block_m=128 variant a: this tuner compiles its other tactics first,
+    that one last, and still times every tactic and picks the same winner."""
+    from pytest_moetune.compile_claims import CompileClaims
+
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    alone = make_tuner(FakeRunner()).tune(problem, buckets=[512]).buckets[0]
+    runner = FakeRunner()
+    other, claims = make_tuner(runner), CompileClaims(tmp_path)
+    claimed = FakeTactic(128, "a")
+    assert claims.claim(f"fake_moe|{runner.source_hash}|bf16|{other.label(claimed)}")
+    tuner = make_tuner(runner, claims=claims)
+    (result,) = tuner.tune(problem, buckets=[512]).buckets
+    space = runner.tactics(problem.at(512))
+    compiled = [tactic for tactic, _ in runner.calls][: len(space)]
+    assert compiled == [t for t in space if t != claimed] + [claimed]
+    assert result.tactic == alone.tactic and set(result.timings_us) == set(alone.timings_us)
+
+
 @pytest.mark.parametrize("refine", [-1, 1.5, True])
 def test_bad_refine_is_an_error(refine: object) -> None:
     with pytest.raises(ValueError, match=f"refine must be an integer >= 0, got {refine!r}"):
