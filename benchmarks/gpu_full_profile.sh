@@ -24,7 +24,6 @@ if [ "${FIDELITY:-0}" = 1 ]; then
       "${select[@]}" --durations=5 2>&1 | tail -40
   echo "fidelity suite: $((SECONDS - start)) s wall" | tee "$OUT/f/fidelity-wall.txt"
   python3 benchmarks/fidelity_table.py "$OUT/f" | tee "$OUT/f/fidelity.md"
-  cp "$state/full-cache.json" "$OUT/f/fidelity-tuning-cache.json"  # every tuning's sweep, for diagnosis
 fi
 per_case=0
 for shard in "$@"; do

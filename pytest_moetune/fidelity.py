@@ -91,8 +91,12 @@ class FidelityPoint:
     """One (model, topology, dtype, bucket, traffic) point. Times in microseconds per launch, the mean
     over ``traffic_draws`` draws of the traffic (``rows``: the rows the rank receives, averaged).
 
-    ``choices`` maps each tuning's name (see :func:`tunings`) to ``{"tactic": dict, "us": float}``:
-    its tuned tactic and that tactic's time on this traffic (``inf`` if it failed there).
+    ``choices`` maps each tuning's name (see :func:`tunings`) to ``{"tactic": dict, "us": float,
+    "tuned_us": {"choice": float | None, "oracle": float | None}}``: its tuned tactic, that tactic's
+    time on this traffic (``inf`` if it failed there), and the times the tuning itself measured for
+    its choice and for this point's oracle (re-timed or sweep; ``None``: not timed there). A miss
+    where the tuning measured the oracle slower than its choice is the routing model's; one where it
+    measured the oracle faster, or never re-timed it, is the tuner's.
     """
 
     model: str
@@ -194,6 +198,10 @@ def measure_fidelity(
                         tuning: {
                             "tactic": json.loads(tuner.label(tactic)),
                             "us": times.get(tuner.label(tactic), math.inf),
+                            "tuned_us": {
+                                "choice": results[tuning].bucket(bucket).measured_us(tuner.label(tactic)),
+                                "oracle": results[tuning].bucket(bucket).measured_us(oracle_label),
+                            },
                         }
                         for tuning, tactic in chosen.items()
                     },

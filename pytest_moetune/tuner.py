@@ -163,8 +163,7 @@ class TuningKey:
 class BucketResult:
     """Outcome of one bucket. Times are microseconds per launch (median of rounds); a failed tactic
     is absent from ``timings_us`` (the sweep) and has its reason in ``failures``. ``refined_us``
-    holds the finalists' re-timed medians, which name the winner (empty when one tactic led by more
-    than :data:`FINALIST_MARGIN` or refinement is off)."""
+    holds the finalists' re-timed medians, which name the winner (empty when refinement is off)."""
 
     bucket: int
     tactic: Hashable
@@ -183,6 +182,11 @@ class BucketResult:
     def failed(self) -> int:
         return len(self.failures)
 
+    def measured_us(self, label: str) -> float | None:
+        """The tuning's time for the tactic ``label``: re-timed if it was a finalist, else its sweep
+        time; ``None`` when it was not timed (outside the space, or failed)."""
+        return self.refined_us.get(label, self.timings_us.get(label))
+
 
 @dataclass
 class TuningResult:
@@ -190,11 +194,14 @@ class TuningResult:
     buckets: list[BucketResult]
     wall_s: float
 
-    def tactic_for(self, bucket: int) -> Hashable:
+    def bucket(self, bucket: int) -> BucketResult:
         for result in self.buckets:
             if result.bucket == bucket:
-                return result.tactic
+                return result
         raise KeyError(bucket)
+
+    def tactic_for(self, bucket: int) -> Hashable:
+        return self.bucket(bucket).tactic
 
 
 def relative_error(out: Any, ref: Any) -> float:

@@ -36,6 +36,12 @@ def test_under_dep_the_naive_tuner_loses_and_the_aware_one_does_not() -> None:
     assert big.choices["naive"]["tactic"]["block_m"] == 16  # tuned on ~16 rows per local expert
     assert big.regret("aware:balanced") <= 0.02 < 0.5 < big.regret("naive")
     assert big.rows > 512  # the all-to-all delivers rows of all 8 ranks
+    # what each tuning measured on its own routing: naive timed the oracle's tactic slower than its
+    # own pick (its routing model is wrong); aware:balanced picked the oracle itself
+    naive = big.choices["naive"]["tuned_us"]
+    assert naive["oracle"] is not None and naive["oracle"] > naive["choice"]
+    aware = big.choices["aware:balanced"]["tuned_us"]
+    assert aware["choice"] == aware["oracle"] is not None
     assert "| deepseek-r1 | dep8 | bf16 | 512 | random |" in markdown_table(points)
 
 
