@@ -1,0 +1,224 @@
+"""The compiling of parallel tuning, measured on the CPU: the full profile's tactic spaces compiled
+for sm_90a by 1 or 2 worker processes, without and with compile claims (issue 7).
+
+    PYTHONPATH=. python3 benchmarks/compile_sim.py [--json PATH]
+
+Each worker runs the real ``Tuner`` (stagger, claims, compile-then-time order) over the cases of
+``suites/perf --moetune-profile full``, drawn one at a time from a shared queue the way
+pytest-xdist's load scheduling hands them out. Its runner compiles the two GEMM kernels of a tactic
+with ``triton.compile`` for an H100 target instead of launching them (the launch specializations of
+``benchmarks/gemm_registers.py``, TMA descriptors included), and its timer returns a constant. The
+workers share one fresh Triton cache folder, as xdist workers on one GPU host do. So a run takes
+only the tuning's compile work, and the sum of the workers' busy time against the 1-worker run
+shows the compiling that parallel tuning does twice. On the GPU, compiling is a part of tuning, not
+all of it (BENCHMARKS.md, runs 25-26).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import queue
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+RUN_CONFIGS = ((1, False), (2, False), (2, True))  # (workers, claims)
+
+
+class CompileOnlyRunner:
+    """``kernels.runner.FusedMoERunner``'s tactic space, with ``run`` compiling instead of launching."""
+
+    def __init__(self) -> None:
+        from kernels.runner import FusedMoERunner
+
+        self.inner = FusedMoERunner()
+        self.name = self.inner.name
+        self.source_hash = self.inner.source_hash
+        self.compiled: set[tuple[Any, ...]] = set()  # like Triton's in-process JIT cache
+
+    def supports(self, problem: Any) -> bool:
+        return self.inner.supports(problem)
+
+    def tactics(self, problem: Any) -> list[Any]:
+        return self.inner.tactics(problem)
+
+    def default_tactic(self, problem: Any) -> Any:
+        return self.inner.default_tactic(problem)
+
+    def tactic_to_dict(self, tactic: Any) -> dict[str, Any]:
+        return self.inner.tactic_to_dict(tactic)
+
+    def tactic_from_dict(self, data: dict[str, Any]) -> Any:
+        return self.inner.tactic_from_dict(data)
+
+    def make_inputs(self, problem: Any, topk_ids: Any, topk_weights: Any) -> Any:
+        return problem
+
+    def reference(self, inputs: Any) -> Any:
+        return None
+
+    def max_relative_error(self, problem: Any) -> float:
+        return self.inner.max_relative_error(problem)
+
+    def run(self, problem: Any, tactic: Any) -> None:
+        fp8 = problem.dtype == "fp8_w8a8"
+        hidden, inter = problem.model.hidden, problem.model.intermediate
+        for gemm, tile, k in (("gate_up", tactic.gate_up, hidden), ("down", tactic.down, inter)):
+            key = (gemm, fp8, tactic.block_m, tile, k % tile.block_k == 0)
+            if key not in self.compiled:
+                compile_gemm(gemm, fp8, tactic.block_m, tile, even_k=key[-1])
+                self.compiled.add(key)
+
+
+def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: Any, even_k: bool) -> None:
+    """Compile one GEMM kernel for sm_90a (Triton's disk cache answers a repeat)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from benchmarks.gemm_registers import KERNELS, UNIT_STRIDES, UNSPECIALIZED, pointer_type
+
+    kernel = KERNELS[gemm]
+    names = kernel.arg_names
+    constants = {
+        "BLOCK_M": block_m, "BLOCK_N": tile.block_n, "BLOCK_K": tile.block_k, "GROUP_M": tile.group_m,
+        "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8,
+        **{n: 1 for n in UNIT_STRIDES if n in names},
+    }  # fmt: skip
+    data = "fp8e4nv" if fp8 else "bf16"
+    fp8_h = fp8 and "hs_ptr" in _gate_up_arg_names()  # the committed gate/up writes fp8 h
+    descriptors = {
+        ("gate_up", "w1_ptr"): [tile.block_n, tile.block_k],
+        ("down", "w2_ptr"): [tile.block_n, tile.block_k],
+        ("down", "h_ptr"): [block_m, tile.block_k],
+    }
+    signature = {}
+    for n in names:
+        if n in constants:
+            signature[n] = "constexpr"
+        elif tile.tma and (gemm, n) in descriptors:
+            shape = ",".join(map(str, descriptors[gemm, n]))
+            signature[n] = f"tensordesc<{data}[{shape}]>"
+        elif gemm == "gate_up" and n == "h_ptr" and fp8_h:
+            signature[n] = "*fp8e4nv"
+        elif n.endswith("_ptr"):
+            signature[n] = pointer_type(n, gemm, fp8)
+        else:
+            signature[n] = "i32"
+    attrs = {
+        (names.index(n),): [["tt.divisibility", 16]]
+        for n in names
+        if n not in constants and n not in UNSPECIALIZED and not signature[n].startswith("tensordesc")
+    }
+    options = {"num_warps": tile.num_warps, "num_stages": tile.num_stages}
+    triton.compile(ASTSource(kernel, signature, constants, attrs), GPUTarget("cuda", 90, 32), options)
+
+
+def _gate_up_arg_names() -> list[str]:
+    from kernels.fused_moe import _gate_up_kernel
+
+    return list(_gate_up_kernel.arg_names)
+
+
+class ConstantTimer:
+    """Runs each launch once (compiling it) and reports 1 us: the proxy times nothing."""
+
+    name = "constant"
+
+    def measure(self, launches: list[Callable[[], object]]) -> Any:
+        from pytest_moetune.timing import Measurement
+
+        for launch in launches:
+            launch()
+        return Measurement((1.0,), 1)
+
+
+def worker(
+    index: int, count: int, cases: queue.Queue, cache_dir: str, claims_dir: str | None, out: queue.Queue
+) -> None:
+    os.environ["TRITON_CACHE_DIR"] = cache_dir
+    from pytest_moetune.compile_claims import CompileClaims
+    from pytest_moetune.tuner import MemoryStore, Tuner
+    from suites.perf.cases import full_cases
+
+    all_cases = full_cases()
+    tuner = Tuner(
+        CompileOnlyRunner(),  # type: ignore[arg-type]
+        MemoryStore(),
+        ConstantTimer(),  # type: ignore[arg-type]
+        device="cpu",
+        check=False,
+        stagger=(index, count),
+        claims=CompileClaims(claims_dir) if claims_dir else None,
+        progress=False,
+    )
+    busy = 0.0
+    while True:
+        try:
+            i = cases.get_nowait()
+        except queue.Empty:
+            break
+        start = time.perf_counter()
+        case = all_cases[i]
+        problem = case.problem()
+        tuner.tune(problem, buckets=[problem.bucket_for(case.num_tokens)])
+        busy += time.perf_counter() - start
+    out.put((index, busy))
+
+
+def run(workers: int, claims: bool, limit: int | None) -> dict[str, Any]:
+    from suites.perf.cases import full_cases
+
+    context = multiprocessing.get_context("spawn")
+    cases: Any = context.Queue()
+    results: Any = context.Queue()
+    for i in range(len(full_cases()))[:limit]:
+        cases.put(i)
+    cache_dir = tempfile.mkdtemp(prefix="moetune-sim-triton-")
+    claims_dir = tempfile.mkdtemp(prefix="moetune-sim-claims-") if claims else None
+    start = time.perf_counter()
+    procs = [
+        context.Process(target=worker, args=(i, workers, cases, cache_dir, claims_dir, results))
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    busy = dict(results.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    wall = time.perf_counter() - start
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    if claims_dir:
+        shutil.rmtree(claims_dir, ignore_errors=True)
+    return {"workers": workers, "claims": claims, "wall_s": wall, "busy_s": [busy[i] for i in sorted(busy)]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--cases", type=int, default=None, help="only the first N cases (a smoke run)")
+    args = ap.parse_args()
+    rows = []
+    for workers, claims in RUN_CONFIGS:
+        row = run(workers, claims, args.cases)
+        rows.append(row)
+        print(
+            f"workers {workers}, claims {'on' if claims else 'off'}: wall {row['wall_s']:.1f} s, "
+            + "busy per worker "
+            + ", ".join(f"{b:.1f}" for b in row["busy_s"])
+            + f" s, summed {sum(row['busy_s']):.1f} s",
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
