@@ -4,14 +4,14 @@ for sm_90a by 1 or 2 worker processes, without and with compile claims (issue 7)
     PYTHONPATH=. python3 benchmarks/compile_sim.py [--json PATH]
 
 Each worker runs the real ``Tuner`` (stagger, claims, compile-then-time order) over the cases of
-``suites/perf --moetune-profile full``, drawn one at a time from a shared queue the way
-pytest-xdist's load scheduling hands them out. Its runner compiles the two GEMM kernels of a tactic
-with ``triton.compile`` for an H100 target instead of launching them (the launch specializations of
-``benchmarks/gemm_registers.py``, TMA descriptors included), and its timer returns a constant. The
-workers share one fresh Triton cache folder, as xdist workers on one GPU host do. So a run takes
-only the tuning's compile work, and the sum of the workers' busy time against the 1-worker run
-shows the compiling that parallel tuning does twice. On the GPU, compiling is a part of tuning, not
-all of it (BENCHMARKS.md, runs 25-26).
+``suites/perf --moetune-profile full``, handed out the way pytest-xdist's load scheduling does
+(chunks of consecutive cases, so two workers are mostly in different models). Its runner compiles
+the two GEMM kernels of a tactic with ``triton.compile`` for an H100 target instead of launching
+them (the launch specializations of ``benchmarks/gemm_registers.py``, TMA descriptors included),
+and its timer returns a constant. The workers share one fresh Triton cache folder, as xdist workers
+on one GPU host do. So a run takes only the tuning's GEMM compile work, and the sum of the workers'
+busy time against the 1-worker run shows the compiling that parallel tuning does twice. On the GPU,
+compiling is a part of tuning, not all of it (BENCHMARKS.md, runs 25-26).
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import argparse
 import json
 import multiprocessing
 import os
-import queue
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-RUN_CONFIGS = ((1, False), (2, False), (2, True))  # (workers, claims)
+RUN_CONFIGS = "1:off,2:off,2:on"
+"""Runs in order, ``workers:claims``; repeat them to see the spread (which worker compiles a
+shared kernel first depends on timing)."""
 
 
 class CompileOnlyRunner:
@@ -58,6 +59,9 @@ class CompileOnlyRunner:
 
     def make_inputs(self, problem: Any, topk_ids: Any, topk_weights: Any) -> Any:
         return problem
+
+    def compile_units(self, problem: Any, tactic: Any) -> list[tuple[Any, ...]]:
+        return self.inner.compile_units(problem, tactic)
 
     def reference(self, inputs: Any) -> Any:
         return None
@@ -138,8 +142,30 @@ class ConstantTimer:
         return Measurement((1.0,), 1)
 
 
+class XdistLoadSchedule:
+    """pytest-xdist's ``load`` scheduling (``xdist/scheduler/load.py``) over shared state: each
+    worker first gets a chunk of consecutive items (a quarter of its share), and a worker left with
+    fewer than 2 is topped up from the front of the pending items to half of its share of them."""
+
+    def __init__(self, manager: Any, items: int, workers: int) -> None:
+        chunk = max(2, items // workers // 4) if items >= 2 * workers else 1
+        self.lock = manager.Lock()
+        self.pending = manager.list(range(workers * chunk, items))
+        self.own = [manager.list(range(w * chunk, min(items, (w + 1) * chunk))) for w in range(workers)]
+        self.workers = workers
+
+    def next_item(self, worker: int) -> int | None:
+        with self.lock:
+            own = self.own[worker]
+            if len(own) < 2 and len(self.pending):
+                want = max(2, len(self.pending) // self.workers // 2) - len(own)
+                for _ in range(min(want, len(self.pending))):
+                    own.append(self.pending.pop(0))
+            return own.pop(0) if len(own) else None
+
+
 def worker(
-    index: int, count: int, cases: queue.Queue, cache_dir: str, claims_dir: str | None, out: queue.Queue
+    index: int, count: int, schedule: XdistLoadSchedule, cache_dir: str, claims_dir: str | None, out: Any
 ) -> None:
     os.environ["TRITON_CACHE_DIR"] = cache_dir
     from pytest_moetune.compile_claims import CompileClaims
@@ -158,11 +184,7 @@ def worker(
         progress=False,
     )
     busy = 0.0
-    while True:
-        try:
-            i = cases.get_nowait()
-        except queue.Empty:
-            break
+    while (i := schedule.next_item(index)) is not None:
         start = time.perf_counter()
         case = all_cases[i]
         problem = case.problem()
@@ -175,15 +197,14 @@ def run(workers: int, claims: bool, limit: int | None) -> dict[str, Any]:
     from suites.perf.cases import full_cases
 
     context = multiprocessing.get_context("spawn")
-    cases: Any = context.Queue()
+    manager = context.Manager()
+    schedule = XdistLoadSchedule(manager, len(full_cases()[:limit]), workers)
     results: Any = context.Queue()
-    for i in range(len(full_cases()))[:limit]:
-        cases.put(i)
     cache_dir = tempfile.mkdtemp(prefix="moetune-sim-triton-")
     claims_dir = tempfile.mkdtemp(prefix="moetune-sim-claims-") if claims else None
     start = time.perf_counter()
     procs = [
-        context.Process(target=worker, args=(i, workers, cases, cache_dir, claims_dir, results))
+        context.Process(target=worker, args=(i, workers, schedule, cache_dir, claims_dir, results))
         for i in range(workers)
     ]
     for proc in procs:
@@ -192,6 +213,7 @@ def run(workers: int, claims: bool, limit: int | None) -> dict[str, Any]:
     for proc in procs:
         proc.join()
     wall = time.perf_counter() - start
+    manager.shutdown()
     shutil.rmtree(cache_dir, ignore_errors=True)
     if claims_dir:
         shutil.rmtree(claims_dir, ignore_errors=True)
@@ -202,14 +224,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
     ap.add_argument("--cases", type=int, default=None, help="only the first N cases (a smoke run)")
+    ap.add_argument("--runs", default=RUN_CONFIGS, help=f"workers:claims,... (default {RUN_CONFIGS})")
     args = ap.parse_args()
     rows = []
-    for workers, claims in RUN_CONFIGS:
-        row = run(workers, claims, args.cases)
+    for spec in args.runs.split(","):
+        workers, claims = spec.split(":")
+        if claims not in ("on", "off") or not workers.isdigit() or int(workers) < 1:
+            raise SystemExit(f"--runs: {spec!r} is not workers:on|off")
+        row = run(int(workers), claims == "on", args.cases)
         rows.append(row)
         print(
-            f"workers {workers}, claims {'on' if claims else 'off'}: wall {row['wall_s']:.1f} s, "
-            + "busy per worker "
+            f"workers {row['workers']}, claims {'on' if row['claims'] else 'off'}: "
+            + f"wall {row['wall_s']:.1f} s, busy per worker "
             + ", ".join(f"{b:.1f}" for b in row["busy_s"])
             + f" s, summed {sum(row['busy_s']):.1f} s",
             flush=True,

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import statistics
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,16 @@ class FusedMoERunner:
         return grouped_mm_moe(
             inputs["x"], *self._dense_layer_args(inputs), local_expert_offset=inputs["offset"]
         )
+
+    def compile_units(self, problem: Any, tactic: Tactic) -> list[tuple[Any, ...]]:
+        """The GEMM kernels ``tactic`` compiles on ``problem``: what their compile-time constants
+        depend on (dtype, block_m, the tile, whether K divides into whole K blocks). Tactics that
+        share a tile share its kernel; so do models whose sizes divide alike."""
+        p = kernel_problem(problem)
+        gemms = (("gate_up", tactic.gate_up, p.hidden_size), ("down", tactic.down, p.intermediate_size))
+        return [
+            (gemm, p.dtype, tactic.block_m, astuple(tile), k % tile.block_k == 0) for gemm, tile, k in gemms
+        ]
 
     def vllm_config(self, tactic: Tactic) -> dict[str, int]:
         """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one)."""

@@ -80,7 +80,10 @@ class MoERunner(Protocol):
 # Optional runner members, looked up with getattr:
 #   peer(inputs) -> output: what a user would run instead (e.g. a torch._grouped_mm layer), timed
 #       beside each gated case under --moetune-peer;
-#   vllm_config(tactic) -> dict: the tactic in vLLM's fused-MoE config format (moetune tune --export).
+#   vllm_config(tactic) -> dict: the tactic in vLLM's fused-MoE config format (moetune tune --export);
+#   compile_units(problem, tactic) -> list of hashables with a stable repr: the kernels that running
+#       ``tactic`` compiles (tactics that share a kernel name it alike), so parallel tuners split the
+#       compiling between them (pytest_moetune.compile_claims).
 
 
 _REQUIRED = (

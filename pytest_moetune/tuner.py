@@ -295,6 +295,7 @@ class Tuner:
         self.routing_draws = routing_draws
         self.stagger = stagger
         self.claims = claims
+        self._claimed: set[str] = set()  # compile units this tuner claimed (and so compiled)
         self.refine = refine
         self.progress = progress
         self._warned: set[str] = set()
@@ -507,7 +508,7 @@ class Tuner:
         # Compile and check every tactic first, then time them back to back: a measurement taken
         # right after an idle compile gap catches a cool GPU at its boost clock and reads fast.
         ready = []
-        for tactic in self._compile_order(problem, space):
+        for tactic in self._compile_order(bucket_problem, space):
             reason = self.try_run(input_sets[0], tactic, reference, tolerance)
             advance(f"T={bucket_problem.num_tokens} compiling")
             if reason is None:
@@ -544,20 +545,29 @@ class Tuner:
             refined_us=refined,
         )
 
-    def _compile_order(self, problem: TuningProblem, space: list[Hashable]) -> Iterator[Hashable]:
-        """``space`` with each tactic claimed just before it is compiled; tactics another tuner
-        claimed come last (by then usually in Triton's on-disk cache)."""
+    def _compile_order(self, problem: BucketProblem, space: list[Hashable]) -> Iterator[Hashable]:
+        """``space`` in the order to compile it. With claims, a tactic claims its compile units just
+        before it is compiled; a tactic with a unit another tuner claimed comes last (by then that
+        kernel is usually in Triton's on-disk cache)."""
         if self.claims is None:
             yield from space
             return
-        theirs = []
+        later = []
         for tactic in space:
-            key = f"{self.runner.name}|{self.runner.source_hash}|{problem.dtype}|{self.label(tactic)}"
-            if self.claims.claim(key):
-                yield tactic
-            else:
-                theirs.append(tactic)
-        yield from theirs
+            units = self._compile_units(problem, tactic)
+            if any(unit not in self._claimed and self.claims.taken(unit) for unit in units):
+                later.append(tactic)
+                continue
+            self._claimed.update(unit for unit in units if self.claims.claim(unit))
+            yield tactic
+        yield from later
+
+    def _compile_units(self, problem: BucketProblem, tactic: Hashable) -> list[str]:
+        """Claim keys of what compiling ``tactic`` builds: the runner's ``compile_units`` if it has
+        them (kernels that tactics share), else the tactic."""
+        named = getattr(self.runner, "compile_units", None)
+        units = named(problem, tactic) if named else [(problem.dtype, self.label(tactic))]
+        return [f"{self.runner.name}|{self.runner.source_hash}|{unit!r}" for unit in units]
 
     def _refine(
         self, input_sets: Sequence[Any], timings: Mapping[str, float], by_label: Mapping[str, Hashable]

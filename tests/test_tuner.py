@@ -189,23 +189,46 @@ def test_every_tactic_is_compiled_and_checked_before_the_first_is_timed() -> Non
     assert ran_before_timing[0] == set(runner.tactics(problem.at(512)))
 
 
-def test_tactics_another_tuner_claimed_are_compiled_last_and_change_nothing_else(tmp_path: Path) -> None:
-    """A parallel tuner claimed block_m=128 variant a: this tuner compiles its other tactics first,
-    that one last, and still times every tactic and picks the same winner."""
+class KernelPerBlockM(FakeRunner):
+    """A runner whose tactics of one block_m share a kernel (both variants compile it)."""
+
+    def compile_units(self, problem: object, tactic: FakeTactic) -> list[tuple[str, int]]:
+        return [("kernel", tactic.block_m)]
+
+
+def test_tactics_whose_kernel_another_tuner_claimed_are_compiled_last_and_change_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """A parallel tuner compiled the block_m=128 kernel (its space has only that block_m). This
+    tuner compiles its other tactics first and both block_m=128 variants last, and still times
+    every tactic and picks the same winner as a tuner alone."""
     from pytest_moetune.compile_claims import CompileClaims
 
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
-    alone = make_tuner(FakeRunner()).tune(problem, buckets=[512]).buckets[0]
-    runner = FakeRunner()
-    other, claims = make_tuner(runner), CompileClaims(tmp_path)
-    claimed = FakeTactic(128, "a")
-    assert claims.claim(f"fake_moe|{runner.source_hash}|bf16|{other.label(claimed)}")
-    tuner = make_tuner(runner, claims=claims)
-    (result,) = tuner.tune(problem, buckets=[512]).buckets
+    alone = make_tuner(KernelPerBlockM()).tune(problem, buckets=[512]).buckets[0]
+    claims = CompileClaims(tmp_path)
+    make_tuner(KernelPerBlockM(block_ms=(128,)), claims=claims).tune(problem, buckets=[512])
+    runner = KernelPerBlockM()
+    (result,) = make_tuner(runner, claims=claims).tune(problem, buckets=[512]).buckets
     space = runner.tactics(problem.at(512))
     compiled = [tactic for tactic, _ in runner.calls][: len(space)]
-    assert compiled == [t for t in space if t != claimed] + [claimed]
+    assert compiled == [t for t in space if t.block_m != 128] + [t for t in space if t.block_m == 128]
     assert result.tactic == alone.tactic and set(result.timings_us) == set(alone.timings_us)
+
+
+def test_without_compile_units_each_tactic_is_its_own_unit(tmp_path: Path) -> None:
+    """The same, for a runner that names no compile units: only the tactic the other tuner
+    compiled waits (FakeRunner's spaces hold every block_m, so give the other tuner one block_m)."""
+    from pytest_moetune.compile_claims import CompileClaims
+
+    problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
+    claims = CompileClaims(tmp_path)
+    make_tuner(FakeRunner(block_ms=(128,)), claims=claims).tune(problem, buckets=[512])
+    runner = FakeRunner()
+    make_tuner(runner, claims=claims).tune(problem, buckets=[512])
+    space = runner.tactics(problem.at(512))
+    compiled = [tactic for tactic, _ in runner.calls][: len(space)]
+    assert compiled == [t for t in space if t.block_m != 128] + [t for t in space if t.block_m == 128]
 
 
 @pytest.mark.parametrize("refine", [-1, 1.5, True])
