@@ -25,6 +25,32 @@ def test_the_runner_is_registered_by_the_repo_conftest(moetune_runners: RunnerRe
     assert len(runner.source_hash) == 16
 
 
+def test_compile_units_name_each_gemm_kernel_so_tactics_and_models_share_them(
+    moetune_runners: RunnerRegistry,
+) -> None:
+    """Parallel tuners split the compiling by these units: one per GEMM kernel, named by what its
+    compile-time constants depend on, alike wherever the kernel is the same."""
+    runner = moetune_runners.get("fused_moe")
+    qwen, dsr1 = get_model("qwen3-235b-a22b"), get_model("deepseek-r1")
+    at = {
+        name: TuningProblem(model, Topology.parse(topo, model.num_experts, model.top_k), dtype).at(1024)
+        for name, model, topo, dtype in (
+            ("qwen", qwen, "dep2", "bf16"),
+            ("dsr1", dsr1, "dep8", "bf16"),
+            ("dsr1-fp8", dsr1, "dep8", "fp8_w8a8"),
+        )
+    }
+    space = runner.tactics(at["qwen"])
+    units = {repr(u) for t in space for u in runner.compile_units(at["qwen"], t)}
+    assert len(units) < 2 * len(space)  # tactics share kernels: gate/up tiles x down tiles
+    shared = [t for t in space if t in runner.tactics(at["dsr1"])]
+    assert shared and all(
+        runner.compile_units(at["qwen"], t) == runner.compile_units(at["dsr1"], t) for t in shared
+    )
+    fp8 = runner.tactics(at["dsr1-fp8"])[0]
+    assert runner.compile_units(at["dsr1-fp8"], fp8)[0][1] == "float8_e4m3fn"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU variant; the GPU variant runs instead")
 def test_tune_tiny_model_in_the_interpreter(moetune_runners: RunnerRegistry) -> None:
     runner = moetune_runners.get("fused_moe")
