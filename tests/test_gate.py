@@ -98,39 +98,41 @@ import os
 
 from pytest_moetune import compile_claims
 
-_claim = compile_claims.CompileClaims.claim
+_claim, _taken = compile_claims.CompileClaims.claim, compile_claims.CompileClaims.taken
 
 
-def _recorded(self, key):
-    won = _claim(self, key)
+def _log(what, answer, key):
     with open(f"claims-{os.environ['PYTEST_XDIST_WORKER']}.txt", "a") as out:
-        out.write(f"{won} {key}\\n")
-    return won
+        out.write(f"{what} {answer} {key}\\n")
+    return answer
 
 
-compile_claims.CompileClaims.claim = _recorded
+compile_claims.CompileClaims.claim = lambda self, key: _log("claim", _claim(self, key), key)
+compile_claims.CompileClaims.taken = lambda self, key: _log("taken", _taken(self, key), key)
 """
 
 
-def claim_log(folder: Path, worker: str) -> list[str]:
-    return (folder / f"claims-{worker}.txt").read_text().splitlines()
+def claim_log(folder: Path, worker: str) -> list[list[str]]:
+    return [line.split(" ", 2) for line in (folder / f"claims-{worker}.txt").read_text().splitlines()]
 
 
 def test_xdist_workers_split_the_compiling_and_the_controller_cleans_up(pytester: pytest.Pytester) -> None:
-    """Both workers tune tactics of one space: each tactic is claimed (compiled first) by exactly
-    one of them, and the run's claims folder is gone afterwards."""
+    """Both workers tune tactics of one space and consult the run's claims: each tactic is claimed
+    (compiled first) by exactly one of them, a worker that finds a tactic taken does not claim it,
+    and the claims folder is gone afterwards. (Which worker claims what depends on timing.)"""
     flow = GateWorkflow(pytester, SUITE, conftest=FAKE_GPU_CONFTEST + RECORD_CLAIMS)
     tmp = pytester.path / "tmp"
     tmp.mkdir()
     result, results = flow.run("-n", "2", env={"TMPDIR": str(tmp)})
     assert result.ret == 0 and {r["case"] for r in results} == CASES
-    seen = {
-        worker: [line.split(" ", 1) for line in claim_log(pytester.path, worker)] for worker in ("gw0", "gw1")
-    }
-    won = [key for lines in seen.values() for flag, key in lines if flag == "True"]
-    every = {key for lines in seen.values() for _, key in lines}
-    assert sorted(won) == sorted(every) and len(won) == len(set(won)) > 1  # each key won exactly once
-    assert all(lines for lines in seen.values()) and not list(tmp.glob("pytest-moetune-claims-*"))
+    logs = {worker: claim_log(pytester.path, worker) for worker in ("gw0", "gw1")}
+    assert all(logs.values())  # both workers consulted the claims
+    calls = [line for log in logs.values() for line in log]
+    won = [key for what, answer, key in calls if what == "claim" and answer == "True"]
+    assert len(won) == len(set(won)) > 1  # no key won twice
+    assert {key for what, _, key in calls if what == "claim"} == set(won)  # every claim tried was won once
+    assert {key for what, answer, key in calls if what == "taken" and answer == "True"} <= set(won)
+    assert not list(tmp.glob("pytest-moetune-claims-*"))
 
 
 def test_update_rewrites_only_what_moved(flow: GateWorkflow) -> None:
