@@ -70,6 +70,8 @@ class CompileOnlyRunner:
         return self.inner.max_relative_error(problem)
 
     def run(self, problem: Any, tactic: Any) -> None:
+        from benchmarks.gemm_registers import compile_gemm
+
         fp8 = problem.dtype == "fp8_w8a8"
         hidden, inter = problem.model.hidden, problem.model.intermediate
         for gemm, tile, k in (("gate_up", tactic.gate_up, hidden), ("down", tactic.down, inter)):
@@ -77,56 +79,6 @@ class CompileOnlyRunner:
             if key not in self.compiled:
                 compile_gemm(gemm, fp8, tactic.block_m, tile, even_k=key[-1])
                 self.compiled.add(key)
-
-
-def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: Any, even_k: bool) -> None:
-    """Compile one GEMM kernel for sm_90a (Triton's disk cache answers a repeat)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from benchmarks.gemm_registers import KERNELS, UNIT_STRIDES, UNSPECIALIZED, pointer_type
-
-    kernel = KERNELS[gemm]
-    names = kernel.arg_names
-    constants = {
-        "BLOCK_M": block_m, "BLOCK_N": tile.block_n, "BLOCK_K": tile.block_k, "GROUP_M": tile.group_m,
-        "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8,
-        **{n: 1 for n in UNIT_STRIDES if n in names},
-    }  # fmt: skip
-    data = "fp8e4nv" if fp8 else "bf16"
-    fp8_h = fp8 and "hs_ptr" in _gate_up_arg_names()  # the committed gate/up writes fp8 h
-    descriptors = {
-        ("gate_up", "w1_ptr"): [tile.block_n, tile.block_k],
-        ("down", "w2_ptr"): [tile.block_n, tile.block_k],
-        ("down", "h_ptr"): [block_m, tile.block_k],
-    }
-    signature = {}
-    for n in names:
-        if n in constants:
-            signature[n] = "constexpr"
-        elif tile.tma and (gemm, n) in descriptors:
-            shape = ",".join(map(str, descriptors[gemm, n]))
-            signature[n] = f"tensordesc<{data}[{shape}]>"
-        elif gemm == "gate_up" and n == "h_ptr" and fp8_h:
-            signature[n] = "*fp8e4nv"
-        elif n.endswith("_ptr"):
-            signature[n] = pointer_type(n, gemm, fp8)
-        else:
-            signature[n] = "i32"
-    attrs = {
-        (names.index(n),): [["tt.divisibility", 16]]
-        for n in names
-        if n not in constants and n not in UNSPECIALIZED and not signature[n].startswith("tensordesc")
-    }
-    options = {"num_warps": tile.num_warps, "num_stages": tile.num_stages}
-    triton.compile(ASTSource(kernel, signature, constants, attrs), GPUTarget("cuda", 90, 32), options)
-
-
-def _gate_up_arg_names() -> list[str]:
-    from kernels.fused_moe import _gate_up_kernel
-
-    return list(_gate_up_kernel.arg_names)
 
 
 class ConstantTimer:

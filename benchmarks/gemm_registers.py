@@ -24,6 +24,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from kernels.fused_moe import _down_kernel, _gate_up_kernel
+from kernels.tactics import GemmTile
 
 KERNELS: dict[str, Any] = {"gate_up": _gate_up_kernel, "down": _down_kernel}
 UNIT_STRIDES = {"stride_xk", "stride_hk", "stride_wk", "stride_hn", "stride_yn"}
@@ -33,12 +34,14 @@ INT_POINTERS = {"sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr"}
 
 
 def pointer_type(name: str, gemm: str, fp8: bool) -> str:
-    """Triton signature type of a pointer argument: operands fp8 or bf16, the outputs bf16."""
+    """Triton signature type of a pointer argument: operands fp8 or bf16, the outputs bf16 (the
+    committed fp8 gate/up, which quantizes h in its epilogue and so has ``hs_ptr``, writes fp8 h)."""
     if name in FP32_POINTERS:
         return "*fp32"
     if name in INT_POINTERS:
         return "*i32"
-    is_output = (gemm, name) in {("gate_up", "h_ptr"), ("down", "y_ptr")}
+    fp8_h = gemm == "gate_up" and name == "h_ptr" and "hs_ptr" in KERNELS[gemm].arg_names
+    is_output = (gemm, name) in {("gate_up", "h_ptr"), ("down", "y_ptr")} and not fp8_h
     return "*fp8e4nv" if fp8 and not is_output else "*bf16"
 
 
@@ -62,28 +65,38 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
     return int(registers.group(1)), int(spills.group(1))
 
 
-def usage(gemm: str, fp8: bool, block_m: int, block_n: int, block_k: int, warps: int) -> tuple[int, int]:
+def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: GemmTile, even_k: bool = True) -> Any:
+    """One GEMM kernel compiled for sm_90a as a launch of ``tile`` would compile it (pointers and
+    sizes 16-divisible, unit strides constant, TMA descriptors where ``tile.tma``); Triton's disk
+    cache answers a repeat."""
     kernel = KERNELS[gemm]
     names = kernel.arg_names
     constants = {
-        "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 8, "EVEN_K": True,
-        "DOT_PRECISION": "tf32", "USE_TMA": False, "BLOCK_SCALE": fp8,
+        "BLOCK_M": block_m, "BLOCK_N": tile.block_n, "BLOCK_K": tile.block_k, "GROUP_M": tile.group_m,
+        "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8,
         **{n: 1 for n in UNIT_STRIDES if n in names},
     }  # fmt: skip
-    signature = {
-        n: "constexpr" if n in constants else pointer_type(n, gemm, fp8) if n.endswith("_ptr") else "i32"
-        for n in names
+    descriptors = {
+        ("gate_up", "w1_ptr"): (tile.block_n, tile.block_k),
+        ("down", "w2_ptr"): (tile.block_n, tile.block_k),
+        ("down", "h_ptr"): (block_m, tile.block_k),
     }
+    signature = {}
+    for n in names:
+        if n in constants:
+            signature[n] = "constexpr"
+        elif tile.tma and (gemm, n) in descriptors:
+            rows, cols = descriptors[gemm, n]
+            signature[n] = f"tensordesc<{'fp8e4nv' if fp8 else 'bf16'}[{rows},{cols}]>"
+        else:
+            signature[n] = pointer_type(n, gemm, fp8) if n.endswith("_ptr") else "i32"
     attrs = {
         (names.index(n),): [["tt.divisibility", 16]]
         for n in names
-        if n not in constants and n not in UNSPECIALIZED
+        if n not in constants and n not in UNSPECIALIZED and not signature[n].startswith("tensordesc")
     }
-    options = {"num_warps": warps, "num_stages": 3}
-    compiled = triton.compile(
-        ASTSource(kernel, signature, constants, attrs), GPUTarget("cuda", 90, 32), options
-    )
-    return ptxas_usage(compiled.asm["ptx"])
+    options = {"num_warps": tile.num_warps, "num_stages": tile.num_stages}
+    return triton.compile(ASTSource(kernel, signature, constants, attrs), GPUTarget("cuda", 90, 32), options)
 
 
 CONFIGS = [  # (gemm, fp8, block_m, block_n, block_k, warps)
@@ -103,7 +116,8 @@ def main() -> None:
     print("| GEMM | dtype | block_m | block_n | block_k | warps | registers | spill stores (B) |")
     print("|---|---|---|---|---|---|---|---|")
     for gemm, fp8, block_m, block_n, block_k, warps in CONFIGS:
-        registers, spills = usage(gemm, fp8, block_m, block_n, block_k, warps)
+        tile = GemmTile(block_n, block_k, 8, warps, 3)
+        registers, spills = ptxas_usage(compile_gemm(gemm, fp8, block_m, tile).asm["ptx"])
         dtype = "fp8 block-scale" if fp8 else "bf16"
         print(f"| {gemm} | {dtype} | {block_m} | {block_n} | {block_k} | {warps} | {registers} | {spills} |")
 
