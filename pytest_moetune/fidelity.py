@@ -160,7 +160,8 @@ def measure_fidelity(
     }
     points = []
     for bucket in buckets:
-        chosen = {name: result.tactic_for(bucket) for name, result in results.items()}
+        tuned = {name: result.bucket(bucket) for name, result in results.items()}
+        chosen = {name: bucket_result.tactic for name, bucket_result in tuned.items()}
         space: dict[str, Hashable] = {}
         for tactic in [
             *runner.tactics(problem.at(bucket)),
@@ -199,8 +200,8 @@ def measure_fidelity(
                             "tactic": json.loads(tuner.label(tactic)),
                             "us": times.get(tuner.label(tactic), math.inf),
                             "tuned_us": {
-                                "choice": results[tuning].bucket(bucket).measured_us(tuner.label(tactic)),
-                                "oracle": results[tuning].bucket(bucket).measured_us(oracle_label),
+                                "choice": tuned[tuning].measured_us(tuner.label(tactic)),
+                                "oracle": tuned[tuning].measured_us(oracle_label),
                             },
                         }
                         for tuning, tactic in chosen.items()

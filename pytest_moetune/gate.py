@@ -19,6 +19,7 @@ from pytest_moetune.verdict import DEFAULT_THRESHOLD, INCONCLUSIVE, MIN_ROUNDS, 
 
 if TYPE_CHECKING:
     from pytest_moetune.ceilings import Ceilings
+    from pytest_moetune.compile_claims import CompileClaims
     from pytest_moetune.fingerprint import EnvironmentFingerprint
     from pytest_moetune.harness import CheckResult, Gate, MoECase
     from pytest_moetune.timing import Timer
@@ -323,7 +324,7 @@ def _worker_stagger(config: pytest.Config) -> tuple[int, int]:
     return (worker_index(workerinput["workerid"]), int(workerinput["workercount"]))
 
 
-def _worker_claims(config: pytest.Config) -> Any:
+def _worker_claims(config: pytest.Config) -> CompileClaims | None:
     """The run's shared :class:`~pytest_moetune.compile_claims.CompileClaims` in an xdist worker
     (the controller made the folder: :func:`pytest_configure_node`), else ``None``."""
     folder = getattr(config, "workerinput", {}).get(CLAIMS_INPUT)

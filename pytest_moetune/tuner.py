@@ -242,8 +242,10 @@ class Tuner:
             through the tactic space, so parallel tuners compile different kernels at the same
             moment and load the others' from Triton's shared on-disk cache. Timings and winners
             do not depend on the order.
-        claims: shared with the other parallel tuners: a tactic another tuner has claimed is
-            compiled after this tuner's own (:mod:`~pytest_moetune.compile_claims`).
+        claims: shared with the other parallel tuners: a tactic whose kernel (the runner's
+            ``compile_units``, else the tactic) another tuner has claimed is compiled after this
+            tuner's own (:mod:`~pytest_moetune.compile_claims`). Works beside ``stagger``, which
+            only rotates where a sweep starts.
         refine: after a bucket's sweep, the finalists (:func:`finalists`: within 5% of the best,
             at most 4) are timed ``refine`` more times each, interleaved, and the best median wins;
             one lucky measurement in a sweep of a hundred tactics does not decide. When the
