@@ -17,8 +17,8 @@ run, always with the same narrow gate/up tile, where the dispatched tunings were
 One explained exception (``TWINS``): a choice that differs from the oracle only in TMA or pipeline
 depth (same tiles) may lose up to 6%. Those twins' order is not a property of the workload: at
 qwen3-235b-a22b dep2 T=1024 zipf, on the same inputs, the TMA gate/up tile was 4.6% faster than its
-pointer-load twin in run 22 and 4.6% slower in run 24 (two H100 machines), and every tuning picked
-the other one each time.
+pointer-load twin in run 22 and 4.6% slower in run 24 (two H100 machines), and the dispatched tuning
+picked the other one each time.
 
 Device run 15 (BENCHMARKS.md) tuned on one draw: random-aware tuning missed 2% at 8 of 20 points,
 balanced-aware at 11 (up to 25% at tile boundaries); the draws are the answer under test here.
