@@ -5,7 +5,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; mkdir -p "$OUT/c"
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 timeout 120 python3 -m pytest -p no:cacheprovider -q -s suites/kernels/test_runner.py -k cold_l2 2>&1 \
     | grep -E "warm L2|passed|failed|Error" | tee "$OUT/c/test.txt"
 for l2 in warm cold; do

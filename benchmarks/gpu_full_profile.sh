@@ -14,7 +14,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; state=${MOETUNE_GPU_STATE:-.gpu-state}; deadline=${DEADLINE:-560}
 mkdir -p "$OUT/f" "$state/baselines"
-[ -n "${MOETUNE_INSTALLED:-}" ] || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 common=(--moetune --moetune-profile full -p no:cacheprovider -q --moetune-cache "$state/full-cache.json"
         --moetune-baselines "$state/baselines")
 if [ "${FIDELITY:-0}" = 1 ]; then

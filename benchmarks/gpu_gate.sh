@@ -3,7 +3,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; mkdir -p "$OUT/r"
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 rm -rf baselines/nvidia-h100-80gb-hbm3
 common=(--moetune -p no:cacheprovider -q suites/perf --moetune-cache "$OUT/r/gate-cache.json")

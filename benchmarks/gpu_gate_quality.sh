@@ -15,7 +15,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 runs=${1:-10}; first=${2:-1}; deadline=${DEADLINE:-540}
 OUT=${OUT:-out}; state=${MOETUNE_GPU_STATE:-.gpu-state}; mkdir -p "$OUT/r" "$state/baselines"
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 common=(--moetune -p no:cacheprovider -q suites/perf --moetune-cache "$state/gate-quality-cache.json"
         --moetune-baselines "$state/baselines")
 if [ "$first" = 1 ] && [ "${REBASE:-1}" = 1 ]; then

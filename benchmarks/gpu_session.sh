@@ -4,7 +4,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; mkdir -p "$OUT/r"
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
 timeout 240 python3 benchmarks/bench_tuner.py --model qwen3-235b-a22b --topology dep2 --dtype bf16 \
     --tune-max-num-tokens 8192 --out "$OUT/r" | tee "$OUT/r/bench_tuner.md"

@@ -3,7 +3,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+source benchmarks/device_install.sh
 timeout 200 python3 -m pytest -p no:cacheprovider -q -x suites/kernels 2>&1 | tail -3
 timeout 200 python3 benchmarks/bench_tuner.py --model qwen3-235b-a22b --topology dep2 --dtype bf16 \
     --tune-max-num-tokens 8192 --out "$OUT" | tee "$OUT/bench_tuner.md"

@@ -14,8 +14,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; deadline=${DEADLINE:-570}
 select=${1:-mixtral-8x7b or qwen3-30b-a3b}
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
-export MOETUNE_INSTALLED=1  # the scripts below skip their own install (two at once would race)
+source benchmarks/device_install.sh  # once here: the scripts below find it installed (two at once would race)
 mkdir -p "$OUT/fid" "$OUT/n0" "$OUT/n2" "$OUT/d2"
 CUDA_VISIBLE_DEVICES=1 FIDELITY=1 FIDELITY_K=${FIDELITY_K:-} DEADLINE=$((deadline - 145)) OUT="$OUT/fid" \
     bash benchmarks/gpu_full_profile.sh > "$OUT/fid/log.txt" 2>&1 &
