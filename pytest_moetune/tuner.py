@@ -485,13 +485,21 @@ class Tuner:
     def retime(
         self, input_sets: Sequence[Any], tactics: Sequence[Hashable], repeats: int
     ) -> dict[str, float]:
-        """Each tactic's median over ``repeats`` more measurements, taken in turn (A B C A B C ...)
-        so that clock and thermal drift touch all alike; a tactic that fails is left out."""
+        """Each tactic's median over ``repeats`` more measurements (:meth:`retime_samples`); a tactic
+        that fails is left out."""
+        samples = self.retime_samples(input_sets, tactics, repeats)
+        return {label: statistics.median(values) for label, values in samples.items() if values}
+
+    def retime_samples(
+        self, input_sets: Sequence[Any], tactics: Sequence[Hashable], repeats: int
+    ) -> dict[str, list[float]]:
+        """``repeats`` more measurements of each tactic by label, taken in turn (A B C A B C ...) so
+        that clock and thermal drift touch all alike; a tactic that fails has none."""
         samples: dict[str, list[float]] = {self.label(t): [] for t in tactics}
         for _ in range(repeats):
             for label, us in self.time_each(input_sets, tactics).items():
                 samples[label].append(us)
-        return {label: statistics.median(values) for label, values in samples.items() if values}
+        return samples
 
     def _tune_bucket(
         self,
