@@ -20,7 +20,7 @@ common=(--moetune --moetune-profile full -p no:cacheprovider -q --moetune-cache 
 if [ "${FIDELITY:-0}" = 1 ]; then
   start=$SECONDS
   select=(); [ -n "${FIDELITY_K:-}" ] && select=(-k "$FIDELITY_K")
-  MOETUNE_FIDELITY_OUT="$OUT/f" timeout $((deadline - SECONDS)) python3 -m pytest "${common[@]}" suites/fidelity \
+  MOETUNE_FIDELITY_OUT="$OUT/f" timeout $((deadline - SECONDS)) python3 -m pytest "${common[@]}" --moetune-fidelity suites/fidelity \
       "${select[@]}" --durations=5 2>&1 | tail -40
   echo "fidelity suite: $((SECONDS - start)) s wall" | tee "$OUT/f/fidelity-wall.txt"
   python3 benchmarks/fidelity_table.py "$OUT/f" | tee "$OUT/f/fidelity.md"

@@ -40,6 +40,10 @@ MARKERS = {
         "moetune_distributed: runs on every rank of a torch.distributed launch "
         "(`torchrun --nproc-per-node N -m pytest ...`); skipped otherwise."
     ),
+    "moetune_fidelity": (
+        "moetune_fidelity: a tuning-fidelity study (times whole tactic spaces on dispatched traffic, "
+        "minutes per case); runs only with `--moetune-fidelity`, so no profile's budget carries it."
+    ),
     "moetune_distribution": (
         "moetune_distribution(*specs): dummy routing distributions this test runs under, "
         "e.g. @pytest.mark.moetune_distribution('balanced', 'zipf:1.2')."
@@ -127,6 +131,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the tests marked 'moetune' (tuning and throughput regression checks; needs a GPU). "
         "Without it they are skipped.",
+    )
+    group.addoption(
+        "--moetune-fidelity",
+        action="store_true",
+        default=False,
+        help="also run the tests marked 'moetune_fidelity' (tuning-fidelity studies, minutes per case; "
+        "with --moetune on a GPU). Without it they are skipped, under every --moetune-profile.",
     )
     group.addoption(
         "--moetune-topology",
@@ -234,6 +245,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("moetune_distributed") is not None:
                 item.add_marker(launch)
+    if not config.getoption("moetune_fidelity"):
+        study = pytest.mark.skip(
+            reason="moetune_fidelity study (minutes per case): runs with --moetune-fidelity"
+        )
+        for item in items:
+            if item.get_closest_marker("moetune_fidelity") is not None:
+                item.add_marker(study)
     if config.stash[SELECTION_KEY].enabled:
         return
     skip = pytest.mark.skip(reason="moetune tuning test: runs only with `pytest --moetune` (needs a GPU)")

@@ -340,3 +340,12 @@ def test_distributed_tests_run_only_under_a_launcher(
     result.stdout.fnmatch_lines(["*launch it on every rank, e.g. `torchrun --nproc-per-node 2 -m pytest*"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_fidelity_studies_run_only_when_asked_for(pytester: pytest.Pytester) -> None:
+    """A fidelity study takes minutes per case: neither profile runs it, ``--moetune-fidelity`` does."""
+    pytester.makepyfile("import pytest\n\n@pytest.mark.moetune_fidelity\ndef test_study():\n    pass\n")
+    result = pytester.runpytest("-rs", "--strict-markers", "--moetune-profile", "full")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*moetune_fidelity study (minutes per case): runs with --moetune-fidelity*"])
+    pytester.runpytest("--strict-markers", "--moetune-fidelity").assert_outcomes(passed=1)

@@ -1,4 +1,5 @@
-"""Tuning fidelity on the GPU (runs with `pytest --moetune --moetune-profile full`): the tactic
+"""Tuning fidelity on the GPU (runs with `pytest --moetune --moetune-fidelity suites/fidelity`, about
+10 minutes on an H100, outside both profiles' budgets): the tactic
 tuned on the routing that models the traffic (its distribution, over ``ROUTING_DRAWS`` draws) must stay
 within 2% of the best tactic on that traffic (routing of every rank, dispatched to the measured rank;
 3 draws the tunings never saw, timed as their mean). Balanced-aware, dummy-routed and naive tuning
@@ -18,7 +19,11 @@ One explained exception (``TWINS``): a choice that differs from the oracle only 
 depth (same tiles) may lose up to 6%. Those twins' order is not a property of the workload: at
 qwen3-235b-a22b dep2 T=1024 zipf, on the same inputs, the TMA gate/up tile was 4.6% faster than its
 pointer-load twin in run 22 and 4.6% slower in run 24 (two H100 machines), and the dispatched tuning
-picked the other one each time.
+picked the other one each time. Single measurements of these layers spread by +-6% (outliers
++10%): in run 30 the dispatched tuning's twin at deepseek-r1 dep8 T=1024 random measured 7.4% behind
+the oracle, and 0.9% behind over 15 paired measurements in run 34. So a regret past 1% is confirmed
+by more measurements beside the oracle before it counts (``CONFIRM_REPEATS`` in
+``pytest_moetune.fidelity``).
 
 Device run 15 (BENCHMARKS.md) tuned on one draw: random-aware tuning missed 2% at 8 of 20 points,
 balanced-aware at 11 (up to 25% at tile boundaries); the draws are the answer under test here.
@@ -56,13 +61,12 @@ TWINS = TwinRule(
 
 
 @pytest.mark.moetune
+@pytest.mark.moetune_fidelity
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times kernels on a CUDA GPU")
 @pytest.mark.parametrize(("model_name", "topology_name"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
 def test_aware_tuning_is_within_2pct_of_the_oracle(
-    moetune_runners: RunnerRegistry, moetune_profile: str, model_name: str, topology_name: str
+    moetune_runners: RunnerRegistry, model_name: str, topology_name: str
 ) -> None:
-    if moetune_profile != "full":
-        pytest.skip("times every tactic on dispatched traffic (minutes): runs with --moetune-profile full")
     model = get_model(model_name)
     topology = Topology.parse(topology_name, model.num_experts, model.top_k)
     problem = TuningProblem(model, topology, "bf16", tune_max_num_tokens=8192)
