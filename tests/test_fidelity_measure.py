@@ -170,9 +170,10 @@ def test_a_burst_of_slow_measurements_of_the_right_choice_is_outvoted_by_the_con
     assert confirmed.choices["aware:balanced"]["samples"] == fidelity.RETIME_REPEATS + repeats
 
 
-def test_a_real_miss_survives_the_confirmation_and_close_choices_are_not_retimed() -> None:
-    """The naive tuning's small tile really is slow: its confirmed regret is its first one, from all
-    its measurements. A choice equal to the oracle is confirmed beside it, none other is timed more."""
+def test_a_real_miss_survives_the_confirmation() -> None:
+    """The naive tuning's small tile really is slow: it is timed again beside the oracle and its
+    regret, now from all 15 measurements, stays far past the bound. The choices that are the oracle
+    get the oracle's extra measurements."""
     from pytest_moetune.fidelity import CONFIRM_REPEATS, RETIME_REPEATS
 
     problem = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=512)
