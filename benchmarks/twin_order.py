@@ -22,7 +22,7 @@ from pathlib import Path
 from kernels.runner import FusedMoERunner
 from pytest_moetune import Topology, get_model
 from pytest_moetune.dispatch import dispatch_topk
-from pytest_moetune.fidelity import TRAFFIC_SEED, tunings
+from pytest_moetune.fidelity import TRAFFIC_SEED, traffic_inputs, tunings
 from pytest_moetune.problem import TuningProblem
 from pytest_moetune.tuner import Tuner
 from suites.fidelity.test_fidelity import ROUTING_DRAWS
@@ -56,13 +56,9 @@ def main() -> int:
         raise SystemExit(f"{matched} chose the oracle at this point: nothing to compare")
     setups = {
         "tuned": tuner.input_sets_for(tuned_problem.at(args.bucket), tuned_problem),
-        "traffic": [
-            runner.make_inputs(problem.at(int(ids.shape[0])), ids.to(tuner.device), weights.to(tuner.device))
-            for ids, weights in (
-                dispatch_topk(args.bucket, topology, args.traffic, TRAFFIC_SEED + draw)
-                for draw in range(args.traffic_draws)
-            )
-        ],
+        "traffic": traffic_inputs(
+            tuner, problem, args.bucket, args.traffic, TRAFFIC_SEED, args.traffic_draws
+        )[0],
     }
     samples: dict[str, dict[str, list[float]]] = {name: {"choice": [], "oracle": []} for name in setups}
     for _ in range(args.repeats):

@@ -183,13 +183,7 @@ def measure_fidelity(
         ]:
             space.setdefault(tuner.label(tactic), tactic)
         for name in traffic:
-            input_sets, rows = [], []
-            for draw in range(traffic_draws):
-                ids, weights = dispatch_topk(bucket, problem.topology, name, seed + draw)
-                rows.append(int(ids.shape[0]))
-                input_sets.append(
-                    runner.make_inputs(problem.at(rows[-1]), ids.to(tuner.device), weights.to(tuner.device))
-                )
+            input_sets, rows = traffic_inputs(tuner, problem, bucket, name, seed, traffic_draws)
             screened = tuner.time_each(input_sets[:1], space.values())
             chosen_labels = [label for label in map(tuner.label, chosen.values()) if label in screened]
             best = finalists(screened, SCREEN_MARGIN, SCREEN_FINALISTS)
@@ -233,6 +227,22 @@ def measure_fidelity(
                 )
             )
     return points
+
+
+def traffic_inputs(
+    tuner: Tuner, problem: TuningProblem, bucket: int, traffic: str, seed: int = TRAFFIC_SEED, draws: int = 3
+) -> tuple[list[Any], list[int]]:
+    """The evaluation traffic of a point: ``draws`` routings of every rank (seeds ``seed, seed + 1,
+    ...``) dispatched to the measured rank, each made into the runner's inputs on the tuner's device,
+    and the rows each delivers."""
+    input_sets, rows = [], []
+    for draw in range(draws):
+        ids, weights = dispatch_topk(bucket, problem.topology, traffic, seed + draw)
+        rows.append(int(ids.shape[0]))
+        input_sets.append(
+            tuner.runner.make_inputs(problem.at(rows[-1]), ids.to(tuner.device), weights.to(tuner.device))
+        )
+    return input_sets, rows
 
 
 def _medians(samples: Mapping[str, list[float]], traffic: str, bucket: int) -> tuple[dict[str, float], str]:
