@@ -4,7 +4,9 @@
 
 Each tuning cache entry records the wall seconds its bucket's tuning took (``wall_s``, compiling and
 timing together). For the buckets both caches hold, prints the totals and the buckets that took
-longest beyond their one-GPU time: duplicated compiling shows up there (issue 7).
+longest beyond their one-GPU time (issue 7). The summed difference is the duplicated work. A single
+bucket's difference may instead be compiling that moved: with several workers, a kernel is compiled
+by whichever bucket reaches it first, so one bucket gains what another loses.
 """
 
 from __future__ import annotations
