@@ -1,0 +1,67 @@
+"""The block-scaled fp8 GEMMs of benchmarks/gluon_fp8_gemm.py compile for sm_90a on a CPU, and their wgmma
+waits are what the Gluon kernel exists for: one wgmma outstanding in the Gluon loop, none in Triton's.
+
+Compile only (no GPU, nothing is executed); about 10 s, served from Triton's cache on a rerun. The
+compile runs in a child Python without ``TRITON_INTERPRET``: the repo's conftest sets it on GPU-less
+machines, and once ``triton`` is imported under it every ``@triton.jit`` function (Triton's own
+``cdiv``, which Gluon imports, included) is an interpreter object that can neither be compiled nor
+imported into Gluon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[1]
+TILE = (128, 128, 8, 3)  # block_m, block_n, num_warps, num_stages: the register-feasible 128x128 tile
+CHILD = f"""
+import dataclasses, json
+from benchmarks import gluon_fp8_gemm as gemm
+reports = gemm.offline_reports([{TILE!r}]) if gemm.HAS_GLUON else []
+print(json.dumps({{"has_gluon": gemm.HAS_GLUON, "reports": [dataclasses.asdict(r) for r in reports]}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict[str, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["has_gluon"]:
+        pytest.skip("this Triton build has no triton.experimental.gluon")
+    return {r["kernel"]: r for r in result["reports"]}
+
+
+def test_both_kernels_compile_for_sm90a_without_spills(reports: dict[str, dict[str, Any]]) -> None:
+    for name, report in reports.items():
+        assert report["ok"], f"{name}: {report['error']}"
+        assert 0 < report["registers"] <= 255, (name, report["registers"])
+        assert report["spill_stores"] == 0 and report["spill_loads"] == 0, (name, report)
+
+
+def test_gluon_loop_keeps_one_wgmma_in_flight(reports: dict[str, dict[str, Any]]) -> None:
+    gluon = reports["gluon"]
+    assert 1 in gluon["ptx_waits"], gluon["ptx_waits"]
+    in_loop = [pendings for pendings, inside in gluon["ttgir_waits"] if inside]
+    assert in_loop and set(in_loop) == {1}, gluon["ttgir_waits"]
+    # ptxas must not have fallen back to serialized wgmmas (C7512/C7514/C7515: "... are serialized").
+    assert not [w for w in gluon["ptxas_warnings"] if "serialized" in w], gluon["ptxas_warnings"]
+
+
+def test_triton_baseline_waits_for_every_fp8_dot(reports: dict[str, dict[str, Any]]) -> None:
+    triton_report = reports["triton"]
+    assert triton_report["ptx_waits"] and set(triton_report["ptx_waits"]) == {0}, triton_report["ptx_waits"]
+    assert [p for p, inside in triton_report["ttgir_waits"] if inside] == [0], triton_report["ttgir_waits"]
