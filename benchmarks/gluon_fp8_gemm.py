@@ -37,8 +37,8 @@ wgmma (4 x m64nNk32), ``wgmma.wait_group 1``, TMA refill, 64-128 FFMAs, ``wgmma.
 Register cost: three live ``BLOCK_M x BLOCK_N`` fp32 tiles (accumulator, in-flight temporary, temporary
 being promoted) against one (plus the dot result) in the plain kernel. Per thread that is
 ``3 * BLOCK_M * BLOCK_N / (32 * num_warps)`` registers: 192 for 128x128 on 8 warps or 64x128 on 4 warps,
-384 (spills, and ptxas serializes the wgmmas, C7512) for 128x128 on 4 warps, the wrapper's default
-tile as specified: pass num_warps=8 or block_m=64 with it.
+384 (spills, and ptxas serializes the wgmmas, C7512) for 128x128 on 4 warps, so the wrappers default
+to 8 warps.
 
 STATUS: ``--offline`` has been run (CPU, compile only). The GPU mode (``--gpu``: correctness against the
 fp32 torch reference, timings beside ``torch._scaled_mm``) has NOT been run: every performance number
@@ -323,7 +323,7 @@ def gluon_fp8_gemm(
     block_m: int = 128,
     block_n: int = 128,
     num_stages: int = 3,
-    num_warps: int = 4,
+    num_warps: int = 8,
 ) -> torch.Tensor:
     """C = block-scaled A @ B^T with the Gluon kernel (one wgmma in flight during promotion).
 
@@ -491,7 +491,7 @@ def _gluon_signature(block_m: int, block_n: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def compile_gluon(block_m: int = 128, block_n: int = 128, num_warps: int = 4, num_stages: int = 3) -> Any:
+def compile_gluon(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3) -> Any:
     """The Gluon kernel compiled for sm_90a without a GPU (scale pointers and M, N, K 16-divisible; the
     scale strides unspecialized, as K/128 = 56 for K = 7168 is not)."""
     fn = _gluon_fp8_gemm_kernel
