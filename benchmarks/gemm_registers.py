@@ -45,8 +45,8 @@ def pointer_type(name: str, gemm: str, fp8: bool) -> str:
     return "*fp8e4nv" if fp8 and not is_output else "*bf16"
 
 
-def ptxas_usage(ptx: str) -> tuple[int, int]:
-    """``(registers per thread, spill store bytes)`` that ``ptxas -v`` reports for ``ptx``."""
+def ptxas_verbose(ptx: str) -> str:
+    """stdout + stderr of Triton's bundled ``ptxas -v --gpu-name=sm_90a`` on ``ptx``."""
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
         handle.write(ptx)
@@ -57,7 +57,12 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
         )  # fmt: skip
     finally:
         os.unlink(handle.name)
-    text = done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def ptxas_usage(ptx: str) -> tuple[int, int]:
+    """``(registers per thread, spill store bytes)`` that ``ptxas -v`` reports for ``ptx``."""
+    text = ptxas_verbose(ptx)
     registers = re.search(r"Used (\d+) registers", text)
     spills = re.search(r"(\d+) bytes spill stores", text)
     if registers is None or spills is None:

@@ -48,10 +48,7 @@ is unmeasured and the Gluon kernel has never executed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +58,8 @@ import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
+from benchmarks.gemm_registers import ptxas_verbose
 
 try:  # Gluon ships with triton >= 3.4 as an experimental module
     from triton.experimental import gluon
@@ -410,21 +409,6 @@ class CompileReport:
     ttgir_waits: list[tuple[int, bool]] = field(default_factory=list)  # (pendings, inside scf.for)
     ptxas_warnings: list[str] = field(default_factory=list)
     shared_bytes: int = -1
-
-
-def ptxas_verbose(ptx: str) -> str:
-    """stdout + stderr of Triton's bundled ``ptxas -v --gpu-name=sm_90a`` on ``ptx``."""
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
-        handle.write(ptx)
-    try:
-        done = subprocess.run(
-            [ptxas, "-v", "--gpu-name=sm_90a", handle.name, "-o", os.devnull],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    finally:
-        os.unlink(handle.name)
-    return done.stdout + done.stderr
 
 
 def ttgir_waits(ttgir: str) -> list[tuple[int, bool]]:

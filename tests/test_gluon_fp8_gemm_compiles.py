@@ -10,18 +10,14 @@ imported into Gluon.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.offline_child import run_offline
+
 pytest.importorskip("triton")
 
-ROOT = Path(__file__).resolve().parents[1]
 TILE = (128, 128, 8, 3)  # block_m, block_n, num_warps, num_stages: the register-feasible 128x128 tile
 CHILD = f"""
 import dataclasses, json
@@ -33,13 +29,7 @@ print(json.dumps({{"has_gluon": gemm.HAS_GLUON, "reports": [dataclasses.asdict(r
 
 @pytest.fixture(scope="module")
 def reports() -> dict[str, dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_offline(CHILD)
     if not result["has_gluon"]:
         pytest.skip("this Triton build has no triton.experimental.gluon")
     return {r["kernel"]: r for r in result["reports"]}

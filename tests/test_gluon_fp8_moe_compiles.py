@@ -9,18 +9,14 @@ machines, and Gluon cannot compile under the interpreter).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.offline_child import run_offline
+
 pytest.importorskip("triton")
 
-ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import dataclasses, json
 from benchmarks import gluon_fp8_moe as moe
@@ -32,13 +28,7 @@ print(json.dumps({"has_gluon": moe.HAS_GLUON, "reports": [dataclasses.asdict(r) 
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_offline(CHILD)
     if not result["has_gluon"]:
         pytest.skip("this Triton build has no triton.experimental.gluon")
     (only,) = result["reports"]
