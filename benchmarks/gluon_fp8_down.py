@@ -33,11 +33,12 @@ promotion below the next issue: C7514). Live fp32 tiles: accumulator + 2 tempora
 64x128 / 4 warps and 128x64 / 4 warps, 96 for the 8-warp 64-row tiles, 384 (spills, C7512) for
 128x128 / 4 warps.
 
-BLOCK_N is 64 or 128: one w2 scale per tile and K block (the scale is a scalar). BLOCK_N = 256 is not
-built: its two 128-column halves have different w2 scales, which needs either a per-column scale
-vector (32+ extra registers per thread for the broadcast, and an extra FMUL per element) or two
-wgmma accumulators per K block (the gate/up prototype's paired schedule: 6 live 64x128 tiles, which only
-fits 64 rows on 8 warps there); not attempted in this prototype's time box.
+BLOCK_N is 64 or 128 in ``_gluon_down_fp8_kernel``: one w2 scale per tile and K block (a scalar).
+BLOCK_N = 256 (main's Triton kernel uses it) spans two w2 scale blocks, so ``_gluon_down_fp8_n256_kernel``
+does it as two 128-column halves with their own accumulators and scalar scales: per K block one A tile
+and two 128-row w2 tiles land by TMA, both halves' wgmmas are issued together and ``wgmma.wait_group 2``
+retires the previous block's pair (the gate/up prototype's paired schedule, same traps, same pins).
+Six live BLOCK_M x 128 tiles: 192 registers per thread at 64 rows / 8 warps, 384 at 128 rows (spills).
 
 Epilogue: ``acc * w[slot]`` in fp32, bf16, converted to a row-major blocked layout (16-byte stores per
 thread) and stored with pointer stores at row ``slot`` under the mask ``slot < num_slots`` (TMA cannot
@@ -47,12 +48,16 @@ Offline result (triton 3.6.0 bundled ptxas, sm_90a; ``--offline``), Gluon kernel
     128x128, 8 warps, 3/4 stages: 228/226 regs, no spills, no C75xx. THE DEFAULT.
     128x64 4 warps s3: 244; 128x64 8 warps s4: 128; 64x128 4 warps s3/s4: 228/226; 64x128 8 warps s4:
     128; 64x64 4 warps s4: 128 -- all without spills or C75xx.
-    128x128, 4 warps: 255 regs, ~2.6 KB spills, ptxas C7512 (wgmmas serialized for lack of registers).
-    Every variant's loop PTX: 4 x wgmma (m64nNk32 ... per warpgroup), ``wgmma.wait_group 1`` (retire
-    k-1), TMA refill (Gluon puts a ``bar.sync`` before each TMA issue, so no warpgroup refills a slot
-    another is still reading), promotion FFMAs, ``wgmma.wait_group 1`` (pin); ``wait_group 0`` only
-    after the loop. Main's Triton ``_down_kernel`` (fp8, TMA) at its fp8 tiles: ``wait_group 0`` right
-    after every dot; 128x256 / 8 warps spills ~0.5 KB.
+    64x256 (paired halves), 8 warps, 3/4 stages: 236 regs, no spills, no C75xx, ``wait_group 2``.
+    128x128, 4 warps: 255 regs, ~2.6 KB spills, ptxas C7512 (wgmmas serialized for lack of registers);
+    128x256 (paired), 8 warps: the same (255 regs, ~2.6 KB spills, C7512).
+    Loop PTX per K block: ``mbarrier.try_wait``, 4 x ``wgmma.mma_async`` k32 (m64n128 for 128-wide tiles
+    on 4 warps or 128 rows on 8 warps; the paired 64x256 / 8 warps gets 2 x 4 x m64n64k32, its warps
+    split N), commit, ``wgmma.wait_group 1`` (paired: 2) retiring block k-1, TMA refill, promotion FFMAs,
+    ``wait_group 1`` (2) pin; ``wait_group 0`` only after the loop. Gluon puts ``bar.sync``s before the
+    mbarrier wait and each TMA issue (3-4 per K block), so no warpgroup refills a slot another is still
+    reading; their cost is unmeasured. Main's Triton ``_down_kernel`` (fp8, TMA) at its fp8 tiles:
+    ``wait_group 0`` right after every dot; 128x256 / 8 warps spills ~0.5 KB.
 
 STATUS: ``--offline`` has been run (CPU, compile only).
 The GPU mode (``--gpu``: agreement with main's Triton ``_launch_down`` and timings) has NOT been run:
@@ -80,7 +85,7 @@ if HAS_GLUON:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma_wait
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from benchmarks.gluon_fp8_gemm import (
@@ -91,6 +96,7 @@ if HAS_GLUON:
         _wgmma_instr_n,
         _wgmma_warps,
     )
+    from benchmarks.gluon_fp8_moe import _moe_mma, _pin2, _promote
 
 GROUP = 128  # scale group width; BLOCK_K
 
@@ -206,12 +212,22 @@ if HAS_GLUON:
         for s in gl.static_range(NUM_STAGES):
             mbarrier.invalidate(ready.index(s))
 
-        # Epilogue as main's: routing weight in fp32, one rounding to bf16, store only real rows.
+        _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
+                       stride_ym)  # fmt: skip
+
+    @gluon.jit
+    def _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
+                       stride_ym):  # fmt: skip
+        """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
+        ``off_n ..``: the routing weight in fp32, one rounding to bf16, then a row-major blocked layout
+        (16-byte stores) and pointer stores at row ``sorted_ids[r]`` for real rows only."""
+        BLOCK_M: gl.constexpr = acc.shape[0]
+        BLOCK_N: gl.constexpr = acc.shape[1]
         slot = gl.load(sorted_ids_ptr + rows)
         w = gl.load(topk_weights_ptr + slot, mask=slot < num_slots, other=0.0)
         out = (acc * gl.expand_dims(w, 1)).to(gl.bfloat16)
         TPW: gl.constexpr = _store_layout_threads(BLOCK_N)
-        store_layout: gl.constexpr = gl.BlockedLayout([1, 8], TPW, [NUM_WARPS, 1], [1, 0])
+        store_layout: gl.constexpr = gl.BlockedLayout([1, 8], TPW, [gl.num_warps(), 1], [1, 0])
         out = gl.convert_layout(out, store_layout)
         s_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
         s_slot = gl.load(sorted_ids_ptr + s_rows)
@@ -219,6 +235,139 @@ if HAS_GLUON:
         y_ptrs = y_ptr + gl.expand_dims(s_slot.to(gl.int64) * stride_ym, 1) + gl.expand_dims(cols, 0)
         mask = gl.expand_dims(s_slot < num_slots, 1) & gl.expand_dims(cols < N, 0)
         gl.store(y_ptrs, out, mask=mask)
+
+    @gluon.jit
+    def _pair_load_block(a_desc, b_desc, a_bufs, b0_bufs, b1_bufs, ready, kb, off_m, row_b, pred,
+                         NUM_STAGES: gl.constexpr):  # fmt: skip
+        """TMA K block ``kb`` of A (BLOCK_M x 128) and both 128-row halves of the 256-wide w2 tile into
+        ring slot ``kb % NUM_STAGES``; the slot's mbarrier completes when all three have landed."""
+        BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+        HALF: gl.constexpr = b_desc.block_type.shape[0]
+        slot = kb % NUM_STAGES
+        bar = ready.index(slot)
+        mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * b_desc.block_type.nbytes, pred=pred)
+        tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(b_desc, [row_b, kb * BLOCK_K], bar, b0_bufs.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(b_desc, [row_b + HALF, kb * BLOCK_K], bar, b1_bufs.index(slot),
+                                        pred=pred)  # fmt: skip
+
+    @gluon.jit
+    def _pair_scales(sa_ptrs, row_ok, s0_ptr, s1_ptr, kb):
+        """Combined scales of K block ``kb`` for the two halves: hs[rows, kb] * w2s[e, nb (+1), kb]."""
+        sa = gl.load(sa_ptrs + kb, mask=row_ok, other=0.0)
+        return sa * gl.load(s0_ptr + kb), sa * gl.load(s1_ptr + kb)
+
+    @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
+    def _gluon_down_fp8_n256_kernel(
+        a_desc, b_desc,  # TMA: hq (max_padded, I) fp8, block (BM, 128); w2 as (L*H, I) fp8, block (128, 128)
+        y_ptr, hs_ptr, ws_ptr,
+        sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,
+        N, K, num_slots, max_blocks,
+        stride_ym, stride_hsm, stride_wse, stride_wsn,
+        NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+    ):  # fmt: skip
+        """Same contract as ``_gluon_down_fp8_kernel`` with a 256-column tile (H % 256 == 0) done as two
+        128-column halves, each with its own accumulator and scalar w2 scale: per K block the two
+        wgmmas (one A tile, two w2 tiles) are issued together, ``wgmma.wait_group 2`` retires the
+        previous block's pair, which is promoted while the new pair runs (the gate/up prototype's
+        paired schedule). Six live fp32 tiles of BLOCK_M x 128; loop unrolled by two."""
+        BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+        BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+        HALF: gl.constexpr = b_desc.block_type.shape[0]
+        gl.static_assert(BLOCK_K == 128 and HALF == 128, "128-wide halves and K steps")
+        gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+
+        pid = gl.program_id(0)
+        num_pid_n = gl.cdiv(N, 2 * HALF)
+        width = GROUP_M * num_pid_n
+        first_m = (pid // width) * GROUP_M
+        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
+        pid_m = first_m + (pid % width) % size_m
+        pid_n = (pid % width) // size_m
+        if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
+            return
+        e = gl.load(expert_ids_ptr + pid_m)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * 2 * HALF
+        row_b = e * N + off_n
+        num_k = gl.cdiv(K, BLOCK_K)
+
+        WARPS: gl.constexpr = _wgmma_warps(BLOCK_M, gl.num_warps())
+        INSTR_N: gl.constexpr = _wgmma_instr_n(HALF, WARPS[1])
+        mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=WARPS, instr_shape=[16, INSTR_N, 32]
+        )
+        row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+
+        a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+        b0_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, HALF, BLOCK_K], b_desc.layout)
+        b1_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, HALF, BLOCK_K], b_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(NUM_STAGES):
+            mbarrier.init(ready.index(s), count=1)
+        for i in gl.static_range(NUM_STAGES):
+            _pair_load_block(a_desc, b_desc, a_bufs, b0_bufs, b1_bufs, ready, i, off_m, row_b, i < num_k,
+                             NUM_STAGES)  # fmt: skip
+
+        rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
+        sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
+        row_ok = rows < max_blocks * BLOCK_M
+        s0_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
+        s1_ptr = s0_ptr + stride_wsn
+
+        acc0 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)
+        acc1 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)
+        sp0 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)  # odd blocks' pair registers, free
+        sp1 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)
+        p0 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)  # even blocks' pair registers
+        q0 = gl.zeros([BLOCK_M, HALF], gl.float32, mma_layout)
+        mbarrier.wait(ready.index(0), 0)
+        p0 = _moe_mma(a_bufs, b0_bufs, 0, p0, NUM_STAGES)
+        q0 = _moe_mma(a_bufs, b1_bufs, 0, q0, NUM_STAGES)
+        c0, d0 = _pair_scales(sa_ptrs, row_ok, s0_ptr, s1_ptr, 0)
+        for j in range(0, (num_k - 1) // 2):
+            kb = 2 * j + 1
+            mbarrier.wait(ready.index(kb % NUM_STAGES), (kb // NUM_STAGES) & 1)
+            p1 = _moe_mma(a_bufs, b0_bufs, kb, sp0, NUM_STAGES)
+            q1 = _moe_mma(a_bufs, b1_bufs, kb, sp1, NUM_STAGES)
+            c1, d1 = _pair_scales(sa_ptrs, row_ok, s0_ptr, s1_ptr, kb)
+            dp0, dq0 = warpgroup_mma_wait(num_outstanding=2, deps=(p0, q0))  # block kb-1 done
+            nxt = kb + NUM_STAGES - 1
+            _pair_load_block(a_desc, b_desc, a_bufs, b0_bufs, b1_bufs, ready, nxt, off_m, row_b, nxt < num_k,
+                             NUM_STAGES)  # fmt: skip
+            acc0, acc1 = _pin2(_promote(acc0, dp0, c0), _promote(acc1, dq0, d0))
+
+            mbarrier.wait(ready.index((kb + 1) % NUM_STAGES), ((kb + 1) // NUM_STAGES) & 1)
+            p0 = _moe_mma(a_bufs, b0_bufs, kb + 1, dp0, NUM_STAGES)
+            q0 = _moe_mma(a_bufs, b1_bufs, kb + 1, dq0, NUM_STAGES)
+            c0, d0 = _pair_scales(sa_ptrs, row_ok, s0_ptr, s1_ptr, kb + 1)
+            sp0, sp1 = warpgroup_mma_wait(num_outstanding=2, deps=(p1, q1))  # block kb done
+            _pair_load_block(a_desc, b_desc, a_bufs, b0_bufs, b1_bufs, ready, nxt + 1, off_m, row_b,
+                             nxt + 1 < num_k, NUM_STAGES)  # fmt: skip
+            acc0, acc1 = _pin2(_promote(acc0, sp0, c1), _promote(acc1, sp1, d1))
+        if num_k % 2 == 0:
+            kl = num_k - 1
+            mbarrier.wait(ready.index(kl % NUM_STAGES), (kl // NUM_STAGES) & 1)
+            p1 = _moe_mma(a_bufs, b0_bufs, kl, sp0, NUM_STAGES)
+            q1 = _moe_mma(a_bufs, b1_bufs, kl, sp1, NUM_STAGES)
+            c1, d1 = _pair_scales(sa_ptrs, row_ok, s0_ptr, s1_ptr, kl)
+            dp0, dq0 = warpgroup_mma_wait(num_outstanding=2, deps=(p0, q0))
+            acc0 = _promote(acc0, dp0, c0)
+            acc1 = _promote(acc1, dq0, d0)
+            dp1, dq1 = warpgroup_mma_wait(num_outstanding=0, deps=(p1, q1))
+            acc0 = _promote(acc0, dp1, c1)
+            acc1 = _promote(acc1, dq1, d1)
+        else:
+            dp0, dq0 = warpgroup_mma_wait(num_outstanding=0, deps=(p0, q0))
+            acc0 = _promote(acc0, dp0, c0)
+            acc1 = _promote(acc1, dq0, d0)
+
+        for s in gl.static_range(NUM_STAGES):
+            mbarrier.invalidate(ready.index(s))
+        _down_epilogue(acc0, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
+                       stride_ym)  # fmt: skip
+        _down_epilogue(acc1, y_ptr, rows, off_m, off_n + HALF, sorted_ids_ptr, topk_weights_ptr, num_slots,
+                       N, stride_ym)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,7 +407,7 @@ def gluon_down_fp8(
     assert topk_weights.dtype == torch.float32, f"topk_weights must be float32, got {topk_weights.dtype}"
     assert i_w == i, f"hq is (max_padded, I={i}) but w2q is {tuple(w2q.shape)}"
     assert i % GROUP == 0, f"I={i} must be a multiple of 128 (no K tail in the Gluon kernel)"
-    assert block_n in (64, 128), f"block_n must be 64 or 128 (one w2 scale per tile), got {block_n}"
+    assert block_n in (64, 128, 256), f"block_n must be 64, 128 or 256 (paired halves), got {block_n}"
     assert h % block_n == 0, f"H={h} must be a multiple of block_n={block_n}"
     assert max_padded == alignment.max_padded, f"hq has {max_padded} rows, alignment {alignment.max_padded}"
     assert block_m in (64, 128), f"alignment.block_m must be 64 or 128, got {block_m}"
@@ -277,11 +426,13 @@ def gluon_down_fp8(
         f"out must be a contiguous ({num_slots}, {h}) bfloat16 tensor, got {tuple(out.shape)} {out.dtype}"
     )
     a_layout = gl.NVMMASharedLayout.get_default_for([block_m, GROUP], gl.float8e4nv)
-    b_layout = gl.NVMMASharedLayout.get_default_for([block_n, GROUP], gl.float8e4nv)
+    b_rows = min(block_n, GROUP)  # the 256-wide kernel loads two 128-row w2 tiles per K block
+    b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, GROUP], gl.float8e4nv)
     a_desc = TensorDescriptor.from_tensor(hq, [block_m, GROUP], a_layout)
-    b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [block_n, GROUP], b_layout)
+    b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [b_rows, GROUP], b_layout)
     grid = (alignment.max_blocks * (h // block_n),)
-    _gluon_down_fp8_kernel[grid](
+    kernel = _gluon_down_fp8_n256_kernel if block_n == 256 else _gluon_down_fp8_kernel
+    kernel[grid](
         a_desc, b_desc, out, hs, w2s,
         alignment.sorted_ids, alignment.expert_ids, alignment.num_padded, topk_weights,
         h, i, num_slots, alignment.max_blocks,
@@ -318,7 +469,13 @@ OFFLINE_VARIANTS = [
     Variant(64, 128, 4, 4),
     Variant(64, 128, 8, 4),
     Variant(64, 64, 4, 4),
+    Variant(64, 256, 8, 3),  # paired halves: 6 live 64x128 tiles = 192 registers per thread
+    Variant(64, 256, 8, 4),
+    Variant(128, 256, 8, 3),  # paired halves: 384 tile registers per thread, expected to spill
 ]
+
+# (block_m, block_n, warps) with 384 fp32 tile registers per thread: spills, wgmmas serialized (C7512)
+SPILLING = {(128, 128, 4), (128, 256, 8)}
 
 # main's Triton _down_kernel (fp8, TMA) at its fp8 down tiles for block_m 64 and 128
 # (kernels.tactics._DOWN_FP8: (block_n, block_k, warps, stages)).
@@ -328,12 +485,13 @@ TRITON_TILES = [(64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 4), (128, 256, 8
 def compile_gluon_down(variant: Variant) -> Any:
     """The Gluon down kernel compiled for sm_90a without a GPU, specialized like a launch on
     deepseek-like shapes (pointers, N, K and the y / hs row strides 16-divisible; w2s strides not)."""
-    fn = _gluon_down_fp8_kernel
+    fn = _gluon_down_fp8_n256_kernel if variant.block_n == 256 else _gluon_down_fp8_kernel
+    b_rows = min(variant.block_n, GROUP)
     a_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
-    b_layout = gl.NVMMASharedLayout.get_default_for([variant.block_n, GROUP], gl.float8e4nv)
+    b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, GROUP], gl.float8e4nv)
     signature = {
         "a_desc": f"tensordesc<fp8e4nv[{variant.block_m},{GROUP}],{a_layout!r}>",
-        "b_desc": f"tensordesc<fp8e4nv[{variant.block_n},{GROUP}],{b_layout!r}>",
+        "b_desc": f"tensordesc<fp8e4nv[{b_rows},{GROUP}],{b_layout!r}>",
         "y_ptr": "*bf16", "hs_ptr": "*fp32", "ws_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "topk_weights_ptr": "*fp32",
@@ -477,8 +635,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per rank for --gpu")
     args = parser.parse_args()
     if args.gpu or (not args.offline and torch.cuda.is_available()):
-        spilling = (128, 128, 4)  # 384 tile registers per thread: spills, wgmmas serialized (C7512)
-        run_gpu([v for v in OFFLINE_VARIANTS if v.tile[:3] != spilling], args.tokens)
+        run_gpu([v for v in OFFLINE_VARIANTS if v.tile[:3] not in SPILLING], args.tokens)
     else:
         print_offline(offline_reports())
 
