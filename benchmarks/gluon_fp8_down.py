@@ -96,7 +96,7 @@ if HAS_GLUON:
         _wgmma_instr_n,
         _wgmma_warps,
     )
-    from benchmarks.gluon_fp8_moe import _moe_mma, _pin2, _promote
+    from benchmarks.gluon_fp8_moe import _moe_mma, _moe_tile, _pin2, _promote
 
 GROUP = 128  # scale group width; BLOCK_K
 
@@ -134,13 +134,7 @@ if HAS_GLUON:
         gl.static_assert(128 % BLOCK_N == 0, "BLOCK_N must divide the 128-wide w2 scale block")
         gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
 
-        pid = gl.program_id(0)
-        num_pid_n = gl.cdiv(N, BLOCK_N)
-        width = GROUP_M * num_pid_n
-        first_m = (pid // width) * GROUP_M
-        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
-        pid_m = first_m + (pid % width) % size_m
-        pid_n = (pid % width) // size_m
+        pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
         if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
             return
         e = gl.load(expert_ids_ptr + pid_m)
@@ -277,13 +271,7 @@ if HAS_GLUON:
         gl.static_assert(BLOCK_K == 128 and HALF == 128, "128-wide halves and K steps")
         gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
 
-        pid = gl.program_id(0)
-        num_pid_n = gl.cdiv(N, 2 * HALF)
-        width = GROUP_M * num_pid_n
-        first_m = (pid // width) * GROUP_M
-        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
-        pid_m = first_m + (pid % width) % size_m
-        pid_n = (pid % width) // size_m
+        pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, 2 * HALF), GROUP_M)
         if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
             return
         e = gl.load(expert_ids_ptr + pid_m)

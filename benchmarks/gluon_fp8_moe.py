@@ -155,6 +155,15 @@ if HAS_GLUON:
         return sa * gl.load(gs_ptr + kb * stride_wsk), sa * gl.load(us_ptr + kb * stride_wsk)
 
     @gluon.jit
+    def _moe_tile(pid, max_blocks, num_pid_n, GROUP_M: gl.constexpr):
+        """``(row block, column block)`` of program ``pid`` in main's grouped order (``GROUP_M`` row
+        blocks share their weight columns in L2), as ``kernels.fused_moe._grouped_pid``."""
+        width = GROUP_M * num_pid_n
+        first_m = (pid // width) * GROUP_M
+        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
+        return first_m + (pid % width) % size_m, (pid % width) // size_m
+
+    @gluon.jit
     def _pin2(acc_g, acc_u):
         """Both accumulators through a no-op ``wgmma.wait_group 2`` (two wgmmas outstanding where this
         is called): the paired scheme's version of ``_gluon_pin`` (C7514 trap)."""
@@ -184,13 +193,7 @@ if HAS_GLUON:
         gl.static_assert(h_desc.block_type.shape[1] == BLOCK_N, "h tile is BLOCK_M x 128")
         gl.static_assert(NUM_STAGES >= 3, "cp.async wait_group NUM_STAGES-2 needs a ring of 3+")
 
-        pid = gl.program_id(0)
-        num_pid_n = gl.cdiv(N, BLOCK_N)
-        width = GROUP_M * num_pid_n
-        first_m = (pid // width) * GROUP_M
-        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
-        pid_m = first_m + (pid % width) % size_m
-        pid_n = (pid % width) // size_m
+        pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
         if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
             return
         e = gl.load(expert_ids_ptr + pid_m)
