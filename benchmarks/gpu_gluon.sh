@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Issue 3's Gluon fp8 prototypes on one H100, in one call: the block-scaled fp8 GEMM
 # (benchmarks/gluon_fp8_gemm.py: correctness against the fp32 reference, then timings beside
-# torch._scaled_mm) and the MoE gate/up (benchmarks/gluon_fp8_moe.py: against main's Triton gate/up
-# on the same alignment, deepseek-r1 DEP8). Each gets what is left of $DEADLINE (seconds of this
-# script, default 540). Logs: $OUT/gluon-gemm.log, $OUT/gluon-moe.log.
+# torch._scaled_mm), the MoE gate/up (benchmarks/gluon_fp8_moe.py) and the MoE down
+# (benchmarks/gluon_fp8_down.py), each against main's Triton kernel on the same alignment, deepseek-r1
+# DEP8. The GEMM gets a third of $DEADLINE (seconds of this script, default 540), the gate/up half of
+# what is left, the down the rest. Logs: $OUT/gluon-{gemm,moe,down}.log.
 #
 #   bash benchmarks/gpu_gluon.sh [TOKENS]    # TOKENS for the MoE run, default 4096
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-out}; mkdir -p "$OUT"; deadline=${DEADLINE:-540}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-timeout $((deadline / 2)) python3 benchmarks/gluon_fp8_gemm.py --gpu 2>&1 | tee "$OUT/gluon-gemm.log"
+timeout $((deadline / 3)) python3 benchmarks/gluon_fp8_gemm.py --gpu 2>&1 | tee "$OUT/gluon-gemm.log"
 echo "gluon GEMM: rc ${PIPESTATUS[0]}, $SECONDS s"
-timeout $((deadline - SECONDS)) python3 benchmarks/gluon_fp8_moe.py --gpu --tokens "${1:-4096}" 2>&1 \
+timeout $(((deadline - SECONDS) / 2)) python3 benchmarks/gluon_fp8_moe.py --gpu --tokens "${1:-4096}" 2>&1 \
     | tee "$OUT/gluon-moe.log"
 echo "gluon MoE gate/up: rc ${PIPESTATUS[0]}, $SECONDS s"
+timeout $((deadline - SECONDS)) python3 benchmarks/gluon_fp8_down.py --gpu --tokens "${1:-4096}" 2>&1 \
+    | tee "$OUT/gluon-down.log"
+echo "gluon MoE down: rc ${PIPESTATUS[0]}, $SECONDS s"
