@@ -502,8 +502,8 @@ def compile_triton(block_m: int = 128, block_n: int = 128, num_warps: int = 8, n
 
 
 OFFLINE_TILES = [  # (block_m, block_n, num_warps, num_stages)
-    (128, 128, 4, 3),  # the wrapper's defaults
-    (128, 128, 8, 3),
+    (128, 128, 8, 3),  # the wrappers' defaults, the working point: first on the GPU
+    (128, 128, 4, 3),  # spills and serializes (C7512): kept to show it
     (64, 128, 4, 3),
     (128, 64, 4, 4),
 ]
@@ -561,8 +561,16 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def bench_ms(fn: Callable[[], Any]) -> float:
-    """Median milliseconds of ``fn`` with triton.testing.do_bench_cudagraph (CUDA graph, L2 warm)."""
-    return float(triton.testing.do_bench_cudagraph(fn, rep=200))
+    """Mean milliseconds of ``fn`` over CUDA-graph replays (triton.testing.do_bench_cudagraph, L2 warm;
+    ``rep=50``: ~1 s per call, so all three prototypes fit one device call)."""
+    return float(triton.testing.do_bench_cudagraph(fn, rep=50))
+
+
+def is_cuda_fault(exc: BaseException) -> bool:
+    """A CUDA error leaves the context unusable: every later launch would fail the same way, so the
+    GPU modes stop at the first one instead of reporting each later variant as FAILED."""
+    text = str(exc)
+    return isinstance(exc, torch.AcceleratorError) or "CUDA error" in text or "illegal memory" in text
 
 
 def run_gpu(tiles: list[tuple[int, int, int, int]], shapes: list[tuple[int, int, int]]) -> None:
@@ -578,7 +586,8 @@ def run_gpu(tiles: list[tuple[int, int, int, int]], shapes: list[tuple[int, int,
         a, a_scale, b, b_scale = make_inputs(M, N, K)
         ref = reference(a, a_scale, b, b_scale)
         flops = 2.0 * M * N * K
-        # Dense fp8 rate: torch._scaled_mm with rowwise scales (the fastest fp8 GEMM torch exposes here).
+        # Dense fp8 rate: torch._scaled_mm with rowwise scales (use_fast_accum=False, its default: full
+        # fp32 accumulation, as the kernels here; the fast-accumulate rate is higher).
         row_a = a_scale[:, :1].contiguous()
         row_b = b_scale.repeat_interleave(SCALE_GROUP, dim=0)[:N, :1].t().contiguous()
 
@@ -603,8 +612,10 @@ def run_gpu(tiles: list[tuple[int, int, int, int]], shapes: list[tuple[int, int,
                 try:
                     err = rel_error(call(), ref)
                     ms = bench_ms(call)
-                except Exception as exc:  # report and go on to the next tile
+                except Exception as exc:  # report and go on to the next tile, unless CUDA is gone
                     print(f"  {tag}: FAILED {type(exc).__name__}: {str(exc)[:300]}")
+                    if is_cuda_fault(exc):
+                        raise
                     continue
                 tflops = flops / ms / 1e9
                 verdict = "ok" if err < bound else f"WRONG (bound {bound})"
@@ -619,7 +630,8 @@ def main() -> None:
     mode.add_argument("--gpu", action="store_true", help="correctness and timing on the GPU (not run yet)")
     args = parser.parse_args()
     if args.gpu or (not args.offline and torch.cuda.is_available()):
-        shapes = [(4096, 4096, 4096), (4096, 4096, 7168)]
+        # the ragged shape checks the tails (odd K-block count 33, a part K block, M and N tails)
+        shapes = [(4000, 4032, 4160), (4096, 4096, 4096), (4096, 4096, 7168)]
         run_gpu(OFFLINE_TILES, shapes)
     else:
         print_offline(offline_reports())
