@@ -378,7 +378,8 @@ def gluon_gate_up_fp8(
     assert xs.dtype == w1s.dtype == torch.float32
     assert tuple(xs.shape) == (t_, h // GROUP) and xs.stride(1) == 1
     assert tuple(w1s.shape) == (num_local, two_i // GROUP, h // GROUP)
-    assert xq.stride(1) == 1 and w1q.is_contiguous()
+    assert xq.stride(1) == 1 and xq.stride(0) % 16 == 0, "x rows are copied in 16-byte cp.async chunks"
+    assert w1q.is_contiguous()
     k = top_k if top_k is not None else alignment.num_slots // t_
     max_padded = alignment.max_padded
     if out is None:
@@ -386,6 +387,8 @@ def gluon_gate_up_fp8(
         hs = torch.empty((max_padded, i // GROUP), dtype=torch.float32, device=xq.device)
     else:
         hq, hs = out
+        assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
+        assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     w_layout = gl.NVMMASharedLayout.get_default_for([GROUP, GROUP], gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([block_m, GROUP], gl.float8e4nv)
     w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [GROUP, GROUP], w_layout)
