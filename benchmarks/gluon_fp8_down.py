@@ -95,8 +95,8 @@ if HAS_GLUON:
         _gluon_issue_mma,
         _gluon_load_block,
         _gluon_pin,
-        _wgmma_instr_n,
-        _wgmma_warps,
+        _mma_layout,
+        _ready_ring,
     )
     from benchmarks.gluon_fp8_moe import _moe_mma, _moe_tile, _pin2, _promote
 
@@ -145,18 +145,12 @@ if HAS_GLUON:
         row_b = e * N + off_n  # first w2 row of the tile in the (L*H, I) view; L*H < 2^31
         num_k = gl.cdiv(K, BLOCK_K)
 
-        WARPS: gl.constexpr = _wgmma_warps(BLOCK_M, NUM_WARPS)
-        INSTR_N: gl.constexpr = _wgmma_instr_n(BLOCK_N, WARPS[1])
-        mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=WARPS, instr_shape=[16, INSTR_N, 32]
-        )
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
         a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
         b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(s), count=1)
+        ready = _ready_ring(NUM_STAGES)
 
         # Prologue: blocks 0 .. NUM_STAGES-1 fill the ring; a slot is refilled (block b + NUM_STAGES)
         # only after the wait that retires block b's wgmma.
@@ -282,19 +276,13 @@ if HAS_GLUON:
         row_b = e * N + off_n
         num_k = gl.cdiv(K, BLOCK_K)
 
-        WARPS: gl.constexpr = _wgmma_warps(BLOCK_M, gl.num_warps())
-        INSTR_N: gl.constexpr = _wgmma_instr_n(HALF, WARPS[1])
-        mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=WARPS, instr_shape=[16, INSTR_N, 32]
-        )
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, HALF, gl.num_warps())
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
         a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
         b0_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, HALF, BLOCK_K], b_desc.layout)
         b1_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, HALF, BLOCK_K], b_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(s), count=1)
+        ready = _ready_ring(NUM_STAGES)
         for i in gl.static_range(NUM_STAGES):
             _pair_load_block(a_desc, b_desc, a_bufs, b0_bufs, b1_bufs, ready, i, off_m, row_b, i < num_k,
                              NUM_STAGES)  # fmt: skip

@@ -105,6 +105,21 @@ if HAS_GLUON:
             n -= 8
         return n
 
+    @gluon.constexpr_function
+    def _mma_layout(block_m: int, block_n: int, num_warps: int) -> Any:
+        """The wgmma accumulator layout of a ``block_m x block_n`` tile on ``num_warps`` warps."""
+        warps = _wgmma_warps(block_m, num_warps)
+        instr_n = _wgmma_instr_n(block_n, warps[1])
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, instr_n, 32])
+
+    @gluon.jit
+    def _ready_ring(NUM_STAGES: gl.constexpr):
+        """One initialized mbarrier per ring slot: ``(NUM_STAGES, 1)`` int64 in shared memory."""
+        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(NUM_STAGES):
+            mbarrier.init(ready.index(s), count=1)
+        return ready
+
     @gluon.jit
     def _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, kb, off_m, off_n, pred,
                           NUM_STAGES: gl.constexpr):  # fmt: skip
@@ -170,18 +185,12 @@ if HAS_GLUON:
         off_n = pid_n * BLOCK_N
         num_k = gl.cdiv(K, BLOCK_K)
 
-        WARPS: gl.constexpr = _wgmma_warps(BLOCK_M, gl.num_warps())
-        INSTR_N: gl.constexpr = _wgmma_instr_n(BLOCK_N, WARPS[1])
-        mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=WARPS, instr_shape=[16, INSTR_N, 32]
-        )
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, gl.num_warps())
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
         a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
         b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(s), count=1)
+        ready = _ready_ring(NUM_STAGES)
 
         # Prologue: blocks 0 .. NUM_STAGES-1 fill the ring. A slot is refilled (with block b + NUM_STAGES)
         # only after the wait that retires block b's wgmma.

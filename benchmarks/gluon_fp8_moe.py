@@ -101,7 +101,7 @@ if HAS_GLUON:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from benchmarks.gluon_fp8_gemm import _gluon_pin, _wgmma_instr_n, _wgmma_warps
+    from benchmarks.gluon_fp8_gemm import _gluon_pin, _mma_layout, _ready_ring
 
 GROUP = 128  # scale group width; BLOCK_N and BLOCK_K
 SCHEMES = ("paired", "stagger")
@@ -205,11 +205,7 @@ if HAS_GLUON:
         row_u = row_g + N
         num_k = gl.cdiv(K, BLOCK_K)
 
-        WARPS: gl.constexpr = _wgmma_warps(BLOCK_M, NUM_WARPS)
-        INSTR_N: gl.constexpr = _wgmma_instr_n(BLOCK_N, WARPS[1])
-        mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=WARPS, instr_shape=[16, INSTR_N, 32]
-        )
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
         # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
         gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
@@ -218,9 +214,7 @@ if HAS_GLUON:
         a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
         bg_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
         bu_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(s), count=1)
+        ready = _ready_ring(NUM_STAGES)
 
         # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
         g_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gather_layout))
