@@ -82,6 +82,7 @@ from benchmarks.gluon_fp8_gemm import (
     is_cuda_fault,
     print_offline,
 )
+from benchmarks.gluon_fp8_moe import expert_weights_fp8, fastest_main_tile
 
 if HAS_GLUON:
     from triton.experimental import gluon
@@ -540,18 +541,14 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
     from benchmarks.bench_fused_moe import CASES, balanced_topk
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_down
-    from kernels.quant import quantize_fp8_block, quantize_fp8_groups
-    from kernels.tactics import _DOWN_FP8, GemmTile
+    from kernels.quant import quantize_fp8_groups
+    from kernels.tactics import _DOWN_FP8
 
     case = CASES["deepseek-r1-dep8"]
     dev = torch.device("cuda")
     num_local, k, h, i = case.local_experts, case.top_k, case.hidden, case.intermediate
     gen = torch.Generator(device=dev).manual_seed(0)
-    w2q = torch.empty((num_local, h, i), dtype=torch.float8_e4m3fn, device=dev)
-    w2s = torch.empty((num_local, h // GROUP, i // GROUP), dtype=torch.float32, device=dev)
-    for e in range(num_local):  # one expert at a time keeps the fp32 temporaries small
-        w = torch.randn(1, h, i, device=dev, generator=gen) * 0.02
-        w2q[e : e + 1], w2s[e : e + 1] = quantize_fp8_block(w)
+    w2q, w2s = expert_weights_fp8(num_local, h, i, gen)
     ids, weights = balanced_topk(num_tokens, case, 0, dev)
     topk_weights = weights.view(-1)
     rows = num_tokens * k  # every slot is local under DEP balanced routing
@@ -565,20 +562,12 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
         hq, hs = quantize_fp8_groups(hbf)
         del hbf
         y_ref = torch.zeros((rows, h), dtype=torch.bfloat16, device=dev)
-        best: tuple[float, GemmTile] | None = None
-        for bn, bk, warps, stages in _DOWN_FP8[block_m]:
-            tile = GemmTile(bn, bk, 8, warps, stages, tma=True)
 
-            def ref_call(tile: GemmTile = tile, al: Any = al, y_ref: torch.Tensor = y_ref,
-                         hq: torch.Tensor = hq, hs: torch.Tensor = hs) -> None:  # fmt: skip
-                _launch_down(hq, w2q, y_ref, topk_weights, al, tile, "tf32", scales=(hs, w2s))
+        def ref_call(tile: Any, al: Any = al, y_ref: torch.Tensor = y_ref, hq: torch.Tensor = hq,
+                     hs: torch.Tensor = hs) -> None:  # fmt: skip
+            _launch_down(hq, w2q, y_ref, topk_weights, al, tile, "tf32", scales=(hs, w2s))
 
-            ms = bench_ms(ref_call)
-            print(f"  triton-main bm{block_m} {tile.name}: {ms * 1e3:.1f} us {flops / ms / 1e9:.0f} TFLOP/s")
-            if best is None or ms < best[0]:
-                best = (ms, tile)
-        assert best is not None
-        ref_ms, ref_tile = best
+        ref_ms, ref_tile = fastest_main_tile(_DOWN_FP8[block_m], ref_call, flops, f"bm{block_m}")
         y_ref.zero_()
         _launch_down(hq, w2q, y_ref, topk_weights, al, ref_tile, "tf32", scales=(hs, w2s))
         torch.cuda.synchronize()

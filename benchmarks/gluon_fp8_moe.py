@@ -72,6 +72,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -494,6 +496,42 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
 # --------------------------------------------------------------------------------------------------
 # GPU mode (NOT RUN YET)
 # --------------------------------------------------------------------------------------------------
+def expert_weights_fp8(
+    num_local: int, rows: int, cols: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random expert weights ``(L, rows, cols)`` float8_e4m3fn and their ``(L, rows/128, cols/128)``
+    float32 block scales, on ``gen``'s device, quantized one expert at a time (the fp32 temporaries
+    of all experts at once would not fit beside the rest)."""
+    from kernels.quant import quantize_fp8_block
+
+    wq = torch.empty((num_local, rows, cols), dtype=torch.float8_e4m3fn, device=gen.device)
+    ws = torch.empty((num_local, rows // GROUP, cols // GROUP), dtype=torch.float32, device=gen.device)
+    for e in range(num_local):
+        w = torch.randn(1, rows, cols, device=gen.device, generator=gen) * 0.02
+        wq[e : e + 1], ws[e : e + 1] = quantize_fp8_block(w)
+    return wq, ws
+
+
+def fastest_main_tile(
+    tiles: Any, launch: Callable[[Any], None], flops: float, label: str
+) -> tuple[float, Any]:
+    """Times main's Triton kernel at each of its fp8 ``tiles`` (``(block_n, block_k, warps, stages)``
+    from ``kernels.tactics``, TMA on) through ``launch(tile)``, prints each, and returns ``(ms, tile)``
+    of the fastest: the reference output and the speed-up baseline of the Gluon variants."""
+    from kernels.tactics import GemmTile
+
+    best: tuple[float, Any] | None = None
+    for bn, bk, warps, stages in tiles:
+        tile = GemmTile(bn, bk, 8, warps, stages, tma=True)
+        ms = bench_ms(partial(launch, tile))
+        print(f"  triton-main {label} {tile.name}: {ms * 1e3:.1f} us {flops / ms / 1e9:.0f} TFLOP/s")
+        if best is None or ms < best[0]:
+            best = (ms, tile)
+    if best is None:
+        raise ValueError(f"no main tiles to time for {label}")
+    return best
+
+
 def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
     """deepseek-r1 DEP8 (L=32 local experts of 256, H=7168, I=2048, top_k=8), balanced routing:
     for each variant, the Gluon kernel against main's Triton ``_launch_gate_up`` (same alignment,
@@ -509,8 +547,8 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
     from benchmarks.bench_fused_moe import CASES, balanced_topk
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_gate_up
-    from kernels.quant import dequantize_fp8_groups, quantize_fp8_block, quantize_fp8_groups
-    from kernels.tactics import _GATE_UP_FP8, GemmTile
+    from kernels.quant import dequantize_fp8_groups, quantize_fp8_groups
+    from kernels.tactics import _GATE_UP_FP8
 
     case = CASES["deepseek-r1-dep8"]
     dev = torch.device("cuda")
@@ -518,11 +556,7 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(num_tokens, h, device=dev, generator=gen, dtype=torch.bfloat16)
     xq, xs = quantize_fp8_groups(x)
-    w1q = torch.empty((num_local, 2 * i, h), dtype=torch.float8_e4m3fn, device=dev)
-    w1s = torch.empty((num_local, 2 * i // GROUP, h // GROUP), dtype=torch.float32, device=dev)
-    for e in range(num_local):  # one expert at a time keeps the fp32 temporaries small
-        w = torch.randn(1, 2 * i, h, device=dev, generator=gen) * 0.02
-        w1q[e : e + 1], w1s[e : e + 1] = quantize_fp8_block(w)
+    w1q, w1s = expert_weights_fp8(num_local, 2 * i, h, gen)
     ids, _ = balanced_topk(num_tokens, case, 0, dev)
     rows = num_tokens * k  # every slot is local under DEP balanced routing
     flops = 2.0 * rows * h * 2 * i
@@ -536,20 +570,13 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
         real = (al.sorted_ids[:padded] < al.num_slots).nonzero().squeeze(1)
         hq_ref = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
         hs_ref = torch.empty((al.max_padded, i // GROUP), dtype=torch.float32, device=dev)
-        best_ref: tuple[float, GemmTile] | None = None
-        for bn, bk, warps, stages in _GATE_UP_FP8[block_m]:
-            tile = GemmTile(bn, bk, 8, warps, stages, tma=True)
 
-            def ref_call(tile: GemmTile = tile, al: Any = al, hq_ref: torch.Tensor = hq_ref,
-                         hs_ref: torch.Tensor = hs_ref) -> None:  # fmt: skip
-                _launch_gate_up(xq, w1q, hq_ref, al, tile, k, "tf32", scales=(xs, w1s, hs_ref))
+        def ref_call(
+            tile: Any, al: Any = al, hq_ref: torch.Tensor = hq_ref, hs_ref: torch.Tensor = hs_ref
+        ) -> None:
+            _launch_gate_up(xq, w1q, hq_ref, al, tile, k, "tf32", scales=(xs, w1s, hs_ref))
 
-            ms = bench_ms(ref_call)
-            print(f"  triton-main bm{block_m} {tile.name}: {ms * 1e3:.1f} us {flops / ms / 1e9:.0f} TFLOP/s")
-            if best_ref is None or ms < best_ref[0]:
-                best_ref = (ms, tile)
-        assert best_ref is not None
-        ref_ms, ref_tile = best_ref
+        ref_ms, ref_tile = fastest_main_tile(_GATE_UP_FP8[block_m], ref_call, flops, f"bm{block_m}")
         # reference outputs from the fastest Triton tile
         _launch_gate_up(xq, w1q, hq_ref, al, ref_tile, k, "tf32", scales=(xs, w1s, hs_ref))
         torch.cuda.synchronize()
