@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 from pytest_moetune.dispatch import dispatch_topk, router_view
 from pytest_moetune.distributions import Distribution, parse_distribution
 from pytest_moetune.problem import TuningProblem
-from pytest_moetune.tuner import Tuner, finalists
+from pytest_moetune.tuner import Tuner, finalists, medians
 
 DEFAULT_TRAFFIC = ("random", "zipf:1.2")
 DEFAULT_AWARE = ("balanced", *DEFAULT_TRAFFIC)
@@ -247,7 +246,7 @@ def traffic_inputs(
 
 def _medians(samples: Mapping[str, list[float]], traffic: str, bucket: int) -> tuple[dict[str, float], str]:
     """Each tactic's median time (those with measurements) and the label of the fastest."""
-    times = {label: statistics.median(values) for label, values in samples.items() if values}
+    times = medians(samples)
     if not times:
         raise RuntimeError(f"no tactic ran on {traffic} traffic at bucket {bucket}")
     return times, min(times, key=times.__getitem__)

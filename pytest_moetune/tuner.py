@@ -204,6 +204,11 @@ class TuningResult:
         return self.bucket(bucket).tactic
 
 
+def medians(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Each label's median over its measurements; labels without any are left out."""
+    return {label: statistics.median(values) for label, values in samples.items() if values}
+
+
 def relative_error(out: Any, ref: Any) -> float:
     """``||out - ref|| / ||ref||`` in fp32 (``inf`` for NaN/inf in ``out``; 0 when both are zero)."""
     diff = (out.float() - ref.float()).norm().item()
@@ -487,8 +492,7 @@ class Tuner:
     ) -> dict[str, float]:
         """Each tactic's median over ``repeats`` more measurements (:meth:`retime_samples`); a tactic
         that fails is left out."""
-        samples = self.retime_samples(input_sets, tactics, repeats)
-        return {label: statistics.median(values) for label, values in samples.items() if values}
+        return medians(self.retime_samples(input_sets, tactics, repeats))
 
     def retime_samples(
         self, input_sets: Sequence[Any], tactics: Sequence[Hashable], repeats: int
