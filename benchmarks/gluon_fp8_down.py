@@ -92,10 +92,7 @@ if HAS_GLUON:
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from benchmarks.gluon_fp8_gemm import (
-        _gluon_block_scale,
-        _gluon_issue_mma,
-        _gluon_load_block,
-        _gluon_pin,
+        _gluon_mainloop,
         _mma_layout,
         _ready_ring,
     )
@@ -149,15 +146,6 @@ if HAS_GLUON:
         mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
-        a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-        ready = _ready_ring(NUM_STAGES)
-
-        # Prologue: blocks 0 .. NUM_STAGES-1 fill the ring; a slot is refilled (block b + NUM_STAGES)
-        # only after the wait that retires block b's wgmma.
-        for i in gl.static_range(NUM_STAGES):
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, i, off_m, row_b, i < num_k, NUM_STAGES)
-
         # Scales: hs rows are the tile's padded rows (always < max_padded: the mask is all true but lets
         # the GEMM prototype's helper be reused); one w2 scale per K block for the whole tile.
         rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
@@ -165,43 +153,8 @@ if HAS_GLUON:
         row_ok = rows < max_blocks * BLOCK_M
         sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
 
-        # T0 takes the even K blocks, T1 the odd ones (loop unrolled by two, see the module docstring).
-        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        t0_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, 0, t0_init, NUM_STAGES)
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, 1)
-        for j in range(0, (num_k - 1) // 2):
-            kb = 2 * j + 1
-            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, 1)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-            nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt, off_m, row_b, nxt < num_k,
+        acc = _gluon_mainloop(a_desc, b_desc, off_m, row_b, num_k, sa_ptrs, row_ok, sb_ptr, 1, 1, mma_layout,
                               NUM_STAGES)  # fmt: skip
-            acc = _gluon_pin(acc + done0 * gl.expand_dims(scale0, 1))
-
-            t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
-            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, 1)
-            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt + 1, off_m, row_b, nxt + 1 < num_k,
-                              NUM_STAGES)  # fmt: skip
-            acc = _gluon_pin(acc + spare1 * gl.expand_dims(scale1, 1))
-
-        # Tail: block num_k-2 or num_k-1 is in flight in T0 (num_k even: num_k-1 still to issue, in T1).
-        if num_k % 2 == 0:
-            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, 1)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-            acc = acc + done0 * gl.expand_dims(scale0, 1)
-            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-            acc = acc + done1 * gl.expand_dims(scale1, 1)
-        else:
-            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-            acc = acc + done0 * gl.expand_dims(scale0, 1)
-
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.invalidate(ready.index(s))
 
         _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
                        stride_ym)  # fmt: skip

@@ -157,6 +157,74 @@ if HAS_GLUON:
         return warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
 
     @gluon.jit
+    def _gluon_mainloop(a_desc, b_desc, off_m, b_row, num_k, sa_ptrs, row_ok, sb_ptr, stride_sa_k,
+                        stride_sb_k, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+        """The block-scaled K loop of one (BLOCK_M, BLOCK_N) tile, shared by the GEMM and the MoE down
+        kernel: A rows ``off_m ..`` and B rows ``b_row ..`` through a NUM_STAGES TMA ring, one wgmma in
+        flight while the previous K block is promoted with ``a_scale[rows, kb] * b_scale[kb]``
+        (``sa_ptrs``/``row_ok`` per row, ``sb_ptr`` per tile). Returns the fp32 accumulator in
+        ``mma_layout``."""
+        BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
+        BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+        BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
+        a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+        ready = _ready_ring(NUM_STAGES)
+
+        # Prologue: blocks 0 .. NUM_STAGES-1 fill the ring. A slot is refilled (with block b + NUM_STAGES)
+        # only after the wait that retires block b's wgmma.
+        for i in gl.static_range(NUM_STAGES):
+            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, i, off_m, b_row, i < num_k, NUM_STAGES)
+
+        # Two temporaries with fixed register sets: T0 takes the even K blocks, T1 the odd ones. The loop
+        # is unrolled by two so that neither ever changes role; a one-step loop swaps them at the
+        # back-edge, the phi copies write the registers of an in-flight wgmma and ptxas then serializes
+        # every wgmma (C7515).
+        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T1 registers, free
+        t0_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T0 registers
+        t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, 0, t0_init, NUM_STAGES)  # block 0 in flight in T0
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, stride_sa_k, stride_sb_k)
+
+        # Iteration j: issue block 2j+1 into T1 and promote block 2j from T0, then issue block 2j+2
+        # into T0 and promote block 2j+1 from T1. Each promotion follows a wait that leaves exactly
+        # one wgmma (the one just issued) outstanding.
+        for j in range(0, (num_k - 1) // 2):
+            kb = 2 * j + 1
+            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k)
+            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+            nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
+            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt, off_m, b_row, nxt < num_k,
+                              NUM_STAGES)  # fmt: skip
+            acc = _gluon_pin(acc + done0 * gl.expand_dims(scale0, 1))
+
+            t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
+            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, stride_sa_k, stride_sb_k)
+            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt + 1, off_m, b_row, nxt + 1 < num_k,
+                              NUM_STAGES)  # fmt: skip
+            acc = _gluon_pin(acc + spare1 * gl.expand_dims(scale1, 1))
+
+        # Tail: block num_k-2 or num_k-1 is in flight in T0. With num_k even, block num_k-1 is not
+        # issued yet: it goes into T1 while block num_k-2 is promoted.
+        if num_k % 2 == 0:
+            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, stride_sa_k, stride_sb_k)
+            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+            acc = acc + done0 * gl.expand_dims(scale0, 1)
+            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+            acc = acc + done1 * gl.expand_dims(scale1, 1)
+        else:
+            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+            acc = acc + done0 * gl.expand_dims(scale0, 1)
+
+        for s in gl.static_range(NUM_STAGES):
+            mbarrier.invalidate(ready.index(s))
+
+        return acc
+
+    @gluon.jit
     def _gluon_fp8_gemm_kernel(
         a_desc, b_desc, c_desc,  # TMA descriptors: A (M, K) fp8, B (N, K) fp8, C (M, N) bf16
         a_scale_ptr, b_scale_ptr,  # fp32 (M, K/128), fp32 (N/128, K/128)
@@ -188,65 +256,13 @@ if HAS_GLUON:
         mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, gl.num_warps())
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
-        a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-        ready = _ready_ring(NUM_STAGES)
-
-        # Prologue: blocks 0 .. NUM_STAGES-1 fill the ring. A slot is refilled (with block b + NUM_STAGES)
-        # only after the wait that retires block b's wgmma.
-        for i in gl.static_range(NUM_STAGES):
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, i, off_m, off_n, i < num_k, NUM_STAGES)
-
         rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
         sa_ptrs = a_scale_ptr + rows * stride_sa_m
         row_ok = rows < M
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_sb_n
 
-        # Two temporaries with fixed register sets: T0 takes the even K blocks, T1 the odd ones. The loop
-        # is unrolled by two so that neither ever changes role; a one-step loop swaps them at the
-        # back-edge, the phi copies write the registers of an in-flight wgmma and ptxas then serializes
-        # every wgmma (C7515).
-        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T1 registers, free
-        t0_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T0 registers
-        t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, 0, t0_init, NUM_STAGES)  # block 0 in flight in T0
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, stride_sa_k, stride_sb_k)
-
-        # Iteration j: issue block 2j+1 into T1 and promote block 2j from T0, then issue block 2j+2
-        # into T0 and promote block 2j+1 from T1. Each promotion follows a wait that leaves exactly
-        # one wgmma (the one just issued) outstanding.
-        for j in range(0, (num_k - 1) // 2):
-            kb = 2 * j + 1
-            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-            nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt, off_m, off_n, nxt < num_k,
-                              NUM_STAGES)  # fmt: skip
-            acc = _gluon_pin(acc + done0 * gl.expand_dims(scale0, 1))
-
-            t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
-            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, stride_sa_k, stride_sb_k)
-            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-            _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt + 1, off_m, off_n, nxt + 1 < num_k,
-                              NUM_STAGES)  # fmt: skip
-            acc = _gluon_pin(acc + spare1 * gl.expand_dims(scale1, 1))
-
-        # Tail: block num_k-2 or num_k-1 is in flight in T0. With num_k even, block num_k-1 is not
-        # issued yet: it goes into T1 while block num_k-2 is promoted.
-        if num_k % 2 == 0:
-            t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, stride_sa_k, stride_sb_k)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-            acc = acc + done0 * gl.expand_dims(scale0, 1)
-            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-            acc = acc + done1 * gl.expand_dims(scale1, 1)
-        else:
-            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-            acc = acc + done0 * gl.expand_dims(scale0, 1)
-
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.invalidate(ready.index(s))
+        acc = _gluon_mainloop(a_desc, b_desc, off_m, off_n, num_k, sa_ptrs, row_ok, sb_ptr, stride_sa_k,
+                              stride_sb_k, mma_layout, NUM_STAGES)  # fmt: skip
 
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M, BLOCK_N], c_desc.layout)
         c_smem.store(acc.to(c_desc.dtype))
