@@ -47,7 +47,11 @@ from kernels import (
     quantize_fp8_block,
     tactics,
 )
+from kernels.gluon_support import gluon_unready
 from kernels.tactics import block_m_choices
+
+GLUON = gluon_unready() is None
+"""The Gluon fp8 tiles join the fp8 sweep and default where this GPU runs them (Hopper)."""
 
 
 @dataclass(frozen=True)
@@ -263,9 +267,9 @@ def roofline_us(
 def coordinate_sweep(problem: MoEProblem, dflt: Tactic, time_of: Callable[[Tactic], float]) -> list[Tactic]:
     """Per block_m: the gate_up tiles with a fixed down tile, then the down tiles with the best
     gate_up. Returns the timed tactics, fastest first (the default is always timed too)."""
-    space = tactics(problem)
+    space = tactics(problem, gluon=GLUON)
     timed: dict[Tactic, float] = {dflt: time_of(dflt)}
-    for bm in block_m_choices(problem):
+    for bm in block_m_choices(problem, gluon=GLUON):
         in_bm = [t for t in space if t.block_m == bm]
         gus = list(dict.fromkeys(t.gate_up for t in in_bm))
         dns = list(dict.fromkeys(t.down for t in in_bm))
@@ -365,7 +369,7 @@ def run_point(
     finalists8: dict[str, Tactic] = {}
     if do_fp8:
         p8 = MoEProblem(num_tokens, h, i, num_local, case.top_k, "float8_e4m3fn")
-        d8 = default_tactic(p8)
+        d8 = default_tactic(p8, gluon=GLUON)
         # fp8 against the bf16 peer: quantization of x, weights and h, ~5% relative
         ranked8 = coordinate_sweep(p8, d8, sweeper(fp8_calls, 0.1, sweep8)) if args.sweep else [d8]
         finalists8 = {"fp8_default": d8}

@@ -2,7 +2,7 @@
 up weight tiles through a TMA ring, and one wgmma kept in flight while finished K blocks are promoted.
 
     PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --offline   # CPU only: compile for sm_90a, report
-    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu       # H100: check against main, time (NOT RUN YET)
+    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu       # H100: check against main, time
 
 Same inputs and outputs as ``kernels.fused_moe._gate_up_kernel`` with ``BLOCK_SCALE=True`` (DeepSeek
 fp8 recipe), for one rank's L local experts::
@@ -63,9 +63,10 @@ So BLOCK_M = 128 has no configuration that keeps one wgmma in flight without spi
 Main's Triton kernel compiled the same way spills 52 B at 64/8 warps and waits ``wait_group 0`` after
 every dot.
 
-STATUS: ``--offline`` has been run (CPU, compile only). The GPU mode (``--gpu``: agreement with main's
-Triton ``_launch_gate_up`` and timings) has NOT been run: the kernel has never executed, nothing here
-is measured, and correctness (including the cp.async/wgmma proxy fencing) is unverified.
+STATUS: run on an H100 (BENCHMARKS.md, device run 36): bit-identical to main's Triton gate/up; paired bm64
+/ 8 warps / 4 stages 1.32x main's fastest tile. The kernel moved to ``kernels/gluon_gate_up.py``, where
+``kernels.fused_moe_fp8`` runs it for Gluon tiles; this script keeps the offline compile and the GPU
+comparison.
 """
 
 from __future__ import annotations
@@ -88,250 +89,16 @@ from benchmarks.gluon_fp8_gemm import (
     is_cuda_fault,
     print_offline,
 )
+from kernels.tactics import GemmTile
 
 if HAS_GLUON:
-    from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.experimental.gluon.language.nvidia.ampere import async_copy
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from benchmarks.gluon_fp8_gemm import _gluon_pin, _mma_layout, _ready_ring
+    from kernels.gluon_gate_up import _gluon_gate_up_fp8_kernel, launch_gluon_gate_up
 
 GROUP = 128  # scale group width; BLOCK_N and BLOCK_K
 SCHEMES = ("paired", "stagger")
-
-
-# --------------------------------------------------------------------------------------------------
-# Gluon kernel
-# --------------------------------------------------------------------------------------------------
-if HAS_GLUON:
-
-    @gluon.jit
-    def _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, kb, num_k,
-                        row_g, row_u, NUM_STAGES: gl.constexpr):  # fmt: skip
-        """Fill ring slot ``kb % NUM_STAGES`` with K block ``kb``: the gathered x rows (every thread,
-        cp.async, one commit group) and the gate and up weight tiles (TMA, completing the slot's
-        mbarrier). Past the last block the copies are predicated off (the cp.async group is still
-        committed, empty, so that ``wait_group`` counts stay the same every step)."""
-        BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
-        slot = kb % NUM_STAGES
-        pred = kb < num_k
-        ptrs = a_rows + gl.expand_dims(kb * BLOCK_K + offs_k, 0)
-        async_copy.async_copy_global_to_shared(a_bufs.index(slot), ptrs, mask=pred)
-        async_copy.commit_group()
-        bar = ready.index(slot)
-        mbarrier.expect(bar, 2 * w_desc.block_type.nbytes, pred=pred)
-        tma.async_copy_global_to_shared(w_desc, [row_g, kb * BLOCK_K], bar, bg_bufs.index(slot), pred=pred)
-        tma.async_copy_global_to_shared(w_desc, [row_u, kb * BLOCK_K], bar, bu_bufs.index(slot), pred=pred)
-
-    @gluon.jit
-    def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
-        """Wait until K block ``kb`` is in shared memory: this thread's cp.async group of the block
-        (``NUM_STAGES - 2`` later groups may still be pending, see ``_moe_load_block``'s callers),
-        a generic-to-async proxy fence for the wgmma, a CTA barrier for the other threads' rows,
-        and the slot's TMA mbarrier for the weight tiles."""
-        slot = kb % NUM_STAGES
-        async_copy.wait_group(NUM_STAGES - 2)
-        fence_async_shared()
-        gl.thread_barrier()
-        mbarrier.wait(ready.index(slot), (kb // NUM_STAGES) & 1)
-
-    @gluon.jit
-    def _moe_mma(a_bufs, b_bufs, kb, spare, NUM_STAGES: gl.constexpr):
-        """Issue K block ``kb``'s wgmma (A rows x one weight tile) asynchronously into ``spare``'s
-        registers (``use_acc=False``: its values are ignored)."""
-        slot = kb % NUM_STAGES
-        return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
-                             use_acc=False, is_async=True)  # fmt: skip
-
-    @gluon.jit
-    def _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk):
-        """Combined scales of K block ``kb``: (xs[tok, kb] * w1s[gate block, kb], same for up)."""
-        sa = gl.load(sa_ptrs + kb)
-        return sa * gl.load(gs_ptr + kb * stride_wsk), sa * gl.load(us_ptr + kb * stride_wsk)
-
-    @gluon.jit
-    def _moe_tile(pid, max_blocks, num_pid_n, GROUP_M: gl.constexpr):
-        """``(row block, column block)`` of program ``pid`` in main's grouped order (``GROUP_M`` row
-        blocks share their weight columns in L2), as ``kernels.fused_moe._grouped_pid``."""
-        width = GROUP_M * num_pid_n
-        first_m = (pid // width) * GROUP_M
-        size_m = gl.minimum(max_blocks - first_m, GROUP_M)
-        return first_m + (pid % width) % size_m, (pid % width) // size_m
-
-    @gluon.jit
-    def _pin2(acc_g, acc_u):
-        """Both accumulators through a no-op ``wgmma.wait_group 2`` (two wgmmas outstanding where this
-        is called): the paired scheme's version of ``_gluon_pin`` (C7514 trap)."""
-        return warpgroup_mma_wait(num_outstanding=2, deps=(acc_g, acc_u))
-
-    @gluon.jit
-    def _promote(acc, t, scale):
-        return acc + t * gl.expand_dims(scale, 1)
-
-    @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
-    def _gluon_gate_up_fp8_kernel(
-        x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA descs: w1 as (L*2I, H) fp8, hq (max_padded, I)
-        xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
-        sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
-        N, K, num_slots, top_k, max_blocks,  # N = I, K = H
-        stride_xm, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
-        NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr,
-    ):  # fmt: skip
-        """One (BLOCK_M rows, 128 columns of h) tile per program; grid ``max_blocks * cdiv(I, 128)``
-        in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_N = BLOCK_K = 128 from
-        ``w_desc``'s. H must be a multiple of 128 (no masked K tail)."""
-        BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-        BLOCK_N: gl.constexpr = w_desc.block_type.shape[0]
-        BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
-        NUM_WARPS: gl.constexpr = gl.num_warps()
-        gl.static_assert(BLOCK_N == 128 and BLOCK_K == 128, "one scale group per program and K step")
-        gl.static_assert(h_desc.block_type.shape[1] == BLOCK_N, "h tile is BLOCK_M x 128")
-        gl.static_assert(NUM_STAGES >= 3, "cp.async wait_group NUM_STAGES-2 needs a ring of 3+")
-
-        pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
-        if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
-            return
-        e = gl.load(expert_ids_ptr + pid_m)
-        off_m = pid_m * BLOCK_M
-        off_n = pid_n * BLOCK_N
-        row_g = e * 2 * N + off_n
-        row_u = row_g + N
-        num_k = gl.cdiv(K, BLOCK_K)
-
-        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
-        row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-        # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
-        gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
-        a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
-
-        a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
-        bg_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
-        bu_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
-        ready = _ready_ring(NUM_STAGES)
-
-        # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
-        g_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gather_layout))
-        g_slot = gl.load(sorted_ids_ptr + g_rows)
-        g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
-        a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
-        offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
-
-        for i in gl.static_range(NUM_STAGES):
-            _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, i, num_k,
-                            row_g, row_u, NUM_STAGES)  # fmt: skip
-
-        rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
-        slot_ids = gl.load(sorted_ids_ptr + rows)
-        tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
-        sa_ptrs = xs_ptr + tok * stride_xsm
-        ws_e = ws_ptr + e.to(gl.int64) * stride_wse
-        gs_ptr = ws_e + (off_n // 128) * stride_wsn
-        us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
-
-        acc_g = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        acc_u = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        if SCHEME == "paired":
-            # T0 (even K blocks) and T1 (odd) each hold a (gate, up) pair; unrolled by two so that no
-            # temporary changes role at the back-edge (C7515). Each wait leaves the pair just issued
-            # (two wgmmas) outstanding and retires the previous pair, which is then promoted.
-            sg1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            su1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            g0 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            u0 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
-            g0 = _moe_mma(a_bufs, bg_bufs, 0, g0, NUM_STAGES)
-            u0 = _moe_mma(a_bufs, bu_bufs, 0, u0, NUM_STAGES)
-            cg0, cu0 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
-            for j in range(0, (num_k - 1) // 2):
-                kb = 2 * j + 1
-                _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-                g1 = _moe_mma(a_bufs, bg_bufs, kb, sg1, NUM_STAGES)
-                u1 = _moe_mma(a_bufs, bu_bufs, kb, su1, NUM_STAGES)
-                cg1, cu1 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
-                dg0, du0 = warpgroup_mma_wait(num_outstanding=2, deps=(g0, u0))  # block kb-1 done
-                nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
-                _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, nxt, num_k,
-                                row_g, row_u, NUM_STAGES)  # fmt: skip
-                acc_g, acc_u = _pin2(_promote(acc_g, dg0, cg0), _promote(acc_u, du0, cu0))
-
-                _moe_wait_block(a_bufs, ready, kb + 1, NUM_STAGES)
-                g0 = _moe_mma(a_bufs, bg_bufs, kb + 1, dg0, NUM_STAGES)
-                u0 = _moe_mma(a_bufs, bu_bufs, kb + 1, du0, NUM_STAGES)
-                cg0, cu0 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk)
-                sg1, su1 = warpgroup_mma_wait(num_outstanding=2, deps=(g1, u1))  # block kb done
-                _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, nxt + 1,
-                                num_k, row_g, row_u, NUM_STAGES)  # fmt: skip
-                acc_g, acc_u = _pin2(_promote(acc_g, sg1, cg1), _promote(acc_u, su1, cu1))
-            if num_k % 2 == 0:
-                _moe_wait_block(a_bufs, ready, num_k - 1, NUM_STAGES)
-                g1 = _moe_mma(a_bufs, bg_bufs, num_k - 1, sg1, NUM_STAGES)
-                u1 = _moe_mma(a_bufs, bu_bufs, num_k - 1, su1, NUM_STAGES)
-                cg1, cu1 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk)
-                dg0, du0 = warpgroup_mma_wait(num_outstanding=2, deps=(g0, u0))
-                acc_g = _promote(acc_g, dg0, cg0)
-                acc_u = _promote(acc_u, du0, cu0)
-                dg1, du1 = warpgroup_mma_wait(num_outstanding=0, deps=(g1, u1))
-                acc_g = _promote(acc_g, dg1, cg1)
-                acc_u = _promote(acc_u, du1, cu1)
-            else:
-                dg0, du0 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, u0))
-                acc_g = _promote(acc_g, dg0, cg0)
-                acc_u = _promote(acc_u, du0, cu0)
-        else:
-            gl.static_assert(SCHEME == "stagger", "SCHEME is 'paired' or 'stagger'")
-            # TG only ever holds gate blocks, TU only up blocks. Order per K block k: issue gate(k),
-            # retire + promote up(k-1), issue up(k), retire + promote gate(k): one wgmma in flight
-            # during every promotion, four live tiles.
-            tg = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            tu = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-            _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
-            g = _moe_mma(a_bufs, bg_bufs, 0, tg, NUM_STAGES)
-            cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
-            u = _moe_mma(a_bufs, bu_bufs, 0, tu, NUM_STAGES)
-            tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(0) done
-            acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-            cu_prev = cu
-            for kb in range(1, num_k):
-                _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-                g = _moe_mma(a_bufs, bg_bufs, kb, tg, NUM_STAGES)
-                cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
-                tu = warpgroup_mma_wait(num_outstanding=1, deps=(u,))  # up(kb-1) done: block kb-1 retired
-                _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready,
-                                kb + NUM_STAGES - 1, num_k, row_g, row_u, NUM_STAGES)  # fmt: skip
-                acc_u = _gluon_pin(_promote(acc_u, tu, cu_prev))
-                u = _moe_mma(a_bufs, bu_bufs, kb, tu, NUM_STAGES)
-                tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(kb) done
-                acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-                cu_prev = cu
-            tu = warpgroup_mma_wait(num_outstanding=0, deps=(u,))
-            acc_u = _promote(acc_u, tu, cu_prev)
-
-        async_copy.wait_group(0)
-        for s in gl.static_range(NUM_STAGES):
-            mbarrier.invalidate(ready.index(s))
-
-        # Epilogue as main's: h = silu(gate) * up, one e4m3 group per row, IEEE divisions.
-        cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout))
-        h = acc_g / (1.0 + gl.exp(-acc_g)) * acc_u
-        h = gl.where(gl.expand_dims(cols < N, 0), h, 0.0)
-        h_scale = gl.div_rn(gl.maximum(gl.max(gl.abs(h), axis=1), 1e-10), 448.0)
-        hq = gl.div_rn(h, gl.expand_dims(h_scale, 1))
-        hq = gl.minimum(gl.maximum(hq, -448.0), 448.0)
-        gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n, h_scale)
-        h_smem = gl.allocate_shared_memory(h_desc.dtype, [BLOCK_M, BLOCK_N], h_desc.layout)
-        h_smem.store(hq.to(h_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_smem)
-        tma.store_wait(pendings=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,18 +152,8 @@ def gluon_gate_up_fp8(
         hq, hs = out
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
-    w_layout = gl.NVMMASharedLayout.get_default_for([GROUP, GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([block_m, GROUP], gl.float8e4nv)
-    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [GROUP, GROUP], w_layout)
-    h_desc = TensorDescriptor.from_tensor(hq, [block_m, GROUP], h_layout)
-    grid = (alignment.max_blocks * (i // GROUP),)
-    _gluon_gate_up_fp8_kernel[grid](
-        xq, w_desc, h_desc, xs, w1s, hs,
-        alignment.sorted_ids, alignment.expert_ids, alignment.num_padded,
-        i, h, alignment.num_slots, k, alignment.max_blocks,
-        xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
-        NUM_STAGES=num_stages, GROUP_M=group_m, SCHEME=scheme, num_warps=num_warps,
-    )  # fmt: skip
+    tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
+    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme=scheme)
     return hq, hs
 
 
@@ -494,7 +251,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
 
 
 # --------------------------------------------------------------------------------------------------
-# GPU mode (NOT RUN YET)
+# GPU mode
 # --------------------------------------------------------------------------------------------------
 def expert_weights_fp8(
     num_local: int, rows: int, cols: int, gen: torch.Generator
@@ -518,8 +275,6 @@ def fastest_main_tile(
     """Times main's Triton kernel at each of its fp8 ``tiles`` (``(block_n, block_k, warps, stages)``
     from ``kernels.tactics``, TMA on) through ``launch(tile)``, prints each, and returns ``(ms, tile)``
     of the fastest: the reference output and the speed-up baseline of the Gluon variants."""
-    from kernels.tactics import GemmTile
-
     best: tuple[float, Any] | None = None
     for bn, bk, warps, stages in tiles:
         tile = GemmTile(bn, bk, 8, warps, stages, tma=True)
@@ -616,7 +371,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="compile for sm_90a and report (CPU only)")
-    mode.add_argument("--gpu", action="store_true", help="correctness and timing on an H100 (not run yet)")
+    mode.add_argument("--gpu", action="store_true", help="correctness and timing on an H100")
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per rank for --gpu")
     args = parser.parse_args()
     if args.gpu or (not args.offline and torch.cuda.is_available()):

@@ -469,6 +469,8 @@ def fused_moe(
         tactic = default_tactic(problem_of(x, w1, topk_ids))
     elif not isinstance(tactic, Tactic):
         raise _err(f"tactic must be a kernels.Tactic, got {type(tactic).__name__}")
+    if tactic.gate_up.gluon or tactic.down.gluon:
+        raise _err(f"tactic {tactic.name} has Gluon tiles, which are fp8 only (kernels.fused_moe_fp8)")
     if out is None:
         out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
     elif (

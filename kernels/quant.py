@@ -8,6 +8,9 @@
   the gate/up GEMM's epilogue (each program owns one 128-wide group of h's columns).
 - GEMMs: fp8 tensor-core dots per 128-deep K block, scaled by ``a_scale[row] * b_scale[col]`` and
   accumulated in fp32; routing weight, output and combine as in the bf16 layer (out in x's dtype).
+  Each GEMM runs the Triton kernel of :mod:`kernels.fused_moe` or, for a tile with ``gluon`` set,
+  the Hopper Gluon kernel (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps the
+  wgmmas in flight during the promotion; both write the same h, so a tactic may mix them.
 
 The fp32 reference for this path is :func:`kernels.reference.fused_moe_reference` on the
 dequantized inputs with ``act_quant="fp8_group"`` (it quantizes h by the same recipe).
@@ -27,7 +30,12 @@ from kernels.fused_moe import (
     launch_combine,
     validate_inputs,
 )
-from kernels.tactics import MoEProblem, Tactic, default_tactic
+from kernels.gluon_support import HAS_GLUON, gluon_unready
+from kernels.tactics import MoEProblem, Tactic, default_tactic, gluon_misfit
+
+if HAS_GLUON:
+    from kernels.gluon_down import launch_gluon_down
+    from kernels.gluon_gate_up import launch_gluon_gate_up
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -118,6 +126,18 @@ def _check_scale(name: str, s: torch.Tensor, shape: tuple[int, ...], dev: torch.
         raise _err(f"{name} must be contiguous on {dev}, got {s.device} strides {s.stride()}")
 
 
+def _check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
+    """``ValueError`` naming why a Gluon tile of ``tactic`` cannot run here, if one cannot."""
+    for gemm, tile, weights in (("gate_up", tactic.gate_up, w1), ("down", tactic.down, w2)):
+        if not tile.gluon:
+            continue
+        why = gluon_misfit(gemm, tactic.block_m, tile, h, i) or gluon_unready(w1.device)
+        if why is None and not weights.is_contiguous():
+            why = f"its weights must be contiguous (TMA over L * rows), got strides {weights.stride()}"
+        if why is not None:
+            raise _err(f"tactic {tactic.name}: the {gemm} tile is a Gluon tile, but {why}")
+
+
 def fused_moe_fp8(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -144,7 +164,9 @@ def fused_moe_fp8(
         topk_ids, topk_weights, local_expert_offset, activation, validate, num_experts, out: as in
             :func:`kernels.fused_moe`.
         tactic: needs ``gate_up.block_n == gate_up.block_k == down.block_k == 128`` (one scale
-            group per K step and per gate/up program); ``None`` uses the fp8 default.
+            group per K step and per gate/up program); Gluon tiles need a Hopper GPU and the sizes
+            of :func:`kernels.tactics.gluon_misfit`. ``None`` uses the fp8 default (with Gluon
+            tiles where the device runs them).
 
     Returns ``out (T, H)`` in x's dtype; deterministic like the bf16 layer.
     """
@@ -159,12 +181,14 @@ def fused_moe_fp8(
     _check_scale("w2_scale", w2_scale, (num_local, triton.cdiv(h, GROUP),
                                         triton.cdiv(i, GROUP)), x.device)
     if tactic is None:
-        tactic = default_tactic(MoEProblem(t_, h, i, num_local, k, "float8_e4m3fn"))
+        tactic = default_tactic(MoEProblem(t_, h, i, num_local, k, "float8_e4m3fn"),
+                                gluon=gluon_unready(x.device) is None)
     elif not isinstance(tactic, Tactic):
         raise _err(f"tactic must be a kernels.Tactic, got {type(tactic).__name__}")
     if (tactic.gate_up.block_n, tactic.gate_up.block_k, tactic.down.block_k) != (128, 128, 128):
         raise _err(f"fp8 tactic needs gate_up block_n = block_k = down block_k = 128, got "
                    f"{tactic.name}")
+    _check_gluon_tiles(tactic, h, i, w1, w2)
     if out is None:
         out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
     elif (tuple(out.shape) != (t_, h) or out.dtype != x.dtype or out.device != x.device
@@ -177,8 +201,14 @@ def fused_moe_fp8(
     hq = torch.empty((al.max_padded, i), dtype=FP8, device=x.device)
     hs = torch.empty((al.max_padded, triton.cdiv(i, GROUP)), dtype=torch.float32,
                      device=x.device)
-    _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
+    if tactic.gate_up.gluon:
+        launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k)
+    else:
+        _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
     y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-    _launch_down(hq, w2, y, topk_weights, al, tactic.down, "tf32", scales=(hs, w2_scale))
+    if tactic.down.gluon:
+        launch_gluon_down(hq, hs, w2, w2_scale, y, topk_weights, al, tactic.down)
+    else:
+        _launch_down(hq, w2, y, topk_weights, al, tactic.down, "tf32", scales=(hs, w2_scale))
     launch_combine(y, topk_ids, out, local_expert_offset, num_local)
     return out

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels.fused_moe import fused_moe
+from kernels.gluon_support import gluon_unready
 from kernels.peer import grouped_mm_moe
 from kernels.quant import (
     dequantize_fp8_block,
@@ -32,7 +33,10 @@ from kernels.quant import (
 from kernels.reference import fused_moe_reference
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactics
 
-_SOURCES = ("align.py", "fused_moe.py", "quant.py", "tactics.py")
+_SOURCES = (
+    "align.py", "fused_moe.py", "quant.py", "tactics.py",
+    "gluon_support.py", "gluon_common.py", "gluon_gate_up.py", "gluon_down.py",
+)
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_w8a8": torch.bfloat16}
 _KERNEL_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp8_w8a8": "float8_e4m3fn"}
 SLOWDOWN_ENV = "MOETUNE_TEST_SLOWDOWN"
@@ -96,15 +100,18 @@ class FusedMoERunner:
         self.source_hash = source_hash()
         self.slowdown = slowdown_from_env()
         self._spin_ns: dict[tuple[int, Tactic], int] = {}
+        self.gluon = gluon_unready() is None
+        """Whether this process's CUDA device runs the Gluon fp8 tiles (Hopper), which then join
+        the fp8 tactic space and default."""
 
     def supports(self, problem: Any) -> bool:
         return problem.dtype in _KERNEL_DTYPES
 
     def tactics(self, problem: Any) -> list[Tactic]:
-        return tactics(kernel_problem(problem))
+        return tactics(kernel_problem(problem), gluon=self.gluon)
 
     def default_tactic(self, problem: Any) -> Tactic:
-        return default_tactic(kernel_problem(problem))
+        return default_tactic(kernel_problem(problem), gluon=self.gluon)
 
     def tactic_to_dict(self, tactic: Tactic) -> dict[str, Any]:
         return tactic.to_dict()

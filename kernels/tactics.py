@@ -48,7 +48,9 @@ class GemmTile:
     Triton's warps per program and software-pipelining depth; ``tma``: load weight tiles (and the
     down GEMM's contiguous activation tiles) through TMA descriptors (Hopper's bulk copy engine)
     instead of per-thread pointer loads; needs 16-byte aligned rows (H and I multiples of 8 in
-    16-bit dtypes).
+    16-bit dtypes); ``gluon``: run the fp8 block-scale GEMM as the Hopper Gluon kernel
+    (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps wgmmas in flight while
+    it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`).
     """
 
     block_n: int
@@ -57,6 +59,7 @@ class GemmTile:
     num_warps: int = 4
     num_stages: int = 3
     tma: bool = False
+    gluon: bool = False
 
     def __post_init__(self) -> None:
         _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
@@ -66,12 +69,17 @@ class GemmTile:
         _check_int("num_stages", self.num_stages, lo=1, hi=8, pow2=False)
         if not isinstance(self.tma, bool):
             raise ValueError(f"tma must be a bool, got {self.tma!r}")
+        if not isinstance(self.gluon, bool):
+            raise ValueError(f"gluon must be a bool, got {self.gluon!r}")
+        if self.gluon and not self.tma:
+            raise ValueError("a gluon tile loads its weights through TMA: it needs tma=True")
 
     @property
     def name(self) -> str:
         return (
             f"n{self.block_n}k{self.block_k}g{self.group_m}w{self.num_warps}s{self.num_stages}"
             + ("t" if self.tma else "")
+            + ("G" if self.gluon else "")
         )
 
 
@@ -202,6 +210,65 @@ _DOWN_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 }
 
 
+# Gluon fp8 tiles (kernels/gluon_gate_up.py, kernels/gluon_down.py), by block_m: (block_n, block_k,
+# num_warps, num_stages), fastest first on the H100 (deepseek-r1 DEP8, 4000 tokens, BENCHMARKS.md run
+# 36). wgmma tiles are 64 rows per warpgroup, so block_m is 64 or 128. Left out because they spill
+# (run 36 and the offline ptxas reports): gate/up on 4 warps, down 128x128 on 4 warps.
+_GATE_UP_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    64: ((128, 128, 8, 4), (128, 128, 8, 3)),
+    128: ((128, 128, 8, 3),),
+}
+_DOWN_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    64: ((128, 128, 4, 3), (256, 128, 8, 4)),
+    128: ((128, 128, 8, 4), (128, 128, 8, 3)),
+}
+
+
+def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int) -> str | None:
+    """Why the Gluon kernel cannot run ``tile`` as the ``gemm`` (``"gate_up"`` or ``"down"``) GEMM
+    of a layer with this ``hidden``/``intermediate`` size at ``block_m``, or ``None`` when it can.
+
+    The kernels have no K tail and one scale group per K step and gate/up program: H and I multiples
+    of 128, block_k 128, gate/up block_n 128, down block_n 64/128/256 dividing H; block_m 64 or 128
+    (one or two 64-row wgmma warpgroups), 4 or 8 warps; the ring needs 3 stages for gate/up (cp.async
+    groups in flight) and 2 for down. Whether the device can run Gluon at all is
+    :func:`kernels.gluon_support.gluon_unready`."""
+    if gemm not in ("gate_up", "down"):
+        raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
+    widths = (128,) if gemm == "gate_up" else (64, 128, 256)
+    min_stages = 3 if gemm == "gate_up" else 2
+    if hidden % 128 or intermediate % 128:
+        return f"H={hidden} and I={intermediate} must be multiples of 128"
+    if block_m not in (64, 128):
+        return f"block_m={block_m} must be 64 or 128"
+    if tile.block_k != 128 or tile.block_n not in widths:
+        return f"{gemm} tile {tile.name} needs block_k 128 and block_n in {widths}"
+    if gemm == "down" and hidden % tile.block_n:
+        return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
+    if tile.num_warps not in (4, 8):
+        return f"num_warps={tile.num_warps} must be 4 or 8"
+    if tile.num_stages < min_stages:
+        return f"{gemm} needs num_stages >= {min_stages}, got {tile.num_stages}"
+    return None
+
+
+def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
+    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes."""
+    table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
+    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
+             for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
+    h, i = problem.hidden_size, problem.intermediate_size
+    return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
+
+
+def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:
+    """Gluon tiles apply: asked for, an fp8 problem, and sizes the kernels take (H, I % 128)."""
+    return (
+        gluon and problem.dtype == "float8_e4m3fn"
+        and problem.hidden_size % 128 == 0 and problem.intermediate_size % 128 == 0
+    )
+
+
 def _smem_bytes(block_m: int, tile: GemmTile, elem: int, b_tiles: int) -> int:
     per_stage = (block_m + b_tiles * tile.block_n) * tile.block_k * elem
     return per_stage * max(1, tile.num_stages - 1) + 4096
@@ -242,19 +309,20 @@ def _tiles_for(
     return out
 
 
-def block_m_choices(problem: MoEProblem) -> list[int]:
+def block_m_choices(problem: MoEProblem, *, gluon: bool = False) -> list[int]:
     """Row-block sizes worth trying: up to three, the largest not above the expected rows/expert.
 
-    fp8 stops at 64: with two block-scaled fp32 accumulators (gate and up) plus the per-K-block
-    promotion, block_m=128 spills registers and ran ~3x slower than 64 in every H100 sweep.
+    fp8 stops at 64 unless the Gluon tiles apply (``gluon``, see :func:`tactics`): Triton's fp8
+    gate/up at block_m=128 (two block-scaled fp32 accumulators plus the per-K-block promotion)
+    spills registers and ran ~3x slower than 64 in every H100 sweep.
     """
-    top = 64 if problem.dtype == "float8_e4m3fn" else 128
+    top = 64 if problem.dtype == "float8_e4m3fn" and not _uses_gluon(problem, gluon) else 128
     cap = min(top, max(16, _next_pow2(math.ceil(problem.rows_per_expert))))
     choices = [bm for bm in _BLOCK_M_CHOICES if bm <= cap]
     return choices[-3:]
 
 
-def tactics(problem: MoEProblem) -> list[Tactic]:
+def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     """The pruned tactic space for ``problem``: every block_m choice x gate_up tiles x down tiles.
 
     Pruning: ``block_m`` up to the expected rows per expert (next power of two, at most 128, at
@@ -262,25 +330,40 @@ def tactics(problem: MoEProblem) -> list[Tactic]:
     pipelined shared-memory footprint exceeds an H100 block's are dropped; TMA variants only for
     ``block_m >= 64``. For ``dtype="float8_e4m3fn"`` the fp8 tables apply (gate_up block_n and
     both block_k fixed at the 128-wide scale groups).
+
+    ``gluon`` (the caller's device runs Gluon: :func:`kernels.gluon_support.gluon_unready` is
+    ``None``) adds, for fp8 with H and I multiples of 128, the Gluon tiles at block_m 64 beside the
+    Triton ones, and block_m 128 with Gluon tiles only. The two GEMMs' kernels are interchangeable
+    (same h and scales), so a tactic may mix them.
     """
     h, i = problem.hidden_size, problem.intermediate_size
     fp8 = problem.dtype == "float8_e4m3fn"
+    use_gluon = _uses_gluon(problem, gluon)
     gate_up, down = (_GATE_UP_FP8, _DOWN_FP8) if fp8 else (_GATE_UP, _DOWN)
     out: list[Tactic] = []
-    for bm in block_m_choices(problem):
-        for gu in _tiles_for(problem, bm, gate_up, i, h, 2, pin=(fp8, fp8)):
-            for dn in _tiles_for(problem, bm, down, h, i, 1, pin=(False, fp8)):
+    for bm in block_m_choices(problem, gluon=use_gluon):
+        gu_tiles: list[GemmTile] = []
+        dn_tiles: list[GemmTile] = []
+        if not (fp8 and bm > 64):  # Triton's fp8 tiles stop at 64 (block_m_choices)
+            gu_tiles = _tiles_for(problem, bm, gate_up, i, h, 2, pin=(fp8, fp8))
+            dn_tiles = _tiles_for(problem, bm, down, h, i, 1, pin=(False, fp8))
+        if use_gluon:
+            gu_tiles += _gluon_tiles(problem, bm, "gate_up")
+            dn_tiles += _gluon_tiles(problem, bm, "down")
+        for gu in gu_tiles:
+            for dn in dn_tiles:
                 out.append(Tactic(bm, gu, dn))
     return out
 
 
-def default_tactic(problem: MoEProblem) -> Tactic:
+def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
     ``block_m`` follows the expected rows per expert (16 for decode, up to 128 for prefill); in the
     bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
     per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
-    weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there).
+    weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 at
+    ``block_m = 64`` with ``gluon`` (as in :func:`tactics`) takes both GEMMs' fastest Gluon tiles.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -300,6 +383,8 @@ def default_tactic(problem: MoEProblem) -> Tactic:
         # the tiles that won the H100 fp8 sweeps (BENCHMARKS.md): 8 warps for two 64x128 gate/up
         # accumulators at block_m=64, TMA weight tiles there
         bm = min(bm, 64)
+        if bm == 64 and _uses_gluon(problem, gluon):
+            return Tactic(bm, _gluon_tiles(problem, bm, "gate_up")[0], _gluon_tiles(problem, bm, "down")[0])
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
         dn = _clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,

@@ -91,6 +91,21 @@ def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
     torch.testing.assert_close(outf, ref, rtol=ELEM_TOL, atol=atol)
 
 
+def _fp8_case(model: str, t: int, seed: int, dtype: torch.dtype = torch.bfloat16) -> tuple:
+    """``(x, weights, routing, offset, reference)`` of one fp8 point, the reference on the same
+    quantized inputs (as in ``test_fp8_block_scale_matches_reference``)."""
+    from kernels import dequantize_fp8_block, dequantize_fp8_groups, fused_moe_reference, quantize_fp8_groups
+
+    w1q, w1s, w2q, w2s = _weights_fp8(model)
+    ids, weights, offset = _routing(model, t, seed=seed)
+    x = torch.randn(t, w1q.shape[2], device="cuda").to(dtype)
+    ref = fused_moe_reference(
+        dequantize_fp8_groups(*quantize_fp8_groups(x)), dequantize_fp8_block(w1q, w1s),
+        dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
+    )
+    return x, (w1q, w1s, w2q, w2s), (ids, weights), offset, ref
+
+
 @pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_bf16_matches_reference(model: str, t: int) -> None:
@@ -111,28 +126,14 @@ def test_bf16_matches_reference(model: str, t: int) -> None:
 @pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_fp8_block_scale_matches_reference(model: str, t: int) -> None:
-    from kernels import (
-        dequantize_fp8_block,
-        dequantize_fp8_groups,
-        fused_moe_fp8,
-        fused_moe_reference,
-        quantize_fp8_groups,
-    )
+    from kernels import fused_moe_fp8
 
-    w1q, w1s, w2q, w2s = _weights_fp8(model)
-    ids, weights, offset = _routing(model, t, seed=t + 11)
-    x = torch.randn(t, w1q.shape[2], device="cuda").to(torch.bfloat16)
-    out = torch.full((t, w1q.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
-    fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, weights, local_expert_offset=offset, out=out)
-    xq, xs = quantize_fp8_groups(x)  # the same device quantization the layer runs
-    ref = fused_moe_reference(
-        dequantize_fp8_groups(xq, xs), dequantize_fp8_block(w1q, w1s),
-        dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset,
-        act_quant="fp8_group",
-    )
+    x, weights_fp8, routing, offset, ref = _fp8_case(model, t, seed=t + 11)
+    out = torch.full_like(x, math.nan)
+    fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=out)
     _check(out, ref)
     again = torch.full_like(out, math.nan)
-    fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, weights, local_expert_offset=offset, out=again)
+    fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=again)
     assert torch.equal(out, again), "two runs on the same inputs gave different bits"
 
 
@@ -205,3 +206,84 @@ def test_every_tactic_of_a_small_space_on_gpu() -> None:
         out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
         fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
         _check(out, ref)
+
+
+# Prefill points whose rows per expert (250, 87.5) are not multiples of 64: every Gluon block_m has
+# padding rows. H and I are multiples of 128 on both, as the Gluon kernels need.
+GLUON_POINTS = [("deepseek-r1-dep8", 1000), ("qwen3-235b-a22b-dep2", 700)]
+
+
+def _skip_without_gluon() -> None:
+    from kernels.gluon_support import gluon_unready
+
+    why = gluon_unready()
+    if why is not None:
+        pytest.skip(f"the Gluon fp8 tiles run on Hopper only: {why}")
+
+
+@pytest.mark.parametrize(("model", "t"), GLUON_POINTS, ids=[f"{m}-T{t}" for m, t in GLUON_POINTS])
+def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int) -> None:
+    """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
+    Triton tile: the kernels exchange h and its scales) matches the reference, and the default
+    (all Gluon at block_m 64) gives the same bits twice."""
+    from kernels import MoEProblem, default_tactic, fused_moe_fp8, tactics
+
+    _skip_without_gluon()
+    x, weights_fp8, routing, offset, ref = _fp8_case(model, t, seed=t + 23)
+    w1q, w2q = weights_fp8[0], weights_fp8[2]
+    problem = MoEProblem(t, w1q.shape[2], w2q.shape[2], w1q.shape[0], routing[0].shape[1], "float8_e4m3fn")
+    chosen = [tac for tac in tactics(problem, gluon=True) if tac.gate_up.gluon or tac.down.gluon]
+    assert {tac.block_m for tac in chosen} == {64, 128}
+    for tac in chosen:
+        out = torch.full_like(x, math.nan)
+        fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
+        _check(out, ref)
+    dflt = default_tactic(problem, gluon=True)
+    assert dflt.gate_up.gluon and dflt.down.gluon, dflt.name
+    first = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
+    again = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
+    assert torch.equal(first, again), "two runs on the same inputs gave different bits"
+
+
+def test_fp8_gluon_fp16_activations() -> None:
+    """fp16 x: the Gluon down kernel rounds y to x's dtype (fp16 here, bf16 elsewhere)."""
+    from kernels import fused_moe_fp8
+
+    _skip_without_gluon()
+    x, weights_fp8, routing, offset, ref = _fp8_case("deepseek-r1-dep8", 512, seed=5, dtype=torch.float16)
+    out = torch.full_like(x, math.nan)
+    fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=out)
+    assert out.dtype == torch.float16
+    _check(out, ref)
+
+
+def test_fp8_gluon_cuda_graph_replay_follows_new_routing() -> None:
+    """The Gluon tiles (host-built TMA descriptors, device alignment) capture in a CUDA graph, as the
+    tuner times them, and a replay follows new routing written into the captured tensors."""
+    from kernels import (
+        dequantize_fp8_block,
+        dequantize_fp8_groups,
+        fused_moe_fp8,
+        fused_moe_reference,
+        quantize_fp8_groups,
+    )
+
+    _skip_without_gluon()
+    model, t = "deepseek-r1-dep8", 512
+    x, weights_fp8, (ids, weights), offset, _ = _fp8_case(model, t, seed=1)
+    fused_moe_fp8(x, *weights_fp8, ids, weights, local_expert_offset=offset)  # compile outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fused_moe_fp8(x, *weights_fp8, ids, weights, local_expert_offset=offset)
+    w1q, w1s, w2q, w2s = weights_fp8
+    new_ids, new_w, _ = _routing(model, t, seed=2)
+    ids.copy_(new_ids)
+    weights.copy_(new_w)
+    out.fill_(math.nan)
+    graph.replay()
+    ref = fused_moe_reference(
+        dequantize_fp8_groups(*quantize_fp8_groups(x)), dequantize_fp8_block(w1q, w1s),
+        dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
+    )
+    _check(out, ref)

@@ -1,0 +1,33 @@
+"""Whether the Gluon fp8 kernels (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`) can run.
+
+They are written for Hopper (sm_90: wgmma, TMA, mbarriers) in Triton's Gluon dialect, which ships as
+``triton.experimental.gluon`` from Triton 3.4 on. Nothing here imports them, so ``import kernels``
+works on any Triton and under the CPU interpreter, where Gluon cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+HAS_GLUON = importlib.util.find_spec("triton.experimental.gluon") is not None
+HOPPER = (9, 0)
+
+
+def gluon_unready(device: torch.device | str | None = None) -> str | None:
+    """Why the Gluon kernels cannot run on ``device`` (default: the current CUDA device), or
+    ``None`` when they can: needs this Triton build to have Gluon, no ``TRITON_INTERPRET``, and a
+    CUDA device of compute capability 9.0 (H100/H200; sm_100 has other MMA instructions)."""
+    if not HAS_GLUON:
+        return "this Triton build has no triton.experimental.gluon"
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return "TRITON_INTERPRET is set (the CPU interpreter cannot run Gluon)"
+    dev = torch.device(device) if device is not None else None
+    if (dev is not None and dev.type != "cuda") or not torch.cuda.is_available():
+        return f"device {dev or 'cpu'} is not a CUDA GPU"
+    capability = torch.cuda.get_device_capability(dev)
+    if capability != HOPPER:
+        return f"compute capability {capability[0]}.{capability[1]} is not Hopper's 9.0"
+    return None

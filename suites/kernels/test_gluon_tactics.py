@@ -1,0 +1,150 @@
+"""The Gluon fp8 tiles in the tactic space, their size rules and the errors for tiles that cannot run.
+
+CPU only (no kernel runs): the Gluon kernels' numerics and speed are checked on an H100
+(``suites/kernels/test_correctness_gpu.py``, BENCHMARKS.md), their compile for sm_90a by
+``tests/test_gluon_fp8_{moe,down}_compiles.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from kernels import GemmTile, MoEProblem, Tactic, default_tactic, fused_moe, fused_moe_fp8, tactics
+from kernels.gluon_support import gluon_unready
+from kernels.quant import quantize_fp8_block
+from kernels.tactics import gluon_misfit
+
+DSR1_PREFILL = MoEProblem(4000, 7168, 2048, 32, 8, "float8_e4m3fn")
+"""deepseek-r1 DEP8 at 4000 tokens per rank: 1000 rows per local expert."""
+GLUON_TILE = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True)
+
+
+def test_without_gluon_the_space_has_no_gluon_tile_and_fp8_stops_at_block_m_64() -> None:
+    space = tactics(DSR1_PREFILL)
+    assert space == tactics(DSR1_PREFILL, gluon=False)
+    assert not any(t.gate_up.gluon or t.down.gluon for t in space)
+    assert max(t.block_m for t in space) == 64
+    assert not default_tactic(DSR1_PREFILL).gate_up.gluon
+
+
+def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
+    plain = tactics(DSR1_PREFILL)
+    space = tactics(DSR1_PREFILL, gluon=True)
+    assert len(space) == len(set(space))
+    gluon = [t for t in space if t.gate_up.gluon or t.down.gluon]
+    assert gluon and {t.block_m for t in gluon} == {64, 128}
+    # the Triton tactics of the shared block_m choices stay, so the tuner can still pick them
+    assert {t for t in plain if t.block_m in (32, 64)} <= set(space)
+    # Triton's fp8 gate/up spills at block_m 128: only Gluon tiles there, in both GEMMs
+    assert all(t.gate_up.gluon and t.down.gluon for t in space if t.block_m == 128)
+    for t in gluon:
+        for gemm, tile in (("gate_up", t.gate_up), ("down", t.down)):
+            if tile.gluon:
+                assert tile.tma
+                assert gluon_misfit(gemm, t.block_m, tile, 7168, 2048) is None, (t.name, gemm)
+
+
+def test_gluon_default_is_all_gluon_at_block_m_64() -> None:
+    d = default_tactic(DSR1_PREFILL, gluon=True)
+    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (64, True, True)
+    assert d in tactics(DSR1_PREFILL, gluon=True)
+    decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
+    assert default_tactic(decode, gluon=True) == default_tactic(decode)
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        MoEProblem(4000, 7168, 2048, 32, 8, "bfloat16"),  # Gluon tiles are fp8 only
+        MoEProblem(4000, 2880, 2880, 64, 4, "float8_e4m3fn"),  # gpt-oss: H, I not multiples of 128
+        MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn"),  # decode: block_m 16, no wgmma tile
+    ],
+    ids=["bf16", "H2880-fp8", "decode-fp8"],
+)
+def test_gluon_changes_nothing_where_its_kernels_do_not_apply(problem: MoEProblem) -> None:
+    assert tactics(problem, gluon=True) == tactics(problem)
+    assert default_tactic(problem, gluon=True) == default_tactic(problem)
+
+
+def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
+    odd = MoEProblem(4000, 7168 - 128, 2048, 32, 8, "float8_e4m3fn")  # H = 7040 = 55 * 128
+    widths = {t.down.block_n for t in tactics(odd, gluon=True) if t.down.gluon}
+    assert widths and 256 not in widths
+    assert 256 in {t.down.block_n for t in tactics(DSR1_PREFILL, gluon=True) if t.down.gluon}
+
+
+@pytest.mark.parametrize(
+    ("gemm", "block_m", "tile", "sizes", "message"),
+    [
+        ("gate_up", 64, GLUON_TILE, (2880, 2048), "H=2880"),
+        ("gate_up", 32, GLUON_TILE, (7168, 2048), "block_m=32"),
+        ("gate_up", 64, GemmTile(64, 128, 8, 8, 4, True, True), (7168, 2048), "n64k128g8w8s4tG"),
+        ("down", 64, GemmTile(256, 128, 8, 8, 4, True, True), (7040, 2048), "H=7040 .* block_n=256"),
+        ("down", 64, GemmTile(128, 128, 8, 2, 2, True, True), (7168, 2048), "num_warps=2"),
+        ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
+    ],
+    ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "stages"],
+)
+def test_gluon_misfit_names_the_bad_value(
+    gemm: str, block_m: int, tile: GemmTile, sizes: tuple[int, int], message: str
+) -> None:
+    why = gluon_misfit(gemm, block_m, tile, *sizes)
+    assert why is not None and re.search(message, why), why
+    with pytest.raises(ValueError, match="gemm must be"):
+        gluon_misfit("up", block_m, tile, *sizes)
+
+
+def test_gluon_tile_round_trips_and_old_dicts_load_as_triton() -> None:
+    t = Tactic(64, GLUON_TILE, GemmTile(128, 128, 8, 4, 3, tma=True, gluon=True))
+    assert Tactic.from_dict(t.to_dict()) == t
+    assert t.name == "m64-gu_n128k128g8w8s4tG-dn_n128k128g8w4s3tG"
+    old = {"block_m": 64, "gate_up": {"block_n": 128, "block_k": 128, "tma": True},
+           "down": {"block_n": 128, "block_k": 128}}  # fmt: skip
+    assert not Tactic.from_dict(old).gate_up.gluon  # baselines written before the field existed
+    with pytest.raises(ValueError, match="tma=True"):
+        GemmTile(128, 128, gluon=True)
+    with pytest.raises(ValueError, match="gluon must be a bool"):
+        GemmTile(128, 128, tma=True, gluon=1)  # type: ignore[arg-type]
+
+
+def _fp8_layer(h: int, i: int, t: int = 4, num_local: int = 4, k: int = 2) -> tuple:
+    """Small fp8 layer inputs on the CPU: ``(x, w1q, w1s, w2q, w2s, topk_ids, topk_weights)``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    w1q, w1s = quantize_fp8_block(torch.randn(num_local, 2 * i, h, generator=g) / math.sqrt(h))
+    w2q, w2s = quantize_fp8_block(torch.randn(num_local, h, i, generator=g) / math.sqrt(i))
+    ids = torch.stack([torch.randperm(num_local, generator=g)[:k] for _ in range(t)]).to(torch.int32)
+    weights = torch.softmax(torch.randn(t, k, generator=g), dim=-1)
+    return x, w1q, w1s, w2q, w2s, ids.contiguous(), weights.contiguous()
+
+
+def test_a_gluon_tile_that_cannot_run_is_a_value_error_naming_why() -> None:
+    triton_down = GemmTile(128, 128, 8, 4, 3)
+    layer = _fp8_layer(64, 128)  # H=64: not a multiple of 128
+    with pytest.raises(ValueError, match="gate_up tile is a Gluon tile, but H=64"):
+        fused_moe_fp8(*layer, tactic=Tactic(64, GLUON_TILE, triton_down))
+    if gluon_unready() is None:
+        pytest.skip("this machine runs Gluon: the device check cannot fail here")
+    layer = _fp8_layer(128, 128)  # sizes fit: only the device (CPU / interpreter) is in the way
+    with pytest.raises(ValueError, match=re.escape(f"Gluon tile, but {gluon_unready()}")):
+        fused_moe_fp8(*layer, tactic=Tactic(64, GLUON_TILE, triton_down))
+
+
+def test_gluon_tiles_are_refused_by_the_16_bit_layer() -> None:
+    x, *_ = _fp8_layer(128, 128)
+    w1 = torch.zeros(4, 256, 128, dtype=torch.bfloat16)
+    w2 = torch.zeros(4, 128, 128, dtype=torch.bfloat16)
+    ids = torch.zeros(4, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="fp8 only"):
+        fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(64, GLUON_TILE, GLUON_TILE))
+
+
+def test_gluon_unready_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "TRITON_INTERPRET" in (gluon_unready() or "")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "not a CUDA GPU" in (gluon_unready("cpu") or "")
