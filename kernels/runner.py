@@ -96,13 +96,22 @@ class FusedMoERunner:
 
     name = "fused_moe"
 
-    def __init__(self) -> None:
+    def __init__(self, *, allow_gluon: bool = True) -> None:
         self.source_hash = source_hash()
         self.slowdown = slowdown_from_env()
         self._spin_ns: dict[tuple[int, Tactic], int] = {}
-        self.gluon = gluon_unready() is None
-        """Whether this process's CUDA device runs the Gluon fp8 tiles (Hopper), which then join
-        the fp8 tactic space and default."""
+        self.gluon = allow_gluon and gluon_unready() is None
+        """Whether the Gluon fp8 tiles join the fp8 tactic space and default: allowed, and this
+        process's CUDA device runs them (Hopper)."""
+        if not allow_gluon:
+            self.name = "fused_moe-triton"  # its tuning cache entries stay apart from the full space's
+
+    def for_export(self, fmt: str) -> FusedMoERunner:
+        """The runner ``moetune tune --export vllm`` tunes with: vLLM runs Triton kernels, so the
+        Gluon tiles (this repo's own kernels) are left out, under the name ``fused_moe-triton``."""
+        if fmt != "vllm":
+            raise ValueError(f"no export format {fmt!r} for {self.name}; supported: vllm")
+        return FusedMoERunner(allow_gluon=False)
 
     def supports(self, problem: Any) -> bool:
         return problem.dtype in _KERNEL_DTYPES
@@ -232,7 +241,11 @@ class FusedMoERunner:
         ]
 
     def vllm_config(self, tactic: Tactic) -> dict[str, int]:
-        """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one)."""
+        """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one). A tactic
+        with Gluon tiles has no vLLM equivalent (``ValueError``; tune with :meth:`for_export`)."""
+        if tactic.gate_up.gluon or tactic.down.gluon:
+            raise ValueError(f"tactic {tactic.name} runs this repo's Gluon fp8 kernels, which vLLM does "
+                             f"not have; tune for export with for_export('vllm')")  # fmt: skip
         tile: GemmTile = tactic.gate_up
         return {
             "BLOCK_SIZE_M": tactic.block_m,

@@ -81,6 +81,9 @@ class MoERunner(Protocol):
 #   peer(inputs) -> output: what a user would run instead (e.g. a torch._grouped_mm layer), timed
 #       beside each gated case under --moetune-peer;
 #   vllm_config(tactic) -> dict: the tactic in vLLM's fused-MoE config format (moetune tune --export);
+#   for_export(format) -> runner: the runner ``moetune tune --export FORMAT`` tunes with instead, when
+#       some tactics have no equivalent in that format (e.g. kernels the target engine lacks); give
+#       it its own ``name`` so that its tuning cache entries stay apart;
 #   compile_units(problem, tactic) -> list of hashables with a stable repr: the kernels that running
 #       ``tactic`` compiles (tactics that share a kernel name it alike), so parallel tuners split the
 #       compiling between them (pytest_moetune.compile_claims).

@@ -52,6 +52,8 @@ class FakeRunner:
         wrong: tactics whose output is off (like a miscompiled tile); the tuner's check rejects them.
         source_hash: the "kernel source" hash (change it to simulate a kernel edit).
         slowdown: multiplies every cost (simulate a slower kernel).
+        variants: the tactic variants per block_m (``for_export`` keeps only ``b``, as a runner
+            whose fastest kernels have no equivalent in the export format would).
         cost_model: ``"mean-rows"`` (default): time grows with the tile's mismatch to the mean rows
             per touched local expert; ``"tiles"``: time is the padded tiles the rows of every local
             expert occupy, ``sum_e ceil(rows_e / block_m) * (2 + 0.1 * block_m)`` microseconds on top
@@ -69,11 +71,13 @@ class FakeRunner:
         source_hash: str = "fake-source-1",
         slowdown: float = 1.0,
         cost_model: str = "mean-rows",
+        variants: Sequence[str] = ("a", "b"),
     ) -> None:
         if cost_model not in COST_MODELS:
             raise ValueError(f"unknown cost_model {cost_model!r}; valid: {', '.join(COST_MODELS)}")
         self.cost_model = cost_model
         self.block_ms = tuple(block_ms)
+        self.variants = tuple(variants)
         self.broken = set(broken)
         self.wrong = set(wrong)
         self.source_hash = source_hash
@@ -85,10 +89,18 @@ class FakeRunner:
         return problem.dtype in ("bf16", "fp16")
 
     def tactics(self, problem: BucketProblem) -> list[FakeTactic]:
-        return [FakeTactic(m, v) for m in self.block_ms for v in ("a", "b")]
+        return [FakeTactic(m, v) for m in self.block_ms for v in self.variants]
 
     def default_tactic(self, problem: BucketProblem) -> FakeTactic:
-        return FakeTactic(self.block_ms[0])
+        return FakeTactic(self.block_ms[0], self.variants[0])
+
+    def for_export(self, fmt: str) -> FakeRunner:
+        """The runner tuned for ``moetune tune --export``: variant ``b`` only, under its own name
+        (so its tuning cache entries stay apart from the full space's)."""
+        restricted = FakeRunner(self.block_ms, source_hash=self.source_hash, slowdown=self.slowdown,
+                                cost_model=self.cost_model, variants=("b",))  # fmt: skip
+        restricted.name = f"{self.name}-{fmt}"
+        return restricted
 
     def tactic_to_dict(self, tactic: FakeTactic) -> dict[str, Any]:
         return tactic.to_dict()

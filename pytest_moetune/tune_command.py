@@ -186,6 +186,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     distribution = args.distribution or default_distribution()
     problem = TuningProblem(model, topology, args.dtype, distribution, args.tune_max_num_tokens)
     runner = resolve_runner(args.runner, Path.cwd())
+    restrict = getattr(runner, "for_export", None) if args.export else None
+    if restrict is not None:  # tune only tactics the export format can express
+        runner = restrict(args.export[0])
     tuner = build_tuner(args, runner)
     result = tuner.tune(problem, force=args.force)
     print_table(tuner, result)

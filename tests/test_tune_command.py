@@ -82,12 +82,24 @@ def test_tune_prints_every_bucket_and_exports_vllm(
     argv += ["--json", str(tmp_path / "result.json")]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "fake_moe qwen3-235b-a22b dep2 bf16 balanced max=512 rank 0"
+    # --export tunes with the runner's for_export("vllm"): the fake keeps variant "b" only, which
+    # the full space never picks (it is 2% slower)
+    assert out[0] == "fake_moe-vllm qwen3-235b-a22b dep2 bf16 balanced max=512 rank 0"
     assert [int(line.split()[0]) for line in out[2:-1]] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     rows = json.loads((tmp_path / "result.json").read_text())
-    assert rows[-1]["rows_per_local_expert"] == 64.0 and rows[-1]["tactic"] == {"block_m": 64, "variant": "a"}
+    assert rows[-1]["rows_per_local_expert"] == 64.0 and rows[-1]["tactic"] == {"block_m": 64, "variant": "b"}
     exported = read_vllm_config(tmp_path / "E=64,N=1536,device_name=cpu.json")
     assert exported[512]["BLOCK_SIZE_M"] == 64 and sorted(exported) == [r["bucket"] for r in rows]
+    assert {config["GROUP_SIZE_M"] for config in exported.values()} == {8}  # variant b's
+
+
+def test_tune_without_export_keeps_the_full_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tune", "--model", "qwen3-235b-a22b", "--topology", "dep2", "--tune-max-num-tokens", "512"]
+    argv += ["--runner", FAKE, "--json", str(tmp_path / "result.json")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("fake_moe qwen3-235b-a22b")
+    rows = json.loads((tmp_path / "result.json").read_text())
+    assert {row["tactic"]["variant"] for row in rows} == {"a"}
 
 
 def test_unsupported_dtype_is_an_error_and_writes_nothing(

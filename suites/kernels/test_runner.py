@@ -164,3 +164,26 @@ def test_cold_l2_tuning_rotates_inputs_past_l2(moetune_runners: RunnerRegistry) 
     print(f"default tactic at T=64: warm L2 {warm_us:.2f} us, cold L2 {cold_us:.2f} us")
     assert warm_us is not None and cold_us is not None
     assert cold_us > 1.03 * warm_us, "weights read from HBM must be slower than from L2"
+
+
+def test_export_tunes_without_gluon_tiles_and_a_gluon_tactic_has_no_vllm_config() -> None:
+    """vLLM runs Triton kernels: ``for_export("vllm")`` leaves the Gluon fp8 tiles out (even where
+    the device runs them) under its own name, and ``vllm_config`` refuses a Gluon tactic."""
+    from kernels import GemmTile, Tactic
+    from kernels.runner import FusedMoERunner
+
+    model = get_model("deepseek-r1")
+    topology = Topology.parse("dep8", model.num_experts, model.top_k)
+    problem = TuningProblem(model, topology, "fp8_w8a8").at(4096)
+    full = FusedMoERunner()
+    full.gluon = True  # as on an H100, whatever this machine is
+    assert any(t.gate_up.gluon for t in full.tactics(problem))
+    export = full.for_export("vllm")
+    assert export.name == "fused_moe-triton" != full.name
+    assert not any(t.gate_up.gluon or t.down.gluon for t in export.tactics(problem))
+    assert not export.default_tactic(problem).gate_up.gluon
+    gluon = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True)
+    with pytest.raises(ValueError, match="Gluon fp8 kernels, which vLLM does not have"):
+        full.vllm_config(Tactic(64, gluon, gluon))
+    with pytest.raises(ValueError, match="no export format 'sglang'"):
+        full.for_export("sglang")
