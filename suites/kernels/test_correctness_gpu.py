@@ -225,7 +225,7 @@ def _skip_without_gluon() -> None:
 def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int) -> None:
     """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
     Triton tile: the kernels exchange h and its scales) matches the reference, and the default
-    (all Gluon at block_m 64) gives the same bits twice."""
+    (Gluon gate/up at block_m 64) gives the same bits twice."""
     from kernels import MoEProblem, default_tactic, fused_moe_fp8, tactics
 
     _skip_without_gluon()
@@ -239,7 +239,7 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int) -> None:
         fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
         _check(out, ref)
     dflt = default_tactic(problem, gluon=True)
-    assert dflt.gate_up.gluon and dflt.down.gluon, dflt.name
+    assert dflt.gate_up.gluon, dflt.name
     first = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     again = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     assert torch.equal(first, again), "two runs on the same inputs gave different bits"

@@ -48,10 +48,15 @@ def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
                 assert gluon_misfit(gemm, t.block_m, tile, 7168, 2048) is None, (t.name, gemm)
 
 
-def test_gluon_default_is_all_gluon_at_block_m_64() -> None:
-    d = default_tactic(DSR1_PREFILL, gluon=True)
-    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (64, True, True)
+def test_gluon_default_gate_up_at_block_m_64_and_all_gluon_at_128_from_2048_rows() -> None:
+    d = default_tactic(DSR1_PREFILL, gluon=True)  # 1000 rows per expert
+    assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.tma) == (64, True, False, True)
     assert d in tactics(DSR1_PREFILL, gluon=True)
+    long_prefill = MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn")  # 4096 rows per expert
+    d = default_tactic(long_prefill, gluon=True)
+    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (128, True, True)
+    assert d in tactics(long_prefill, gluon=True)
+    assert default_tactic(long_prefill).block_m == 64  # Triton's fp8 tiles stop at 64
     decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
     assert default_tactic(decode, gluon=True) == default_tactic(decode)
 
@@ -148,3 +153,27 @@ def test_gluon_unready_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "TRITON_INTERPRET" in (gluon_unready() or "")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "not a CUDA GPU" in (gluon_unready("cpu") or "")
+
+
+def test_kernels_import_without_gluon_and_say_why() -> None:
+    """A Triton without Gluon (or whose Gluon lacks what the kernels use): ``import kernels`` works,
+    the Gluon tiles are off, and ``gluon_unready`` names the import error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import importlib.abc, sys
+class NoGluon(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.startswith("triton.experimental.gluon"):
+            raise ImportError(f"no module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, NoGluon())
+import kernels
+from kernels.gluon_support import HAS_GLUON
+print(HAS_GLUON, kernels.gluon_unready())
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("False this Triton cannot import the Gluon kernels (ImportError: no module")
