@@ -111,7 +111,7 @@ class FusedMoERunner:
         Gluon tiles (this repo's own kernels) are left out, under the name ``fused_moe-triton``."""
         if fmt != "vllm":
             raise ValueError(f"no export format {fmt!r} for {self.name}; supported: vllm")
-        return FusedMoERunner(allow_gluon=False)
+        return type(self)(allow_gluon=False)
 
     def supports(self, problem: Any) -> bool:
         return problem.dtype in _KERNEL_DTYPES

@@ -95,10 +95,19 @@ class FakeRunner:
         return FakeTactic(self.block_ms[0], self.variants[0])
 
     def for_export(self, fmt: str) -> FakeRunner:
-        """The runner tuned for ``moetune tune --export``: variant ``b`` only, under its own name
-        (so its tuning cache entries stay apart from the full space's)."""
-        restricted = FakeRunner(self.block_ms, source_hash=self.source_hash, slowdown=self.slowdown,
-                                cost_model=self.cost_model, variants=("b",))  # fmt: skip
+        """The runner tuned for ``moetune tune --export vllm``: variant ``b`` only (with its broken
+        and wrong tactics), under its own name, so its tuning cache entries stay apart."""
+        if fmt != "vllm":
+            raise ValueError(f"no export format {fmt!r} for {self.name}; supported: vllm")
+        restricted = FakeRunner(
+            self.block_ms,
+            broken=[t for t in self.broken if t.variant == "b"],
+            wrong=[t for t in self.wrong if t.variant == "b"],
+            source_hash=self.source_hash,
+            slowdown=self.slowdown,
+            cost_model=self.cost_model,
+            variants=("b",),
+        )
         restricted.name = f"{self.name}-{fmt}"
         return restricted
 

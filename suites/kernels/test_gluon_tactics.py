@@ -132,10 +132,10 @@ def test_a_gluon_tile_that_cannot_run_is_a_value_error_naming_why() -> None:
     layer = _fp8_layer(64, 128)  # H=64: not a multiple of 128
     with pytest.raises(ValueError, match="gate_up tile is a Gluon tile, but H=64"):
         fused_moe_fp8(*layer, tactic=Tactic(64, GLUON_TILE, triton_down))
-    if gluon_unready() is None:
-        pytest.skip("this machine runs Gluon: the device check cannot fail here")
-    layer = _fp8_layer(128, 128)  # sizes fit: only the device (CPU / interpreter) is in the way
-    with pytest.raises(ValueError, match=re.escape(f"Gluon tile, but {gluon_unready()}")):
+    layer = _fp8_layer(128, 128)  # sizes fit: only the device (the CPU) is in the way
+    why = gluon_unready(layer[1].device)
+    assert why is not None  # CPU tensors: never a Hopper GPU
+    with pytest.raises(ValueError, match=re.escape(f"Gluon tile, but {why}")):
         fused_moe_fp8(*layer, tactic=Tactic(64, GLUON_TILE, triton_down))
 
 
@@ -149,6 +149,9 @@ def test_gluon_tiles_are_refused_by_the_16_bit_layer() -> None:
 
 
 def test_gluon_unready_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernels import gluon_support
+
+    monkeypatch.setattr(gluon_support, "HAS_GLUON", True)  # the later checks, on any Triton build
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert "TRITON_INTERPRET" in (gluon_unready() or "")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
