@@ -8,15 +8,14 @@ They are imported here, under a guard: on a Triton without Gluon, or whose Gluon
 
 from __future__ import annotations
 
-import os
-
 import torch
+import triton
 
 try:
     from kernels import gluon_down, gluon_gate_up  # noqa: F401  (imported for launchers' users)
 
     GLUON_IMPORT_ERROR: str | None = None
-except ImportError as err:  # no triton.experimental.gluon, or another Gluon API than the kernels'
+except (ImportError, AttributeError) as err:  # no triton.experimental.gluon, or another Gluon API
     GLUON_IMPORT_ERROR = f"{type(err).__name__}: {err}"
 
 HAS_GLUON = GLUON_IMPORT_ERROR is None
@@ -29,11 +28,13 @@ def gluon_unready(device: torch.device | str | None = None) -> str | None:
     CUDA device of compute capability 9.0 (H100/H200; sm_100 has other MMA instructions)."""
     if not HAS_GLUON:
         return f"this Triton cannot import the Gluon kernels ({GLUON_IMPORT_ERROR})"
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if triton.knobs.runtime.interpret:
         return "TRITON_INTERPRET is set (the CPU interpreter cannot run Gluon)"
     dev = torch.device(device) if device is not None else None
-    if (dev is not None and dev.type != "cuda") or not torch.cuda.is_available():
-        return f"device {dev or 'cpu'} is not a CUDA GPU"
+    if dev is not None and dev.type != "cuda":
+        return f"device {dev} is not a CUDA GPU"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available"
     capability = torch.cuda.get_device_capability(dev)
     if capability != HOPPER:
         return f"compute capability {capability[0]}.{capability[1]} is not Hopper's 9.0"

@@ -27,6 +27,7 @@ from kernels.fused_moe import (
     _err,
     _launch_down,
     _launch_gate_up,
+    _require_tma,
     launch_combine,
     validate_inputs,
 )
@@ -128,14 +129,14 @@ def _check_scale(name: str, s: torch.Tensor, shape: tuple[int, ...], dev: torch.
 
 def _check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
     """``ValueError`` naming why a Gluon tile of ``tactic`` cannot run here, if one cannot."""
-    for gemm, tile, weights in (("gate_up", tactic.gate_up, w1), ("down", tactic.down, w2)):
+    gemms = (("gate_up", tactic.gate_up, "w1", w1), ("down", tactic.down, "w2", w2))
+    for gemm, tile, name, weights in gemms:
         if not tile.gluon:
             continue
         why = gluon_misfit(gemm, tactic.block_m, tile, h, i) or gluon_unready(w1.device)
-        if why is None and not weights.is_contiguous():
-            why = f"its weights must be contiguous (TMA over L * rows), got strides {weights.stride()}"
         if why is not None:
             raise _err(f"tactic {tactic.name}: the {gemm} tile is a Gluon tile, but {why}")
+        _require_tma(weights, name, folded=True)  # its weights come by TMA over (L * rows, cols)
 
 
 def fused_moe_fp8(

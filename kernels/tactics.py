@@ -231,7 +231,8 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
     The kernels have no K tail and one scale group per K step and gate/up program: H and I multiples
     of 128, block_k 128, gate/up block_n 128, down block_n 64/128/256 dividing H; block_m 64 or 128
     (one or two 64-row wgmma warpgroups), 4 or 8 warps; the ring needs 3 stages for gate/up (cp.async
-    groups in flight) and 2 for down. Whether the device can run Gluon at all is
+    groups in flight) and 2 for down, and must fit the shared memory of an H100 block. Whether the
+    device can run Gluon at all is
     :func:`kernels.gluon_support.gluon_unready`."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
@@ -249,6 +250,10 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"num_warps={tile.num_warps} must be 4 or 8"
     if tile.num_stages < min_stages:
         return f"{gemm} needs num_stages >= {min_stages}, got {tile.num_stages}"
+    weight_rows = 2 * tile.block_n if gemm == "gate_up" else tile.block_n  # gate and up tiles
+    ring = tile.num_stages * (block_m + weight_rows) * 128  # fp8 bytes: A and weight rows, K = 128
+    if ring > _SMEM_LIMIT:
+        return f"{gemm} ring of {tile.num_stages} stages needs {ring} B of shared memory (> {_SMEM_LIMIT})"
     return None
 
 

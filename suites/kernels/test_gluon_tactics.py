@@ -91,8 +91,11 @@ def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
         ("down", 64, GemmTile(256, 128, 8, 8, 4, True, True), (7040, 2048), "H=7040 .* block_n=256"),
         ("down", 64, GemmTile(128, 128, 8, 2, 2, True, True), (7168, 2048), "num_warps=2"),
         ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
+        ("gate_up", 128, GemmTile(128, 128, 8, 8, 5, True, True), (7168, 2048), "5 stages needs 245760 B"),
+        ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 327680 B"),
     ],
-    ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "stages"],
+    ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "stages", "smem-gate-up",
+         "smem-down"],
 )
 def test_gluon_misfit_names_the_bad_value(
     gemm: str, block_m: int, tile: GemmTile, sizes: tuple[int, int], message: str
@@ -155,7 +158,9 @@ def test_gluon_unready_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert "TRITON_INTERPRET" in (gluon_unready() or "")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert "not a CUDA GPU" in (gluon_unready("cpu") or "")
+    assert gluon_unready("cpu") == "device cpu is not a CUDA GPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gluon_unready() == "no CUDA device is available"
 
 
 def test_kernels_import_without_gluon_and_say_why() -> None:
