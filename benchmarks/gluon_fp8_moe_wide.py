@@ -1,7 +1,7 @@
 """Prototype: the fp8 MoE gate/up with one m64n128 wgmma per warpgroup instead of two m64n64 ones.
 
     PYTHONPATH=. python benchmarks/gluon_fp8_moe_wide.py --offline   # CPU: compile for sm_90a, report
-    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu             # H100: its "gluon-wide" rows (NOT RUN YET)
+    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu             # H100: its "gluon-wide" rows (not run)
 
 Same inputs and outputs as ``kernels.gluon_gate_up`` (and main's Triton gate/up): one program writes
 64 rows x 128 columns of h, as e4m3 with one scale per row (the 128-column group).
