@@ -95,10 +95,11 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
+    from benchmarks.gluon_fp8_moe_wide import compile_wide, launch_gluon_gate_up_wide
     from kernels.gluon_gate_up import _gluon_gate_up_fp8_kernel, launch_gluon_gate_up
 
 GROUP = 128  # scale group width; BLOCK_N and BLOCK_K
-SCHEMES = ("paired", "stagger")
+SCHEMES = ("paired", "stagger", "wide")  # "wide": benchmarks/gluon_fp8_moe_wide.py, block_m 64 only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,7 +154,10 @@ def gluon_gate_up_fp8(
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme=scheme)
+    if scheme == "wide":
+        launch_gluon_gate_up_wide(xq, xs, w1q, w1s, hq, hs, alignment, k, num_stages, group_m)
+    else:
+        launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme=scheme)
     return hq, hs
 
 
@@ -176,6 +180,8 @@ class Variant:
 
 OFFLINE_VARIANTS = [
     Variant("paired", 64, 8, 4),  # the working point: no spills, no C75xx, wait_group 2 in the loop
+    Variant("wide", 64, 8, 4),  # one m64n128 wgmma per warpgroup (gate and up halves), NOT RUN YET
+    Variant("wide", 64, 8, 3),
     Variant("paired", 64, 8, 3),
     Variant("paired", 64, 8, 5),
     Variant("paired", 64, 4, 4),
@@ -233,6 +239,11 @@ def compile_triton_main(block_m: int, num_warps: int, num_stages: int) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
+def _compile_variant(variant: Variant) -> Any:
+    """The variant's Gluon kernel compiled for sm_90a: the prototype's for "wide", else main's."""
+    return compile_wide(variant.num_stages) if variant.scheme == "wide" else compile_gluon_moe(variant)
+
+
 def offline_reports(variants: list[Variant] | None = None, with_triton: bool = True) -> list[CompileReport]:
     """Compile every Gluon variant (kernel name ``gluon-<scheme>``) and, with ``with_triton``, main's
     Triton kernel at the same BLOCK_M / warps / stages (kernel name ``triton-main``)."""
@@ -240,7 +251,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
     seen: set[tuple[int, int, int, int]] = set()
     for v in variants or OFFLINE_VARIANTS:
         if HAS_GLUON:
-            reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: compile_gluon_moe(v)))
+            reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: _compile_variant(v)))
         else:
             reports.append(CompileReport(f"gluon-{v.scheme}", *v.tile, ok=False, error="no gluon"))
         if with_triton and v.tile not in seen:
