@@ -95,7 +95,8 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from benchmarks.gluon_fp8_moe_wide import compile_wide, launch_gluon_gate_up_wide
+    from benchmarks.gluon_fp8_moe_wide import HALF as WIDE_BOX
+    from benchmarks.gluon_fp8_moe_wide import _gluon_gate_up_wide_kernel, launch_gluon_gate_up_wide
     from kernels.gluon_gate_up import _gluon_gate_up_fp8_kernel, launch_gluon_gate_up
 
 GROUP = 128  # scale group width; BLOCK_N and BLOCK_K
@@ -195,13 +196,17 @@ OFFLINE_VARIANTS = [
 
 def compile_gluon_moe(variant: Variant) -> Any:
     """The Gluon gate/up kernel compiled for sm_90a without a GPU, specialized like a launch on
-    DeepSeek-like shapes (pointers, N, K, x row stride 16-divisible; scale strides not)."""
-    fn = _gluon_gate_up_fp8_kernel
-    w_layout = gl.NVMMASharedLayout.get_default_for([GROUP, GROUP], gl.float8e4nv)
+    DeepSeek-like shapes (pointers, N, K, x row stride 16-divisible; scale strides not). The "wide"
+    scheme is the prototype kernel of ``benchmarks/gluon_fp8_moe_wide.py`` (64-row weight boxes, no
+    SCHEME argument)."""
+    wide = variant.scheme == "wide"
+    fn = _gluon_gate_up_wide_kernel if wide else _gluon_gate_up_fp8_kernel
+    box = WIDE_BOX if wide else GROUP
+    w_layout = gl.NVMMASharedLayout.get_default_for([box, GROUP], gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
     signature = {
         "x_ptr": "*fp8e4nv",
-        "w_desc": f"tensordesc<fp8e4nv[{GROUP},{GROUP}],{w_layout!r}>",
+        "w_desc": f"tensordesc<fp8e4nv[{box},{GROUP}],{w_layout!r}>",
         "h_desc": f"tensordesc<fp8e4nv[{variant.block_m},{GROUP}],{h_layout!r}>",
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
@@ -211,6 +216,8 @@ def compile_gluon_moe(variant: Variant) -> Any:
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "SCHEME": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme}
+    if wide:
+        del signature["SCHEME"], constexprs["SCHEME"]
     aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "N", "K", "stride_xm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -239,11 +246,6 @@ def compile_triton_main(block_m: int, num_warps: int, num_stages: int) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-def _compile_variant(variant: Variant) -> Any:
-    """The variant's Gluon kernel compiled for sm_90a: the prototype's for "wide", else main's."""
-    return compile_wide(variant.num_stages) if variant.scheme == "wide" else compile_gluon_moe(variant)
-
-
 def offline_reports(variants: list[Variant] | None = None, with_triton: bool = True) -> list[CompileReport]:
     """Compile every Gluon variant (kernel name ``gluon-<scheme>``) and, with ``with_triton``, main's
     Triton kernel at the same BLOCK_M / warps / stages (kernel name ``triton-main``)."""
@@ -251,7 +253,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
     seen: set[tuple[int, int, int, int]] = set()
     for v in variants or OFFLINE_VARIANTS:
         if HAS_GLUON:
-            reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: _compile_variant(v)))
+            reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: compile_gluon_moe(v)))
         else:
             reports.append(CompileReport(f"gluon-{v.scheme}", *v.tile, ok=False, error="no gluon"))
         if with_triton and v.tile not in seen:

@@ -1,7 +1,7 @@
 """Prototype: the fp8 MoE gate/up with one m64n128 wgmma per warpgroup instead of two m64n64 ones.
 
-    PYTHONPATH=. python benchmarks/gluon_fp8_moe_wide.py --offline   # CPU: compile for sm_90a, report
-    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu             # H100: its "gluon-wide" rows (not run)
+    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --offline   # CPU: compile for sm_90a, "gluon-wide" rows
+    PYTHONPATH=. python benchmarks/gluon_fp8_moe.py --gpu       # H100: check and time them (not run yet)
 
 Same inputs and outputs as ``kernels.gluon_gate_up`` (and main's Triton gate/up): one program writes
 64 rows x 128 columns of h, as e4m3 with one scale per row (the 128-column group).
@@ -33,18 +33,15 @@ STATUS: compiled offline only; never run on a GPU, nothing measured, correctness
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
-import triton
 
-from benchmarks.gluon_fp8_gemm import HAS_GLUON, TARGET, CompileReport, _report, print_offline
+from benchmarks.gluon_fp8_gemm import HAS_GLUON
 
 if HAS_GLUON:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
     from triton.experimental.gluon.language.nvidia.ampere import async_copy
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared,
@@ -237,45 +234,3 @@ def launch_gluon_gate_up_wide(
         xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=num_stages, GROUP_M=group_m, num_warps=8,
     )  # fmt: skip
-
-
-def compile_wide(num_stages: int = 4) -> Any:
-    """The wide kernel compiled for sm_90a without a GPU, specialized like a launch on deepseek-like
-    shapes (pointers, N, K, the x row stride 16-divisible; scale strides not)."""
-    fn = _gluon_gate_up_wide_kernel
-    w_layout = gl.NVMMASharedLayout.get_default_for([HALF, GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([64, GROUP], gl.float8e4nv)
-    signature = {
-        "x_ptr": "*fp8e4nv",
-        "w_desc": f"tensordesc<fp8e4nv[{HALF},{GROUP}],{w_layout!r}>",
-        "h_desc": f"tensordesc<fp8e4nv[64,{GROUP}],{h_layout!r}>",
-        "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
-        "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
-        "N": "i32", "K": "i32", "num_slots": "i32", "top_k": "i32", "max_blocks": "i32",
-        "stride_xm": "i32", "stride_xsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
-        "stride_wsk": "i32", "stride_hsm": "i32",
-        "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
-    }  # fmt: skip
-    aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
-               "N", "K", "stride_xm")  # fmt: skip
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    source = GluonASTSource(fn, signature, {"NUM_STAGES": num_stages, "GROUP_M": 8}, attrs)
-    return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
-
-
-def offline_reports(stages: tuple[int, ...] = (4, 3)) -> list[CompileReport]:
-    """Compile reports of the wide kernel (kernel name ``gluon-wide``, 64 x 128 tile, 8 warps)."""
-    if not HAS_GLUON:
-        return [CompileReport("gluon-wide", 64, GROUP, 8, s, ok=False, error="no gluon") for s in stages]
-    return [_report("gluon-wide", (64, GROUP, 8, s), lambda s=s: compile_wide(s)) for s in stages]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--offline", action="store_true", help="compile for sm_90a and report (CPU only)")
-    parser.parse_args()
-    print_offline(offline_reports())
-
-
-if __name__ == "__main__":
-    main()

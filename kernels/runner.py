@@ -104,7 +104,7 @@ class FusedMoERunner:
         """Whether the Gluon fp8 tiles join the fp8 tactic space and default: allowed, and this
         process's CUDA device runs them (Hopper)."""
         if not allow_gluon:
-            self.name = "fused_moe-triton"  # its tuning cache entries stay apart from the full space's
+            self.name = f"{type(self).name}-triton"  # its own tuning cache entries
 
     def for_export(self, fmt: str) -> FusedMoERunner:
         """The runner ``moetune tune --export vllm`` tunes with: vLLM runs Triton kernels, so the

@@ -20,12 +20,12 @@ pytest.importorskip("triton")
 CHILD = """
 import dataclasses, json, re
 from benchmarks import gluon_fp8_moe as moe
-from benchmarks import gluon_fp8_moe_wide as wide
 out = {"has_gluon": moe.HAS_GLUON}
 if moe.HAS_GLUON:
-    (out["report"],) = [dataclasses.asdict(r) for r in wide.offline_reports((4,))]
+    wide = moe.Variant("wide", 64, 8, 4)
+    (out["report"],) = [dataclasses.asdict(r) for r in moe.offline_reports([wide], with_triton=False)]
     paired = moe.compile_gluon_moe(moe.Variant("paired", 64, 8, 4))
-    for name, kernel in (("wide", wide.compile_wide(4)), ("paired", paired)):
+    for name, kernel in (("wide", moe.compile_gluon_moe(wide)), ("paired", paired)):
         ptx = kernel.asm["ptx"]
         shapes = re.findall(r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)", ptx)
         out[name] = {"shapes": sorted(set(shapes)), "fma": len(re.findall(r"fma\\.rn\\.f32", ptx)),
