@@ -33,12 +33,12 @@ promotion below the next issue: C7514). Live fp32 tiles: accumulator + 2 tempora
 64x128 / 4 warps and 128x64 / 4 warps, 96 for the 8-warp 64-row tiles, 384 (spills, C7512) for
 128x128 / 4 warps.
 
-BLOCK_N is 64 or 128 in ``_gluon_down_fp8_kernel``: one w2 scale per tile and K block (a scalar).
-BLOCK_N = 256 (main's Triton kernel uses it) spans two w2 scale blocks, so ``_gluon_down_fp8_n256_kernel``
-does it as two 128-column halves with their own accumulators and scalar scales: per K block one A tile
-and two 128-row w2 tiles land by TMA, both halves' wgmmas are issued together and ``wgmma.wait_group 2``
-retires the previous block's pair (the gate/up prototype's paired schedule, same traps, same pins).
-Six live BLOCK_M x 128 tiles: 192 registers per thread at 64 rows / 8 warps, 384 at 128 rows (spills).
+BLOCK_N 64 or 128: one w2 scale per tile and K block (a scalar). BLOCK_N = 256 (main's Triton kernel
+uses it) spans two w2 scale blocks: one 256-row w2 box per K block, one wgmma over the whole tile (at
+64 rows on 8 warps each warpgroup issues an m64n128 over its 128 columns), and the promotion scale
+picks the second block's scale on the upper 128 columns (constant per register, so it folds). Until
+session 7 it ran as two 128-column halves issued as a pair (``wait_group 2``, 2 x m64n64 per
+warpgroup), the schedule the gate/up's wide kernel replaced.
 
 Epilogue: ``acc * w[slot]`` in fp32, bf16, converted to a row-major blocked layout (16-byte stores per
 thread) and stored with pointer stores at row ``slot`` under the mask ``slot < num_slots`` (TMA cannot
@@ -48,15 +48,16 @@ Offline result (triton 3.6.0 bundled ptxas, sm_90a; ``--offline``), Gluon kernel
     128x128, 8 warps, 3/4 stages: 228/226 regs, no spills, no C75xx. THE DEFAULT.
     128x64 4 warps s3: 244; 128x64 8 warps s4: 128; 64x128 4 warps s3/s4: 228/226; 64x128 8 warps s4:
     128; 64x64 4 warps s4: 128 -- all without spills or C75xx.
-    64x256 (paired halves), 8 warps, 3/4 stages: 236 regs, no spills, no C75xx, ``wait_group 2``.
+    64x256, 8 warps, 3/4 stages: 231 regs, no spills, no C75xx, ``wait_group 1`` (the paired form it
+    replaced: 236 regs, ``wait_group 2``).
     128x128, 4 warps: 255 regs, ~2.6 KB spills, ptxas C7512 (wgmmas serialized for lack of registers);
-    128x256 (paired), 8 warps: the same (255 regs, ~2.6 KB spills, C7512).
+    128x256, 8 warps: the same (255 regs, ~2.5 KB spills, C7512).
     Loop PTX per K block: ``mbarrier.try_wait``, 4 x ``wgmma.mma_async`` k32 (m64n128 for 128-wide tiles
-    on 4 warps or 128 rows on 8 warps; the paired 64x256 / 8 warps gets 2 x 4 x m64n64k32, its warps
-    split N), commit, ``wgmma.wait_group 1`` (paired: 2) retiring block k-1, TMA refill, promotion FFMAs,
-    ``wait_group 1`` (2) pin; ``wait_group 0`` only after the loop. Gluon puts ``bar.sync``s before the
-    mbarrier wait and each TMA issue (3-4 per K block), so no warpgroup refills a slot another is still
-    reading; their cost is unmeasured. Main's Triton ``_down_kernel`` (fp8, TMA) at its fp8 tiles:
+    on 4 warps or 128 rows on 8 warps and for 64x256 on 8 warps, whose warps split N), commit,
+    ``wgmma.wait_group 1`` retiring block k-1, TMA refill, promotion FFMAs, ``wait_group 1`` pin;
+    ``wait_group 0`` only after the loop. Gluon puts ``bar.sync``s before the mbarrier wait and each
+    TMA issue (3-4 per K block), so no warpgroup refills a slot another is still reading; their cost
+    is unmeasured. Main's Triton ``_down_kernel`` (fp8, TMA) at its fp8 tiles:
     ``wait_group 0`` right after every dot; 128x256 / 8 warps spills ~0.5 KB.
 
 STATUS: run on an H100 (BENCHMARKS.md, device run 36): bit-identical to main's Triton down; bm128 bn128
@@ -90,7 +91,7 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from kernels.gluon_down import _gluon_down_fp8_kernel, _gluon_down_fp8_n256_kernel, launch_gluon_down
+    from kernels.gluon_down import _gluon_down_fp8_kernel, launch_gluon_down
 
 GROUP = 128  # scale group width; BLOCK_K
 
@@ -132,7 +133,7 @@ def gluon_down_fp8(
     assert topk_weights.dtype == torch.float32, f"topk_weights must be float32, got {topk_weights.dtype}"
     assert i_w == i, f"hq is (max_padded, I={i}) but w2q is {tuple(w2q.shape)}"
     assert i % GROUP == 0, f"I={i} must be a multiple of 128 (no K tail in the Gluon kernel)"
-    assert block_n in (64, 128, 256), f"block_n must be 64, 128 or 256 (paired halves), got {block_n}"
+    assert block_n in (64, 128, 256), f"block_n must be 64, 128 or 256, got {block_n}"
     assert h % block_n == 0, f"H={h} must be a multiple of block_n={block_n}"
     assert max_padded == alignment.max_padded, f"hq has {max_padded} rows, alignment {alignment.max_padded}"
     assert block_m in (64, 128), f"alignment.block_m must be 64 or 128, got {block_m}"
@@ -182,9 +183,9 @@ OFFLINE_VARIANTS = [
     Variant(64, 128, 4, 4),
     Variant(64, 128, 8, 4),
     Variant(64, 64, 4, 4),
-    Variant(64, 256, 8, 3),  # paired halves: 6 live 64x128 tiles = 192 registers per thread
+    Variant(64, 256, 8, 3),  # 3 live 64x256 tiles = 192 registers per thread
     Variant(64, 256, 8, 4),
-    Variant(128, 256, 8, 3),  # paired halves: 384 tile registers per thread, expected to spill
+    Variant(128, 256, 8, 3),  # 384 tile registers per thread, expected to spill
 ]
 
 # (block_m, block_n, warps) with 384 fp32 tile registers per thread: spills, wgmmas serialized (C7512)
@@ -198,8 +199,8 @@ TRITON_TILES = [(64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 4), (128, 256, 8
 def compile_gluon_down(variant: Variant) -> Any:
     """The Gluon down kernel compiled for sm_90a without a GPU, specialized like a launch on
     deepseek-like shapes (pointers, N, K and the y / hs row strides 16-divisible; w2s strides not)."""
-    fn = _gluon_down_fp8_n256_kernel if variant.block_n == 256 else _gluon_down_fp8_kernel
-    b_rows = min(variant.block_n, GROUP)
+    fn = _gluon_down_fp8_kernel
+    b_rows = variant.block_n
     a_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
     b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, GROUP], gl.float8e4nv)
     signature = {

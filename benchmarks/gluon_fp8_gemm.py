@@ -121,7 +121,7 @@ if HAS_GLUON:
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_sb_n
 
         acc = _gluon_mainloop(a_desc, b_desc, off_m, off_n, num_k, sa_ptrs, row_ok, sb_ptr, stride_sa_k,
-                              stride_sb_k, mma_layout, NUM_STAGES)  # fmt: skip
+                              stride_sb_k, stride_sb_n, mma_layout, NUM_STAGES)  # fmt: skip
 
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [BLOCK_M, BLOCK_N], c_desc.layout)
         c_smem.store(acc.to(c_desc.dtype))

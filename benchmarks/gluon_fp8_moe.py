@@ -21,52 +21,45 @@ then h is quantized per row per 128-column group (each program owns one group, B
 ``hs[r, g] = max(|h[r, group g]|, 1e-10) / 448`` and ``hq = clamp(h / hs, -448, 448)`` in e4m3, with
 the same IEEE divisions as main's epilogue. Blocks past ``num_padded`` exit at once.
 
-Data movement per K block (BLOCK_K = 128): the two weight tiles (gate rows ``e*2I + n0``, up rows
-``e*2I + I + n0``, each 128 x 128) come by TMA into a NUM_STAGES ring with one mbarrier per slot; the
+Data movement per K block (BLOCK_K = 128): the program's 256 weight rows (gate rows ``e*2I + n0 ..``,
+up rows ``e*2I + I + n0 ..``) come by TMA into a NUM_STAGES ring with one mbarrier per slot; the
 BLOCK_M gathered x rows cannot come by TMA on Hopper (no gather mode before sm_100), so every thread
 issues 16-byte ``cp.async`` copies (``gluon...ampere.async_copy``) of its rows into the same ring slot's
 A buffer (NVMMA 128-byte swizzle), one commit group per K block. Before a block's wgmmas each thread
 waits for its own copies (``cp.async.wait_group NUM_STAGES-2``, the commit count is the same every
 step), fences the generic-proxy writes for the async proxy and the CTA meets at a barrier.
 
-Two schedules (``SCHEME``), both wgmma-asynchronous with the promotion ``acc += t * (xs * ws)``
-done in fp32 registers while the tensor core works:
-  * ``paired`` (the GEMM prototype's scheme doubled): gate(k) and up(k) are issued together, then
-    ``wgmma.wait_group 2`` retires block k-1's pair, which is promoted while block k's pair runs.
-    Live fp32 tiles: 2 accumulators + 2 pairs of temporaries = 6 tiles of BLOCK_M x 128; K loop
-    unrolled by two (traps below).
-  * ``stagger``: gate(k) is issued, ``wait_group 1`` retires up(k-1), which is promoted; up(k) is
-    issued, ``wait_group 1`` retires gate(k), promoted. One wgmma is always in flight during each
-    promotion, but each temporary keeps one role (gate or up), so live tiles are 2 accumulators + 2
-    temporaries = 4 tiles and the loop needs no unrolling.
+The schedules (``kernels/gluon_gate_up.py`` has the two that ship, picked by BLOCK_M), all
+wgmma-asynchronous with the promotion ``acc += t * (xs * ws)`` done in fp32 registers while the
+tensor core works:
+  * ``wide`` (block_m 64, 8 warps): the weight slot is four 64-row boxes (gate, up, gate + 64,
+    up + 64), so one 64 x 256 wgmma gives each warpgroup one m64n128 instruction over the gate and up
+    values of the same 64 h columns; one wgmma in flight while the previous K block is promoted with
+    a per-column scale; loop unrolled by two. 3 live 64 x 256 tiles.
+  * ``stagger`` (block_m 128): gate(k) is issued, ``wait_group 1`` retires up(k-1), which is
+    promoted; up(k) is issued, ``wait_group 1`` retires gate(k), promoted. 4 live tiles, no unroll.
+  * ``paired`` (runs 36 and 45, removed in session 7 for ``wide``): per warpgroup a gate and an up
+    m64n64 wgmma issued together, ``wait_group 2``; 6 live 64 x 128 tiles.
 
 The ptxas traps of ``benchmarks/gluon_fp8_gemm.py`` apply: temporaries that swap roles at a loop
-back-edge make ptxas serialize every wgmma (C7515; hence the paired scheme's unroll by two), and
-promotions that LLVM sinks below the next issue into the same registers do too (C7514; hence the
-no-op ``wgmma.wait_group`` "pin" after each promotion).
-
-Register budget, fp32 tile of BLOCK_M x 128 per thread = BLOCK_M * 128 / (32 * num_warps):
-64 rows / 8 warps: 32 (paired 192, stagger 128); 64 / 4 and 128 / 8: 64 (paired 384, stagger 256);
-128 / 4: 128. (16 warps would halve the tiles but caps a thread at 128 registers.)
+back-edge make ptxas serialize every wgmma (C7515; hence the unroll by two), and promotions that LLVM
+sinks below the next issue into the same registers do too (C7514; hence the no-op
+``wgmma.wait_group`` "pin" after each promotion).
 
 Offline result (triton 3.6.0 bundled ptxas, sm_90a; ``--offline``), the Gluon kernel only:
-    paired  64 rows, 8 warps, 3/4/5 stages: 240/238/242 registers, no spills, no C75xx message,
-            loop waits ``wgmma.wait_group 2`` only (retire + pin), smem 123/164/205 KB. THE WORKING POINT.
-    paired  64 rows, 4 warps and 128 rows, 8 warps: 255 registers, ~2.5 KB spills, ptxas C7512
-            (wgmmas serialized for lack of registers).
-    stagger 64 rows, 8 warps: 172 registers, no spills, but ptxas C7514 serializes the wgmmas (a non-
-            wgmma instruction reads accumulator registers of an in-flight wgmma, by ptxas's analysis; the
-            PTX shows no such read and fixed register sets per role). Not resolved in the time box:
-            dropping the pins gives C7515, pinning both accumulators at each pin and unrolling by two
-            both still give C7514. 128 rows / 8 warps: 160 B spills + C7514.
-So BLOCK_M = 128 has no configuration that keeps one wgmma in flight without spilling; use 64.
+    wide    64 rows, 8 warps, 3/4 stages: 242 registers, no spills, no C75xx message, loop waits
+            ``wgmma.wait_group 1`` only (retire + pin), smem 164 KB at 4 stages. THE WORKING POINT.
+    paired  64 rows, 8 warps (removed): 238-242 registers, no spills; 4 warps and 128 rows spill.
+    stagger 128 rows, 8 warps: spills and C7514 (wgmmas serialized) but still the fastest block_m
+            128 gate/up (run 36).
 Main's Triton kernel compiled the same way spills 52 B at 64/8 warps and waits ``wait_group 0`` after
 every dot.
 
-STATUS: run on an H100 (BENCHMARKS.md, device run 36): bit-identical to main's Triton gate/up; paired bm64
-/ 8 warps / 4 stages 1.32x main's fastest tile. The kernel moved to ``kernels/gluon_gate_up.py``, where
-``kernels.fused_moe_fp8`` runs it for Gluon tiles; this script keeps the offline compile and the GPU
-comparison.
+STATUS (BENCHMARKS.md, runs 36 and 45, H100): bit-identical to main's Triton gate/up. deepseek-r1
+DEP8: wide bm64 / 8 warps / 4 stages 798 TFLOP/s at 4000 tokens (1.43x main's fastest tile; paired
+736) and 761 at 16384 (paired 759). The kernels live in ``kernels/gluon_gate_up.py``, where
+``kernels.fused_moe_fp8`` runs them for Gluon tiles; this script keeps the offline compile and the
+GPU comparison.
 """
 
 from __future__ import annotations
@@ -95,12 +88,14 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from benchmarks.gluon_fp8_moe_wide import HALF as WIDE_BOX
-    from benchmarks.gluon_fp8_moe_wide import _gluon_gate_up_wide_kernel, launch_gluon_gate_up_wide
-    from kernels.gluon_gate_up import _gluon_gate_up_fp8_kernel, launch_gluon_gate_up
+    from kernels.gluon_gate_up import (
+        SCHEMES,
+        WEIGHT_BOX,
+        _gluon_gate_up_fp8_kernel,
+        launch_gluon_gate_up,
+    )
 
 GROUP = 128  # scale group width; BLOCK_N and BLOCK_K
-SCHEMES = ("paired", "stagger", "wide")  # "wide": benchmarks/gluon_fp8_moe_wide.py, block_m 64 only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,7 +112,6 @@ def gluon_gate_up_fp8(
     num_stages: int = 4,
     *,
     top_k: int | None = None,
-    scheme: str = "paired",
     group_m: int = 8,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +126,6 @@ def gluon_gate_up_fp8(
     """
     if not HAS_GLUON:
         raise RuntimeError("this Triton build has no triton.experimental.gluon")
-    assert scheme in SCHEMES, scheme
     t_, h = xq.shape
     num_local, two_i, h_w = w1q.shape
     i = two_i // 2
@@ -155,10 +148,7 @@ def gluon_gate_up_fp8(
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    if scheme == "wide":
-        launch_gluon_gate_up_wide(xq, xs, w1q, w1s, hq, hs, alignment, k, num_stages, group_m)
-    else:
-        launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme=scheme)
+    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k)
     return hq, hs
 
 
@@ -167,12 +157,15 @@ def gluon_gate_up_fp8(
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One compile point: schedule, BLOCK_M, warps, ring depth."""
+    """One compile point: BLOCK_M (which picks the schedule), warps, ring depth."""
 
-    scheme: str
     block_m: int
     num_warps: int
     num_stages: int
+
+    @property
+    def scheme(self) -> str:
+        return SCHEMES[self.block_m]
 
     @property
     def tile(self) -> tuple[int, int, int, int]:
@@ -180,28 +173,19 @@ class Variant:
 
 
 OFFLINE_VARIANTS = [
-    Variant("paired", 64, 8, 4),  # the working point: no spills, no C75xx, wait_group 2 in the loop
-    Variant("wide", 64, 8, 4),  # one m64n128 wgmma per warpgroup (gate and up halves), NOT RUN YET
-    Variant("wide", 64, 8, 3),
-    Variant("paired", 64, 8, 3),
-    Variant("paired", 64, 8, 5),
-    Variant("paired", 64, 4, 4),
-    Variant("paired", 128, 8, 3),
-    Variant("stagger", 64, 8, 4),
-    Variant("stagger", 64, 4, 4),
-    Variant("stagger", 128, 8, 3),
-    Variant("stagger", 128, 4, 3),
+    Variant(64, 8, 4),  # wide, the working point: no spills, no C75xx, wait_group 1 in the loop
+    Variant(64, 8, 3),
+    Variant(64, 8, 5),
+    Variant(128, 8, 3),  # stagger
+    Variant(128, 4, 3),
 ]
 
 
 def compile_gluon_moe(variant: Variant) -> Any:
     """The Gluon gate/up kernel compiled for sm_90a without a GPU, specialized like a launch on
-    DeepSeek-like shapes (pointers, N, K, x row stride 16-divisible; scale strides not). The "wide"
-    scheme is the prototype kernel of ``benchmarks/gluon_fp8_moe_wide.py`` (64-row weight boxes, no
-    SCHEME argument)."""
-    wide = variant.scheme == "wide"
-    fn = _gluon_gate_up_wide_kernel if wide else _gluon_gate_up_fp8_kernel
-    box = WIDE_BOX if wide else GROUP
+    DeepSeek-like shapes (pointers, N, K, x row stride 16-divisible; scale strides not)."""
+    fn = _gluon_gate_up_fp8_kernel
+    box = WEIGHT_BOX[variant.scheme]
     w_layout = gl.NVMMASharedLayout.get_default_for([box, GROUP], gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
     signature = {
@@ -216,8 +200,6 @@ def compile_gluon_moe(variant: Variant) -> Any:
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "SCHEME": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme}
-    if wide:
-        del signature["SCHEME"], constexprs["SCHEME"]
     aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "N", "K", "stride_xm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -255,7 +237,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
         if HAS_GLUON:
             reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: compile_gluon_moe(v)))
         else:
-            reports.append(CompileReport(f"gluon-{v.scheme}", *v.tile, ok=False, error="no gluon"))
+            reports.append(CompileReport("gluon", *v.tile, ok=False, error="no gluon"))
         if with_triton and v.tile not in seen:
             seen.add(v.tile)
             build = lambda v=v: compile_triton_main(v.block_m, v.num_warps, v.num_stages)  # noqa: E731
@@ -356,8 +338,7 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
             hs = torch.empty_like(hs_ref)
 
             def call(v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs) -> None:
-                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages,
-                                  scheme=v.scheme, out=(hq, hs))  # fmt: skip
+                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs))
 
             try:
                 call()

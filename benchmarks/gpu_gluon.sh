@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Issue 3's Gluon fp8 prototypes on one H100, in one call: the block-scaled fp8 GEMM
 # (benchmarks/gluon_fp8_gemm.py: correctness against the fp32 reference, then timings beside
-# torch._scaled_mm), the MoE gate/up (benchmarks/gluon_fp8_moe.py, with the "wide" prototype of
-# benchmarks/gluon_fp8_moe_wide.py) and the MoE down
+# torch._scaled_mm), the MoE gate/up (benchmarks/gluon_fp8_moe.py) and the MoE down
 # (benchmarks/gluon_fp8_down.py), each against main's Triton kernel on the same alignment, deepseek-r1
 # DEP8. The GEMM gets a third of $DEADLINE (seconds of this script, default 540), the gate/up half of
 # what is left, the down the rest. Logs: $OUT/gluon-{gemm,moe,down}.log.

@@ -3,7 +3,7 @@
 Why Gluon: the Triton kernels scale every K block's dot result before adding it, so Triton waits for
 each block-scaled fp8 wgmma right after issuing it (``warp_group_dot_wait {pendings = 0}``) and the
 tensor cores idle while the promotion FMAs run (BENCHMARKS.md, run 31). These helpers keep one wgmma
-(or one gate/up pair) in flight while the previous K block is promoted into the fp32 accumulator.
+in flight while the previous K block is promoted into the fp32 accumulator.
 
 Two ptxas traps shape the code (found with ``ptxas -v``: ``(C75xx) ... wgmma.mma_async instructions
 are serialized``):
@@ -88,10 +88,19 @@ def _gluon_issue_mma(a_bufs, b_bufs, ready, kb, spare, NUM_STAGES: gl.constexpr)
                          use_acc=False, is_async=True)  # fmt: skip
 
 @gluon.jit
-def _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k):
-    """Combined scale of K block ``kb`` for the tile's rows: a_scale[rows, kb] * b_scale[nb, kb]."""
+def _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k, sb_hi_off, is_hi,
+                       SPLIT: gl.constexpr):  # fmt: skip
+    """Combined scale of K block ``kb`` for the tile: ``a_scale[rows, kb] * b_scale[nb, kb]``, as
+    ``[BLOCK_M, 1]``; with ``SPLIT`` (a 256-wide B tile over two 128-row scale blocks) as
+    ``[BLOCK_M, BLOCK_N]``, taking the scale at ``sb_ptr + sb_hi_off`` on the columns of ``is_hi``
+    (``[1, BLOCK_N]``). The choice is constant per register, so it folds away."""
     sa = gl.load(sa_ptrs + kb * stride_sa_k, mask=row_ok, other=0.0)
-    return sa * gl.load(sb_ptr + kb * stride_sb_k)
+    if SPLIT:
+        lo = gl.expand_dims(sa * gl.load(sb_ptr + kb * stride_sb_k), 1)
+        scale = gl.where(is_hi, gl.expand_dims(sa * gl.load(sb_ptr + sb_hi_off + kb * stride_sb_k), 1), lo)
+    else:
+        scale = gl.expand_dims(sa * gl.load(sb_ptr + kb * stride_sb_k), 1)
+    return scale
 
 @gluon.jit
 def _gluon_pin(acc):
@@ -104,15 +113,18 @@ def _gluon_pin(acc):
 
 @gluon.jit
 def _gluon_mainloop(a_desc, b_desc, off_m, b_row, num_k, sa_ptrs, row_ok, sb_ptr, stride_sa_k,
-                    stride_sb_k, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+                    stride_sb_k, sb_hi_off, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
     """The block-scaled K loop of one (BLOCK_M, BLOCK_N) tile, shared by the GEMM and the MoE down
     kernel: A rows ``off_m ..`` and B rows ``b_row ..`` through a NUM_STAGES TMA ring, one wgmma in
     flight while the previous K block is promoted with ``a_scale[rows, kb] * b_scale[kb]``
-    (``sa_ptrs``/``row_ok`` per row, ``sb_ptr`` per tile). Returns the fp32 accumulator in
-    ``mma_layout``."""
+    (``sa_ptrs``/``row_ok`` per row, ``sb_ptr`` per tile; a 256-wide tile spans two 128-row scale
+    blocks, the second at ``sb_ptr + sb_hi_off``). Returns the fp32 accumulator in ``mma_layout``."""
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
+    SPLIT: gl.constexpr = BLOCK_N > 128  # the b_scale block is 128 rows (SCALE_GROUP)
+    gl.static_assert(BLOCK_N <= 256, "at most two b_scale blocks per tile")
+    is_hi = gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout)) >= 128, 0)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
     ready = _ready_ring(NUM_STAGES)
@@ -130,7 +142,8 @@ def _gluon_mainloop(a_desc, b_desc, off_m, b_row, num_k, sa_ptrs, row_ok, sb_ptr
     spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T1 registers, free
     t0_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)  # T0 registers
     t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, 0, t0_init, NUM_STAGES)  # block 0 in flight in T0
-    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, stride_sa_k, stride_sb_k)
+    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, stride_sa_k, stride_sb_k,
+                                sb_hi_off, is_hi, SPLIT)  # fmt: skip
 
     # Iteration j: issue block 2j+1 into T1 and promote block 2j from T0, then issue block 2j+2
     # into T0 and promote block 2j+1 from T1. Each promotion follows a wait that leaves exactly
@@ -138,47 +151,40 @@ def _gluon_mainloop(a_desc, b_desc, off_m, b_row, num_k, sa_ptrs, row_ok, sb_ptr
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
         t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
-        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_sa_k, stride_sb_k,
+                                    sb_hi_off, is_hi, SPLIT)  # fmt: skip
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
         _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt, off_m, b_row, nxt < num_k,
                           NUM_STAGES)  # fmt: skip
-        acc = _gluon_pin(acc + done0 * gl.expand_dims(scale0, 1))
+        acc = _gluon_pin(acc + done0 * scale0)
 
         t0 = _gluon_issue_mma(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, stride_sa_k, stride_sb_k)
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, stride_sa_k, stride_sb_k,
+                                    sb_hi_off, is_hi, SPLIT)  # fmt: skip
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
         _gluon_load_block(a_desc, b_desc, a_bufs, b_bufs, ready, nxt + 1, off_m, b_row, nxt + 1 < num_k,
                           NUM_STAGES)  # fmt: skip
-        acc = _gluon_pin(acc + spare1 * gl.expand_dims(scale1, 1))
+        acc = _gluon_pin(acc + spare1 * scale1)
 
     # Tail: block num_k-2 or num_k-1 is in flight in T0. With num_k even, block num_k-1 is not
     # issued yet: it goes into T1 while block num_k-2 is promoted.
     if num_k % 2 == 0:
         t1 = _gluon_issue_mma(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
-        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, stride_sa_k, stride_sb_k)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, stride_sa_k, stride_sb_k,
+                                    sb_hi_off, is_hi, SPLIT)  # fmt: skip
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        acc = acc + done0 * gl.expand_dims(scale0, 1)
+        acc = acc + done0 * scale0
         done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-        acc = acc + done1 * gl.expand_dims(scale1, 1)
+        acc = acc + done1 * scale1
     else:
         done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-        acc = acc + done0 * gl.expand_dims(scale0, 1)
+        acc = acc + done0 * scale0
 
     for s in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(ready.index(s))
 
     return acc
-
-
-
-@gluon.jit
-def _moe_mma(a_bufs, b_bufs, kb, spare, NUM_STAGES: gl.constexpr):
-    """Issue K block ``kb``'s wgmma (A rows x one weight tile) asynchronously into ``spare``'s
-    registers (``use_acc=False``: its values are ignored)."""
-    slot = kb % NUM_STAGES
-    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
-                         use_acc=False, is_async=True)  # fmt: skip
 
 
 
@@ -190,14 +196,3 @@ def _moe_tile(pid, max_blocks, num_pid_n, GROUP_M: gl.constexpr):
     first_m = (pid // width) * GROUP_M
     size_m = gl.minimum(max_blocks - first_m, GROUP_M)
     return first_m + (pid % width) % size_m, (pid % width) // size_m
-
-@gluon.jit
-def _pin2(acc_g, acc_u):
-    """Both accumulators through a no-op ``wgmma.wait_group 2`` (two wgmmas outstanding where this
-    is called): the paired scheme's version of ``_gluon_pin`` (C7514 trap)."""
-    return warpgroup_mma_wait(num_outstanding=2, deps=(acc_g, acc_u))
-
-@gluon.jit
-def _promote(acc, t, scale):
-    return acc + t * gl.expand_dims(scale, 1)
-

@@ -12,24 +12,30 @@ kernel's h feeds either down kernel), for one rank's L local experts::
 Row r of block b (expert e = expert_ids[b]) reads x[sorted_ids[r] // k] (token 0 for padding rows),
 ``gate = sum_kb (x . w1[e, n]) * xs[tok, kb] * w1s[e, n // 128, kb]``, up the same with rows I + n,
 ``h = silu(gate) * up``, quantized per row per 128 columns with main's IEEE divisions. Needs H and I
-multiples of 128 and block_m 64 or 128.
+multiples of 128 and block_m 64 (8 warps) or 128.
 
-Data movement per K block: the gate and up weight tiles (128 x 128 each) by TMA into a NUM_STAGES
-ring with one mbarrier per slot; the BLOCK_M gathered x rows by 16-byte ``cp.async`` per thread (Hopper's
-TMA cannot gather rows), one commit group per K block, then a proxy fence and a CTA barrier before
-the wgmmas read them.
+Data movement per K block: the 256 weight rows of one program (gate rows ``n0 ..`` and up rows
+``I + n0 ..``, 128 each) by TMA into one ``256 x 128`` ring slot with one mbarrier per slot; the
+BLOCK_M gathered x rows by 16-byte ``cp.async`` per thread (Hopper's TMA cannot gather rows), one
+commit group per K block, then a proxy fence and a CTA barrier before the wgmmas read them.
 
 Two schedules, picked by block_m (both wgmma-asynchronous, promotion in fp32 registers):
 
-- block_m 64, ``paired``: gate(k) and up(k) are issued together, ``wgmma.wait_group 2`` retires
-  block k-1's pair, which is promoted while block k's runs. Six live 64x128 fp32 tiles: 240 registers
-  on 8 warps, no spills (4 warps spill).
-- block_m 128, ``stagger``: gate(k) issued, up(k-1) retired and promoted, up(k) issued, gate(k)
-  retired and promoted: four live tiles. ptxas still serializes its wgmmas (C7514, not understood),
-  but it ran 4.9x main's spilling Triton bm128 tile (BENCHMARKS.md, run 36).
+- block_m 64, ``wide``: the slot is filled by four 64-row TMA boxes in the order gate ``n0``, up
+  ``n0``, gate ``n0 + 64``, up ``n0 + 64``, so one ``64 x 256`` wgmma gives each of the two
+  warpgroups one m64n128 instruction holding the gate and up values of the same 64 h columns. The
+  loop is :func:`kernels.gluon_common._gluon_mainloop`'s: one wgmma in flight while the previous K
+  block is promoted with a per-column scale (the gate block's on gate columns, the up block's on up
+  columns), unrolled by two. Three live 64 x 256 fp32 tiles: 242 registers, no spills. The epilogue
+  splits the accumulator into gate and up.
+- block_m 128, ``stagger``: 128-row boxes (gate rows, then up rows of the slot), gate(k) issued,
+  up(k-1) retired and promoted, up(k) issued, gate(k) retired and promoted: four live tiles. ptxas
+  still serializes its wgmmas (C7514, not understood), but it ran 4.9x main's spilling Triton bm128
+  tile (BENCHMARKS.md, run 36).
 
-H100, deepseek-r1 DEP8, 4000 tokens (run 36): paired bm64 / 8 warps / 4 stages 729 TFLOP/s, 1.32x
-main's fastest Triton gate/up tile.
+H100, deepseek-r1 DEP8 (BENCHMARKS.md, run 45): wide bm64 / 8 warps / 4 stages 798 TFLOP/s at 4000
+tokens and 761 at 16384, 1.43x and 1.35x main's fastest Triton gate/up tile, bit-identical to it; the
+paired schedule it replaces (two m64n64 wgmmas per warpgroup) ran 736 and 759.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     tma,
+    warpgroup_mma,
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -51,35 +58,41 @@ from kernels.gluon_common import (
     SCALE_GROUP,
     _gluon_pin,
     _mma_layout,
-    _moe_mma,
     _moe_tile,
-    _pin2,
-    _promote,
     _ready_ring,
 )
 from kernels.tactics import GemmTile
 
-SCHEMES = {64: "paired", 128: "stagger"}
+SCHEMES = {64: "wide", 128: "stagger"}
 """The schedule each block_m runs (the only two the kernel is written for)."""
+
+WEIGHT_BOX = {"wide": 64, "stagger": 128}
+"""Rows of one weight TMA box per schedule: the slot's 256 rows alternate gate and up boxes."""
 
 
 @gluon.jit
-def _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, kb, num_k,
-                    row_g, row_u, NUM_STAGES: gl.constexpr):  # fmt: skip
+def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb, num_k, row_g, N,
+                    NUM_STAGES: gl.constexpr):  # fmt: skip
     """Fill ring slot ``kb % NUM_STAGES`` with K block ``kb``: the gathered x rows (every thread,
-    cp.async, one commit group) and the gate and up weight tiles (TMA, completing the slot's
-    mbarrier). Past the last block the copies are predicated off (the cp.async group is still
-    committed, empty, so that ``wait_group`` counts stay the same every step)."""
+    cp.async, one commit group) and the slot's 256 weight rows as boxes of ``w_desc``'s height,
+    alternating gate (rows ``row_g + (j // 2) * box``) and up (the same plus ``N = I``), which
+    complete the slot's mbarrier. Past the last block the copies are predicated off (the cp.async
+    group is still committed, empty, so that ``wait_group`` counts stay the same every step)."""
     BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
+    BOX: gl.constexpr = w_desc.block_type.shape[0]
+    NUM_BOXES: gl.constexpr = 256 // BOX
     slot = kb % NUM_STAGES
     pred = kb < num_k
-    ptrs = a_rows + gl.expand_dims(kb * BLOCK_K + offs_k, 0)
-    async_copy.async_copy_global_to_shared(a_bufs.index(slot), ptrs, mask=pred)
+    k0 = kb * BLOCK_K
+    async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
+                                           mask=pred)  # fmt: skip
     async_copy.commit_group()
     bar = ready.index(slot)
-    mbarrier.expect(bar, 2 * w_desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(w_desc, [row_g, kb * BLOCK_K], bar, bg_bufs.index(slot), pred=pred)
-    tma.async_copy_global_to_shared(w_desc, [row_u, kb * BLOCK_K], bar, bu_bufs.index(slot), pred=pred)
+    b = b_bufs.index(slot)
+    mbarrier.expect(bar, NUM_BOXES * w_desc.block_type.nbytes, pred=pred)
+    for j in gl.static_range(NUM_BOXES):
+        row = row_g + (j % 2) * N + (j // 2) * BOX
+        tma.async_copy_global_to_shared(w_desc, [row, k0], bar, b.slice(j * BOX, BOX), pred=pred)
 
 @gluon.jit
 def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
@@ -93,7 +106,73 @@ def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
     gl.thread_barrier()
     mbarrier.wait(ready.index(slot), (kb // NUM_STAGES) & 1)
 
+@gluon.jit
+def _wide_issue(a_bufs, b_bufs, ready, kb, spare, NUM_STAGES: gl.constexpr):
+    """Wait for K block ``kb`` and issue its ``64 x 256`` wgmma into ``spare``'s registers."""
+    _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
+    slot = kb % NUM_STAGES
+    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
+                         use_acc=False, is_async=True)  # fmt: skip
 
+@gluon.jit
+def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
+    """The ``[64, 256]`` promotion scale of K block ``kb``: ``xs[row, kb]`` times the gate block's
+    scale on gate columns (``is_gate``, ``[1, 256]``) and the up block's on up columns. ptxas folds
+    the per-column choice: the promotion costs one FMA per element."""
+    sa = gl.expand_dims(gl.load(sa_ptrs + kb), 1)
+    gate_scale = gl.load(gs_ptr + kb * stride_wsk)
+    return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
+
+@gluon.jit
+def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs, gs_ptr,
+                   us_ptr, stride_wsk, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+    """The wide schedule's K loop (the ring's first NUM_STAGES blocks already requested): T0 takes
+    the even K blocks, T1 the odd ones, one wgmma in flight while the previous block is promoted,
+    unrolled by two so that no temporary changes role (see :mod:`kernels.gluon_common`). Returns the
+    ``[64, 256]`` fp32 accumulator in ``mma_layout``; its columns are (64-column half of h, gate/up,
+    64 columns)."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    WIDE: gl.constexpr = b_bufs.shape[1]
+    BOX: gl.constexpr = w_desc.block_type.shape[0]
+    wide_cols = gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout))
+    is_gate = gl.expand_dims((wide_cols // BOX) % 2 == 0, 0)
+
+    acc = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
+    spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
+    t0 = _wide_issue(a_bufs, b_bufs, ready, 0, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
+                     NUM_STAGES)  # fmt: skip
+    scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
+    for j in range(0, (num_k - 1) // 2):
+        kb = 2 * j + 1
+        t1 = _wide_issue(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
+        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+        nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, row_g, N, NUM_STAGES)
+        acc = _gluon_pin(acc + done0 * scale0)
+
+        t0 = _wide_issue(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
+        scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
+        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, row_g, N,
+                        NUM_STAGES)  # fmt: skip
+        acc = _gluon_pin(acc + spare1 * scale1)
+    if num_k % 2 == 0:
+        t1 = _wide_issue(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
+        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        acc = acc + done0 * scale0
+        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+        acc = acc + done1 * scale1
+    else:
+        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+        acc = acc + done0 * scale0
+    return acc
+
+@gluon.jit
+def _promote(acc, t, scale):
+    """``acc + t * scale[:, None]``: K block ``t`` (fp32, wgmma layout) promoted with its row scales."""
+    return acc + t * gl.expand_dims(scale, 1)
 
 @gluon.jit
 def _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk):
@@ -101,11 +180,75 @@ def _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk):
     sa = gl.load(sa_ptrs + kb)
     return sa * gl.load(gs_ptr + kb * stride_wsk), sa * gl.load(us_ptr + kb * stride_wsk)
 
+@gluon.jit
+def _half_mma(a_bufs, b_bufs, kb, half: gl.constexpr, spare, NUM_STAGES: gl.constexpr):
+    """Issue K block ``kb``'s wgmma over the gate (``half`` 0) or up (1) rows of the slot's
+    weight tile asynchronously into ``spare``'s registers (``use_acc=False``)."""
+    slot = kb % NUM_STAGES
+    BLOCK_N: gl.constexpr = b_bufs.shape[1] // 2
+    b = b_bufs.index(slot).slice(half * BLOCK_N, BLOCK_N)
+    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
 
+@gluon.jit
+def _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs, gs_ptr,
+                      us_ptr, stride_wsk, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+    """The stagger schedule's K loop: TG only ever holds gate blocks (the slot's first 128 rows), TU
+    only up blocks. Order per K block k: issue gate(k), retire + promote up(k-1), issue up(k),
+    retire + promote gate(k): one wgmma in flight during every promotion, four live tiles. Returns
+    the gate and up accumulators, ``[BLOCK_M, 128]`` fp32 each in ``mma_layout``."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = b_bufs.shape[1] // 2
+    acc_g = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    acc_u = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    tg = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    tu = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
+    g = _half_mma(a_bufs, b_bufs, 0, 0, tg, NUM_STAGES)
+    cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
+    u = _half_mma(a_bufs, b_bufs, 0, 1, tu, NUM_STAGES)
+    tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(0) done
+    acc_g = _gluon_pin(_promote(acc_g, tg, cg))
+    cu_prev = cu
+    for kb in range(1, num_k):
+        _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
+        g = _half_mma(a_bufs, b_bufs, kb, 0, tg, NUM_STAGES)
+        cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
+        tu = warpgroup_mma_wait(num_outstanding=1, deps=(u,))  # up(kb-1) done: block kb-1 retired
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb + NUM_STAGES - 1, num_k, row_g,
+                        N, NUM_STAGES)  # fmt: skip
+        acc_u = _gluon_pin(_promote(acc_u, tu, cu_prev))
+        u = _half_mma(a_bufs, b_bufs, kb, 1, tu, NUM_STAGES)
+        tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(kb) done
+        acc_g = _gluon_pin(_promote(acc_g, tg, cg))
+        cu_prev = cu
+    tu = warpgroup_mma_wait(num_outstanding=0, deps=(u,))
+    acc_u = _promote(acc_u, tu, cu_prev)
+    return acc_g, acc_u
+
+@gluon.jit
+def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_desc, hs_ptr,
+                      stride_hsm):  # fmt: skip
+    """Main's epilogue: ``h = silu(gate) * up`` (``[BLOCK_M, 128]`` fp32 in ``layout``), one e4m3
+    group per row with IEEE divisions; the scale to ``hs[rows, pid_n]``, the codes to ``hq`` by TMA."""
+    BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
+    cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
+    h = gate / (1.0 + gl.exp(-gate)) * up
+    h = gl.where(gl.expand_dims(cols < N, 0), h, 0.0)
+    h_scale = gl.div_rn(gl.maximum(gl.max(gl.abs(h), axis=1), 1e-10), 448.0)
+    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
+    rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n, h_scale)
+    h_smem = gl.allocate_shared_memory(h_desc.dtype, [BLOCK_M, BLOCK_N], h_desc.layout)
+    h_smem.store(hq.to(h_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_smem)
+    tma.store_wait(pendings=0)
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_gate_up_fp8_kernel(
-    x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA descs: w1 as (L*2I, H) fp8, hq (max_padded, I)
+    x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA: w1 as (L*2I, H) fp8, box (WEIGHT_BOX, 128);
+                            # hq (max_padded, I), box (BLOCK_M, 128)
     xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
     N, K, num_slots, top_k, max_blocks,  # N = I, K = H
@@ -113,14 +256,13 @@ def _gluon_gate_up_fp8_kernel(
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr,
 ):  # fmt: skip
     """One (BLOCK_M rows, 128 columns of h) tile per program; grid ``max_blocks * cdiv(I, 128)``
-    in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_N = BLOCK_K = 128 from
-    ``w_desc``'s. H must be a multiple of 128 (no masked K tail)."""
+    in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_K = 128 from ``w_desc``'s.
+    H must be a multiple of 128 (no masked K tail)."""
     BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-    BLOCK_N: gl.constexpr = w_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
     NUM_WARPS: gl.constexpr = gl.num_warps()
     gl.static_assert(BLOCK_N == 128 and BLOCK_K == 128, "one scale group per program and K step")
-    gl.static_assert(h_desc.block_type.shape[1] == BLOCK_N, "h tile is BLOCK_M x 128")
     gl.static_assert(NUM_STAGES >= 3, "cp.async wait_group NUM_STAGES-2 needs a ring of 3+")
 
     pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
@@ -130,18 +272,13 @@ def _gluon_gate_up_fp8_kernel(
     off_m = pid_m * BLOCK_M
     off_n = pid_n * BLOCK_N
     row_g = e * 2 * N + off_n
-    row_u = row_g + N
     num_k = gl.cdiv(K, BLOCK_K)
 
-    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
     gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
     a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
-
     a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
-    bg_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
-    bu_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2 * BLOCK_N, BLOCK_K], w_desc.layout)
     ready = _ready_ring(NUM_STAGES)
 
     # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
@@ -150,12 +287,18 @@ def _gluon_gate_up_fp8_kernel(
     g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
     a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
     offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
-
     for i in gl.static_range(NUM_STAGES):
-        _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, i, num_k,
-                        row_g, row_u, NUM_STAGES)  # fmt: skip
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, row_g, N, NUM_STAGES)
 
-    rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
+    if SCHEME == "wide":
+        gl.static_assert(BLOCK_M == 64 and NUM_WARPS == 8, "wide: 64 rows, one warpgroup per h half")
+        gl.static_assert(w_desc.block_type.shape[0] == 64, "wide: 64-row weight boxes")
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, 2 * BLOCK_N, NUM_WARPS)  # warps [4, 2]
+    else:
+        gl.static_assert(SCHEME == "stagger", "SCHEME is 'wide' or 'stagger'")
+        gl.static_assert(w_desc.block_type.shape[0] == 128, "stagger: 128-row weight boxes")
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
+    rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
     slot_ids = gl.load(sorted_ids_ptr + rows)
     tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
     sa_ptrs = xs_ptr + tok * stride_xsm
@@ -163,102 +306,23 @@ def _gluon_gate_up_fp8_kernel(
     gs_ptr = ws_e + (off_n // 128) * stride_wsn
     us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
 
-    acc_g = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    acc_u = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    if SCHEME == "paired":
-        # T0 (even K blocks) and T1 (odd) each hold a (gate, up) pair; unrolled by two so that no
-        # temporary changes role at the back-edge (C7515). Each wait leaves the pair just issued
-        # (two wgmmas) outstanding and retires the previous pair, which is then promoted.
-        sg1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        su1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        g0 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        u0 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
-        g0 = _moe_mma(a_bufs, bg_bufs, 0, g0, NUM_STAGES)
-        u0 = _moe_mma(a_bufs, bu_bufs, 0, u0, NUM_STAGES)
-        cg0, cu0 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
-        for j in range(0, (num_k - 1) // 2):
-            kb = 2 * j + 1
-            _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-            g1 = _moe_mma(a_bufs, bg_bufs, kb, sg1, NUM_STAGES)
-            u1 = _moe_mma(a_bufs, bu_bufs, kb, su1, NUM_STAGES)
-            cg1, cu1 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
-            dg0, du0 = warpgroup_mma_wait(num_outstanding=2, deps=(g0, u0))  # block kb-1 done
-            nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
-            _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, nxt, num_k,
-                            row_g, row_u, NUM_STAGES)  # fmt: skip
-            acc_g, acc_u = _pin2(_promote(acc_g, dg0, cg0), _promote(acc_u, du0, cu0))
-
-            _moe_wait_block(a_bufs, ready, kb + 1, NUM_STAGES)
-            g0 = _moe_mma(a_bufs, bg_bufs, kb + 1, dg0, NUM_STAGES)
-            u0 = _moe_mma(a_bufs, bu_bufs, kb + 1, du0, NUM_STAGES)
-            cg0, cu0 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk)
-            sg1, su1 = warpgroup_mma_wait(num_outstanding=2, deps=(g1, u1))  # block kb done
-            _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready, nxt + 1,
-                            num_k, row_g, row_u, NUM_STAGES)  # fmt: skip
-            acc_g, acc_u = _pin2(_promote(acc_g, sg1, cg1), _promote(acc_u, su1, cu1))
-        if num_k % 2 == 0:
-            _moe_wait_block(a_bufs, ready, num_k - 1, NUM_STAGES)
-            g1 = _moe_mma(a_bufs, bg_bufs, num_k - 1, sg1, NUM_STAGES)
-            u1 = _moe_mma(a_bufs, bu_bufs, num_k - 1, su1, NUM_STAGES)
-            cg1, cu1 = _moe_scales(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk)
-            dg0, du0 = warpgroup_mma_wait(num_outstanding=2, deps=(g0, u0))
-            acc_g = _promote(acc_g, dg0, cg0)
-            acc_u = _promote(acc_u, du0, cu0)
-            dg1, du1 = warpgroup_mma_wait(num_outstanding=0, deps=(g1, u1))
-            acc_g = _promote(acc_g, dg1, cg1)
-            acc_u = _promote(acc_u, du1, cu1)
-        else:
-            dg0, du0 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, u0))
-            acc_g = _promote(acc_g, dg0, cg0)
-            acc_u = _promote(acc_u, du0, cu0)
+    if SCHEME == "wide":
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        # Columns are (half, gate/up, 64 columns); h column = half * 64 + c.
+        epi_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
+        gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 2, BLOCK_N // 2]), (0, 1, 3, 2)))
+        gate = gl.convert_layout(gl.reshape(gate, [BLOCK_M, BLOCK_N]), epi_layout)
+        up = gl.convert_layout(gl.reshape(up, [BLOCK_M, BLOCK_N]), epi_layout)
     else:
-        gl.static_assert(SCHEME == "stagger", "SCHEME is 'paired' or 'stagger'")
-        # TG only ever holds gate blocks, TU only up blocks. Order per K block k: issue gate(k),
-        # retire + promote up(k-1), issue up(k), retire + promote gate(k): one wgmma in flight
-        # during every promotion, four live tiles.
-        tg = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        tu = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
-        g = _moe_mma(a_bufs, bg_bufs, 0, tg, NUM_STAGES)
-        cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
-        u = _moe_mma(a_bufs, bu_bufs, 0, tu, NUM_STAGES)
-        tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(0) done
-        acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-        cu_prev = cu
-        for kb in range(1, num_k):
-            _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-            g = _moe_mma(a_bufs, bg_bufs, kb, tg, NUM_STAGES)
-            cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
-            tu = warpgroup_mma_wait(num_outstanding=1, deps=(u,))  # up(kb-1) done: block kb-1 retired
-            _moe_load_block(x_ptr, a_rows, offs_k, w_desc, a_bufs, bg_bufs, bu_bufs, ready,
-                            kb + NUM_STAGES - 1, num_k, row_g, row_u, NUM_STAGES)  # fmt: skip
-            acc_u = _gluon_pin(_promote(acc_u, tu, cu_prev))
-            u = _moe_mma(a_bufs, bu_bufs, kb, tu, NUM_STAGES)
-            tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(kb) done
-            acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-            cu_prev = cu
-        tu = warpgroup_mma_wait(num_outstanding=0, deps=(u,))
-        acc_u = _promote(acc_u, tu, cu_prev)
+        epi_layout: gl.constexpr = mma_layout
+        gate, up = _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k,
+                                     sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
 
     async_copy.wait_group(0)
     for s in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(ready.index(s))
-
-    # Epilogue as main's: h = silu(gate) * up, one e4m3 group per row, IEEE divisions.
-    cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout))
-    h = acc_g / (1.0 + gl.exp(-acc_g)) * acc_u
-    h = gl.where(gl.expand_dims(cols < N, 0), h, 0.0)
-    h_scale = gl.div_rn(gl.maximum(gl.max(gl.abs(h), axis=1), 1e-10), 448.0)
-    hq = gl.div_rn(h, gl.expand_dims(h_scale, 1))
-    hq = gl.minimum(gl.maximum(hq, -448.0), 448.0)
-    gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n, h_scale)
-    h_smem = gl.allocate_shared_memory(h_desc.dtype, [BLOCK_M, BLOCK_N], h_desc.layout)
-    h_smem.store(hq.to(h_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_smem)
-    tma.store_wait(pendings=0)
-
+    _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
 
 
 def launch_gluon_gate_up(
@@ -271,30 +335,28 @@ def launch_gluon_gate_up(
     al: Alignment,
     tile: GemmTile,
     top_k: int,
-    scheme: str | None = None,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h into ``hq``/``hs``.
 
     xq: (T, H) float8_e4m3fn, unit stride in H, 16-byte aligned rows; xs: (T, H/128) float32, unit
     stride in the group dim; w1q: (L, 2I, H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128)
     float32; hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
-    H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, ``tile`` 128 x 128 (the caller,
-    ``kernels.quant.fused_moe_fp8``, checks all of this with ``kernels.tactics.gluon_misfit``).
-    Rows at or past ``num_padded`` are not written. ``scheme`` overrides the schedule of
-    :data:`SCHEMES` (``"paired"`` or ``"stagger"``; for benchmarks).
+    H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES` (8 warps at 64), ``tile`` 128 x 128
+    (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
+    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
     """
     num_local, two_i, h = w1q.shape
     i = two_i // 2
-    w_layout = gl.NVMMASharedLayout.get_default_for([SCALE_GROUP, SCALE_GROUP], gl.float8e4nv)
+    scheme = SCHEMES[al.block_m]
+    box = WEIGHT_BOX[scheme]
+    w_layout = gl.NVMMASharedLayout.get_default_for([box, SCALE_GROUP], gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([al.block_m, SCALE_GROUP], gl.float8e4nv)
-    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [SCALE_GROUP, SCALE_GROUP],
-                                          w_layout)  # fmt: skip
+    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [box, SCALE_GROUP], w_layout)
     h_desc = TensorDescriptor.from_tensor(hq, [al.block_m, SCALE_GROUP], h_layout)
     _gluon_gate_up_fp8_kernel[(al.max_blocks * (i // SCALE_GROUP),)](
         xq, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,
         i, h, al.num_slots, top_k, al.max_blocks,
         xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
-        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme or SCHEMES[al.block_m],
-        num_warps=tile.num_warps,
+        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme, num_warps=tile.num_warps,
     )  # fmt: skip

@@ -211,8 +211,8 @@ _DOWN_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 
 
 # Gluon fp8 tiles (kernels/gluon_gate_up.py, kernels/gluon_down.py), by block_m: (block_n, block_k,
-# num_warps, num_stages), fastest first on the H100 (deepseek-r1 DEP8, 4000 tokens, BENCHMARKS.md run
-# 36). wgmma tiles are 64 rows per warpgroup, so block_m is 64 or 128. Left out because they spill
+# num_warps, num_stages), fastest first on the H100 (deepseek-r1 DEP8, 4000 tokens, BENCHMARKS.md runs
+# 36 and 45). wgmma tiles are 64 rows per warpgroup, so block_m is 64 or 128. Left out because they spill
 # (run 36 and the offline ptxas reports): gate/up on 4 warps, down 128x128 on 4 warps.
 _GATE_UP_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((128, 128, 8, 4), (128, 128, 8, 3)),
@@ -230,10 +230,10 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
 
     The kernels have no K tail and one scale group per K step and gate/up program: H and I multiples
     of 128, block_k 128, gate/up block_n 128, down block_n 64/128/256 dividing H; block_m 64 or 128
-    (one or two 64-row wgmma warpgroups), 4 or 8 warps; the ring needs 3 stages for gate/up (cp.async
-    groups in flight) and 2 for down, and must fit the shared memory of an H100 block. Whether the
-    device can run Gluon at all is
-    :func:`kernels.gluon_support.gluon_unready`."""
+    (one or two 64-row wgmma warpgroups), 4 or 8 warps (8 for gate/up at block_m 64, whose "wide"
+    schedule gives each warpgroup one half of the h columns); the ring needs 3 stages for gate/up
+    (cp.async groups in flight) and 2 for down, and must fit the shared memory of an H100 block.
+    Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
     widths = (128,) if gemm == "gate_up" else (64, 128, 256)
@@ -248,6 +248,8 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
         return f"num_warps={tile.num_warps} must be 4 or 8"
+    if gemm == "gate_up" and block_m == 64 and tile.num_warps != 8:
+        return f"gate_up at block_m=64 needs num_warps=8 (a warpgroup per h half), got {tile.num_warps}"
     if tile.num_stages < min_stages:
         return f"{gemm} needs num_stages >= {min_stages}, got {tile.num_stages}"
     weight_rows = 2 * tile.block_n if gemm == "gate_up" else tile.block_n  # gate and up tiles

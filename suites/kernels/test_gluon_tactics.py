@@ -90,12 +90,13 @@ def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
         ("gate_up", 64, GemmTile(64, 128, 8, 8, 4, True, True), (7168, 2048), "n64k128g8w8s4tG"),
         ("down", 64, GemmTile(256, 128, 8, 8, 4, True, True), (7040, 2048), "H=7040 .* block_n=256"),
         ("down", 64, GemmTile(128, 128, 8, 2, 2, True, True), (7168, 2048), "num_warps=2"),
+        ("gate_up", 64, GemmTile(128, 128, 8, 4, 4, True, True), (7168, 2048), "num_warps=8 .* got 4"),
         ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
         ("gate_up", 128, GemmTile(128, 128, 8, 8, 5, True, True), (7168, 2048), "5 stages needs 245760 B"),
         ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 327680 B"),
     ],
-    ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "stages", "smem-gate-up",
-         "smem-down"],
+    ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "wide-warps", "stages",
+         "smem-gate-up", "smem-down"],
 )
 def test_gluon_misfit_names_the_bad_value(
     gemm: str, block_m: int, tile: GemmTile, sizes: tuple[int, int], message: str
