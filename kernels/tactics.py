@@ -219,7 +219,7 @@ _GATE_UP_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     128: ((128, 128, 8, 3),),
 }
 _DOWN_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
-    64: ((128, 128, 4, 3), (256, 128, 8, 4)),
+    64: ((256, 128, 8, 4), (128, 128, 4, 3)),
     128: ((128, 128, 8, 4), (128, 128, 8, 3)),
 }
 
@@ -370,8 +370,7 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
     per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
     weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
-    ``gluon`` (as in :func:`tactics`) takes the Gluon gate/up at ``block_m = 64`` and Gluon tiles
-    in both GEMMs at ``block_m = 128`` from 2048 rows per expert.
+    ``gluon`` (as in :func:`tactics`) takes Gluon tiles in both GEMMs at ``block_m = 64``.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -388,18 +387,15 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     tma = bm >= 64 and (h * elem) % 16 == 0 and (i * elem) % 16 == 0
     blocks = max(1, problem.active_experts) * max(1, math.ceil(m / bm))
     if fp8:
-        # the tiles that won the H100 fp8 sweeps and baselines (BENCHMARKS.md, runs 38-42): from 2048
-        # rows per expert block_m=128 with Gluon tiles in both GEMMs (every T=16384 winner there);
-        # at block_m=64 8 warps for two 64x128 gate/up accumulators, the Gluon gate/up where it
-        # applies, and Triton's TMA down, which won 9 of the 15 block_m=64 Gluon-case baselines
-        if m >= 2048 and _uses_gluon(problem, gluon):
-            gu_128, dn_128 = (_gluon_tiles(problem, 128, gemm)[0] for gemm in ("gate_up", "down"))
-            return Tactic(128, gu_128, dn_128)
+        # block_m stops at 64 (the Triton fp8 tiles spill at 128, and with the wide Gluon kernels
+        # block_m=64 won every DEP point of H100 run 46, T=16384 included); 8 warps for two 64x128
+        # gate/up accumulators; where Gluon applies, its gate/up and down (the 256-wide one when
+        # H % 256 == 0: 1.15x Triton's best down tile in run 46)
         bm = min(bm, 64)
+        if bm == 64 and _uses_gluon(problem, gluon):
+            return Tactic(bm, _gluon_tiles(problem, bm, "gate_up")[0], _gluon_tiles(problem, bm, "down")[0])
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
-        if bm == 64 and _uses_gluon(problem, gluon):
-            gu = _gluon_tiles(problem, bm, "gate_up")[0]
         dn = _clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
                          pin=(False, True))
         return Tactic(bm, gu, replace(dn, tma=tma))

@@ -48,15 +48,16 @@ def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
                 assert gluon_misfit(gemm, t.block_m, tile, 7168, 2048) is None, (t.name, gemm)
 
 
-def test_gluon_default_gate_up_at_block_m_64_and_all_gluon_at_128_from_2048_rows() -> None:
-    d = default_tactic(DSR1_PREFILL, gluon=True)  # 1000 rows per expert
-    assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.tma) == (64, True, False, True)
-    assert d in tactics(DSR1_PREFILL, gluon=True)
-    long_prefill = MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn")  # 4096 rows per expert
-    d = default_tactic(long_prefill, gluon=True)
-    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (128, True, True)
-    assert d in tactics(long_prefill, gluon=True)
-    assert default_tactic(long_prefill).block_m == 64  # Triton's fp8 tiles stop at 64
+def test_gluon_default_is_all_gluon_at_block_m_64_with_the_256_wide_down() -> None:
+    for problem in (DSR1_PREFILL, MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 1000, 4096 rows
+        d = default_tactic(problem, gluon=True)
+        assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.block_n) == (64, True, True, 256), d.name
+        assert d.gate_up.num_warps == 8
+        assert d in tactics(problem, gluon=True)
+    h_not_256 = MoEProblem(4000, 49 * 128, 2048, 32, 8, "float8_e4m3fn")  # H = 6272, odd multiple of 128
+    d = default_tactic(h_not_256, gluon=True)
+    assert (d.down.gluon, d.down.block_n) == (True, 128), d.name
+    assert default_tactic(DSR1_PREFILL).block_m == 64  # Triton's fp8 tiles stop at 64
     decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
     assert default_tactic(decode, gluon=True) == default_tactic(decode)
 
