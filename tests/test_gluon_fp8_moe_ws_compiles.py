@@ -1,0 +1,84 @@
+"""The prototype warp-specialized fp8 MoE gate/up of benchmarks/gluon_fp8_moe_ws.py compiles for sm_90a
+on a CPU: 8 math warps at 240 registers and 4 loader warps at 24 (``setmaxnreg``), no register spills,
+no ptxas wgmma serialization (C75xx), only m64n128k32 wgmmas with one kept in flight in the K loop, the
+wide kernel's promotion, and the ready/empty barrier counts the loader and math partitions rely on.
+
+Compile only, in a child Python without ``TRITON_INTERPRET`` (``benchmarks/offline_child.py``). On
+the H100, ``python3 benchmarks/gluon_fp8_moe_ws.py --gpu`` checks it against the wide kernel (run 49:
+bit-identical).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.offline_child import run_offline
+
+pytest.importorskip("triton")
+
+CHILD = """
+import dataclasses, json, re
+from benchmarks import gluon_fp8_moe as moe
+out = {"has_gluon": moe.HAS_GLUON}
+if moe.HAS_GLUON:
+    from benchmarks import gluon_fp8_moe_ws as ws
+    ((report, regs, local),) = ws.offline_reports_ws((4,))
+    out["report"] = dataclasses.asdict(report)
+    out["regs"] = {str(k): v for k, v in regs.items()}
+    out["local"] = local
+    kernels = {"ws": ws.compile_gluon_ws(4), "wide": moe.compile_gluon_moe(moe.Variant(64, 8, 4))}
+    ints = lambda pattern, ptx: sorted({int(n) for n in re.findall(pattern, ptx)})
+    for name, kernel in kernels.items():
+        ptx = kernel.asm["ptx"]
+        shapes = re.findall(r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)", ptx)
+        out[name] = {
+            "shapes": sorted(set(shapes)),
+            "fma": len(re.findall(r"fma\\.rn\\.f32", ptx)),
+            "setmaxnreg": ints(r"setmaxnreg\\.\\w+\\.sync\\.aligned\\.u32\\s+(\\d+)", ptx),
+            "init_counts": ints(r"mbarrier\\.init\\.shared::cta\\.b64 \\[[^]]*\\], (\\d+)", ptx),
+            "noinc_arrives": len(re.findall(r"cp\\.async\\.mbarrier\\.arrive\\.noinc", ptx)),
+            "copy_waits": len(re.findall(r"cp\\.async\\.wait_group", ptx)),
+        }
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, Any]:
+    result = run_offline(CHILD)
+    if not result["has_gluon"]:
+        pytest.skip("this Triton build has no triton.experimental.gluon")
+    return result
+
+
+def test_ws_compiles_without_spills_or_serialized_wgmmas(compiled: dict[str, Any]) -> None:
+    report = compiled["report"]
+    assert report["ok"], report["error"]
+    assert 0 < report["registers"] <= 255 and report["spill_stores"] == report["spill_loads"] == 0, report
+    assert not [w for w in report["ptxas_warnings"] if "serialized" in w], report["ptxas_warnings"]
+    assert compiled["local"] == 0, "local-memory loads/stores in the SASS"
+    in_loop = [pendings for pendings, inside in report["ttgir_waits"] if inside]
+    assert in_loop and set(in_loop) == {1}, report["ttgir_waits"]
+
+
+def test_ws_partitions_get_their_registers(compiled: dict[str, Any]) -> None:
+    """Math warps raised to 240, loaders lowered to 24, and each partition's SASS fits its count."""
+    assert compiled["ws"]["setmaxnreg"] == [24, 240]
+    regs = compiled["regs"]
+    assert 0 < regs["240"] <= 240 and 0 < regs["24"] <= 24, regs
+
+
+def test_ws_issues_the_wide_kernels_wgmmas_and_promotion(compiled: dict[str, Any]) -> None:
+    assert compiled["ws"]["shapes"] == compiled["wide"]["shapes"] == ["m64n128k32"]
+    assert compiled["ws"]["fma"] == compiled["wide"]["fma"]
+
+
+def test_ws_barrier_plumbing(compiled: dict[str, Any]) -> None:
+    """ready: 1 expect + 128 loader-thread noinc arrivals; empty: 256 math-thread arrivals. The only
+    cp.async wait left is the loader's final drain (the wide kernel waits every K block)."""
+    ws = compiled["ws"]
+    assert ws["init_counts"] == [129, 256], ws["init_counts"]
+    assert ws["noinc_arrives"] >= 2, ws
+    assert ws["copy_waits"] == 1 and compiled["wide"]["copy_waits"] > 1, (ws, compiled["wide"])
