@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_moetune.argtypes import argparse_type
 from pytest_moetune.baseline import BaselineError, read_baseline
-from pytest_moetune.ceilings import Ceilings, Roofline, normalize_rounds
+from pytest_moetune.ceilings import FP8_DTYPE, Ceilings, Roofline, normalize_rounds
 from pytest_moetune.verdict import DEFAULT_THRESHOLD, compare_rounds
 
 
@@ -106,7 +106,7 @@ def _diff(a_path: Path, b_path: Path, threshold: float) -> int:
     for case in common:
         ea, eb = a[case], b[case]
         then, now = Ceilings.from_dict(ea["ceilings"]), Ceilings.from_dict(eb["ceilings"])
-        regime = Roofline(int(ea["flops"]), int(ea["bytes"])).regime(then)
+        regime = Roofline(int(ea["flops"]), int(ea["bytes"]), fp8=ea.get("dtype") == FP8_DTYPE).regime(then)
         normalized = normalize_rounds(eb["rounds_us"], now, then, regime)
         comparison = compare_rounds(ea["rounds_us"], normalized, threshold)
         raw = statistics.median(eb["rounds_us"]) / statistics.median(ea["rounds_us"])

@@ -1,8 +1,10 @@
 """Same-session hardware ceilings and the roofline of a case (DESIGN.md section 4).
 
 Cross-session GPU noise is several percent; same-session noise is well under 1%. So every session
-measures two ceilings first (device copy bandwidth, dense bf16 matmul rate), each baseline stores
-them, and the gate compares times normalized by the ceiling that bounds the case.
+measures its ceilings first (device copy bandwidth, dense bf16 matmul rate and, on GPUs with fp8
+tensor cores, the dense fp8 e4m3 matmul rate), each baseline stores them, and the gate compares times
+normalized by the ceiling that bounds the case. An fp8 case's arithmetic is bounded by the fp8 rate
+(about 1.6x the bf16 one on an H100), so its roofline uses that rate where it was measured.
 """
 
 from __future__ import annotations
@@ -15,46 +17,74 @@ from pytest_moetune.models import ModelShape
 
 COPY = "copy"
 MATMUL = "matmul"
+FP8_MATMUL = "fp8_matmul"
+FP8_DTYPE = "fp8_w8a8"
 BYTES_PER_ELEMENT = {"bf16": 2, "fp16": 2, "fp8_w8a8": 1}
 
 
 @dataclass(frozen=True)
 class Ceilings:
-    """Measured rates: bytes/s of a device copy (read + write) and FLOP/s of a dense bf16 matmul."""
+    """Measured rates: bytes/s of a device copy (read + write), FLOP/s of a dense bf16 matmul and,
+    where the GPU has fp8 tensor cores and it was measured, of a dense fp8 e4m3 matmul (``None``
+    otherwise: baselines written before it was measured have none)."""
 
     copy_bytes_per_s: float
     matmul_flops_per_s: float
     copy_rounds_us: tuple[float, ...] = ()
     matmul_rounds_us: tuple[float, ...] = ()
+    fp8_matmul_flops_per_s: float | None = None
+    fp8_matmul_rounds_us: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.copy_bytes_per_s > 0 and self.matmul_flops_per_s > 0):
             raise ValueError(
                 f"ceilings must be positive, got {self.copy_bytes_per_s}, {self.matmul_flops_per_s}"
             )
+        if self.fp8_matmul_flops_per_s is not None and not self.fp8_matmul_flops_per_s > 0:
+            raise ValueError(f"the fp8 matmul ceiling must be positive, got {self.fp8_matmul_flops_per_s}")
 
     def rate(self, regime: str) -> float:
-        return self.copy_bytes_per_s if regime == COPY else self.matmul_flops_per_s
+        """The rate bounding ``regime``: bytes/s for ``copy``, FLOP/s for ``matmul`` and
+        ``fp8_matmul`` (the bf16 rate where no fp8 rate was measured)."""
+        if regime == COPY:
+            return self.copy_bytes_per_s
+        if regime == FP8_MATMUL and self.fp8_matmul_flops_per_s is not None:
+            return self.fp8_matmul_flops_per_s
+        return self.matmul_flops_per_s
+
+    def rates(self) -> dict[str, float]:
+        """The measured rates under their ``to_dict`` names (what a baseline entry stores)."""
+        out = {"copy_bytes_per_s": self.copy_bytes_per_s, "matmul_flops_per_s": self.matmul_flops_per_s}
+        if self.fp8_matmul_flops_per_s is not None:
+            out["fp8_matmul_flops_per_s"] = self.fp8_matmul_flops_per_s
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["copy_rounds_us"] = list(self.copy_rounds_us)
-        data["matmul_rounds_us"] = list(self.matmul_rounds_us)
+        for name in ("copy_rounds_us", "matmul_rounds_us", "fp8_matmul_rounds_us"):
+            data[name] = list(data[name])
+        if self.fp8_matmul_flops_per_s is None:
+            del data["fp8_matmul_flops_per_s"], data["fp8_matmul_rounds_us"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ceilings:
+        fp8 = data.get("fp8_matmul_flops_per_s")
         return cls(
             float(data["copy_bytes_per_s"]),
             float(data["matmul_flops_per_s"]),
             tuple(data.get("copy_rounds_us", ())),
             tuple(data.get("matmul_rounds_us", ())),
+            None if fp8 is None else float(fp8),
+            tuple(data.get("fp8_matmul_rounds_us", ())),
         )
 
 
 def measure_ceilings(rounds: int = 5, copy_bytes: int = 1 << 30, matmul_size: int = 8192) -> Ceilings:
     """Time a ``copy_bytes`` device-to-device copy and a ``matmul_size``^3 bf16 matmul on random data,
-    ``rounds`` rounds each, by CUDA-graph replay. Takes about a second on an H100."""
+    ``rounds`` rounds each, by CUDA-graph replay; on GPUs with fp8 tensor cores (compute capability
+    8.9 and up) also a ``matmul_size``^3 e4m3 matmul (``torch._scaled_mm``, per-tensor scales, bf16
+    out). Takes a few seconds on an H100."""
     import torch
 
     from pytest_moetune.timing import CudaGraphTimer
@@ -73,30 +103,47 @@ def measure_ceilings(rounds: int = 5, copy_bytes: int = 1 << 30, matmul_size: in
         b = torch.randn(matmul_size, matmul_size, device="cuda", dtype=torch.bfloat16)
         return timer.measure([lambda: a @ b])
 
+    def time_fp8_matmul() -> Any:
+        a = torch.randn(matmul_size, matmul_size, device="cuda").to(torch.float8_e4m3fn)
+        b = torch.randn(matmul_size, matmul_size, device="cuda").to(torch.float8_e4m3fn)
+        one = torch.ones((), device="cuda")
+        # _scaled_mm wants B column-major: b.t() of a row-major (N, K) tensor
+        return timer.measure([lambda: torch._scaled_mm(a, b.t(), one, one, out_dtype=torch.bfloat16)])
+
     copy, mm = time_copy(), time_matmul()
+    fp8 = time_fp8_matmul() if torch.cuda.get_device_capability() >= (8, 9) else None
     torch.cuda.empty_cache()
+    flops = 2 * matmul_size**3
     return Ceilings(
         copy_bytes_per_s=2 * copy_bytes / (statistics.median(copy.rounds_us) * 1e-6),
-        matmul_flops_per_s=2 * matmul_size**3 / (statistics.median(mm.rounds_us) * 1e-6),
+        matmul_flops_per_s=flops / (statistics.median(mm.rounds_us) * 1e-6),
         copy_rounds_us=copy.rounds_us,
         matmul_rounds_us=mm.rounds_us,
+        fp8_matmul_flops_per_s=None if fp8 is None else flops / (statistics.median(fp8.rounds_us) * 1e-6),
+        fp8_matmul_rounds_us=() if fp8 is None else fp8.rounds_us,
     )
 
 
 @dataclass(frozen=True)
 class Roofline:
-    """The least work of a case: FLOPs of both expert GEMMs and the bytes they must move."""
+    """The least work of a case: FLOPs of both expert GEMMs and the bytes they must move; ``fp8``:
+    the GEMMs run on fp8 tensor cores, so the fp8 matmul rate bounds their FLOPs."""
 
     flops: int
     bytes: int
+    fp8: bool = False
+
+    @property
+    def mma_regime(self) -> str:
+        return FP8_MATMUL if self.fp8 else MATMUL
 
     def floor_us(self, ceilings: Ceilings) -> float:
-        return max(self.bytes / ceilings.copy_bytes_per_s, self.flops / ceilings.matmul_flops_per_s) * 1e6
+        return max(self.bytes / ceilings.rate(COPY), self.flops / ceilings.rate(self.mma_regime)) * 1e6
 
     def regime(self, ceilings: Ceilings) -> str:
-        """``copy`` when moving bytes bounds the case, else ``matmul``."""
-        memory = self.bytes / ceilings.copy_bytes_per_s
-        return COPY if memory >= self.flops / ceilings.matmul_flops_per_s else MATMUL
+        """``copy`` when moving bytes bounds the case, else ``matmul`` (``fp8_matmul`` for fp8)."""
+        memory = self.bytes / ceilings.rate(COPY)
+        return COPY if memory >= self.flops / ceilings.rate(self.mma_regime) else self.mma_regime
 
 
 def case_roofline(
@@ -107,13 +154,17 @@ def case_roofline(
     elem = BYTES_PER_ELEMENT[dtype]
     weights = local_experts_touched * model.expert_weight_elements() * elem
     activations = num_tokens * model.hidden * (elem + 2)  # read x, write a 16-bit output
-    return Roofline(flops=model.flops(local_slots), bytes=weights + activations)
+    return Roofline(flops=model.flops(local_slots), bytes=weights + activations, fp8=dtype == FP8_DTYPE)
 
 
 def normalize_rounds(
     rounds_us: list[float] | tuple[float, ...], now: Ceilings, then: Ceilings, regime: str
 ) -> list[float]:
     """Express this session's times in the baseline session's hardware: a case bound by copy
-    bandwidth that ran on a 3% slower card is sped up by 3% (``t * rate_now / rate_then``)."""
+    bandwidth that ran on a 3% slower card is sped up by 3% (``t * rate_now / rate_then``). Both
+    sessions must use the same kind of ceiling, so an ``fp8_matmul`` case falls back to the bf16
+    rate when either session has no fp8 rate."""
+    if regime == FP8_MATMUL and None in (now.fp8_matmul_flops_per_s, then.fp8_matmul_flops_per_s):
+        regime = MATMUL
     scale = now.rate(regime) / then.rate(regime)
     return [r * scale for r in rounds_us]

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-from pytest_moetune.ceilings import Ceilings, case_roofline, normalize_rounds
+from pytest_moetune.ceilings import COPY, Ceilings, case_roofline, normalize_rounds
 from pytest_moetune.distributions import Distribution, parse_distribution
 from pytest_moetune.models import ModelShape, get_model
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, TuningProblem
@@ -234,7 +234,7 @@ class Gate:
         peer = getattr(runner, "peer", None)
         if self.time_peer and peer is not None:
             result.peer_median_us = statistics.median(self.timer.measure([partial(peer, inputs)]).rounds_us)
-        result.entry = self._entry(runner, result, roof, stats.to_dict())
+        result.entry = self._entry(runner, result, roof, stats.to_dict(), problem.dtype)
         return result
 
     def _judge(
@@ -277,7 +277,7 @@ class Gate:
         return f"tuner picked worse (the baseline's tactic still runs in {median:.2f} us)"
 
     def _entry(
-        self, runner: MoERunner, result: CheckResult, roof: Any, routing: dict[str, Any]
+        self, runner: MoERunner, result: CheckResult, roof: Any, routing: dict[str, Any], dtype: str
     ) -> dict[str, Any]:
         median_s = result.median_us * 1e-6
         return {
@@ -288,14 +288,12 @@ class Gate:
                 "tbytes_per_s": roof.bytes / median_s / 1e12,
             },
             "fraction_of_ceilings": {
-                "copy": roof.bytes / median_s / self.ceilings.copy_bytes_per_s,
-                "matmul": roof.flops / median_s / self.ceilings.matmul_flops_per_s,
+                "copy": roof.bytes / median_s / self.ceilings.rate(COPY),
+                "matmul": roof.flops / median_s / self.ceilings.rate(roof.mma_regime),
                 "roofline": roof.floor_us(self.ceilings) / result.median_us,
             },
-            "ceilings": {
-                "copy_bytes_per_s": self.ceilings.copy_bytes_per_s,
-                "matmul_flops_per_s": self.ceilings.matmul_flops_per_s,
-            },
+            "ceilings": self.ceilings.rates(),
+            "dtype": dtype,
             "flops": roof.flops,
             "bytes": roof.bytes,
             "tactic": result.tactic,

@@ -27,8 +27,23 @@ def test_one(moetune):
 """
 
 
-def entry(median: float, *, copy_rate: float = 3e12, tactic: int = 16) -> dict:
+def entry(
+    median: float, *, copy_rate: float = 3e12, tactic: int = 16, fp8_rate: float | None = None
+) -> dict:
+    """A baseline entry; with ``fp8_rate`` an fp8 case bound by its matmul rate (10 TFLOP, 1 GB)."""
     rounds = [median * f for f in (0.998, 1.0, 1.001, 0.999, 1.002)]
+    if fp8_rate is not None:
+        return {
+            **entry(median, copy_rate=copy_rate, tactic=tactic),
+            "ceilings": {
+                "copy_bytes_per_s": copy_rate,
+                "matmul_flops_per_s": 7e14,
+                "fp8_matmul_flops_per_s": fp8_rate,
+            },
+            "dtype": "fp8_w8a8",
+            "flops": 10**13,
+            "bytes": 10**9,
+        }
     return {
         "rounds_us": rounds,
         "summary": {"median_us": median, "spread": 0.001},
@@ -81,6 +96,13 @@ def test_show_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
+def diff_rows(a: Path, b: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
+    """``moetune baseline diff A B``'s case rows, split into words, by case."""
+    assert main(["baseline", "diff", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return {line.split()[0]: line.split() for line in lines if line.startswith("  ")}
+
+
 def test_diff_normalizes_by_each_files_ceilings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_baseline(a, {"same": entry(100.0), "slower": entry(100.0), "gone": entry(1.0)}, FINGERPRINT)
@@ -90,15 +112,32 @@ def test_diff_normalizes_by_each_files_ceilings(tmp_path: Path, capsys: pytest.C
         {"same": entry(110.0, copy_rate=3e12 / 1.1), "slower": entry(110.0, tactic=32), "new": entry(5.0)},
         FINGERPRINT,
     )
-    assert main(["baseline", "diff", str(a), str(b)]) == 0
-    rows = {
-        line.split()[0]: line.split()
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("  ")
-    }
+    rows = diff_rows(a, b, capsys)
     assert rows["same"][3:7] == ["1.100", "1.000", "ok", "same"]
     assert rows["slower"][3:7] == ["1.100", "1.100", "regressed", "changed"]
     assert rows["gone"][1:] == ["only", "in", "A"] and rows["new"][1:] == ["only", "in", "B"]
+
+
+def test_diff_normalizes_fp8_cases_by_the_fp8_matmul_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both files 10% slower on a card whose fp8 rate was 10% lower: ok when both measured it; an
+    entry without an fp8 rate (an older file) falls back to the bf16 rate, unchanged here."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    old_style = {k: v for k, v in entry(100.0, fp8_rate=1.2e15).items() if k != "ceilings"}
+    write_baseline(
+        a,
+        {"fp8": entry(100.0, fp8_rate=1.2e15),
+         "no-fp8-rate": {**old_style, "ceilings": {"copy_bytes_per_s": 3e12, "matmul_flops_per_s": 7e14}}},
+        FINGERPRINT,
+    )  # fmt: skip
+    write_baseline(
+        b, {"fp8": entry(110.0, fp8_rate=1.2e15 / 1.1), "no-fp8-rate": entry(110.0, fp8_rate=1.2e15 / 1.1)},
+        FINGERPRINT,
+    )  # fmt: skip
+    rows = diff_rows(a, b, capsys)
+    assert rows["fp8"][3:6] == ["1.100", "1.000", "ok"]
+    assert rows["no-fp8-rate"][3:6] == ["1.100", "1.100", "regressed"]
 
 
 def test_diff_of_a_corrupt_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,7 @@ def test_life_cycle_new_update_ok_slower_faster(flow: GateWorkflow) -> None:
     entry = document["entries"]["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]
     assert entry["tactic"] == {"block_m": 128, "variant": "a"} and len(entry["rounds_us"]) == 7
     assert entry["ceilings"] == {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 6.9e14}
+    assert entry["dtype"] == "bf16"
     assert document["fingerprint"]["gpu_name"] == "cpu"
 
 
