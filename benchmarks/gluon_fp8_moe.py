@@ -182,29 +182,38 @@ OFFLINE_VARIANTS = [
 
 
 def compile_gluon_moe(variant: Variant) -> Any:
-    """The Gluon gate/up kernel compiled for sm_90a without a GPU, specialized like a launch on
-    DeepSeek-like shapes (pointers, N, K, x row stride 16-divisible; scale strides not)."""
-    fn = _gluon_gate_up_fp8_kernel
-    box = WEIGHT_BOX[variant.scheme]
+    """The Gluon gate/up kernel compiled for sm_90a without a GPU (see :func:`compile_gate_up_kernel`)."""
+    return compile_gate_up_kernel(
+        _gluon_gate_up_fp8_kernel, WEIGHT_BOX[variant.scheme], variant.block_m, variant.num_warps,
+        {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme},
+    )  # fmt: skip
+
+
+def compile_gate_up_kernel(
+    fn: Any, box: int, block_m: int, num_warps: int, constexprs: dict[str, Any]
+) -> Any:
+    """A Gluon gate/up kernel with ``kernels.gluon_gate_up``'s runtime arguments (``box``-row weight
+    TMA boxes, ``block_m``-row h boxes) and the given ``constexprs`` (``NUM_STAGES`` among them),
+    compiled for sm_90a without a GPU, specialized like a launch on DeepSeek-like shapes (pointers,
+    N, K, x row stride 16-divisible; scale strides not)."""
     w_layout = gl.NVMMASharedLayout.get_default_for([box, GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for([block_m, GROUP], gl.float8e4nv)
     signature = {
         "x_ptr": "*fp8e4nv",
         "w_desc": f"tensordesc<fp8e4nv[{box},{GROUP}],{w_layout!r}>",
-        "h_desc": f"tensordesc<fp8e4nv[{variant.block_m},{GROUP}],{h_layout!r}>",
+        "h_desc": f"tensordesc<fp8e4nv[{block_m},{GROUP}],{h_layout!r}>",
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "N": "i32", "K": "i32", "num_slots": "i32", "top_k": "i32", "max_blocks": "i32",
         "stride_xm": "i32", "stride_xsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "stride_wsk": "i32", "stride_hsm": "i32",
-        "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "SCHEME": "constexpr",
+        **dict.fromkeys(constexprs, "constexpr"),
     }  # fmt: skip
-    constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme}
     aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "N", "K", "stride_xm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     source = GluonASTSource(fn, signature, constexprs, attrs)
-    options = {"num_warps": variant.num_warps, "num_stages": variant.num_stages}
+    options = {"num_warps": num_warps, "num_stages": constexprs["NUM_STAGES"]}
     return triton.compile(source, target=TARGET, options=options)
 
 

@@ -323,33 +323,11 @@ def compile_gluon_ws(num_stages: int = 4, loader_warps: int = LOADER_WARPS,
                      loader_regs: int = LOADER_REGS) -> Any:  # fmt: skip
     """The warp-specialized kernel compiled for sm_90a without a GPU, specialized as
     ``benchmarks.gluon_fp8_moe.compile_gluon_moe`` specializes the wide kernel."""
-    import triton
-    from triton.experimental.gluon._runtime import GluonASTSource
+    from benchmarks.gluon_fp8_moe import compile_gate_up_kernel
 
-    from benchmarks.gluon_fp8_moe import TARGET
-
-    fn = _gluon_gate_up_ws_kernel
-    w_layout = gl.NVMMASharedLayout.get_default_for([HALF, GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([64, GROUP], gl.float8e4nv)
-    signature = {
-        "x_ptr": "*fp8e4nv",
-        "w_desc": f"tensordesc<fp8e4nv[{HALF},{GROUP}],{w_layout!r}>",
-        "h_desc": f"tensordesc<fp8e4nv[64,{GROUP}],{h_layout!r}>",
-        "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
-        "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
-        "N": "i32", "K": "i32", "num_slots": "i32", "top_k": "i32", "max_blocks": "i32",
-        "stride_xm": "i32", "stride_xsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
-        "stride_wsk": "i32", "stride_hsm": "i32",
-        "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
-        "LOADER_REGS": "constexpr",
-    }  # fmt: skip
     constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": loader_warps,
                   "LOADER_REGS": loader_regs}  # fmt: skip
-    aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
-               "N", "K", "stride_xm")  # fmt: skip
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    source = GluonASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
+    return compile_gate_up_kernel(_gluon_gate_up_ws_kernel, HALF, 64, 8, constexprs)
 
 
 def partition_registers(cubin: bytes) -> tuple[dict[int, int], int]:
