@@ -4,7 +4,8 @@ Cross-session GPU noise is several percent; same-session noise is well under 1%.
 measures its ceilings first (device copy bandwidth, dense bf16 matmul rate and, on GPUs with fp8
 tensor cores, the dense fp8 e4m3 matmul rate), each baseline stores them, and the gate compares times
 normalized by the ceiling that bounds the case. An fp8 case's arithmetic is bounded by the fp8 rate
-(about 1.6x the bf16 one on an H100), so its roofline uses that rate where it was measured.
+(1.6-1.8x the bf16 one on the H100s of BENCHMARKS.md runs 46 and 51), so its roofline uses that
+rate where it was measured.
 """
 
 from __future__ import annotations
