@@ -11,6 +11,7 @@ rate where it was measured.
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,7 +113,12 @@ def measure_ceilings(rounds: int = 5, copy_bytes: int = 1 << 30, matmul_size: in
         return timer.measure([lambda: torch._scaled_mm(a, b.t(), one, one, out_dtype=torch.bfloat16)])
 
     copy, mm = time_copy(), time_matmul()
-    fp8 = time_fp8_matmul() if torch.cuda.get_device_capability() >= (8, 9) else None
+    fp8 = None
+    if torch.cuda.get_device_capability() >= (8, 9):
+        try:
+            fp8 = time_fp8_matmul()
+        except RuntimeError as err:  # e.g. a ROCm GPU whose fp8 is another format: no fp8 ceiling
+            warnings.warn(f"no fp8 matmul ceiling (fp8 cases use the bf16 rate): {err}", stacklevel=2)
     torch.cuda.empty_cache()
     flops = 2 * matmul_size**3
     return Ceilings(

@@ -40,8 +40,11 @@ def test_case_roofline_marks_fp8_cases() -> None:
 def test_normalize_uses_one_kind_of_ceiling_on_both_sides() -> None:
     slower_fp8 = Ceilings(copy_bytes_per_s=3e12, matmul_flops_per_s=7e14, fp8_matmul_flops_per_s=1.0e15)
     assert normalize_rounds([100.0], slower_fp8, WITH_FP8, FP8_MATMUL) == pytest.approx([80.0])
-    # the baseline session measured no fp8 rate: both sides fall back to the bf16 rate (equal here)
+    # either session measured no fp8 rate: both sides fall back to the bf16 rate (equal here)
     assert normalize_rounds([100.0], slower_fp8, BF16_ONLY, FP8_MATMUL) == pytest.approx([100.0])
+    assert normalize_rounds([100.0], BF16_ONLY, slower_fp8, FP8_MATMUL) == pytest.approx([100.0])
+    faster_bf16 = Ceilings(copy_bytes_per_s=3e12, matmul_flops_per_s=7.7e14)
+    assert normalize_rounds([100.0], faster_bf16, slower_fp8, FP8_MATMUL) == pytest.approx([110.0])
 
 
 def test_ceilings_round_trip_and_older_entries_load() -> None:

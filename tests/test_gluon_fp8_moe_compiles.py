@@ -30,6 +30,8 @@ if moe.HAS_GLUON:
     out["shapes"] = sorted(set(re.findall(r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)", ptx)))
     out["fma"] = len(re.findall(r"fma\\.rn\\.f32", ptx))
     out["selp"] = len(re.findall(r"\\bselp", ptx))
+    (out["stagger"],) = [dataclasses.asdict(r) for r in moe.offline_reports([moe.Variant(128, 8, 3)],
+                                                                           with_triton=False)]
 print(json.dumps(out))
 """
 
@@ -58,6 +60,18 @@ def test_wide_loop_keeps_one_wgmma_in_flight(compiled: dict[str, Any]) -> None:
 
 def test_wide_issues_one_m64n128_wgmma_per_warpgroup(compiled: dict[str, Any]) -> None:
     assert compiled["shapes"] == ["m64n128k32"]
+
+
+def test_stagger_128x128_w8_compiles_with_the_shared_loader(compiled: dict[str, Any]) -> None:
+    """block_m 128 runs the stagger schedule on the wide kernel's loader (128-row boxes, gate and up
+    halves of one 256-row slot). It spills 160 B and ptxas serializes its wgmmas (C7514) as before
+    the loader was shared (BENCHMARKS.md, run 36: still 4.9x main's Triton bm128 tile); this pins
+    that it compiles and keeps one wgmma in flight in its loop."""
+    report = compiled["stagger"]
+    assert report["ok"], report["error"]
+    assert report["spill_stores"] <= 160, report
+    in_loop = [pendings for pendings, inside in report["ttgir_waits"] if inside]
+    assert in_loop and set(in_loop) == {1}, report["ttgir_waits"]
 
 
 def test_wide_promotion_has_no_per_element_select(compiled: dict[str, Any]) -> None:

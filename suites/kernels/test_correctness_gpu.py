@@ -26,6 +26,7 @@ import math
 
 import pytest
 import torch
+import triton
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -214,11 +215,18 @@ GLUON_POINTS = [("deepseek-r1-dep8", 1000), ("qwen3-235b-a22b-dep2", 700)]
 
 
 def _skip_without_gluon() -> None:
-    from kernels.gluon_support import gluon_unready
+    """Skip where Gluon cannot run, but fail where it should: on Hopper with the Triton 3.6 the
+    kernels are written for, an import error of the Gluon modules is a bug (a removed helper, say),
+    not a missing feature, and must not turn the Gluon tests into skips."""
+    from kernels.gluon_support import GLUON_IMPORT_ERROR, HOPPER, gluon_unready
 
     why = gluon_unready()
-    if why is not None:
-        pytest.skip(f"the Gluon fp8 tiles run on Hopper only: {why}")
+    if why is None:
+        return
+    on_hopper = torch.cuda.is_available() and torch.cuda.get_device_capability() == HOPPER
+    if GLUON_IMPORT_ERROR is not None and on_hopper and triton.__version__.startswith("3.6"):
+        pytest.fail(f"the Gluon kernels do not import on Hopper with Triton {triton.__version__}: {why}")
+    pytest.skip(f"the Gluon fp8 tiles run on Hopper only: {why}")
 
 
 @pytest.mark.parametrize(("model", "t"), GLUON_POINTS, ids=[f"{m}-T{t}" for m, t in GLUON_POINTS])
@@ -239,7 +247,7 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int) -> None:
         fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
         _check(out, ref)
     dflt = default_tactic(problem, gluon=True)
-    assert dflt.gate_up.gluon, dflt.name
+    assert dflt.gate_up.gluon and dflt.down.gluon, dflt.name
     first = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     again = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     assert torch.equal(first, again), "two runs on the same inputs gave different bits"
