@@ -24,10 +24,10 @@ Two schedules, picked by block_m (both wgmma-asynchronous, promotion in fp32 reg
 - block_m 64, ``wide``: the slot is filled by four 64-row TMA boxes in the order gate ``n0``, up
   ``n0``, gate ``n0 + 64``, up ``n0 + 64``, so one ``64 x 256`` wgmma gives each of the two
   warpgroups one m64n128 instruction holding the gate and up values of the same 64 h columns. The
-  loop is :func:`kernels.gluon_common._gluon_mainloop`'s: one wgmma in flight while the previous K
-  block is promoted with a per-column scale (the gate block's on gate columns, the up block's on up
-  columns), unrolled by two. Three live 64 x 256 fp32 tiles: 242 registers, no spills. The epilogue
-  splits the accumulator into gate and up.
+  loop (``_wide_mainloop``) mirrors :func:`kernels.gluon_common._gluon_mainloop`: one wgmma in
+  flight while the previous K block is promoted with a per-column scale (the gate block's on gate
+  columns, the up block's on up columns), unrolled by two. Three live 64 x 256 fp32 tiles: 242
+  registers, no spills. The epilogue splits the accumulator into gate and up.
 - block_m 128, ``stagger``: 128-row boxes (gate rows, then up rows of the slot), gate(k) issued,
   up(k-1) retired and promoted, up(k) issued, gate(k) retired and promoted: four live tiles. ptxas
   still serializes its wgmmas (C7514, not understood), but it ran 4.9x main's spilling Triton bm128
@@ -226,6 +226,14 @@ def _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, n
     return acc_g, acc_u
 
 @gluon.jit
+def _drain_ring(ready, NUM_STAGES: gl.constexpr):
+    """Wait for this thread's last cp.async groups (the empty ones past the last K block still
+    write zeros) and retire the ring's mbarriers, so that the ring's memory is free."""
+    async_copy.wait_group(0)
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(ready.index(s))
+
+@gluon.jit
 def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_desc, hs_ptr,
                       stride_hsm):  # fmt: skip
     """Main's epilogue: ``h = silu(gate) * up`` (``[BLOCK_M, 128]`` fp32 in ``layout``), one e4m3
@@ -309,6 +317,9 @@ def _gluon_gate_up_fp8_kernel(
     if SCHEME == "wide":
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        # The predicated-off gathers past the last K block still zero-fill their A slots
+        # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
+        _drain_ring(ready, NUM_STAGES)
         # Columns are (half, gate/up, 64 columns); h column = half * 64 + c.
         epi_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 2, BLOCK_N // 2]), (0, 1, 3, 2)))
@@ -318,10 +329,8 @@ def _gluon_gate_up_fp8_kernel(
         epi_layout: gl.constexpr = mma_layout
         gate, up = _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k,
                                      sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        _drain_ring(ready, NUM_STAGES)
 
-    async_copy.wait_group(0)
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.invalidate(ready.index(s))
     _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
 
 
