@@ -363,6 +363,19 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     return out
 
 
+def _gluon_down_pays(intermediate: int, rows_per_expert: float) -> bool:
+    """Whether the default takes the Gluon down over Triton's ``n128k128g8w4s3t`` at block_m 64.
+
+    The down GEMM's K is I. The H100 winners (the run-47/50 baselines and runs 46, 49, 52 in
+    BENCHMARKS.md) took the Gluon down at every point with I >= 2048 (deepseek-r1, mixtral),
+    Triton's at every point with I < 1024 (qwen3-30b I=768, qwen3-next I=512), and at I=1536
+    (qwen3-235b) Gluon from 512 rows per expert (T=1024 DEP8, T=4096 and 16384 DEP2), Triton below
+    (64-128 rows)."""
+    if intermediate >= 2048:
+        return True
+    return intermediate >= 1024 and rows_per_expert >= 512
+
+
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
@@ -370,7 +383,8 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
     per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
     weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
-    ``gluon`` (as in :func:`tactics`) takes Gluon tiles in both GEMMs at ``block_m = 64``.
+    ``gluon`` (as in :func:`tactics`) takes the Gluon gate/up at ``block_m = 64``, and the Gluon
+    down where :func:`_gluon_down_pays`.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -389,16 +403,18 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     if fp8:
         # block_m stops at 64 (the Triton fp8 tiles spill at 128, and with the wide Gluon kernels
         # block_m=64 won every DEP point of H100 run 46, T=16384 included); 8 warps for two 64x128
-        # gate/up accumulators; where Gluon applies, its gate/up and down (the 256-wide one when
-        # H % 256 == 0: 1.15x Triton's best down tile in run 46)
+        # gate/up accumulators; where Gluon applies, its gate/up, and its down (the 256-wide one
+        # when H % 256 == 0) where that GEMM's K = I is long enough to pay (_gluon_down_pays)
         bm = min(bm, 64)
-        if bm == 64 and _uses_gluon(problem, gluon):
-            return Tactic(bm, _gluon_tiles(problem, bm, "gate_up")[0], _gluon_tiles(problem, bm, "down")[0])
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
-        dn = _clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
-                         pin=(False, True))
-        return Tactic(bm, gu, replace(dn, tma=tma))
+        dn = replace(_clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
+                                 pin=(False, True)), tma=tma)  # fmt: skip
+        if bm == 64 and _uses_gluon(problem, gluon):
+            gu = _gluon_tiles(problem, bm, "gate_up")[0]
+            if _gluon_down_pays(i, m):
+                dn = _gluon_tiles(problem, bm, "down")[0]
+        return Tactic(bm, gu, dn)
     if bm <= 32:
         gu_raw, dn_raw = (64, 256, 4, 3), (64, 256, 4, 3)
         if blocks * math.ceil(i / 64) < 264:

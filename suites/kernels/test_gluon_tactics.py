@@ -48,7 +48,7 @@ def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
                 assert gluon_misfit(gemm, t.block_m, tile, 7168, 2048) is None, (t.name, gemm)
 
 
-def test_gluon_default_is_all_gluon_at_block_m_64_with_the_256_wide_down() -> None:
+def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k() -> None:
     for problem in (DSR1_PREFILL, MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 1000, 4096 rows
         d = default_tactic(problem, gluon=True)
         assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.block_n) == (64, True, True, 256), d.name
@@ -60,6 +60,28 @@ def test_gluon_default_is_all_gluon_at_block_m_64_with_the_256_wide_down() -> No
     assert default_tactic(DSR1_PREFILL).block_m == 64  # Triton's fp8 tiles stop at 64
     decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
     assert default_tactic(decode, gluon=True) == default_tactic(decode)
+
+
+@pytest.mark.parametrize(
+    ("problem", "gluon_down"),
+    [
+        (MoEProblem(1024, 7168, 2048, 128, 8, "float8_e4m3fn"), True),  # deepseek-r1 DEP2: 64 rows, I=2048
+        (MoEProblem(4096, 2048, 768, 128, 8, "float8_e4m3fn"), False),  # qwen3-30b EP1: I=768
+        (MoEProblem(16384, 2048, 768, 128, 8, "float8_e4m3fn"), False),  # 1024 rows, still I=768
+        (MoEProblem(1024, 2048, 512, 64, 10, "float8_e4m3fn"), False),  # qwen3-next DEP8-like: I=512
+        (MoEProblem(1024, 4096, 1536, 64, 8, "float8_e4m3fn"), False),  # qwen3-235b DEP2: 128 rows
+        (MoEProblem(4096, 4096, 1536, 64, 8, "float8_e4m3fn"), True),  # 512 rows
+    ],
+    ids=["dsr1-I2048", "q30b-I768", "q30b-I768-1024rows", "qnext-I512", "q235b-128rows", "q235b-512rows"],
+)
+def test_gluon_default_down_follows_the_h100_winners(problem: MoEProblem, gluon_down: bool) -> None:
+    """The default's down GEMM: Gluon where its K = I is long enough to pay (BENCHMARKS.md: the
+    run-47/50 baselines and runs 46, 49, 52), else Triton's TMA tile, always beside the Gluon gate/up."""
+    d = default_tactic(problem, gluon=True)
+    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (64, True, gluon_down), d.name
+    if not gluon_down:
+        assert d.down.name == "n128k128g8w4s3t", d.name
+    assert d in tactics(problem, gluon=True)
 
 
 @pytest.mark.parametrize(
