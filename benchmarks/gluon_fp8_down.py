@@ -68,7 +68,6 @@ the GPU comparison.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
@@ -82,7 +81,9 @@ from benchmarks.gluon_fp8_gemm import (
     _report,
     bench_ms,
     is_cuda_fault,
+    mode_parser,
     print_offline,
+    wants_gpu,
 )
 from benchmarks.gluon_fp8_moe import expert_weights_fp8, fastest_main_tile
 from kernels.tactics import GemmTile
@@ -332,13 +333,10 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--offline", action="store_true", help="compile for sm_90a and report (CPU only)")
-    mode.add_argument("--gpu", action="store_true", help="correctness and timing on an H100")
+    parser = mode_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per rank for --gpu")
     args = parser.parse_args()
-    if args.gpu or (not args.offline and torch.cuda.is_available()):
+    if wants_gpu(args):
         run_gpu([v for v in OFFLINE_VARIANTS if v.tile[:3] not in SPILLING], args.tokens)
     else:
         print_offline(offline_reports())

@@ -507,13 +507,25 @@ def run_gpu(tiles: list[tuple[int, int, int, int]], shapes: list[tuple[int, int,
                       f"({100 * tflops / dense_tflops:.0f}% of dense fp8)")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def mode_parser(doc: str) -> argparse.ArgumentParser:
+    """The Gluon scripts' command line: ``--offline`` (compile for sm_90a and report, CPU only) or
+    ``--gpu`` (correctness and timing on an H100); with neither, the GPU mode where CUDA exists
+    (:func:`wants_gpu`). ``doc``'s first paragraph is the description."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="compile for sm_90a and report (CPU only)")
-    mode.add_argument("--gpu", action="store_true", help="correctness and timing on the GPU")
-    args = parser.parse_args()
-    if args.gpu or (not args.offline and torch.cuda.is_available()):
+    mode.add_argument("--gpu", action="store_true", help="correctness and timing on an H100")
+    return parser
+
+
+def wants_gpu(args: argparse.Namespace) -> bool:
+    """``--gpu``, or no mode given and a CUDA device present."""
+    return bool(args.gpu or (not args.offline and torch.cuda.is_available()))
+
+
+def main() -> None:
+    args = mode_parser(__doc__).parse_args()
+    if wants_gpu(args):
         # the ragged shape checks the tails (odd K-block count 33, a part K block, M and N tails)
         shapes = [(4000, 4032, 4160), (4096, 4096, 4096), (4096, 4096, 7168)]
         run_gpu(OFFLINE_TILES, shapes)

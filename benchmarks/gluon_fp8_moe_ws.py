@@ -95,7 +95,6 @@ imported from ``kernels.gluon_gate_up`` instead of copied; the operations are th
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from typing import Any
 
@@ -430,17 +429,14 @@ def run_gpu(token_counts: list[int]) -> None:
 
 
 def main() -> None:
-    from benchmarks.gluon_fp8_moe import print_offline
+    from benchmarks.gluon_fp8_gemm import mode_parser, print_offline, wants_gpu
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--offline", action="store_true", help="compile for sm_90a and report (CPU only)")
-    mode.add_argument("--gpu", action="store_true", help="check against the wide kernel and time (H100)")
+    parser = mode_parser(__doc__)
     parser.add_argument("--tokens", default="4000,16384", help="tokens per rank for --gpu, comma-separated")
     args = parser.parse_args()
     if not HAS_GLUON:
         raise SystemExit("this Triton build has no triton.experimental.gluon")
-    if args.gpu:
+    if wants_gpu(args):
         run_gpu([int(t) for t in args.tokens.split(",")])
         return
     results = offline_reports_ws()
