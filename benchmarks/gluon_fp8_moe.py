@@ -90,6 +90,7 @@ if HAS_GLUON:
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels.gluon_gate_up import (
+        H_BOX,
         SCHEMES,
         WEIGHT_BOX,
         _gluon_gate_up_fp8_kernel,
@@ -115,6 +116,7 @@ def gluon_gate_up_fp8(
     top_k: int | None = None,
     group_m: int = 8,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scheme: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gate/up GEMM + silu*up + e4m3 group quantization of h with the Gluon kernel.
 
@@ -122,7 +124,8 @@ def gluon_gate_up_fp8(
     w1q: (L, 2I, H) float8_e4m3fn contiguous (gate rows [0, I), up rows [I, 2I)), I % 128 == 0;
     w1s: (L, 2I/128, H/128) float32; alignment: ``kernels.align.Alignment`` of the routing with
     ``alignment.block_m == block_m`` (``block_m`` None takes it from the alignment).
-    ``top_k`` defaults to ``alignment.num_slots // T``. Returns ``(hq (max_padded, I) float8_e4m3fn,
+    ``top_k`` defaults to ``alignment.num_slots // T``; ``scheme`` overrides the block_m's schedule
+    (``kernels.gluon_gate_up.SCHEMES``). Returns ``(hq (max_padded, I) float8_e4m3fn,
     hs (max_padded, I/128) float32)``; rows at or past ``num_padded`` are not written.
     """
     if not HAS_GLUON:
@@ -149,7 +152,7 @@ def gluon_gate_up_fp8(
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k)
+    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme)
     return hq, hs
 
 
@@ -158,15 +161,16 @@ def gluon_gate_up_fp8(
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One compile point: BLOCK_M (which picks the schedule), warps, ring depth."""
+    """One compile point: BLOCK_M, warps, ring depth, and the schedule (by default BLOCK_M's)."""
 
     block_m: int
     num_warps: int
     num_stages: int
+    schedule: str | None = None
 
     @property
     def scheme(self) -> str:
-        return SCHEMES[self.block_m]
+        return self.schedule or SCHEMES[self.block_m]
 
     @property
     def tile(self) -> tuple[int, int, int, int]:
@@ -177,8 +181,10 @@ OFFLINE_VARIANTS = [
     Variant(64, 8, 4),  # wide, the working point: no spills, no C75xx, wait_group 1 in the loop
     Variant(64, 8, 3),
     Variant(64, 8, 5),
-    Variant(128, 8, 3),  # stagger
-    Variant(128, 4, 3),
+    Variant(128, 8, 4),  # halves
+    Variant(128, 8, 3),
+    Variant(128, 8, 5),
+    Variant(128, 8, 3, "stagger"),
 ]
 
 
@@ -187,22 +193,23 @@ def compile_gluon_moe(variant: Variant) -> Any:
     return compile_gate_up_kernel(
         _gluon_gate_up_fp8_kernel, WEIGHT_BOX[variant.scheme], variant.block_m, variant.num_warps,
         {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme},
+        h_cols=H_BOX[variant.scheme],
     )  # fmt: skip
 
 
 def compile_gate_up_kernel(
-    fn: Any, box: int, block_m: int, num_warps: int, constexprs: dict[str, Any]
+    fn: Any, box: int, block_m: int, num_warps: int, constexprs: dict[str, Any], h_cols: int = GROUP
 ) -> Any:
     """A Gluon gate/up kernel with ``kernels.gluon_gate_up``'s runtime arguments (``box``-row weight
-    TMA boxes, ``block_m``-row h boxes) and the given ``constexprs`` (``NUM_STAGES`` among them),
+    TMA boxes, ``block_m x h_cols`` h boxes) and the given ``constexprs`` (``NUM_STAGES`` among them),
     compiled for sm_90a without a GPU, specialized like a launch on DeepSeek-like shapes (pointers,
     N, K, x row stride 16-divisible; scale strides not)."""
     w_layout = gl.NVMMASharedLayout.get_default_for([box, GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([block_m, GROUP], gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for([block_m, h_cols], gl.float8e4nv)
     signature = {
         "x_ptr": "*fp8e4nv",
         "w_desc": f"tensordesc<fp8e4nv[{box},{GROUP}],{w_layout!r}>",
-        "h_desc": f"tensordesc<fp8e4nv[{block_m},{GROUP}],{h_layout!r}>",
+        "h_desc": f"tensordesc<fp8e4nv[{block_m},{h_cols}],{h_layout!r}>",
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "N": "i32", "K": "i32", "num_slots": "i32", "top_k": "i32", "max_blocks": "i32",
@@ -348,7 +355,8 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
             hs = torch.empty_like(hs_ref)
 
             def call(v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs) -> None:
-                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs))
+                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs),
+                                  scheme=v.scheme)  # fmt: skip
 
             try:
                 call()

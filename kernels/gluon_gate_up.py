@@ -63,27 +63,34 @@ from kernels.gluon_common import (
 )
 from kernels.tactics import GemmTile
 
-SCHEMES = {64: "wide", 128: "stagger"}
-"""The schedule each block_m runs (the only two the kernel is written for)."""
+SCHEMES = {64: "wide", 128: "halves"}
+"""The schedule each block_m runs (``stagger`` is the older block_m 128 one, kept for comparison)."""
 
-WEIGHT_BOX = {"wide": 64, "stagger": 128}
-"""Rows of one weight TMA box per schedule: the slot's 256 rows alternate gate and up boxes."""
+WEIGHT_BOX = {"wide": 64, "halves": 64, "stagger": 128}
+"""Rows of one weight TMA box per schedule: a slot's rows alternate gate and up boxes."""
+
+H_BOX = {"wide": 128, "halves": 64, "stagger": 128}
+"""Columns of one hq TMA store box per schedule (halves stores each pass's 64 columns)."""
 
 
 @gluon.jit
-def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb, num_k, row_g, N,
+def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, total, row_g, N,
                     NUM_STAGES: gl.constexpr):  # fmt: skip
-    """Fill ring slot ``kb % NUM_STAGES`` with K block ``kb``: the gathered x rows (every thread,
-    cp.async, one commit group) and the slot's 256 weight rows as boxes of ``w_desc``'s height,
-    alternating gate (rows ``row_g + (j // 2) * box``) and up (the same plus ``N = I``), which
-    complete the slot's mbarrier. Past the last block the copies are predicated off (the cp.async
-    group is still committed, empty, so that ``wait_group`` counts stay the same every step)."""
+    """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``total`` K
+    blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass except in ``halves``). The
+    gathered x rows come by cp.async from every thread (one commit group), the slot's weight rows as
+    boxes of ``w_desc``'s height alternating gate (rows ``row_g + p * slot / 2 + (j // 2) * box``)
+    and up (the same plus ``N = I``), which complete the slot's mbarrier. Past the stream the copies
+    are predicated off (the cp.async group is still committed, empty, so that ``wait_group`` counts
+    stay the same every step)."""
     BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
     BOX: gl.constexpr = w_desc.block_type.shape[0]
-    NUM_BOXES: gl.constexpr = 256 // BOX
-    slot = kb % NUM_STAGES
-    pred = kb < num_k
-    k0 = kb * BLOCK_K
+    SLOT_ROWS: gl.constexpr = b_bufs.shape[1]
+    NUM_BOXES: gl.constexpr = SLOT_ROWS // BOX
+    slot = g % NUM_STAGES
+    pred = g < total
+    p = g // num_k
+    k0 = (g - p * num_k) * BLOCK_K
     async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
                                            mask=pred)  # fmt: skip
     async_copy.commit_group()
@@ -91,7 +98,7 @@ def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb, num_k, ro
     b = b_bufs.index(slot)
     mbarrier.expect(bar, NUM_BOXES * w_desc.block_type.nbytes, pred=pred)
     for j in gl.static_range(NUM_BOXES):
-        row = row_g + (j % 2) * N + (j // 2) * BOX
+        row = row_g + p * (SLOT_ROWS // 2) + (j % 2) * N + (j // 2) * BOX
         tma.async_copy_global_to_shared(w_desc, [row, k0], bar, b.slice(j * BOX, BOX), pred=pred)
 
 @gluon.jit
@@ -107,29 +114,33 @@ def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
     mbarrier.wait(ready.index(slot), (kb // NUM_STAGES) & 1)
 
 @gluon.jit
-def _wide_issue(a_bufs, b_bufs, ready, kb, spare, NUM_STAGES: gl.constexpr):
-    """Wait for K block ``kb`` and issue its ``64 x 256`` wgmma into ``spare``'s registers."""
-    _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-    slot = kb % NUM_STAGES
+def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr):
+    """Wait for block ``g`` of the stream and issue its ``BLOCK_M x slot`` wgmma into ``spare``'s
+    registers."""
+    _moe_wait_block(a_bufs, ready, g, NUM_STAGES)
+    slot = g % NUM_STAGES
     return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
                          use_acc=False, is_async=True)  # fmt: skip
 
 @gluon.jit
 def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
-    """The ``[64, 256]`` promotion scale of K block ``kb``: ``xs[row, kb]`` times the gate block's
-    scale on gate columns (``is_gate``, ``[1, 256]``) and the up block's on up columns. ptxas folds
-    the per-column choice: the promotion costs one FMA per element."""
+    """The ``[BLOCK_M, slot]`` promotion scale of K block ``kb``: ``xs[row, kb]`` times the gate
+    block's scale on gate columns (``is_gate``, ``[1, slot]``) and the up block's on up columns.
+    ptxas folds the per-column choice: the promotion costs one FMA per element."""
     sa = gl.expand_dims(gl.load(sa_ptrs + kb), 1)
     gate_scale = gl.load(gs_ptr + kb * stride_wsk)
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
 
 @gluon.jit
-def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs, gs_ptr,
-                   us_ptr, stride_wsk, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
-    """The wide schedule's K loop (the ring's first NUM_STAGES blocks already requested): T0 takes
-    the even K blocks, T1 the odd ones, one wgmma in flight while the previous block is promoted,
-    unrolled by two so that no temporary changes role (see :mod:`kernels.gluon_common`). Returns the
-    ``[64, 256]`` fp32 accumulator in ``mma_layout``; its columns are (64-column half of h, gate/up,
+def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, base, total,
+                   sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):  # fmt: skip
+    """One pass's K loop over stream blocks ``base .. base + num_k - 1`` (of ``total``; the ring's
+    first NUM_STAGES blocks from ``base`` already requested): T0 takes the even K blocks, T1 the odd
+    ones, one wgmma in flight while the previous block is promoted, unrolled by two so that no
+    temporary changes role (see :mod:`kernels.gluon_common`). Retiring block ``g`` requests block
+    ``g + NUM_STAGES``, so the next pass's first blocks are in flight when this one ends. Returns the
+    ``[BLOCK_M, slot]`` fp32 accumulator in ``mma_layout``; its columns are (64-column group, gate/up,
     64 columns)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = b_bufs.shape[1]
@@ -139,34 +150,40 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
 
     acc = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
     spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    t0 = _wide_issue(a_bufs, b_bufs, ready, 0, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
+    t0 = _wide_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
                      NUM_STAGES)  # fmt: skip
     scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
-        t1 = _wide_issue(a_bufs, b_bufs, ready, kb, spare1, NUM_STAGES)
+        t1 = _wide_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-        nxt = kb + NUM_STAGES - 1  # refill block kb-1's slot
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, row_g, N, NUM_STAGES)
+        nxt = base + kb + NUM_STAGES - 1  # refill block kb-1's slot
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, total, row_g, N,
+                        NUM_STAGES)  # fmt: skip
         acc = _gluon_pin(acc + done0 * scale0)
 
-        t0 = _wide_issue(a_bufs, b_bufs, ready, kb + 1, done0, NUM_STAGES)
+        t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
         scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, row_g, N,
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, total, row_g, N,
                         NUM_STAGES)  # fmt: skip
         acc = _gluon_pin(acc + spare1 * scale1)
+    last = base + num_k - 1
     if num_k % 2 == 0:
-        t1 = _wide_issue(a_bufs, b_bufs, ready, num_k - 1, spare1, NUM_STAGES)
+        t1 = _wide_issue(a_bufs, b_bufs, ready, last, spare1, NUM_STAGES)
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k, total,
+                        row_g, N, NUM_STAGES)  # fmt: skip
         acc = acc + done0 * scale0
         done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
         acc = acc + done1 * scale1
     else:
         done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
         acc = acc + done0 * scale0
+    _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, total, row_g,
+                    N, NUM_STAGES)  # fmt: skip
     return acc
 
 @gluon.jit
@@ -214,8 +231,8 @@ def _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, n
         g = _half_mma(a_bufs, b_bufs, kb, 0, tg, NUM_STAGES)
         cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
         tu = warpgroup_mma_wait(num_outstanding=1, deps=(u,))  # up(kb-1) done: block kb-1 retired
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb + NUM_STAGES - 1, num_k, row_g,
-                        N, NUM_STAGES)  # fmt: skip
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb + NUM_STAGES - 1, num_k, num_k,
+                        row_g, N, NUM_STAGES)  # fmt: skip
         acc_u = _gluon_pin(_promote(acc_u, tu, cu_prev))
         u = _half_mma(a_bufs, b_bufs, kb, 1, tu, NUM_STAGES)
         tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(kb) done
@@ -234,6 +251,27 @@ def _drain_ring(ready, NUM_STAGES: gl.constexpr):
         mbarrier.invalidate(ready.index(s))
 
 @gluon.jit
+def _silu_mul(gate, up):
+    """``silu(gate) * up`` in fp32, written as main's epilogue writes it."""
+    return gate / (1.0 + gl.exp(-gate)) * up
+
+@gluon.jit
+def _h_scale(amax):
+    """The e4m3 scale of a row group from its ``max |h|``, with main's IEEE division."""
+    return gl.div_rn(gl.maximum(amax, 1e-10), 448.0)
+
+@gluon.jit
+def _store_hq(h, h_scale, h_desc, off_m, off_n):
+    """``h`` (``h_desc``'s box, fp32) divided by its row scales ``h_scale`` (IEEE), clamped to
+    +-448, to e4m3 and into ``hq[off_m.., off_n..]`` through shared memory and a TMA store."""
+    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
+    h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    h_smem.store(hq.to(h_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_smem)
+    tma.store_wait(pendings=0)
+
+@gluon.jit
 def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_desc, hs_ptr,
                       stride_hsm):  # fmt: skip
     """Main's epilogue: ``h = silu(gate) * up`` (``[BLOCK_M, 128]`` fp32 in ``layout``), one e4m3
@@ -241,22 +279,24 @@ def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_
     BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
     cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-    h = gate / (1.0 + gl.exp(-gate)) * up
-    h = gl.where(gl.expand_dims(cols < N, 0), h, 0.0)
-    h_scale = gl.div_rn(gl.maximum(gl.max(gl.abs(h), axis=1), 1e-10), 448.0)
-    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
+    h = gl.where(gl.expand_dims(cols < N, 0), _silu_mul(gate, up), 0.0)
+    h_scale = _h_scale(gl.max(gl.abs(h), axis=1))
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
     gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n, h_scale)
-    h_smem = gl.allocate_shared_memory(h_desc.dtype, [BLOCK_M, BLOCK_N], h_desc.layout)
-    h_smem.store(hq.to(h_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_smem)
-    tma.store_wait(pendings=0)
+    _store_hq(h, h_scale, h_desc, off_m, off_n)
+
+@gluon.jit
+def _gate_up_halves(acc, layout: gl.constexpr):
+    """The gate and up values of a ``[BLOCK_M, 128]`` halves accumulator (columns: 64 gate, then
+    64 up), ``[BLOCK_M, 64]`` fp32 each in ``layout``."""
+    BLOCK_M: gl.constexpr = acc.shape[0]
+    gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 64]), (0, 2, 1)))
+    return gl.convert_layout(gate, layout), gl.convert_layout(up, layout)
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_gate_up_fp8_kernel(
     x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA: w1 as (L*2I, H) fp8, box (WEIGHT_BOX, 128);
-                            # hq (max_padded, I), box (BLOCK_M, 128)
+                            # hq (max_padded, I), box (BLOCK_M, H_BOX)
     xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
     N, K, num_slots, top_k, max_blocks,  # N = I, K = H
@@ -267,10 +307,13 @@ def _gluon_gate_up_fp8_kernel(
     in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_K = 128 from ``w_desc``'s.
     H must be a multiple of 128 (no masked K tail)."""
     BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-    BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
+    BLOCK_N: gl.constexpr = 128  # h columns per program: one scale group
     BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
     NUM_WARPS: gl.constexpr = gl.num_warps()
-    gl.static_assert(BLOCK_N == 128 and BLOCK_K == 128, "one scale group per program and K step")
+    PASSES: gl.constexpr = 2 if SCHEME == "halves" else 1
+    SLOT_ROWS: gl.constexpr = 2 * BLOCK_N // PASSES  # weight rows per ring slot
+    gl.static_assert(BLOCK_K == 128, "one scale group per K step")
+    gl.static_assert(h_desc.block_type.shape[1] * PASSES == BLOCK_N, "hq box: the program's columns")
     gl.static_assert(NUM_STAGES >= 3, "cp.async wait_group NUM_STAGES-2 needs a ring of 3+")
 
     pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
@@ -286,7 +329,7 @@ def _gluon_gate_up_fp8_kernel(
     gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
     a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
     a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2 * BLOCK_N, BLOCK_K], w_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, SLOT_ROWS, BLOCK_K], w_desc.layout)
     ready = _ready_ring(NUM_STAGES)
 
     # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
@@ -295,15 +338,21 @@ def _gluon_gate_up_fp8_kernel(
     g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
     a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
     offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
+    total = PASSES * num_k
     for i in gl.static_range(NUM_STAGES):
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, row_g, N, NUM_STAGES)
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, total, row_g, N,
+                        NUM_STAGES)  # fmt: skip
 
     if SCHEME == "wide":
         gl.static_assert(BLOCK_M == 64 and NUM_WARPS == 8, "wide: 64 rows, one warpgroup per h half")
         gl.static_assert(w_desc.block_type.shape[0] == 64, "wide: 64-row weight boxes")
-        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, 2 * BLOCK_N, NUM_WARPS)  # warps [4, 2]
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)  # warps [4, 2]
+    elif SCHEME == "halves":
+        gl.static_assert(BLOCK_M == 128 and NUM_WARPS == 8, "halves: 128 rows, a warpgroup per 64")
+        gl.static_assert(w_desc.block_type.shape[0] == 64, "halves: 64-row weight boxes")
+        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)  # warps [8, 1]
     else:
-        gl.static_assert(SCHEME == "stagger", "SCHEME is 'wide' or 'stagger'")
+        gl.static_assert(SCHEME == "stagger", "SCHEME is 'wide', 'halves' or 'stagger'")
         gl.static_assert(w_desc.block_type.shape[0] == 128, "stagger: 128-row weight boxes")
         mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
@@ -311,12 +360,12 @@ def _gluon_gate_up_fp8_kernel(
     tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
     sa_ptrs = xs_ptr + tok * stride_xsm
     ws_e = ws_ptr + e.to(gl.int64) * stride_wse
-    gs_ptr = ws_e + (off_n // 128) * stride_wsn
+    gs_ptr = ws_e + (off_n // 128) * stride_wsn  # both halves of a halves program share these blocks
     us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
 
     if SCHEME == "wide":
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs,
-                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, total,
+                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
         _drain_ring(ready, NUM_STAGES)
@@ -325,13 +374,34 @@ def _gluon_gate_up_fp8_kernel(
         gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 2, BLOCK_N // 2]), (0, 1, 3, 2)))
         gate = gl.convert_layout(gl.reshape(gate, [BLOCK_M, BLOCK_N]), epi_layout)
         up = gl.convert_layout(gl.reshape(up, [BLOCK_M, BLOCK_N]), epi_layout)
+        _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
+    elif SCHEME == "halves":
+        # Pass p computes h columns off_n + 64p ..: pass 0's h waits in shared memory (fp32) until
+        # pass 1's is done, because the e4m3 group (128 columns) spans both. The ring streams on
+        # across the passes: pass 0's last retirements already request pass 1's first blocks.
+        half_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
+        stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
+                                          gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, total,
+                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        gate, up = _gate_up_halves(acc, half_layout)
+        stash.store(_silu_mul(gate, up))  # each thread reads back only what it wrote: no barrier
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, num_k, total,
+                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        _drain_ring(ready, NUM_STAGES)
+        gate, up = _gate_up_halves(acc, half_layout)
+        h_hi = _silu_mul(gate, up)
+        h_lo = stash.load(half_layout)
+        h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo), axis=1), gl.max(gl.abs(h_hi), axis=1)))
+        rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, half_layout))
+        gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
+        _store_hq(h_lo, h_scale, h_desc, off_m, off_n)
+        _store_hq(h_hi, h_scale, h_desc, off_m, off_n + BLOCK_N // 2)
     else:
-        epi_layout: gl.constexpr = mma_layout
         gate, up = _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k,
                                      sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
-
-    _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
+        _quantize_store_h(gate, up, mma_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
 
 
 def launch_gluon_gate_up(
@@ -344,6 +414,7 @@ def launch_gluon_gate_up(
     al: Alignment,
     tile: GemmTile,
     top_k: int,
+    scheme: str | None = None,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h into ``hq``/``hs``.
 
@@ -352,16 +423,18 @@ def launch_gluon_gate_up(
     float32; hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
     H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES` (8 warps at 64), ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
-    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
+    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written. ``scheme``
+    overrides :data:`SCHEMES` (benchmarks compare schedules at one block_m).
     """
     num_local, two_i, h = w1q.shape
     i = two_i // 2
-    scheme = SCHEMES[al.block_m]
+    scheme = SCHEMES[al.block_m] if scheme is None else scheme
     box = WEIGHT_BOX[scheme]
+    h_box = [al.block_m, H_BOX[scheme]]
     w_layout = gl.NVMMASharedLayout.get_default_for([box, SCALE_GROUP], gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for([al.block_m, SCALE_GROUP], gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
     w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [box, SCALE_GROUP], w_layout)
-    h_desc = TensorDescriptor.from_tensor(hq, [al.block_m, SCALE_GROUP], h_layout)
+    h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
     _gluon_gate_up_fp8_kernel[(al.max_blocks * (i // SCALE_GROUP),)](
         xq, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,

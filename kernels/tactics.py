@@ -216,7 +216,7 @@ _DOWN_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 # (run 36 and the offline ptxas reports): gate/up on 4 warps, down 128x128 on 4 warps.
 _GATE_UP_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((128, 128, 8, 4), (128, 128, 8, 3)),
-    128: ((128, 128, 8, 3),),
+    128: ((128, 128, 8, 4), (128, 128, 8, 3)),
 }
 _DOWN_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((256, 128, 8, 4), (128, 128, 4, 3)),
@@ -230,9 +230,10 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
 
     The kernels have no K tail and one scale group per K step and gate/up program: H and I multiples
     of 128, block_k 128, gate/up block_n 128, down block_n 64/128/256 dividing H; block_m 64 or 128
-    (one or two 64-row wgmma warpgroups), 4 or 8 warps (8 for gate/up at block_m 64, whose "wide"
-    schedule gives each warpgroup one half of the h columns); the ring needs 3 stages for gate/up
-    (cp.async groups in flight) and 2 for down, and must fit the shared memory of an H100 block.
+    (one or two 64-row wgmma warpgroups), 4 or 8 warps (8 for gate/up: at block_m 64 the "wide"
+    schedule gives each warpgroup one half of the h columns, at 128 the "halves" schedule one half
+    of the rows); the ring needs 3 stages for gate/up (cp.async groups in flight) and 2 for down,
+    and with the epilogue's buffers must fit the shared memory of an H100 block.
     Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
@@ -248,15 +249,28 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
         return f"num_warps={tile.num_warps} must be 4 or 8"
-    if gemm == "gate_up" and block_m == 64 and tile.num_warps != 8:
-        return f"gate_up at block_m=64 needs num_warps=8 (a warpgroup per h half), got {tile.num_warps}"
+    if gemm == "gate_up" and tile.num_warps != 8:
+        return f"gate_up needs num_warps=8 (two 64-row wgmma warpgroups), got {tile.num_warps}"
     if tile.num_stages < min_stages:
         return f"{gemm} needs num_stages >= {min_stages}, got {tile.num_stages}"
-    weight_rows = 2 * tile.block_n if gemm == "gate_up" else tile.block_n  # gate and up tiles
-    ring = tile.num_stages * (block_m + weight_rows) * 128  # fp8 bytes: A and weight rows, K = 128
-    if ring > _SMEM_LIMIT:
-        return f"{gemm} ring of {tile.num_stages} stages needs {ring} B of shared memory (> {_SMEM_LIMIT})"
+    smem = _gluon_smem_bytes(gemm, block_m, tile)
+    if smem > _SMEM_LIMIT:
+        return f"{gemm} with {tile.num_stages} stages needs {smem} B of shared memory (> {_SMEM_LIMIT})"
     return None
+
+
+def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
+    """Shared memory of a Gluon tile: the fp8 ring (A rows and weight rows, K = 128, per stage) and
+    the epilogue's buffers. A gate/up slot holds the gate and up rows of its h columns: 256 at
+    block_m 64 ("wide"), 128 at 128 ("halves": two passes of 64 h columns, the first pass's h kept
+    as fp32), and the fp8 hq tile is staged for its TMA store. The down stores y from registers."""
+    if gemm == "gate_up":
+        slot = 2 * tile.block_n if block_m == 64 else tile.block_n
+        stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
+        out = block_m * tile.block_n
+    else:
+        slot, stash, out = tile.block_n, 0, 0
+    return tile.num_stages * (block_m + slot) * 128 + stash + out
 
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
