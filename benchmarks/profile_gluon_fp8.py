@@ -27,7 +27,9 @@ DOWN = {"down128": (128, 128), "down64": (64, 256)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kernel", choices=[*GATE_UP, *DOWN], required=True)
     parser.add_argument("--tokens", type=int, default=4000)
     parser.add_argument("--stages", type=int, default=None, help="ring depth (default per kernel)")
@@ -44,7 +46,7 @@ def main() -> None:
 
     case = CASES["deepseek-r1-dep8"]
     dev = torch.device("cuda")
-    num_local, k, h, i = case.local_experts, case.top_k, case.hidden, case.intermediate
+    num_local, h, i = case.local_experts, case.hidden, case.intermediate
     gen = torch.Generator(device=dev).manual_seed(0)
     ids, weights = balanced_topk(args.tokens, case, 0, dev)
     if args.kernel in GATE_UP:
