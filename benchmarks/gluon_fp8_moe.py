@@ -36,8 +36,11 @@ tensor core works:
     up + 64), so one 64 x 256 wgmma gives each warpgroup one m64n128 instruction over the gate and up
     values of the same 64 h columns; one wgmma in flight while the previous K block is promoted with
     a per-column scale; loop unrolled by two. 3 live 64 x 256 tiles.
-  * ``stagger`` (block_m 128): gate(k) is issued, ``wait_group 1`` retires up(k-1), which is
-    promoted; up(k) is issued, ``wait_group 1`` retires gate(k), promoted. 4 live tiles, no unroll.
+  * ``halves`` (block_m 128, 8 warps): a slot of 128 weight rows (gate and up of 64 h columns), each
+    warpgroup one m64n128 wgmma over its 64 rows; two passes over K per program (64 h columns each),
+    pass 0's h kept as fp32 in shared memory until the group's scale is known. 3 live 128 x 128 tiles.
+  * ``stagger`` (block_m 128, runs 36-54, removed in session 8 for ``halves``): gate and up as two
+    128-wide wgmmas, retired alternately; 4 live tiles, ptxas serialized its wgmmas (C7514).
   * ``paired`` (runs 36 and 45, removed in session 7 for ``wide``): per warpgroup a gate and an up
     m64n64 wgmma issued together, ``wait_group 2``; 6 live 64 x 128 tiles.
 
@@ -50,16 +53,17 @@ Offline result (triton 3.6.0 bundled ptxas, sm_90a; ``--offline``), the Gluon ke
     wide    64 rows, 8 warps, 3/4 stages: 242 registers, no spills, no C75xx message, loop waits
             ``wgmma.wait_group 1`` only (retire + pin), smem 164 KB at 4 stages. THE WORKING POINT.
     paired  64 rows, 8 warps (removed): 238-242 registers, no spills; 4 warps and 128 rows spill.
-    stagger 128 rows, 8 warps: spills and C7514 (wgmmas serialized) but still the fastest block_m
-            128 gate/up (run 36).
+    halves  128 rows, 8 warps, 3/4/5 stages: 250 registers, no spills, ``wgmma.wait_group 1`` in both
+            passes' loops, smem 147/180/213 KB.
+    stagger 128 rows, 8 warps (removed): 255 registers, 160 B of spills, C7514 (wgmmas serialized).
 Main's Triton kernel compiled the same way spills 52 B at 64/8 warps and waits ``wait_group 0`` after
 every dot.
 
-STATUS (BENCHMARKS.md, runs 36 and 45, H100): bit-identical to main's Triton gate/up. deepseek-r1
-DEP8: wide bm64 / 8 warps / 4 stages 798 TFLOP/s at 4000 tokens (1.43x main's fastest tile; paired
-736) and 761 at 16384 (paired 759). The kernels live in ``kernels/gluon_gate_up.py``, where
-``kernels.fused_moe_fp8`` runs them for Gluon tiles; this script keeps the offline compile and the
-GPU comparison.
+STATUS (BENCHMARKS.md, runs 36, 45 and 54, H100): bit-identical to main's Triton gate/up. deepseek-r1
+DEP8: wide bm64 / 8 warps / 4 stages 758-798 TFLOP/s at 4000 tokens (1.37-1.43x main's fastest tile)
+and 761-781 at 16384; halves bm128 756-758 and 745-783 (stagger 661 and 659). The kernels live in
+``kernels/gluon_gate_up.py``, where ``kernels.fused_moe_fp8`` runs them for Gluon tiles; this script
+keeps the offline compile and the GPU comparison.
 """
 
 from __future__ import annotations
@@ -116,7 +120,6 @@ def gluon_gate_up_fp8(
     top_k: int | None = None,
     group_m: int = 8,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
-    scheme: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gate/up GEMM + silu*up + e4m3 group quantization of h with the Gluon kernel.
 
@@ -124,8 +127,7 @@ def gluon_gate_up_fp8(
     w1q: (L, 2I, H) float8_e4m3fn contiguous (gate rows [0, I), up rows [I, 2I)), I % 128 == 0;
     w1s: (L, 2I/128, H/128) float32; alignment: ``kernels.align.Alignment`` of the routing with
     ``alignment.block_m == block_m`` (``block_m`` None takes it from the alignment).
-    ``top_k`` defaults to ``alignment.num_slots // T``; ``scheme`` overrides the block_m's schedule
-    (``kernels.gluon_gate_up.SCHEMES``). Returns ``(hq (max_padded, I) float8_e4m3fn,
+    ``top_k`` defaults to ``alignment.num_slots // T``. Returns ``(hq (max_padded, I) float8_e4m3fn,
     hs (max_padded, I/128) float32)``; rows at or past ``num_padded`` are not written.
     """
     if not HAS_GLUON:
@@ -152,7 +154,7 @@ def gluon_gate_up_fp8(
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, scheme)
+    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k)
     return hq, hs
 
 
@@ -161,16 +163,15 @@ def gluon_gate_up_fp8(
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One compile point: BLOCK_M, warps, ring depth, and the schedule (by default BLOCK_M's)."""
+    """One compile point: BLOCK_M (which picks the schedule), warps, ring depth."""
 
     block_m: int
     num_warps: int
     num_stages: int
-    schedule: str | None = None
 
     @property
     def scheme(self) -> str:
-        return self.schedule or SCHEMES[self.block_m]
+        return SCHEMES[self.block_m]
 
     @property
     def tile(self) -> tuple[int, int, int, int]:
@@ -184,7 +185,6 @@ OFFLINE_VARIANTS = [
     Variant(128, 8, 4),  # halves
     Variant(128, 8, 3),
     Variant(128, 8, 5),
-    Variant(128, 8, 3, "stagger"),
 ]
 
 
@@ -355,8 +355,7 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
             hs = torch.empty_like(hs_ref)
 
             def call(v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs) -> None:
-                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs),
-                                  scheme=v.scheme)  # fmt: skip
+                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs))
 
             try:
                 call()

@@ -12,30 +12,34 @@ kernel's h feeds either down kernel), for one rank's L local experts::
 Row r of block b (expert e = expert_ids[b]) reads x[sorted_ids[r] // k] (token 0 for padding rows),
 ``gate = sum_kb (x . w1[e, n]) * xs[tok, kb] * w1s[e, n // 128, kb]``, up the same with rows I + n,
 ``h = silu(gate) * up``, quantized per row per 128 columns with main's IEEE divisions. Needs H and I
-multiples of 128 and block_m 64 (8 warps) or 128.
+multiples of 128, block_m 64 or 128, 8 warps (two warpgroups).
 
-Data movement per K block: the 256 weight rows of one program (gate rows ``n0 ..`` and up rows
-``I + n0 ..``, 128 each) by TMA into one ``256 x 128`` ring slot with one mbarrier per slot; the
-BLOCK_M gathered x rows by 16-byte ``cp.async`` per thread (Hopper's TMA cannot gather rows), one
-commit group per K block, then a proxy fence and a CTA barrier before the wgmmas read them.
+Data movement per K block (BLOCK_K = 128): weight rows by TMA into a ring slot with one mbarrier per
+slot, as 64-row boxes alternating gate (rows ``n ..``) and up (rows ``I + n ..``); the BLOCK_M
+gathered x rows by 16-byte ``cp.async`` per thread (Hopper's TMA cannot gather rows), one commit group
+per K block, then a proxy fence and a CTA barrier before the wgmmas read them.
 
-Two schedules, picked by block_m (both wgmma-asynchronous, promotion in fp32 registers):
+One program owns BLOCK_M rows x 128 h columns (one e4m3 group), in one of two schedules picked by
+block_m. Both keep one wgmma in flight while the previous K block is promoted in fp32 registers with
+a per-column scale (the gate block's on gate columns, the up block's on up columns), in a loop
+unrolled by two (``_wide_mainloop``, which mirrors :func:`kernels.gluon_common._gluon_mainloop`), and
+each warpgroup issues one m64n128 wgmma per K block:
 
-- block_m 64, ``wide``: the slot is filled by four 64-row TMA boxes in the order gate ``n0``, up
-  ``n0``, gate ``n0 + 64``, up ``n0 + 64``, so one ``64 x 256`` wgmma gives each of the two
-  warpgroups one m64n128 instruction holding the gate and up values of the same 64 h columns. The
-  loop (``_wide_mainloop``) mirrors :func:`kernels.gluon_common._gluon_mainloop`: one wgmma in
-  flight while the previous K block is promoted with a per-column scale (the gate block's on gate
-  columns, the up block's on up columns), unrolled by two. Three live 64 x 256 fp32 tiles: 242
-  registers, no spills. The epilogue splits the accumulator into gate and up.
-- block_m 128, ``stagger``: 128-row boxes (gate rows, then up rows of the slot), gate(k) issued,
-  up(k-1) retired and promoted, up(k) issued, gate(k) retired and promoted: four live tiles. ptxas
-  still serializes its wgmmas (C7514, not understood), but it ran 4.9x main's spilling Triton bm128
-  tile (BENCHMARKS.md, run 36).
+- block_m 64, ``wide``: a slot holds the 256 weight rows gate ``n0``, up ``n0``, gate ``n0 + 64``,
+  up ``n0 + 64``; a ``64 x 256`` wgmma gives each warpgroup the gate and up values of 64 h columns.
+  Three live 64 x 256 fp32 tiles: 239-245 registers, no spills.
+- block_m 128, ``halves``: a slot holds 128 weight rows (gate and up of 64 h columns) and each
+  warpgroup takes 64 of the rows. The program makes two passes over K, one per 64 h columns; pass 0's
+  h waits in shared memory as fp32 until pass 1's is done, since the group's scale needs both. The
+  ring streams across the passes (pass 0's last retirements request pass 1's first blocks). Three
+  live 128 x 128 tiles: 250 registers, no spills. It replaced the ``stagger`` schedule (gate and up
+  as separate 128-wide wgmmas, which ptxas serialized): 756-783 TFLOP/s against stagger's 659-661
+  (BENCHMARKS.md, run 54).
 
-H100, deepseek-r1 DEP8 (BENCHMARKS.md, run 45): wide bm64 / 8 warps / 4 stages 798 TFLOP/s at 4000
-tokens and 761 at 16384, 1.43x and 1.35x main's fastest Triton gate/up tile, bit-identical to it; the
-paired schedule it replaces (two m64n64 wgmmas per warpgroup) ran 736 and 759.
+H100, deepseek-r1 DEP8 (BENCHMARKS.md, runs 45 and 54): wide 4 stages 758-798 TFLOP/s at 4000 tokens
+and 761-781 at 16384, about 1.4x main's fastest Triton gate/up tile; halves the same alone (756-783),
+but in the layer its block_m 128 also brings the faster block_m 128 Gluon down. Both are bit-identical
+to main's Triton kernel.
 """
 
 from __future__ import annotations
@@ -64,12 +68,12 @@ from kernels.gluon_common import (
 from kernels.tactics import GemmTile
 
 SCHEMES = {64: "wide", 128: "halves"}
-"""The schedule each block_m runs (``stagger`` is the older block_m 128 one, kept for comparison)."""
+"""The schedule each block_m runs (the only two the kernel is written for)."""
 
-WEIGHT_BOX = {"wide": 64, "halves": 64, "stagger": 128}
+WEIGHT_BOX = {"wide": 64, "halves": 64}
 """Rows of one weight TMA box per schedule: a slot's rows alternate gate and up boxes."""
 
-H_BOX = {"wide": 128, "halves": 64, "stagger": 128}
+H_BOX = {"wide": 128, "halves": 64}
 """Columns of one hq TMA store box per schedule (halves stores each pass's 64 columns)."""
 
 
@@ -77,7 +81,7 @@ H_BOX = {"wide": 128, "halves": 64, "stagger": 128}
 def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, total, row_g, N,
                     NUM_STAGES: gl.constexpr):  # fmt: skip
     """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``total`` K
-    blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass except in ``halves``). The
+    blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``). The
     gathered x rows come by cp.async from every thread (one commit group), the slot's weight rows as
     boxes of ``w_desc``'s height alternating gate (rows ``row_g + p * slot / 2 + (j // 2) * box``)
     and up (the same plus ``N = I``), which complete the slot's mbarrier. Past the stream the copies
@@ -89,7 +93,7 @@ def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, tot
     NUM_BOXES: gl.constexpr = SLOT_ROWS // BOX
     slot = g % NUM_STAGES
     pred = g < total
-    p = g // num_k
+    p = (g >= num_k).to(gl.int32)  # at most two passes: no division in the loop
     k0 = (g - p * num_k) * BLOCK_K
     async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
                                            mask=pred)  # fmt: skip
@@ -185,62 +189,6 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
     _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, total, row_g,
                     N, NUM_STAGES)  # fmt: skip
     return acc
-
-@gluon.jit
-def _promote(acc, t, scale):
-    """``acc + t * scale[:, None]``: K block ``t`` (fp32, wgmma layout) promoted with its row scales."""
-    return acc + t * gl.expand_dims(scale, 1)
-
-@gluon.jit
-def _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk):
-    """Combined scales of K block ``kb``: (xs[tok, kb] * w1s[gate block, kb], same for up)."""
-    sa = gl.load(sa_ptrs + kb)
-    return sa * gl.load(gs_ptr + kb * stride_wsk), sa * gl.load(us_ptr + kb * stride_wsk)
-
-@gluon.jit
-def _half_mma(a_bufs, b_bufs, kb, half: gl.constexpr, spare, NUM_STAGES: gl.constexpr):
-    """Issue K block ``kb``'s wgmma over the gate (``half`` 0) or up (1) rows of the slot's
-    weight tile asynchronously into ``spare``'s registers (``use_acc=False``)."""
-    slot = kb % NUM_STAGES
-    BLOCK_N: gl.constexpr = b_bufs.shape[1] // 2
-    b = b_bufs.index(slot).slice(half * BLOCK_N, BLOCK_N)
-    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
-
-@gluon.jit
-def _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, sa_ptrs, gs_ptr,
-                      us_ptr, stride_wsk, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
-    """The stagger schedule's K loop: TG only ever holds gate blocks (the slot's first 128 rows), TU
-    only up blocks. Order per K block k: issue gate(k), retire + promote up(k-1), issue up(k),
-    retire + promote gate(k): one wgmma in flight during every promotion, four live tiles. Returns
-    the gate and up accumulators, ``[BLOCK_M, 128]`` fp32 each in ``mma_layout``."""
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    BLOCK_N: gl.constexpr = b_bufs.shape[1] // 2
-    acc_g = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    acc_u = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    tg = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    tu = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    _moe_wait_block(a_bufs, ready, 0, NUM_STAGES)
-    g = _half_mma(a_bufs, b_bufs, 0, 0, tg, NUM_STAGES)
-    cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk)
-    u = _half_mma(a_bufs, b_bufs, 0, 1, tu, NUM_STAGES)
-    tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(0) done
-    acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-    cu_prev = cu
-    for kb in range(1, num_k):
-        _moe_wait_block(a_bufs, ready, kb, NUM_STAGES)
-        g = _half_mma(a_bufs, b_bufs, kb, 0, tg, NUM_STAGES)
-        cg, cu = _moe_scales(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk)
-        tu = warpgroup_mma_wait(num_outstanding=1, deps=(u,))  # up(kb-1) done: block kb-1 retired
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, kb + NUM_STAGES - 1, num_k, num_k,
-                        row_g, N, NUM_STAGES)  # fmt: skip
-        acc_u = _gluon_pin(_promote(acc_u, tu, cu_prev))
-        u = _half_mma(a_bufs, b_bufs, kb, 1, tu, NUM_STAGES)
-        tg = warpgroup_mma_wait(num_outstanding=1, deps=(g,))  # gate(kb) done
-        acc_g = _gluon_pin(_promote(acc_g, tg, cg))
-        cu_prev = cu
-    tu = warpgroup_mma_wait(num_outstanding=0, deps=(u,))
-    acc_u = _promote(acc_u, tu, cu_prev)
-    return acc_g, acc_u
 
 @gluon.jit
 def _drain_ring(ready, NUM_STAGES: gl.constexpr):
@@ -344,17 +292,13 @@ def _gluon_gate_up_fp8_kernel(
                         NUM_STAGES)  # fmt: skip
 
     if SCHEME == "wide":
-        gl.static_assert(BLOCK_M == 64 and NUM_WARPS == 8, "wide: 64 rows, one warpgroup per h half")
-        gl.static_assert(w_desc.block_type.shape[0] == 64, "wide: 64-row weight boxes")
-        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)  # warps [4, 2]
-    elif SCHEME == "halves":
-        gl.static_assert(BLOCK_M == 128 and NUM_WARPS == 8, "halves: 128 rows, a warpgroup per 64")
-        gl.static_assert(w_desc.block_type.shape[0] == 64, "halves: 64-row weight boxes")
-        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)  # warps [8, 1]
+        gl.static_assert(BLOCK_M == 64, "wide: 64 rows, one warpgroup per 64 h columns")
     else:
-        gl.static_assert(SCHEME == "stagger", "SCHEME is 'wide', 'halves' or 'stagger'")
-        gl.static_assert(w_desc.block_type.shape[0] == 128, "stagger: 128-row weight boxes")
-        mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
+        gl.static_assert(SCHEME == "halves", "SCHEME is 'wide' or 'halves'")
+        gl.static_assert(BLOCK_M == 128, "halves: 128 rows, one warpgroup per 64 rows")
+    gl.static_assert(NUM_WARPS == 8 and w_desc.block_type.shape[0] == 64, "8 warps, 64-row weight boxes")
+    # one m64n128 wgmma per warpgroup: warps [4, 2] over 64 x 256 (wide), [8, 1] over 128 x 128 (halves)
+    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
     slot_ids = gl.load(sorted_ids_ptr + rows)
     tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
@@ -375,7 +319,7 @@ def _gluon_gate_up_fp8_kernel(
         gate = gl.convert_layout(gl.reshape(gate, [BLOCK_M, BLOCK_N]), epi_layout)
         up = gl.convert_layout(gl.reshape(up, [BLOCK_M, BLOCK_N]), epi_layout)
         _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
-    elif SCHEME == "halves":
+    else:
         # Pass p computes h columns off_n + 64p ..: pass 0's h waits in shared memory (fp32) until
         # pass 1's is done, because the e4m3 group (128 columns) spans both. The ring streams on
         # across the passes: pass 0's last retirements already request pass 1's first blocks.
@@ -397,11 +341,6 @@ def _gluon_gate_up_fp8_kernel(
         gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
         _store_hq(h_lo, h_scale, h_desc, off_m, off_n)
         _store_hq(h_hi, h_scale, h_desc, off_m, off_n + BLOCK_N // 2)
-    else:
-        gate, up = _stagger_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k,
-                                     sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
-        _drain_ring(ready, NUM_STAGES)
-        _quantize_store_h(gate, up, mma_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
 
 
 def launch_gluon_gate_up(
@@ -414,21 +353,19 @@ def launch_gluon_gate_up(
     al: Alignment,
     tile: GemmTile,
     top_k: int,
-    scheme: str | None = None,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h into ``hq``/``hs``.
 
     xq: (T, H) float8_e4m3fn, unit stride in H, 16-byte aligned rows; xs: (T, H/128) float32, unit
     stride in the group dim; w1q: (L, 2I, H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128)
     float32; hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
-    H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES` (8 warps at 64), ``tile`` 128 x 128
+    H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, 8 warps, ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
-    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written. ``scheme``
-    overrides :data:`SCHEMES` (benchmarks compare schedules at one block_m).
+    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
     """
     num_local, two_i, h = w1q.shape
     i = two_i // 2
-    scheme = SCHEMES[al.block_m] if scheme is None else scheme
+    scheme = SCHEMES[al.block_m]
     box = WEIGHT_BOX[scheme]
     h_box = [al.block_m, H_BOX[scheme]]
     w_layout = gl.NVMMASharedLayout.get_default_for([box, SCALE_GROUP], gl.float8e4nv)

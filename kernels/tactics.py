@@ -390,6 +390,21 @@ def _gluon_down_pays(intermediate: int, rows_per_expert: float) -> bool:
     return intermediate >= 1024 and rows_per_expert >= 512
 
 
+_GLUON_BM128_ROWS = 1024
+"""Rows per expert from which the Gluon fp8 default takes block_m 128 (with I >= 1024)."""
+
+
+def _gluon_block_m_128_pays(intermediate: int, rows_per_expert: float) -> bool:
+    """Whether the Gluon fp8 default runs block_m 128 (halves gate/up, 128 x 128 Gluon down) over
+    block_m 64 (wide gate/up).
+
+    H100 sweeps, runs 54 and 55 (BENCHMARKS.md): block_m 128 won at 1024 rows per expert and more
+    with I >= 2048 (deepseek-r1 DEP8 T=4096/16384, mixtral EP1 T=4096/16384) and at qwen3-235b DEP2
+    T=16384 (I=1536, 2048 rows); block_m 64 won at qwen3-30b EP1 (I=768) at 256 and 1024 rows, and
+    the two were within noise at qwen3-235b DEP2 T=4096 (512 rows)."""
+    return intermediate >= 1024 and rows_per_expert >= _GLUON_BM128_ROWS
+
+
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
@@ -397,8 +412,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
     per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
     weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
-    ``gluon`` (as in :func:`tactics`) takes the Gluon gate/up at ``block_m = 64``, and the Gluon
-    down where :func:`_gluon_down_pays`.
+    ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
+    :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
+    where :func:`_gluon_down_pays`.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -415,10 +431,14 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     tma = bm >= 64 and (h * elem) % 16 == 0 and (i * elem) % 16 == 0
     blocks = max(1, problem.active_experts) * max(1, math.ceil(m / bm))
     if fp8:
-        # block_m stops at 64 (the Triton fp8 tiles spill at 128, and with the wide Gluon kernels
-        # block_m=64 won every DEP point of H100 run 46, T=16384 included); 8 warps for two 64x128
-        # gate/up accumulators; where Gluon applies, its gate/up, and its down (the 256-wide one
-        # when H % 256 == 0) where that GEMM's K = I is long enough to pay (_gluon_down_pays)
+        # block_m stops at 64 for Triton's fp8 tiles (they spill at 128); 8 warps for two 64x128
+        # gate/up accumulators. Where Gluon applies: its gate/up, and its down (the 256-wide one when
+        # H % 256 == 0) where that GEMM's K = I is long enough to pay (_gluon_down_pays); from
+        # _GLUON_BM128_ROWS rows per expert with I >= 1024, block_m 128 (the halves gate/up and the
+        # 128 x 128 Gluon down), which won those H100 points of run 54 and run 55.
+        if _uses_gluon(problem, gluon) and _gluon_block_m_128_pays(i, m):
+            gu, dn = (_gluon_tiles(problem, 128, gemm)[0] for gemm in ("gate_up", "down"))
+            return Tactic(128, gu, dn)
         bm = min(bm, 64)
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)

@@ -49,7 +49,7 @@ def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
 
 
 def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k() -> None:
-    for problem in (DSR1_PREFILL, MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 1000, 4096 rows
+    for problem in (DSR1_PREFILL, MoEProblem(2000, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 1000, 500 rows
         d = default_tactic(problem, gluon=True)
         assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.block_n) == (64, True, True, 256), d.name
         assert d.gate_up.num_warps == 8
@@ -60,6 +60,29 @@ def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k()
     assert default_tactic(DSR1_PREFILL).block_m == 64  # Triton's fp8 tiles stop at 64
     decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
     assert default_tactic(decode, gluon=True) == default_tactic(decode)
+
+
+@pytest.mark.parametrize(
+    ("problem", "block_m"),
+    [
+        (MoEProblem(4096, 7168, 2048, 32, 8, "float8_e4m3fn"), 128),  # deepseek-r1 DEP8: 1024 rows
+        (MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn"), 128),  # 4096 rows
+        (MoEProblem(4096, 4096, 14336, 8, 2, "float8_e4m3fn"), 128),  # mixtral EP1: 1024 rows
+        (MoEProblem(16384, 4096, 1536, 64, 8, "float8_e4m3fn"), 128),  # qwen3-235b DEP2: 2048 rows
+        (MoEProblem(4096, 4096, 1536, 64, 8, "float8_e4m3fn"), 64),  # 512 rows
+        (MoEProblem(16384, 2048, 768, 128, 8, "float8_e4m3fn"), 64),  # qwen3-30b EP1: I=768
+    ],
+    ids=["dsr1-1024rows", "dsr1-4096rows", "mixtral-1024rows", "q235b-2048rows", "q235b-512rows",
+         "q30b-I768"],
+)
+def test_gluon_default_block_m_follows_the_h100_winners(problem: MoEProblem, block_m: int) -> None:
+    """From 1024 rows per expert with I >= 1024 the Gluon default runs block_m 128: the halves
+    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below."""
+    d = default_tactic(problem, gluon=True)
+    assert (d.block_m, d.gate_up.gluon) == (block_m, True), d.name
+    if block_m == 128:
+        assert d.gate_up.name == "n128k128g8w8s4tG" and d.down.name == "n128k128g8w8s4tG", d.name
+    assert d in tactics(problem, gluon=True)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +138,7 @@ def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
         ("down", 64, GemmTile(128, 128, 8, 2, 2, True, True), (7168, 2048), "num_warps=2"),
         ("gate_up", 64, GemmTile(128, 128, 8, 4, 4, True, True), (7168, 2048), "num_warps=8 .* got 4"),
         ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
-        ("gate_up", 128, GemmTile(128, 128, 8, 8, 5, True, True), (7168, 2048), "5 stages needs 245760 B"),
+        ("gate_up", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 245760 B"),
         ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 327680 B"),
     ],
     ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "wide-warps", "stages",
