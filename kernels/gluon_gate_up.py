@@ -78,10 +78,10 @@ H_BOX = {"wide": 128, "halves": 64}
 
 
 @gluon.jit
-def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, total, row_g, N,
-                    NUM_STAGES: gl.constexpr):  # fmt: skip
-    """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``total`` K
-    blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``). The
+def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, row_g, N,
+                    NUM_STAGES: gl.constexpr, PASSES: gl.constexpr):  # fmt: skip
+    """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``PASSES * num_k``
+    K blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``). The
     gathered x rows come by cp.async from every thread (one commit group), the slot's weight rows as
     boxes of ``w_desc``'s height alternating gate (rows ``row_g + p * slot / 2 + (j // 2) * box``)
     and up (the same plus ``N = I``), which complete the slot's mbarrier. Past the stream the copies
@@ -92,9 +92,16 @@ def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, tot
     SLOT_ROWS: gl.constexpr = b_bufs.shape[1]
     NUM_BOXES: gl.constexpr = SLOT_ROWS // BOX
     slot = g % NUM_STAGES
-    pred = g < total
-    p = (g >= num_k).to(gl.int32)  # at most two passes: no division in the loop
-    k0 = (g - p * num_k) * BLOCK_K
+    if PASSES == 1:
+        pred = g < num_k
+        k0 = g * BLOCK_K
+        row0 = row_g
+    else:
+        gl.static_assert(PASSES == 2, "one or two passes")
+        pred = g < 2 * num_k
+        p = (g >= num_k).to(gl.int32)  # no division in the loop
+        k0 = (g - p * num_k) * BLOCK_K
+        row0 = row_g + p * (SLOT_ROWS // 2)
     async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
                                            mask=pred)  # fmt: skip
     async_copy.commit_group()
@@ -102,7 +109,7 @@ def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, tot
     b = b_bufs.index(slot)
     mbarrier.expect(bar, NUM_BOXES * w_desc.block_type.nbytes, pred=pred)
     for j in gl.static_range(NUM_BOXES):
-        row = row_g + p * (SLOT_ROWS // 2) + (j % 2) * N + (j // 2) * BOX
+        row = row0 + (j % 2) * N + (j // 2) * BOX
         tma.async_copy_global_to_shared(w_desc, [row, k0], bar, b.slice(j * BOX, BOX), pred=pred)
 
 @gluon.jit
@@ -136,16 +143,16 @@ def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
 
 @gluon.jit
-def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, base, total,
+def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, base,
                    sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
-                   NUM_STAGES: gl.constexpr):  # fmt: skip
-    """One pass's K loop over stream blocks ``base .. base + num_k - 1`` (of ``total``; the ring's
-    first NUM_STAGES blocks from ``base`` already requested): T0 takes the even K blocks, T1 the odd
-    ones, one wgmma in flight while the previous block is promoted, unrolled by two so that no
-    temporary changes role (see :mod:`kernels.gluon_common`). Retiring block ``g`` requests block
-    ``g + NUM_STAGES``, so the next pass's first blocks are in flight when this one ends. Returns the
-    ``[BLOCK_M, slot]`` fp32 accumulator in ``mma_layout``; its columns are (64-column group, gate/up,
-    64 columns)."""
+                   NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, PREFETCH: gl.constexpr):  # fmt: skip
+    """One pass's K loop over stream blocks ``base .. base + num_k - 1`` of ``PASSES * num_k`` (the
+    ring's first NUM_STAGES blocks from ``base`` already requested): T0 takes the even K blocks, T1
+    the odd ones, one wgmma in flight while the previous block is promoted, unrolled by two so that
+    no temporary changes role (see :mod:`kernels.gluon_common`). Retiring block ``g`` requests block
+    ``g + NUM_STAGES``; with ``PREFETCH`` also in the tail, so that the next pass's first blocks are
+    in flight when this one ends. Returns the ``[BLOCK_M, slot]`` fp32 accumulator in
+    ``mma_layout``; its columns are (64-column group, gate/up, 64 columns)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = b_bufs.shape[1]
     BOX: gl.constexpr = w_desc.block_type.shape[0]
@@ -163,31 +170,33 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         nxt = base + kb + NUM_STAGES - 1  # refill block kb-1's slot
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, total, row_g, N,
-                        NUM_STAGES)  # fmt: skip
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, row_g, N,
+                        NUM_STAGES, PASSES)  # fmt: skip
         acc = _gluon_pin(acc + done0 * scale0)
 
         t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
         scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, total, row_g, N,
-                        NUM_STAGES)  # fmt: skip
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, row_g, N,
+                        NUM_STAGES, PASSES)  # fmt: skip
         acc = _gluon_pin(acc + spare1 * scale1)
     last = base + num_k - 1
     if num_k % 2 == 0:
         t1 = _wide_issue(a_bufs, b_bufs, ready, last, spare1, NUM_STAGES)
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k, total,
-                        row_g, N, NUM_STAGES)  # fmt: skip
+        if PREFETCH:
+            _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k,
+                            row_g, N, NUM_STAGES, PASSES)  # fmt: skip
         acc = acc + done0 * scale0
         done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
         acc = acc + done1 * scale1
     else:
         done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
         acc = acc + done0 * scale0
-    _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, total, row_g,
-                    N, NUM_STAGES)  # fmt: skip
+    if PREFETCH:
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, row_g, N,
+                        NUM_STAGES, PASSES)  # fmt: skip
     return acc
 
 @gluon.jit
@@ -286,10 +295,8 @@ def _gluon_gate_up_fp8_kernel(
     g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
     a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
     offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
-    total = PASSES * num_k
     for i in gl.static_range(NUM_STAGES):
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, total, row_g, N,
-                        NUM_STAGES)  # fmt: skip
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, row_g, N, NUM_STAGES, PASSES)
 
     if SCHEME == "wide":
         gl.static_assert(BLOCK_M == 64, "wide: 64 rows, one warpgroup per 64 h columns")
@@ -308,8 +315,8 @@ def _gluon_gate_up_fp8_kernel(
     us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
 
     if SCHEME == "wide":
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, total,
-                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
         _drain_ring(ready, NUM_STAGES)
@@ -326,12 +333,12 @@ def _gluon_gate_up_fp8_kernel(
         half_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
                                           gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, total,
-                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True)  # fmt: skip
         gate, up = _gate_up_halves(acc, half_layout)
         stash.store(_silu_mul(gate, up))  # each thread reads back only what it wrote: no barrier
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, num_k, total,
-                             sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, num_k, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
         gate, up = _gate_up_halves(acc, half_layout)
         h_hi = _silu_mul(gate, up)
