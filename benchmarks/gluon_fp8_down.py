@@ -256,7 +256,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
     if with_triton:
         for bm, bn, warps, stages in TRITON_TILES:
             tile = (bm, bn, warps, stages)
-            reports.append(_report("triton-main", tile, lambda t=tile: compile_triton_down(*t)))
+            reports.append(_report("triton-main", tile, lambda t=tile: compile_triton_down(*t), None))
     return reports
 
 

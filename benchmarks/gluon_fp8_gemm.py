@@ -60,6 +60,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from benchmarks.gemm_registers import ptxas_verbose
+from benchmarks.sass_loop import main_loop
 
 try:  # Gluon ships with triton >= 3.4 as an experimental module
     from triton.experimental import gluon
@@ -293,6 +294,8 @@ class CompileReport:
     ttgir_waits: list[tuple[int, bool]] = field(default_factory=list)  # (pendings, inside scf.for)
     ptxas_warnings: list[str] = field(default_factory=list)
     shared_bytes: int = -1
+    loop_instructions: int = -1  # static SASS instructions of the K loop (two K blocks), see sass_loop
+    loop_barriers: int = -1  # CTA barriers (BAR) among them
 
 
 def ttgir_waits(ttgir: str) -> list[tuple[int, bool]]:
@@ -313,8 +316,12 @@ def ttgir_waits(ttgir: str) -> list[tuple[int, bool]]:
     return waits
 
 
-def _report(name: str, tile: tuple[int, int, int, int], build: Callable[[], Any]) -> CompileReport:
-    """Compile with ``build`` and fill a :class:`CompileReport` from its TTGIR, PTX and ptxas -v."""
+def _report(
+    name: str, tile: tuple[int, int, int, int], build: Callable[[], Any], mma_per_iteration: int | None = 8
+) -> CompileReport:
+    """Compile with ``build`` and fill a :class:`CompileReport` from its TTGIR, PTX and ptxas -v, and,
+    with ``mma_per_iteration`` (the Gluon loops: two K blocks of four k32 wgmmas), its K loop's SASS
+    (:func:`benchmarks.sass_loop.main_loop`)."""
     block_m, block_n, warps, stages = tile
     report = CompileReport(name, block_m, block_n, warps, stages, ok=False)
     try:
@@ -336,6 +343,13 @@ def _report(name: str, tile: tuple[int, int, int, int], build: Callable[[], Any]
     serialized = re.compile(r"warning|\(C75\d\d\)", re.IGNORECASE)  # C75xx: wgmma serialization
     report.ptxas_warnings = [line.strip() for line in text.splitlines() if serialized.search(line)]
     report.shared_bytes = int(compiled.metadata.shared)
+    if mma_per_iteration is not None:
+        try:
+            loop = main_loop(compiled.asm["cubin"], mma_per_iteration)
+        except ValueError as err:  # no such loop (e.g. ptxas serialized the wgmmas): say so, go on
+            report.ptxas_warnings.append(f"sass_loop: {err}")
+        else:
+            report.loop_instructions, report.loop_barriers = loop.instructions, loop.opcodes["BAR"]
     return report
 
 
@@ -401,7 +415,7 @@ def offline_reports(tiles: list[tuple[int, int, int, int]] | None = None) -> lis
             reports.append(_report("gluon", tile, lambda tile=tile: compile_gluon(*tile)))
         else:
             reports.append(CompileReport("gluon", *tile, ok=False, error="no triton.experimental.gluon"))
-        reports.append(_report("triton", tile, lambda tile=tile: compile_triton(*tile)))
+        reports.append(_report("triton", tile, lambda tile=tile: compile_triton(*tile), None))
     return reports
 
 
@@ -409,13 +423,15 @@ def print_offline(reports: list[CompileReport]) -> None:
     """Markdown table of :func:`offline_reports`, then errors and ptxas warnings."""
     print(f"triton {triton.__version__}, target sm_90a, BLOCK_K = 128")
     print("| kernel | BM | BN | warps | stages | compiles | regs | spill st/ld (B) | smem (B) "
-          "| PTX wgmma.wait_group N | TTGIR pendings (L = in loop) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| PTX wgmma.wait_group N | TTGIR pendings (L = in loop) "
+          "| loop SASS / 2 K blocks (BAR) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         waits = " ".join(f"{p}{'L' if inside else ''}" for p, inside in r.ttgir_waits)
+        loop = f"{r.loop_instructions} ({r.loop_barriers})" if r.loop_instructions >= 0 else "-"
         print(f"| {r.kernel} | {r.block_m} | {r.block_n} | {r.num_warps} | {r.num_stages} | "
               f"{'yes' if r.ok else 'NO'} | {r.registers} | {r.spill_stores}/{r.spill_loads} | "
-              f"{r.shared_bytes} | {r.ptx_waits} | {waits} |")  # fmt: skip
+              f"{r.shared_bytes} | {r.ptx_waits} | {waits} | {loop} |")
     for r in reports:
         tag = f"{r.kernel} {r.block_m}x{r.block_n} w{r.num_warps} s{r.num_stages}"
         if r.error:

@@ -258,7 +258,7 @@ def offline_reports(variants: list[Variant] | None = None, with_triton: bool = T
         if with_triton and v.tile not in seen:
             seen.add(v.tile)
             build = lambda v=v: compile_triton_main(v.block_m, v.num_warps, v.num_stages)  # noqa: E731
-            reports.append(_report("triton-main", v.tile, build))
+            reports.append(_report("triton-main", v.tile, build, None))
     return reports
 
 

@@ -3,7 +3,8 @@
 # one launch of each kernel (after a warm-up launch) with the throughput, scheduler, warp-stall and
 # source-counter sections, clocks left alone (--clock-control none, as the device notes ask).
 # Results: $OUT/prof/<kernel>.txt (details page), <kernel>-sass.csv.gz (per-SASS-line stall samples)
-# and <kernel>.ncu-rep.
+# and <kernel>.ncu-rep. `python3 benchmarks/ncu_summary.py $OUT/prof/*-sass.csv.gz` summarizes the
+# stall samples by reason, opcode and line.
 #
 #   bash benchmarks/gpu_profile.sh [KERNELS]   # default: wide halves down128 down64
 set -uo pipefail
