@@ -96,7 +96,7 @@ if HAS_GLUON:
     from kernels.gluon_gate_up import (
         H_BOX,
         SCHEMES,
-        WEIGHT_BOX,
+        WEIGHT_ROWS,
         _gluon_gate_up_fp8_kernel,
         launch_gluon_gate_up,
     )
@@ -191,24 +191,25 @@ OFFLINE_VARIANTS = [
 def compile_gluon_moe(variant: Variant) -> Any:
     """The Gluon gate/up kernel compiled for sm_90a without a GPU (see :func:`compile_gate_up_kernel`)."""
     return compile_gate_up_kernel(
-        _gluon_gate_up_fp8_kernel, WEIGHT_BOX[variant.scheme], variant.block_m, variant.num_warps,
+        _gluon_gate_up_fp8_kernel, [2, WEIGHT_ROWS[variant.scheme], GROUP], variant.block_m,
+        variant.num_warps,
         {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme},
         h_cols=H_BOX[variant.scheme],
     )  # fmt: skip
 
 
 def compile_gate_up_kernel(
-    fn: Any, box: int, block_m: int, num_warps: int, constexprs: dict[str, Any], h_cols: int = GROUP
+    fn: Any, w_box: list[int], block_m: int, num_warps: int, constexprs: dict[str, Any], h_cols: int = GROUP
 ) -> Any:
-    """A Gluon gate/up kernel with ``kernels.gluon_gate_up``'s runtime arguments (``box``-row weight
-    TMA boxes, ``block_m x h_cols`` h boxes) and the given ``constexprs`` (``NUM_STAGES`` among them),
+    """A Gluon gate/up kernel with ``kernels.gluon_gate_up``'s runtime arguments (weight TMA boxes of
+    shape ``w_box``, ``block_m x h_cols`` h boxes) and the given ``constexprs`` (``NUM_STAGES`` among them),
     compiled for sm_90a without a GPU, specialized like a launch on DeepSeek-like shapes (pointers,
     N, K, x row stride 16-divisible; scale strides not)."""
-    w_layout = gl.NVMMASharedLayout.get_default_for([box, GROUP], gl.float8e4nv)
+    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([block_m, h_cols], gl.float8e4nv)
     signature = {
         "x_ptr": "*fp8e4nv",
-        "w_desc": f"tensordesc<fp8e4nv[{box},{GROUP}],{w_layout!r}>",
+        "w_desc": f"tensordesc<fp8e4nv[{','.join(map(str, w_box))}],{w_layout!r}>",
         "h_desc": f"tensordesc<fp8e4nv[{block_m},{h_cols}],{h_layout!r}>",
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",

@@ -326,7 +326,7 @@ def compile_gluon_ws(num_stages: int = 4, loader_warps: int = LOADER_WARPS,
 
     constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": loader_warps,
                   "LOADER_REGS": loader_regs}  # fmt: skip
-    return compile_gate_up_kernel(_gluon_gate_up_ws_kernel, HALF, 64, 8, constexprs)
+    return compile_gate_up_kernel(_gluon_gate_up_ws_kernel, [HALF, GROUP], 64, 8, constexprs)
 
 
 def partition_registers(cubin: bytes) -> tuple[dict[int, int], int]:

@@ -14,10 +14,15 @@ Row r of block b (expert e = expert_ids[b]) reads x[sorted_ids[r] // k] (token 0
 ``h = silu(gate) * up``, quantized per row per 128 columns with main's IEEE divisions. Needs H and I
 multiples of 128, block_m 64 or 128, 8 warps (two warpgroups).
 
-Data movement per K block (BLOCK_K = 128): weight rows by TMA into a ring slot with one mbarrier per
-slot, as 64-row boxes alternating gate (rows ``n ..``) and up (rows ``I + n ..``); the BLOCK_M
+Data movement per K block (BLOCK_K = 128): the weight rows by one TMA copy into a ring slot with one
+mbarrier per slot: w1 is viewed as ``(2L, I, H)`` (plane ``2e`` expert e's gate rows, ``2e + 1`` its
+up rows) and the box ``(2, ROWS, 128)`` brings ROWS gate rows and the same ROWS up rows; the BLOCK_M
 gathered x rows by 16-byte ``cp.async`` per thread (Hopper's TMA cannot gather rows), one commit group
-per K block, then a proxy fence and a CTA barrier before the wgmmas read them.
+per K block, then a proxy fence and a CTA barrier before the wgmmas read them. One copy instead of
+two or four 64-row boxes saves the TMA issue sequences and the CTA barriers Triton's membar pass put
+between them: the wide K loop went from 470 to 345 SASS instructions per two K blocks (14 to 8
+barriers), halves from 423 to 381 (``benchmarks/gluon_fp8_moe.py --offline``). The kernels are
+issue-bound (BENCHMARKS.md, run 55), so that is the point of it; not yet measured on a GPU.
 
 One program owns BLOCK_M rows x 128 h columns (one e4m3 group), in one of two schedules picked by
 block_m. Both keep one wgmma in flight while the previous K block is promoted in fp32 registers with
@@ -25,16 +30,17 @@ a per-column scale (the gate block's on gate columns, the up block's on up colum
 unrolled by two (``_wide_mainloop``, which mirrors :func:`kernels.gluon_common._gluon_mainloop`), and
 each warpgroup issues one m64n128 wgmma per K block:
 
-- block_m 64, ``wide``: a slot holds the 256 weight rows gate ``n0``, up ``n0``, gate ``n0 + 64``,
-  up ``n0 + 64``; a ``64 x 256`` wgmma gives each warpgroup the gate and up values of 64 h columns.
-  Three live 64 x 256 fp32 tiles: 239-245 registers, no spills.
-- block_m 128, ``halves``: a slot holds 128 weight rows (gate and up of 64 h columns) and each
-  warpgroup takes 64 of the rows. The program makes two passes over K, one per 64 h columns; pass 0's
-  h waits in shared memory as fp32 until pass 1's is done, since the group's scale needs both. The
-  ring streams across the passes (pass 0's last retirements request pass 1's first blocks). Three
-  live 128 x 128 tiles: 250 registers, no spills. It replaced the ``stagger`` schedule (gate and up
-  as separate 128-wide wgmmas, which ptxas serialized): 756-783 TFLOP/s against stagger's 659-661
-  (BENCHMARKS.md, run 54).
+- block_m 64, ``wide``: a slot holds 256 weight rows, gate ``n0 .. n0 + 127`` then up ``n0 ..``; in
+  the ``64 x 256`` wgmma warpgroup 0 computes the gate values of the program's 128 h columns and
+  warpgroup 1 the up values. The epilogue's layout conversion brings each column's pair together.
+  Three live 64 x 256 fp32 tiles: 236-237 registers, no spills.
+- block_m 128, ``halves``: a slot holds 128 weight rows (64 gate rows, then the same 64 up rows)
+  and each warpgroup takes 64 of the x rows. The program makes two passes over K, one per 64 h
+  columns; pass 0's h waits in shared memory as fp32 until pass 1's is done, since the group's
+  scale needs both. The ring streams across the passes (pass 0's last retirements request pass 1's
+  first blocks). Three live 128 x 128 tiles: 244-255 registers, no spills. It replaced the
+  ``stagger`` schedule (gate and up as separate 128-wide wgmmas, which ptxas serialized): 756-783
+  TFLOP/s against stagger's 659-661 (BENCHMARKS.md, run 54).
 
 H100, deepseek-r1 DEP8 (BENCHMARKS.md, runs 45 and 54): wide 4 stages 758-798 TFLOP/s at 4000 tokens
 and 761-781 at 16384, about 1.4x main's fastest Triton gate/up tile; halves the same alone (756-783),
@@ -70,47 +76,43 @@ from kernels.tactics import GemmTile
 SCHEMES = {64: "wide", 128: "halves"}
 """The schedule each block_m runs (the only two the kernel is written for)."""
 
-WEIGHT_BOX = {"wide": 64, "halves": 64}
-"""Rows of one weight TMA box per schedule: a slot's rows alternate gate and up boxes."""
+WEIGHT_ROWS = {"wide": 128, "halves": 64}
+"""Gate rows (and as many up rows) of one ring slot per schedule: the weight TMA box is
+``(2, WEIGHT_ROWS, 128)`` over w1 viewed as ``(2L, I, H)``."""
 
 H_BOX = {"wide": 128, "halves": 64}
 """Columns of one hq TMA store box per schedule (halves stores each pass's 64 columns)."""
 
 
 @gluon.jit
-def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, row_g, N,
+def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, e2, n0,
                     NUM_STAGES: gl.constexpr, PASSES: gl.constexpr):  # fmt: skip
     """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``PASSES * num_k``
     K blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``). The
-    gathered x rows come by cp.async from every thread (one commit group), the slot's weight rows as
-    boxes of ``w_desc``'s height alternating gate (rows ``row_g + p * slot / 2 + (j // 2) * box``)
-    and up (the same plus ``N = I``), which complete the slot's mbarrier. Past the stream the copies
-    are predicated off (the cp.async group is still committed, empty, so that ``wait_group`` counts
-    stay the same every step)."""
-    BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
-    BOX: gl.constexpr = w_desc.block_type.shape[0]
-    SLOT_ROWS: gl.constexpr = b_bufs.shape[1]
-    NUM_BOXES: gl.constexpr = SLOT_ROWS // BOX
+    gathered x rows come by cp.async from every thread (one commit group); the slot's weight rows by
+    one TMA copy of ``w_desc``'s 3-D box ``(2, ROWS, 128)`` at ``(e2, n0 + p * ROWS, k0)`` in w1
+    viewed as ``(2L, I, H)``: ROWS gate rows of expert ``e2 // 2``, then the same ROWS up rows, which
+    completes the slot's mbarrier. Past the stream the copies are predicated off (the cp.async group
+    is still committed, empty, so that ``wait_group`` counts stay the same every step)."""
+    ROWS: gl.constexpr = w_desc.block_type.shape[1]
+    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
     slot = g % NUM_STAGES
     if PASSES == 1:
         pred = g < num_k
         k0 = g * BLOCK_K
-        row0 = row_g
+        n = n0
     else:
         gl.static_assert(PASSES == 2, "one or two passes")
         pred = g < 2 * num_k
         p = (g >= num_k).to(gl.int32)  # no division in the loop
         k0 = (g - p * num_k) * BLOCK_K
-        row0 = row_g + p * (SLOT_ROWS // 2)
+        n = n0 + p * ROWS
     async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
                                            mask=pred)  # fmt: skip
     async_copy.commit_group()
     bar = ready.index(slot)
-    b = b_bufs.index(slot)
-    mbarrier.expect(bar, NUM_BOXES * w_desc.block_type.nbytes, pred=pred)
-    for j in gl.static_range(NUM_BOXES):
-        row = row0 + (j % 2) * N + (j // 2) * BOX
-        tma.async_copy_global_to_shared(w_desc, [row, k0], bar, b.slice(j * BOX, BOX), pred=pred)
+    mbarrier.expect(bar, w_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(w_desc, [e2, n, k0], bar, b_bufs.index(slot), pred=pred)
 
 @gluon.jit
 def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
@@ -126,12 +128,13 @@ def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
 
 @gluon.jit
 def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr):
-    """Wait for block ``g`` of the stream and issue its ``BLOCK_M x slot`` wgmma into ``spare``'s
-    registers."""
+    """Wait for block ``g`` of the stream and issue its ``BLOCK_M x 2 ROWS`` wgmma into ``spare``'s
+    registers (the slot's ``(2, ROWS, 128)`` box read as ``2 ROWS x 128``: the same bytes, since the
+    128-byte swizzle follows the shared-memory address)."""
     _moe_wait_block(a_bufs, ready, g, NUM_STAGES)
     slot = g % NUM_STAGES
-    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
-                         use_acc=False, is_async=True)  # fmt: skip
+    b = b_bufs.index(slot).reshape([2 * b_bufs.shape[2], b_bufs.shape[3]])  # (gate, up) rows, K
+    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
 
 @gluon.jit
 def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
@@ -143,7 +146,7 @@ def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
 
 @gluon.jit
-def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, base,
+def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, n0, num_k, base,
                    sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
                    NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, PREFETCH: gl.constexpr):  # fmt: skip
     """One pass's K loop over stream blocks ``base .. base + num_k - 1`` of ``PASSES * num_k`` (the
@@ -152,12 +155,13 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
     no temporary changes role (see :mod:`kernels.gluon_common`). Retiring block ``g`` requests block
     ``g + NUM_STAGES``; with ``PREFETCH`` also in the tail, so that the next pass's first blocks are
     in flight when this one ends. Returns the ``[BLOCK_M, slot]`` fp32 accumulator in
-    ``mma_layout``; its columns are (64-column group, gate/up, 64 columns)."""
+    ``mma_layout``; its columns are ROWS gate columns, then the ROWS up columns of the same h columns.
+    ``e2``/``n0`` locate the program's weight rows (see :func:`_moe_load_block`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    WIDE: gl.constexpr = b_bufs.shape[1]
-    BOX: gl.constexpr = w_desc.block_type.shape[0]
+    ROWS: gl.constexpr = b_bufs.shape[2]
+    WIDE: gl.constexpr = 2 * ROWS
     wide_cols = gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout))
-    is_gate = gl.expand_dims((wide_cols // BOX) % 2 == 0, 0)
+    is_gate = gl.expand_dims(wide_cols < ROWS, 0)
 
     acc = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
     spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
@@ -170,14 +174,14 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         nxt = base + kb + NUM_STAGES - 1  # refill block kb-1's slot
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, row_g, N,
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, e2, n0,
                         NUM_STAGES, PASSES)  # fmt: skip
         acc = _gluon_pin(acc + done0 * scale0)
 
         t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
         scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, row_g, N,
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, e2, n0,
                         NUM_STAGES, PASSES)  # fmt: skip
         acc = _gluon_pin(acc + spare1 * scale1)
     last = base + num_k - 1
@@ -187,7 +191,7 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
         if PREFETCH:
             _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k,
-                            row_g, N, NUM_STAGES, PASSES)  # fmt: skip
+                            e2, n0, NUM_STAGES, PASSES)  # fmt: skip
         acc = acc + done0 * scale0
         done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
         acc = acc + done1 * scale1
@@ -195,7 +199,7 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_
         done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
         acc = acc + done0 * scale0
     if PREFETCH:
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, row_g, N,
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, e2, n0,
                         NUM_STAGES, PASSES)  # fmt: skip
     return acc
 
@@ -252,7 +256,7 @@ def _gate_up_halves(acc, layout: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_gate_up_fp8_kernel(
-    x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA: w1 as (L*2I, H) fp8, box (WEIGHT_BOX, 128);
+    x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA: w1 as (2L, I, H) fp8, box (2, WEIGHT_ROWS, 128);
                             # hq (max_padded, I), box (BLOCK_M, H_BOX)
     xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
@@ -265,7 +269,7 @@ def _gluon_gate_up_fp8_kernel(
     H must be a multiple of 128 (no masked K tail)."""
     BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = 128  # h columns per program: one scale group
-    BLOCK_K: gl.constexpr = w_desc.block_type.shape[1]
+    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
     NUM_WARPS: gl.constexpr = gl.num_warps()
     PASSES: gl.constexpr = 2 if SCHEME == "halves" else 1
     SLOT_ROWS: gl.constexpr = 2 * BLOCK_N // PASSES  # weight rows per ring slot
@@ -279,14 +283,14 @@ def _gluon_gate_up_fp8_kernel(
     e = gl.load(expert_ids_ptr + pid_m)
     off_m = pid_m * BLOCK_M
     off_n = pid_n * BLOCK_N
-    row_g = e * 2 * N + off_n
+    e2 = 2 * e  # expert e's gate plane in w1 viewed as (2L, I, H); its up plane is e2 + 1
     num_k = gl.cdiv(K, BLOCK_K)
 
     # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
     gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
     a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
     a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, SLOT_ROWS, BLOCK_K], w_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, SLOT_ROWS // 2, BLOCK_K], w_desc.layout)
     ready = _ready_ring(NUM_STAGES)
 
     # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
@@ -296,14 +300,15 @@ def _gluon_gate_up_fp8_kernel(
     a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
     offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
     for i in gl.static_range(NUM_STAGES):
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, row_g, N, NUM_STAGES, PASSES)
+        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, e2, off_n, NUM_STAGES,
+                        PASSES)  # fmt: skip
 
     if SCHEME == "wide":
         gl.static_assert(BLOCK_M == 64, "wide: 64 rows, one warpgroup per 64 h columns")
     else:
         gl.static_assert(SCHEME == "halves", "SCHEME is 'wide' or 'halves'")
         gl.static_assert(BLOCK_M == 128, "halves: 128 rows, one warpgroup per 64 rows")
-    gl.static_assert(NUM_WARPS == 8 and w_desc.block_type.shape[0] == 64, "8 warps, 64-row weight boxes")
+    gl.static_assert(NUM_WARPS == 8 and w_desc.block_type.shape[1] * 2 == SLOT_ROWS, "8 warps, slot rows")
     # one m64n128 wgmma per warpgroup: warps [4, 2] over 64 x 256 (wide), [8, 1] over 128 x 128 (halves)
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
@@ -315,16 +320,19 @@ def _gluon_gate_up_fp8_kernel(
     us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
 
     if SCHEME == "wide":
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, sa_ptrs,
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, 0, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
         _drain_ring(ready, NUM_STAGES)
-        # Columns are (half, gate/up, 64 columns); h column = half * 64 + c.
+        # Columns are (gate/up, 128 columns), one warpgroup each: a layout conversion brings the
+        # gate and up values of one h column into the same thread before the split.
+        pair_layout: gl.constexpr = gl.BlockedLayout([1, 2, 8], [4, 1, 8], [NUM_WARPS, 1, 1], [2, 1, 0])
+        pairs = gl.convert_layout(gl.reshape(acc, [BLOCK_M, 2, BLOCK_N]), pair_layout)
+        gate, up = gl.split(gl.permute(pairs, (0, 2, 1)))
         epi_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
-        gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 2, BLOCK_N // 2]), (0, 1, 3, 2)))
-        gate = gl.convert_layout(gl.reshape(gate, [BLOCK_M, BLOCK_N]), epi_layout)
-        up = gl.convert_layout(gl.reshape(up, [BLOCK_M, BLOCK_N]), epi_layout)
+        gate = gl.convert_layout(gate, epi_layout)
+        up = gl.convert_layout(up, epi_layout)
         _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
     else:
         # Pass p computes h columns off_n + 64p ..: pass 0's h waits in shared memory (fp32) until
@@ -333,11 +341,11 @@ def _gluon_gate_up_fp8_kernel(
         half_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
                                           gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, 0, sa_ptrs,
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, 0, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True)  # fmt: skip
         gate, up = _gate_up_halves(acc, half_layout)
         stash.store(_silu_mul(gate, up))  # each thread reads back only what it wrote: no barrier
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, row_g, N, num_k, num_k, sa_ptrs,
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
         gate, up = _gate_up_halves(acc, half_layout)
@@ -373,11 +381,11 @@ def launch_gluon_gate_up(
     num_local, two_i, h = w1q.shape
     i = two_i // 2
     scheme = SCHEMES[al.block_m]
-    box = WEIGHT_BOX[scheme]
+    w_box = [2, WEIGHT_ROWS[scheme], SCALE_GROUP]
     h_box = [al.block_m, H_BOX[scheme]]
-    w_layout = gl.NVMMASharedLayout.get_default_for([box, SCALE_GROUP], gl.float8e4nv)
+    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
-    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [box, SCALE_GROUP], w_layout)
+    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * 2, i, h), w_box, w_layout)
     h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
     _gluon_gate_up_fp8_kernel[(al.max_blocks * (i // SCALE_GROUP),)](
         xq, w_desc, h_desc, xs, w1s, hs,
