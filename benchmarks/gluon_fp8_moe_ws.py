@@ -11,7 +11,8 @@ Same inputs, outputs and launch arguments as the wide schedule of ``kernels.gluo
     sorted_ids, expert_ids, num_padded: kernels.align.moe_align with block_m 64
     hq  (max_padded, I) float8_e4m3fn   hs (max_padded, I/128) float32   (outputs)
 
-One program writes 64 rows x 128 columns of h. The math is the wide kernel's, unchanged: per K block
+One program writes 64 rows x 128 columns of h. The math is the wide kernel's as it was until branch
+``fp8-one-box`` (which loads the slot as one (2, 128, 128) box, gate rows then up rows): per K block
 a 256-row weight tile from four 64-row TMA boxes [gate n0.., up n0.., gate n0+64.., up n0+64..], one
 [64 x 256] wgmma (each warpgroup one m64n128k32 chain covering gate and up of 64 h columns), one
 wgmma in flight while the previous block is promoted ``acc += t * (xs[row, kb] * w1s[block, kb])``,

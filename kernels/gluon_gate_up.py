@@ -140,7 +140,9 @@ def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr):
 def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
     """The ``[BLOCK_M, slot]`` promotion scale of K block ``kb``: ``xs[row, kb]`` times the gate
     block's scale on gate columns (``is_gate``, ``[1, slot]``) and the up block's on up columns.
-    ptxas folds the per-column choice: the promotion costs one FMA per element."""
+    The choice is the same for all of a thread's accumulator registers (gate and up columns belong
+    to different warpgroups in wide, to fixed registers in halves), so the promotion costs one FMA
+    per element and one select per row."""
     sa = gl.expand_dims(gl.load(sa_ptrs + kb), 1)
     gate_scale = gl.load(gs_ptr + kb * stride_wsk)
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
@@ -308,7 +310,9 @@ def _gluon_gate_up_fp8_kernel(
     else:
         gl.static_assert(SCHEME == "halves", "SCHEME is 'wide' or 'halves'")
         gl.static_assert(BLOCK_M == 128, "halves: 128 rows, one warpgroup per 64 rows")
-    gl.static_assert(NUM_WARPS == 8 and w_desc.block_type.shape[1] * 2 == SLOT_ROWS, "8 warps, slot rows")
+    gl.static_assert(NUM_WARPS == 8, "8 warps: two wgmma warpgroups")
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] * 2 == SLOT_ROWS,
+                     "weight box (2, SLOT_ROWS / 2, 128): gate rows, then up rows")  # fmt: skip
     # one m64n128 wgmma per warpgroup: warps [4, 2] over 64 x 256 (wide), [8, 1] over 128 x 128 (halves)
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
