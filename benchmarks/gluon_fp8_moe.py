@@ -53,7 +53,7 @@ Offline result (triton 3.6.0 bundled ptxas, sm_90a; ``--offline``), the Gluon ke
     wide    64 rows, 8 warps, 3/4 stages: 242 registers, no spills, no C75xx message, loop waits
             ``wgmma.wait_group 1`` only (retire + pin), smem 164 KB at 4 stages. THE WORKING POINT.
     paired  64 rows, 8 warps (removed): 238-242 registers, no spills; 4 warps and 128 rows spill.
-    halves  128 rows, 8 warps, 3/4/5 stages: 250 registers, no spills, ``wgmma.wait_group 1`` in both
+    halves  128 rows, 8 warps, 3/4/5 stages: 248-252 registers, no spills, ``wgmma.wait_group 1`` in both
             passes' loops, smem 147/180/213 KB.
     stagger 128 rows, 8 warps (removed): 255 registers, 160 B of spills, C7514 (wgmmas serialized).
 Main's Triton kernel compiled the same way spills 52 B at 64/8 warps and waits ``wait_group 0`` after
