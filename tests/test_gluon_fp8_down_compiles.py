@@ -12,11 +12,10 @@ machines, and Gluon cannot compile under the interpreter).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from benchmarks.offline_child import run_offline
 
 pytest.importorskip("triton")
 
@@ -35,11 +34,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def compiled() -> dict[str, Any]:
-    result = run_offline(CHILD)
-    if not result["has_gluon"]:
-        pytest.skip("this Triton build has no triton.experimental.gluon")
-    return result
+def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return gluon_child(CHILD)
 
 
 CASES = [pytest.param(0, id="128x128-w8"), pytest.param(1, id="64x256-w8")]

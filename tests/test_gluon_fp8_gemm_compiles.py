@@ -10,11 +10,10 @@ imported into Gluon.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from benchmarks.offline_child import run_offline
 
 pytest.importorskip("triton")
 
@@ -28,11 +27,8 @@ print(json.dumps({{"has_gluon": gemm.HAS_GLUON, "reports": [dataclasses.asdict(r
 
 
 @pytest.fixture(scope="module")
-def reports() -> dict[str, dict[str, Any]]:
-    result = run_offline(CHILD)
-    if not result["has_gluon"]:
-        pytest.skip("this Triton build has no triton.experimental.gluon")
-    return {r["kernel"]: r for r in result["reports"]}
+def reports(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["kernel"]: r for r in gluon_child(CHILD)["reports"]}
 
 
 def test_both_kernels_compile_for_sm90a_without_spills(reports: dict[str, dict[str, Any]]) -> None:

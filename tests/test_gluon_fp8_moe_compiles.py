@@ -11,11 +11,10 @@ machines, and Gluon cannot compile under the interpreter).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from benchmarks.offline_child import run_offline
 
 pytest.importorskip("triton")
 
@@ -43,11 +42,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def compiled() -> dict[str, Any]:
-    result = run_offline(CHILD)
-    if not result["has_gluon"]:
-        pytest.skip("this Triton build has no triton.experimental.gluon")
-    return result
+def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return gluon_child(CHILD)
 
 
 def test_wide_64x128_w8_compiles_without_spills(compiled: dict[str, Any]) -> None:

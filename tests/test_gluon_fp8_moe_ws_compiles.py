@@ -10,11 +10,10 @@ bit-identical).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from benchmarks.offline_child import run_offline
 
 pytest.importorskip("triton")
 
@@ -46,11 +45,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def compiled() -> dict[str, Any]:
-    result = run_offline(CHILD)
-    if not result["has_gluon"]:
-        pytest.skip("this Triton build has no triton.experimental.gluon")
-    return result
+def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return gluon_child(CHILD)
 
 
 def test_ws_compiles_without_spills_or_serialized_wgmmas(compiled: dict[str, Any]) -> None:

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
+from typing import Any
 
-from benchmarks.offline_child import run_offline
 from benchmarks.sass_loop import loops, opcode
 
 LISTING = """
@@ -44,11 +44,11 @@ print(json.dumps(out))
 """
 
 
-def test_the_wide_gate_up_loop_holds_two_k_blocks_of_wgmma_and_promotion() -> None:
+def test_the_wide_gate_up_loop_holds_two_k_blocks_of_wgmma_and_promotion(
+    gluon_child: Callable[[str], dict[str, Any]],
+) -> None:
     """Two K blocks per iteration (the loop is unrolled by two): 8 m64n128k32 wgmmas and the
     promotion's 2 x 64 FMAs per warp; everything else is overhead (BENCHMARKS.md, run 55)."""
-    result = run_offline(CHILD)
-    if not result["has_gluon"]:
-        pytest.skip("this Triton build has no triton.experimental.gluon")
+    result = gluon_child(CHILD)
     assert result["opcodes"]["QGMMA"] == 8 and result["opcodes"]["FFMA"] == 128, result["opcodes"]
     assert 128 + 8 < result["instructions"] < 1000, result["instructions"]
