@@ -24,10 +24,10 @@ fi
 timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "fp8 or gluon" -q \
     -p no:cacheprovider --durations=5 2>&1 | tee "$OUT/p/tests.log" | tail -15
 echo "fp8 GPU tests: rc ${PIPESTATUS[0]}, $SECONDS s" | tee -a "$OUT/p/steps.txt"
-sweep=(); [ "${SWEEP:-1}" = 0 ] && sweep=(--no-sweep)
-[ "${BREAKDOWN:-0}" = 1 ] && sweep+=(--breakdown)
+extra=(); [ "${SWEEP:-1}" = 0 ] && extra=(--no-sweep)
+[ "${BREAKDOWN:-0}" = 1 ] && extra+=(--breakdown)
 timeout "$(left)" python3 benchmarks/bench_fused_moe.py --cases "${CASES:-deepseek-r1-dep8,qwen3-235b-a22b-dep2}" \
-    --tokens "$tokens" --fp8-tokens "$tokens" "${sweep[@]}" --json "$OUT/p/bench.json" 2>&1 \
+    --tokens "$tokens" --fp8-tokens "$tokens" "${extra[@]}" --json "$OUT/p/bench.json" 2>&1 \
     | tee "$OUT/p/bench.log"
 echo "bench: rc ${PIPESTATUS[0]}, $SECONDS s" | tee -a "$OUT/p/steps.txt"
 tar -czf "$OUT/fp8.tar.gz" -C "$OUT" p
