@@ -201,6 +201,18 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
     return res
 
 
+def time_prefixes(
+    upto: Callable[[int], object], names: tuple[str, ...], rounds: int, target: float
+) -> dict[str, float]:
+    """Median us of ``upto(s)`` (the layer's first ``s + 1`` stages) for each stage name, each
+    prefix its own graph, the rounds interleaved."""
+    timers = {name: Timed([lambda s=s: upto(s)], target) for s, name in enumerate(names)}
+    for _ in range(rounds):
+        for tm in timers.values():
+            tm.round()
+    return {name: tm.median for name, tm in timers.items()}
+
+
 def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float) -> dict[str, float]:
     """Median us of the layer's stage prefixes (align; +gate_up; +down; +combine), one graph each;
     differences give each stage's share."""
@@ -229,14 +241,60 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
         out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
         launch_combine(y, ids, out, case.offset, num_local)
 
-    timers = {
-        name: Timed([lambda s=s: upto(s)], target)
-        for s, name in enumerate(("align", "+gate_up", "+down", "+combine"))
-    }
-    for _ in range(rounds):
-        for tm in timers.values():
-            tm.round()
-    return {name: tm.median for name, tm in timers.items()}
+    return time_prefixes(upto, ("align", "+gate_up", "+down", "+combine"), rounds, target)
+
+
+def breakdown_fp8(
+    case: Case, num_tokens: int, t: Tactic, weights: tuple[torch.Tensor, ...], rounds: int, target: float
+) -> dict[str, float]:
+    """Median us of the fp8 layer's stage prefixes (x quantization; +align; +gate_up; +down;
+    +combine), one graph each, in the order ``kernels.quant.fused_moe_fp8`` runs them with tactic
+    ``t`` (Gluon or Triton tiles); ``weights`` = (w1q, w1s, w2q, w2s). Differences give each stage's
+    share: what the fp8 layer spends outside its two GEMMs. The full prefix must give the layer's
+    bits (``RuntimeError`` otherwise): the stages are the layer, not a copy that drifted from it."""
+    from kernels.align import moe_align
+    from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
+    from kernels.quant import quantize_fp8_groups
+
+    if GLUON:
+        from kernels.gluon_down import launch_gluon_down
+        from kernels.gluon_gate_up import launch_gluon_gate_up
+    dev = torch.device("cuda")
+    h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
+    w1q, w1s, w2q, w2s = weights
+    x = torch.randn(num_tokens, h, device=dev).to(torch.bfloat16)
+    ids, wts = balanced_topk(num_tokens, case, 0, dev)
+
+    def upto(stage: int) -> torch.Tensor | None:
+        xq, xs = quantize_fp8_groups(x)
+        if stage < 1:
+            return None
+        al = moe_align(ids, t.block_m, num_local, case.offset)
+        if stage < 2:
+            return None
+        hq = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
+        hs = torch.empty((al.max_padded, i // 128), dtype=torch.float32, device=dev)
+        if t.gate_up.gluon:
+            launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, t.gate_up, k)
+        else:
+            _launch_gate_up(xq, w1q, hq, al, t.gate_up, k, "tf32", scales=(xs, w1s, hs))
+        if stage < 3:
+            return None
+        y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
+        if t.down.gluon:
+            launch_gluon_down(hq, hs, w2q, w2s, y, wts, al, t.down)
+        else:
+            _launch_down(hq, w2q, y, wts, al, t.down, "tf32", scales=(hs, w2s))
+        if stage < 4:
+            return None
+        out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
+        launch_combine(y, ids, out, case.offset, num_local)
+        return out
+
+    layer = fused_moe_fp8(x, *weights, ids, wts, local_expert_offset=case.offset, tactic=t)
+    if not torch.equal(upto(4), layer):
+        raise RuntimeError(f"fp8 breakdown of {t.name}: its stages do not give fused_moe_fp8's output")
+    return time_prefixes(upto, ("quant_x", "+align", "+gate_up", "+down", "+combine"), rounds, target)
 
 
 def roofline_us(
@@ -423,6 +481,16 @@ def run_point(
             {k: round(v, 1) for k, v in point["breakdown_best_us"].items()},
             flush=True,
         )
+        if do_fp8:
+            f8 = point["fp8"]
+            f8["breakdown_best_us"] = breakdown_fp8(
+                case, num_tokens, b8, (w1q, w1s, w2q, w2s), args.rounds, target
+            )
+            print(
+                "  fp8 breakdown (prefix medians, us):",
+                {k: round(v, 1) for k, v in f8["breakdown_best_us"].items()},
+                flush=True,
+            )
     return point
 
 
@@ -471,7 +539,11 @@ def main() -> int:
     ap.add_argument("--sweep-rounds", type=int, default=3)
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
-    ap.add_argument("--breakdown", action="store_true", help="also time stage prefixes")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time stage prefixes (the bf16 best, and the fp8 best at --fp8-tokens)",
+    )
     ap.add_argument(
         "--fp8-tokens",
         default="1,256,4096,16384",

@@ -4,11 +4,12 @@
 # tests (every model shape x T through the default tactic, which takes the Gluon tiles on Hopper, and
 # every Gluon tactic of two prefill points); then the kernels benchmark for $CASES (default the two
 # DEP cases): bf16 and fp8 side by side, default and swept best (SWEEP=0: defaults only), peer and
-# roofline from the same run. Each step gets what is left of $DEADLINE (seconds of this script,
+# roofline from the same run; BREAKDOWN=1 adds each layer's stage prefixes (x quantization, align,
+# gate/up, down, combine). Each step gets what is left of $DEADLINE (seconds of this script,
 # default 570). Results: $OUT/fp8.tar.gz.
 #
 #   bash benchmarks/gpu_fp8.sh [TOKENS]    # TOKENS: the benchmark's T list, default 4096,16384
-#   MICRO=1 SWEEP=0 CASES=deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1 \
+#   MICRO=1 SWEEP=0 BREAKDOWN=1 CASES=deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1 \
 #       bash benchmarks/gpu_fp8.sh         # check a kernel change: bit-identity, tests, the 8 points
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
@@ -23,8 +24,10 @@ fi
 timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "fp8 or gluon" -q \
     -p no:cacheprovider --durations=5 2>&1 | tee "$OUT/p/tests.log" | tail -15
 echo "fp8 GPU tests: rc ${PIPESTATUS[0]}, $SECONDS s" | tee -a "$OUT/p/steps.txt"
-sweep=(); [ "${SWEEP:-1}" = 0 ] && sweep=(--no-sweep)
+extra=(); [ "${SWEEP:-1}" = 0 ] && extra=(--no-sweep)
+[ "${BREAKDOWN:-0}" = 1 ] && extra+=(--breakdown)
 timeout "$(left)" python3 benchmarks/bench_fused_moe.py --cases "${CASES:-deepseek-r1-dep8,qwen3-235b-a22b-dep2}" \
-    --tokens "$tokens" --fp8-tokens "$tokens" "${sweep[@]}" --json "$OUT/p/bench.json" 2>&1 | tee "$OUT/p/bench.log"
+    --tokens "$tokens" --fp8-tokens "$tokens" "${extra[@]}" --json "$OUT/p/bench.json" 2>&1 \
+    | tee "$OUT/p/bench.log"
 echo "bench: rc ${PIPESTATUS[0]}, $SECONDS s" | tee -a "$OUT/p/steps.txt"
 tar -czf "$OUT/fp8.tar.gz" -C "$OUT" p
