@@ -32,7 +32,7 @@ import math
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -247,14 +247,15 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
 def breakdown_fp8(
     case: Case, num_tokens: int, t: Tactic, weights: tuple[torch.Tensor, ...], rounds: int, target: float
 ) -> dict[str, float]:
-    """Median us of the fp8 layer's stage prefixes (x quantization; +align; +gate_up; +down;
-    +combine), one graph each, in the order ``kernels.quant.fused_moe_fp8`` runs them with tactic
-    ``t`` (Gluon or Triton tiles); ``weights`` = (w1q, w1s, w2q, w2s). Differences give each stage's
-    share: what the fp8 layer spends outside its two GEMMs. The full prefix must give the layer's
+    """Median us of the fp8 layer's stage prefixes (align; +x quantization, into the alignment's row
+    order for a ``sorted_x`` gate/up tile; +gate_up; +down; +combine), one graph each, in the order
+    ``kernels.quant.fused_moe_fp8`` runs them with tactic ``t`` (Gluon or Triton tiles); ``weights``
+    = (w1q, w1s, w2q, w2s). Differences give each stage's share: what the fp8 layer spends outside
+    its two GEMMs. The full prefix must give the layer's
     bits (``RuntimeError`` otherwise): the stages are the layer, not a copy that drifted from it."""
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
-    from kernels.quant import quantize_fp8_groups
+    from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
     if GLUON:
         from kernels.gluon_down import launch_gluon_down
@@ -265,17 +266,19 @@ def breakdown_fp8(
     x = torch.randn(num_tokens, h, device=dev).to(torch.bfloat16)
     ids, wts = balanced_topk(num_tokens, case, 0, dev)
 
+    sorted_x = t.gate_up.sorted_x
+
     def upto(stage: int) -> torch.Tensor | None:
-        xq, xs = quantize_fp8_groups(x)
+        al = moe_align(ids, t.block_m, num_local, case.offset)
         if stage < 1:
             return None
-        al = moe_align(ids, t.block_m, num_local, case.offset)
+        xq, xs = quantize_fp8_groups_sorted(x, al, k) if sorted_x else quantize_fp8_groups(x)
         if stage < 2:
             return None
         hq = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
         hs = torch.empty((al.max_padded, i // 128), dtype=torch.float32, device=dev)
         if t.gate_up.gluon:
-            launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, t.gate_up, k)
+            launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, t.gate_up, k, sorted_x=sorted_x)
         else:
             _launch_gate_up(xq, w1q, hq, al, t.gate_up, k, "tf32", scales=(xs, w1s, hs))
         if stage < 3:
@@ -294,7 +297,7 @@ def breakdown_fp8(
     layer = fused_moe_fp8(x, *weights, ids, wts, local_expert_offset=case.offset, tactic=t)
     if not torch.equal(upto(4), layer):
         raise RuntimeError(f"fp8 breakdown of {t.name}: its stages do not give fused_moe_fp8's output")
-    return time_prefixes(upto, ("quant_x", "+align", "+gate_up", "+down", "+combine"), rounds, target)
+    return time_prefixes(upto, ("align", "+quant_x", "+gate_up", "+down", "+combine"), rounds, target)
 
 
 def roofline_us(
@@ -434,6 +437,10 @@ def run_point(
         for n, t in enumerate(x for x in ranked8 if x != d8):
             if n < FINALISTS:
                 finalists8[f"fp8_cand{n}"] = t
+        if args.sorted_twin and d8.gate_up.gluon:  # the default with the other x layout, same rounds
+            twin = replace(d8, gate_up=replace(d8.gate_up, sorted_x=not d8.gate_up.sorted_x))
+            if twin not in finalists8.values():
+                finalists8["fp8_sorted_twin"] = twin
         variants.update({name: Timed(fp8_calls(t), target) for name, t in finalists8.items()})
     torch.cuda.empty_cache()
     for _ in range(args.rounds):
@@ -548,6 +555,12 @@ def main() -> int:
         "--fp8-tokens",
         default="1,256,4096,16384",
         help="T values that also time the fp8 block-scale layer ('' for none)",
+    )
+    ap.add_argument(
+        "--sorted-twin",
+        action="store_true",
+        help="also time the fp8 default with its Gluon gate/up's x layout flipped (sorted_x), in the "
+        "same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()

@@ -120,6 +120,7 @@ def gluon_gate_up_fp8(
     top_k: int | None = None,
     group_m: int = 8,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sorted_x: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gate/up GEMM + silu*up + e4m3 group quantization of h with the Gluon kernel.
 
@@ -129,6 +130,8 @@ def gluon_gate_up_fp8(
     ``alignment.block_m == block_m`` (``block_m`` None takes it from the alignment).
     ``top_k`` defaults to ``alignment.num_slots // T``. Returns ``(hq (max_padded, I) float8_e4m3fn,
     hs (max_padded, I/128) float32)``; rows at or past ``num_padded`` are not written.
+    With ``sorted_x``, ``xq``/``xs`` are already in the alignment's row order (``max_padded`` rows,
+    see :func:`sort_rows`) and x comes by TMA; ``top_k`` is then required.
     """
     if not HAS_GLUON:
         raise RuntimeError("this Triton build has no triton.experimental.gluon")
@@ -140,10 +143,11 @@ def gluon_gate_up_fp8(
     assert h_w == h and h % GROUP == 0 and i % GROUP == 0, (tuple(xq.shape), tuple(w1q.shape))
     assert xq.dtype == w1q.dtype == torch.float8_e4m3fn
     assert xs.dtype == w1s.dtype == torch.float32
-    assert tuple(xs.shape) == (t_, h // GROUP) and xs.stride(1) == 1
+    assert xs.shape[0] == t_ and xs.shape[1] == h // GROUP and xs.stride(1) == 1
     assert tuple(w1s.shape) == (num_local, two_i // GROUP, h // GROUP)
     assert xq.stride(1) == 1 and xq.stride(0) % 16 == 0, "x rows are copied in 16-byte cp.async chunks"
     assert w1q.is_contiguous()
+    assert not sorted_x or (top_k is not None and t_ == alignment.max_padded), "sorted_x: max_padded rows"
     k = top_k if top_k is not None else alignment.num_slots // t_
     max_padded = alignment.max_padded
     if out is None:
@@ -154,8 +158,20 @@ def gluon_gate_up_fp8(
         assert hq.shape == (max_padded, i) and hq.dtype == torch.float8_e4m3fn, (hq.shape, hq.dtype)
         assert hs.shape == (max_padded, i // GROUP) and hs.dtype == torch.float32, (hs.shape, hs.dtype)
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k)
+    launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, sorted_x=sorted_x)
     return hq, hs
+
+
+def sort_rows(t: torch.Tensor, alignment: Any, top_k: int) -> torch.Tensor:
+    """``t`` (T, C) with its rows in the alignment's order: ``(max_padded, C)``, row r holding the token
+    of slot ``sorted_ids[r]`` (token 0 for padding rows and rows past ``num_padded``), by torch
+    indexing on the device (fp8 tensors are indexed as bytes)."""
+    rows = torch.arange(alignment.max_padded, device=t.device)
+    slots = alignment.sorted_ids.long()
+    tok = torch.where((rows < alignment.num_padded) & (slots < alignment.num_slots), slots // top_k, 0)
+    if t.dtype == torch.float8_e4m3fn:
+        return t.view(torch.uint8)[tok].view(torch.float8_e4m3fn)
+    return t[tok]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,20 +179,30 @@ def gluon_gate_up_fp8(
 # --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One compile point: BLOCK_M (which picks the schedule), warps, ring depth."""
+    """One compile point: BLOCK_M (which picks the schedule), warps, ring depth, and whether x comes
+    already in the alignment's row order by TMA (``sorted_x``) or is gathered by cp.async."""
 
     block_m: int
     num_warps: int
     num_stages: int
+    sorted_x: bool = False
 
     @property
     def scheme(self) -> str:
         return SCHEMES[self.block_m]
 
     @property
+    def kernel_name(self) -> str:
+        """``gluon-<scheme>``, ``-sorted`` appended where x comes by TMA."""
+        return f"gluon-{self.scheme}" + ("-sorted" if self.sorted_x else "")
+
+    @property
     def tile(self) -> tuple[int, int, int, int]:
         return (self.block_m, GROUP, self.num_warps, self.num_stages)
 
+
+SORTED_VARIANTS = [Variant(64, 8, 4, True), Variant(128, 8, 4, True), Variant(128, 8, 3, True)]
+"""x already in the alignment's row order, by TMA (GPU runs only, next to the gathering ones)."""
 
 OFFLINE_VARIANTS = [
     Variant(64, 8, 4),  # wide, the working point: no spills, no C75xx, wait_group 1 in the loop
@@ -193,7 +219,8 @@ def compile_gluon_moe(variant: Variant) -> Any:
     return compile_gate_up_kernel(
         _gluon_gate_up_fp8_kernel, [2, WEIGHT_ROWS[variant.scheme], GROUP], variant.block_m,
         variant.num_warps,
-        {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme},
+        {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme,
+         "SORTED": variant.sorted_x},
         h_cols=H_BOX[variant.scheme],
     )  # fmt: skip
 
@@ -207,8 +234,13 @@ def compile_gate_up_kernel(
     N, K, x row stride 16-divisible; scale strides not)."""
     w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for([block_m, h_cols], gl.float8e4nv)
+    x_name = fn.arg_names[0]
+    x_type = "*fp8e4nv"
+    if constexprs.get("SORTED"):  # x in the alignment's row order, by TMA
+        x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+        x_type = f"tensordesc<fp8e4nv[{block_m},{GROUP}],{x_layout!r}>"
     signature = {
-        "x_ptr": "*fp8e4nv",
+        x_name: x_type,
         "w_desc": f"tensordesc<fp8e4nv[{','.join(map(str, w_box))}],{w_layout!r}>",
         "h_desc": f"tensordesc<fp8e4nv[{block_m},{h_cols}],{h_layout!r}>",
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
@@ -218,9 +250,10 @@ def compile_gate_up_kernel(
         "stride_wsk": "i32", "stride_hsm": "i32",
         **dict.fromkeys(constexprs, "constexpr"),
     }  # fmt: skip
-    aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
+    aligned = (x_name, "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "N", "K", "stride_xm")  # fmt: skip
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned if signature[n][0] == "*"
+             or signature[n] == "i32"}  # fmt: skip
     source = GluonASTSource(fn, signature, constexprs, attrs)
     options = {"num_warps": num_warps, "num_stages": constexprs["NUM_STAGES"]}
     return triton.compile(source, target=TARGET, options=options)
@@ -247,13 +280,13 @@ def compile_triton_main(block_m: int, num_warps: int, num_stages: int) -> Any:
 
 
 def offline_reports(variants: list[Variant] | None = None, with_triton: bool = True) -> list[CompileReport]:
-    """Compile every Gluon variant (kernel name ``gluon-<scheme>``) and, with ``with_triton``, main's
+    """Compile every Gluon variant (kernel name :attr:`Variant.kernel_name`) and, with ``with_triton``, main's
     Triton kernel at the same BLOCK_M / warps / stages (kernel name ``triton-main``)."""
     reports = []
     seen: set[tuple[int, int, int, int]] = set()
     for v in variants or OFFLINE_VARIANTS:
         if HAS_GLUON:
-            reports.append(_report(f"gluon-{v.scheme}", v.tile, lambda v=v: compile_gluon_moe(v)))
+            reports.append(_report(v.kernel_name, v.tile, lambda v=v: compile_gluon_moe(v)))
         else:
             reports.append(CompileReport("gluon", *v.tile, ok=False, error="no gluon"))
         if with_triton and v.tile not in seen:
@@ -351,12 +384,17 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
         codes_ref = hq_ref.view(torch.uint8)[real]  # index as bytes (fp8 indexing support varies)
         h_ref = dequantize_fp8_groups(codes_ref.view(torch.float8_e4m3fn), hs_ref[real])
         for v in (v for v in variants if v.block_m == block_m):
-            tag = f"gluon-{v.scheme} bm{v.block_m} w{v.num_warps} s{v.num_stages}"
+            tag = f"{v.kernel_name} bm{v.block_m} w{v.num_warps} s{v.num_stages}"
             hq = torch.empty_like(hq_ref)
             hs = torch.empty_like(hs_ref)
+            xq_v, xs_v = (sort_rows(xq, al, k), sort_rows(xs, al, k)) if v.sorted_x else (xq, xs)
 
-            def call(v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs) -> None:
-                gluon_gate_up_fp8(xq, xs, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, out=(hq, hs))
+            def call(
+                v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs,
+                xq_v: torch.Tensor = xq_v, xs_v: torch.Tensor = xs_v,
+            ) -> None:  # fmt: skip
+                gluon_gate_up_fp8(xq_v, xs_v, w1q, w1s, al, v.block_m, v.num_warps, v.num_stages, top_k=k,
+                                  out=(hq, hs), sorted_x=v.sorted_x)  # fmt: skip
 
             try:
                 call()
@@ -384,7 +422,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per rank for --gpu")
     args = parser.parse_args()
     if wants_gpu(args):
-        run_gpu(OFFLINE_VARIANTS, args.tokens)
+        run_gpu(OFFLINE_VARIANTS + SORTED_VARIANTS, args.tokens)
     else:
         print_offline(offline_reports())
 

@@ -4,8 +4,9 @@
 # tests (every model shape x T through the default tactic, which takes the Gluon tiles on Hopper, and
 # every Gluon tactic of two prefill points); then the kernels benchmark for $CASES (default the two
 # DEP cases): bf16 and fp8 side by side, default and swept best (SWEEP=0: defaults only), peer and
-# roofline from the same run; BREAKDOWN=1 adds each layer's stage prefixes (x quantization, align,
-# gate/up, down, combine). Each step gets what is left of $DEADLINE (seconds of this script,
+# roofline from the same run; BREAKDOWN=1 adds each layer's stage prefixes (align, x quantization,
+# gate/up, down, combine); TWIN=1 also times the fp8 default with its Gluon gate/up's sorted_x
+# flipped, in the same rounds. Each step gets what is left of $DEADLINE (seconds of this script,
 # default 570). Results: $OUT/fp8.tar.gz.
 #
 #   bash benchmarks/gpu_fp8.sh [TOKENS]    # TOKENS: the benchmark's T list, default 4096,16384
@@ -26,6 +27,7 @@ timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "f
 echo "fp8 GPU tests: rc ${PIPESTATUS[0]}, $SECONDS s" | tee -a "$OUT/p/steps.txt"
 extra=(); [ "${SWEEP:-1}" = 0 ] && extra=(--no-sweep)
 [ "${BREAKDOWN:-0}" = 1 ] && extra+=(--breakdown)
+[ "${TWIN:-0}" = 1 ] && extra+=(--sorted-twin)
 timeout "$(left)" python3 benchmarks/bench_fused_moe.py --cases "${CASES:-deepseek-r1-dep8,qwen3-235b-a22b-dep2}" \
     --tokens "$tokens" --fp8-tokens "$tokens" "${extra[@]}" --json "$OUT/p/bench.json" 2>&1 \
     | tee "$OUT/p/bench.log"

@@ -85,15 +85,20 @@ H_BOX = {"wide": 128, "halves": 64}
 
 
 @gluon.jit
-def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, e2, n0,
-                    NUM_STAGES: gl.constexpr, PASSES: gl.constexpr):  # fmt: skip
+def _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, g, num_k, e2, n0,
+                    NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, SORTED: gl.constexpr):  # fmt: skip
     """Fill ring slot ``g % NUM_STAGES`` with block ``g`` of the program's stream of ``PASSES * num_k``
-    K blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``). The
-    gathered x rows come by cp.async from every thread (one commit group); the slot's weight rows by
-    one TMA copy of ``w_desc``'s 3-D box ``(2, ROWS, 128)`` at ``(e2, n0 + p * ROWS, k0)`` in w1
-    viewed as ``(2L, I, H)``: ROWS gate rows of expert ``e2 // 2``, then the same ROWS up rows, which
-    completes the slot's mbarrier. Past the stream the copies are predicated off (the cp.async group
-    is still committed, empty, so that ``wait_group`` counts stay the same every step)."""
+    K blocks: pass ``p = g // num_k``, K block ``g % num_k`` (one pass, or two in ``halves``).
+
+    The x rows: gathered (``SORTED`` False; ``a_src`` the ``[BLOCK_M, 1]`` row pointers, ``a_off``
+    the ``[BLOCK_K]`` column offsets) by cp.async from every thread, one commit group; or, with
+    ``SORTED``, one TMA box ``(BLOCK_M, 128)`` of ``a_src`` (a descriptor over x already in the
+    alignment's row order) at ``(a_off, k0)``, ``a_off`` the program's first row. The slot's weight
+    rows by one TMA copy of ``w_desc``'s 3-D box ``(2, ROWS, 128)`` at ``(e2, n0 + p * ROWS, k0)``
+    in w1 viewed as ``(2L, I, H)``: ROWS gate rows of expert ``e2 // 2``, then the same ROWS up rows.
+    The TMA copies complete the slot's mbarrier. Past the stream the copies are predicated off (a
+    gather's cp.async group is still committed, empty, so that ``wait_group`` counts stay the same
+    every step)."""
     ROWS: gl.constexpr = w_desc.block_type.shape[1]
     BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
     slot = g % NUM_STAGES
@@ -107,31 +112,36 @@ def _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, g, num_k, e2,
         p = (g >= num_k).to(gl.int32)  # no division in the loop
         k0 = (g - p * num_k) * BLOCK_K
         n = n0 + p * ROWS
-    async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + gl.expand_dims(k0 + offs_k, 0),
-                                           mask=pred)  # fmt: skip
-    async_copy.commit_group()
     bar = ready.index(slot)
-    mbarrier.expect(bar, w_desc.block_type.nbytes, pred=pred)
+    if SORTED:
+        mbarrier.expect(bar, w_desc.block_type.nbytes + a_src.block_type.nbytes, pred=pred)
+        tma.async_copy_global_to_shared(a_src, [a_off, k0], bar, a_bufs.index(slot), pred=pred)
+    else:
+        async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_src + gl.expand_dims(k0 + a_off, 0),
+                                               mask=pred)  # fmt: skip
+        async_copy.commit_group()
+        mbarrier.expect(bar, w_desc.block_type.nbytes, pred=pred)
     tma.async_copy_global_to_shared(w_desc, [e2, n, k0], bar, b_bufs.index(slot), pred=pred)
 
 @gluon.jit
-def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr):
-    """Wait until K block ``kb`` is in shared memory: this thread's cp.async group of the block
-    (``NUM_STAGES - 2`` later groups may still be pending, see ``_moe_load_block``'s callers),
-    a generic-to-async proxy fence for the wgmma, a CTA barrier for the other threads' rows,
-    and the slot's TMA mbarrier for the weight tiles."""
+def _moe_wait_block(a_bufs, ready, kb, NUM_STAGES: gl.constexpr, SORTED: gl.constexpr):
+    """Wait until K block ``kb`` is in shared memory. Gathered x rows: this thread's cp.async group
+    of the block (``NUM_STAGES - 2`` later groups may still be pending, see ``_moe_load_block``'s
+    callers), a generic-to-async proxy fence for the wgmma, a CTA barrier for the other threads'
+    rows. Then (both modes) the slot's TMA mbarrier."""
     slot = kb % NUM_STAGES
-    async_copy.wait_group(NUM_STAGES - 2)
-    fence_async_shared()
-    gl.thread_barrier()
+    if not SORTED:
+        async_copy.wait_group(NUM_STAGES - 2)
+        fence_async_shared()
+        gl.thread_barrier()
     mbarrier.wait(ready.index(slot), (kb // NUM_STAGES) & 1)
 
 @gluon.jit
-def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr):
+def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr, SORTED: gl.constexpr):
     """Wait for block ``g`` of the stream and issue its ``BLOCK_M x 2 ROWS`` wgmma into ``spare``'s
     registers (the slot's ``(2, ROWS, 128)`` box read as ``2 ROWS x 128``: the same bytes, since the
     128-byte swizzle follows the shared-memory address)."""
-    _moe_wait_block(a_bufs, ready, g, NUM_STAGES)
+    _moe_wait_block(a_bufs, ready, g, NUM_STAGES, SORTED)
     slot = g % NUM_STAGES
     b = b_bufs.index(slot).reshape([2 * b_bufs.shape[2], b_bufs.shape[3]])  # (gate, up) rows, K
     return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
@@ -148,9 +158,10 @@ def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
 
 @gluon.jit
-def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, n0, num_k, base,
+def _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, n0, num_k, base,
                    sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, PREFETCH: gl.constexpr):  # fmt: skip
+                   NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, PREFETCH: gl.constexpr,
+                   SORTED: gl.constexpr):  # fmt: skip
     """One pass's K loop over stream blocks ``base .. base + num_k - 1`` of ``PASSES * num_k`` (the
     ring's first NUM_STAGES blocks from ``base`` already requested): T0 takes the even K blocks, T1
     the odd ones, one wgmma in flight while the previous block is promoted, unrolled by two so that
@@ -168,32 +179,32 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, n0, num_k,
     acc = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
     spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
     t0 = _wide_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
-                     NUM_STAGES)  # fmt: skip
+                     NUM_STAGES, SORTED)  # fmt: skip
     scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
-        t1 = _wide_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
+        t1 = _wide_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, SORTED)
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         nxt = base + kb + NUM_STAGES - 1  # refill block kb-1's slot
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt, num_k, e2, n0,
-                        NUM_STAGES, PASSES)  # fmt: skip
+        _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, nxt, num_k, e2, n0,
+                        NUM_STAGES, PASSES, SORTED)  # fmt: skip
         acc = _gluon_pin(acc + done0 * scale0)
 
-        t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
+        t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, SORTED)
         scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, e2, n0,
-                        NUM_STAGES, PASSES)  # fmt: skip
+        _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, e2, n0,
+                        NUM_STAGES, PASSES, SORTED)  # fmt: skip
         acc = _gluon_pin(acc + spare1 * scale1)
     last = base + num_k - 1
     if num_k % 2 == 0:
-        t1 = _wide_issue(a_bufs, b_bufs, ready, last, spare1, NUM_STAGES)
+        t1 = _wide_issue(a_bufs, b_bufs, ready, last, spare1, NUM_STAGES, SORTED)
         scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
         if PREFETCH:
-            _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k,
-                            e2, n0, NUM_STAGES, PASSES)  # fmt: skip
+            _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k,
+                            e2, n0, NUM_STAGES, PASSES, SORTED)  # fmt: skip
         acc = acc + done0 * scale0
         done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
         acc = acc + done1 * scale1
@@ -201,8 +212,8 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, n0, num_k,
         done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
         acc = acc + done0 * scale0
     if PREFETCH:
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, e2, n0,
-                        NUM_STAGES, PASSES)  # fmt: skip
+        _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, last + NUM_STAGES, num_k, e2, n0,
+                        NUM_STAGES, PASSES, SORTED)  # fmt: skip
     return acc
 
 @gluon.jit
@@ -258,13 +269,16 @@ def _gate_up_halves(acc, layout: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_gate_up_fp8_kernel(
-    x_ptr, w_desc, h_desc,  # x (T, H) fp8 pointer; TMA: w1 as (2L, I, H) fp8, box (2, WEIGHT_ROWS, 128);
-                            # hq (max_padded, I), box (BLOCK_M, H_BOX)
-    xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
+    x_src, w_desc, h_desc,  # x (T, H) fp8 pointer, or with SORTED a TMA descriptor over x in the
+                            # alignment's row order (max_padded, H), box (BLOCK_M, 128);
+                            # TMA: w1 as (2L, I, H) fp8, box (2, WEIGHT_ROWS, 128); hq (max_padded, I),
+                            # box (BLOCK_M, H_BOX)
+    xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128) (SORTED: (max_padded, H/128)), w1s (L, 2I/128, H/128),
+                             # hs (max_padded, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
     N, K, num_slots, top_k, max_blocks,  # N = I, K = H
     stride_xm, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
-    NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr,
+    NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr, SORTED: gl.constexpr,
 ):  # fmt: skip
     """One (BLOCK_M rows, 128 columns of h) tile per program; grid ``max_blocks * cdiv(I, 128)``
     in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_K = 128 from ``w_desc``'s.
@@ -288,22 +302,27 @@ def _gluon_gate_up_fp8_kernel(
     e2 = 2 * e  # expert e's gate plane in w1 viewed as (2L, I, H); its up plane is e2 + 1
     num_k = gl.cdiv(K, BLOCK_K)
 
-    # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
-    gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
     a_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
     a_bufs = gl.allocate_shared_memory(gl.float8e4nv, [NUM_STAGES, BLOCK_M, BLOCK_K], a_layout)
     b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, SLOT_ROWS // 2, BLOCK_K], w_desc.layout)
     ready = _ready_ring(NUM_STAGES)
 
-    # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
-    g_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gather_layout))
-    g_slot = gl.load(sorted_ids_ptr + g_rows)
-    g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
-    a_rows = x_ptr + gl.expand_dims(g_tok * stride_xm, 1)
-    offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
+    if SORTED:  # x rows already in the alignment's order: one TMA box per K block
+        gl.static_assert(x_src.block_type.shape[0] == BLOCK_M, "x box: the program's rows")
+        a_src = x_src
+        a_off = off_m
+    else:
+        # Gathered rows: token = slot // top_k, padding rows (slot == num_slots) read token 0.
+        # Gather layout: 16 fp8 (one 16-byte cp.async) per thread, 8 threads per 128-byte row.
+        gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [NUM_WARPS, 1], [1, 0])
+        g_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gather_layout))
+        g_slot = gl.load(sorted_ids_ptr + g_rows)
+        g_tok = gl.where(g_slot < num_slots, g_slot // top_k, 0).to(gl.int64)
+        a_src = x_src + gl.expand_dims(g_tok * stride_xm, 1)
+        a_off = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gather_layout))
     for i in gl.static_range(NUM_STAGES):
-        _moe_load_block(a_rows, offs_k, w_desc, a_bufs, b_bufs, ready, i, num_k, e2, off_n, NUM_STAGES,
-                        PASSES)  # fmt: skip
+        _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, i, num_k, e2, off_n, NUM_STAGES,
+                        PASSES, SORTED)  # fmt: skip
 
     if SCHEME == "wide":
         gl.static_assert(BLOCK_M == 64, "wide: 64 rows, one warpgroup per 64 h columns")
@@ -316,16 +335,20 @@ def _gluon_gate_up_fp8_kernel(
     # one m64n128 wgmma per warpgroup: warps [4, 2] over 64 x 256 (wide), [8, 1] over 128 x 128 (halves)
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, SLOT_ROWS, NUM_WARPS)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
-    slot_ids = gl.load(sorted_ids_ptr + rows)
-    tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
-    sa_ptrs = xs_ptr + tok * stride_xsm
+    if SORTED:
+        sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
+    else:
+        slot_ids = gl.load(sorted_ids_ptr + rows)
+        tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
+        sa_ptrs = xs_ptr + tok * stride_xsm
     ws_e = ws_ptr + e.to(gl.int64) * stride_wse
     gs_ptr = ws_e + (off_n // 128) * stride_wsn  # both halves of a halves program share these blocks
     us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
 
     if SCHEME == "wide":
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, 0, sa_ptrs,
-                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
+                             SORTED)  # fmt: skip
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
         _drain_ring(ready, NUM_STAGES)
@@ -345,12 +368,14 @@ def _gluon_gate_up_fp8_kernel(
         half_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
                                           gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, 0, sa_ptrs,
-                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True,
+                             SORTED)  # fmt: skip
         gate, up = _gate_up_halves(acc, half_layout)
         stash.store(_silu_mul(gate, up))  # each thread reads back only what it wrote: no barrier
-        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_rows, offs_k, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
-                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False)  # fmt: skip
+        acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
+                             SORTED)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
         gate, up = _gate_up_halves(acc, half_layout)
         h_hi = _silu_mul(gate, up)
@@ -372,12 +397,17 @@ def launch_gluon_gate_up(
     al: Alignment,
     tile: GemmTile,
     top_k: int,
+    *,
+    sorted_x: bool = False,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h into ``hq``/``hs``.
 
     xq: (T, H) float8_e4m3fn, unit stride in H, 16-byte aligned rows; xs: (T, H/128) float32, unit
-    stride in the group dim; w1q: (L, 2I, H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128)
-    float32; hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
+    stride in the group dim; with ``sorted_x`` both are already in the alignment's row order instead
+    (row r holds the token of ``al.sorted_ids[r]``): xq (al.max_padded, H) contiguous, xs
+    (al.max_padded, H/128), and x comes by TMA instead of a cp.async gather. w1q: (L, 2I, H)
+    float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I)
+    float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
     H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, 8 warps, ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
     ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
@@ -391,10 +421,15 @@ def launch_gluon_gate_up(
     h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
     w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * 2, i, h), w_box, w_layout)
     h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
+    x_src: torch.Tensor | TensorDescriptor = xq
+    if sorted_x:
+        x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)  # = a_bufs'
+        x_src = TensorDescriptor.from_tensor(xq, [al.block_m, SCALE_GROUP], x_layout)
     _gluon_gate_up_fp8_kernel[(al.max_blocks * (i // SCALE_GROUP),)](
-        xq, w_desc, h_desc, xs, w1s, hs,
+        x_src, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,
         i, h, al.num_slots, top_k, al.max_blocks,
         xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
-        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme, num_warps=tile.num_warps,
+        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme, SORTED=sorted_x,
+        num_warps=tile.num_warps,
     )  # fmt: skip

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.align import moe_align
+from kernels.align import Alignment, moe_align
 from kernels.fused_moe import (
     _err,
     _launch_down,
@@ -46,27 +46,52 @@ GROUP = 128
 @triton.jit
 def _quant_groups_kernel(
     x_ptr, q_ptr, s_ptr,
-    T, H,
+    sorted_ids_ptr, num_padded_ptr,
+    T, H, num_slots, top_k,
     stride_xm, stride_qm, stride_sm,
-    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr,
+    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr, SORTED: tl.constexpr,
 ):
     """Per-token, per-GROUP-column fp8 quantization.
 
-    x_ptr: (T, H) bf16/fp16/fp32; q_ptr: (T, H) fp8 e4m3 out; s_ptr: (T, cdiv(H, GROUP)) fp32 out.
+    x_ptr: (T, H) bf16/fp16/fp32; q_ptr: fp8 e4m3 out; s_ptr: fp32 out, one scale per row per group.
+    Plain: q (T, H), s (T, cdiv(H, GROUP)), row t from x's row t. ``SORTED``: the output rows are the
+    alignment's (``sorted_ids``/``num_padded`` of :func:`kernels.align.moe_align`): q
+    (max_padded, H), s (max_padded, cdiv(H, GROUP)), row r from x's row ``sorted_ids[r] // top_k``,
+    zeros (scale 1e-10 / 448) for padding rows (``sorted_ids[r] == num_slots``); rows from
+    ``num_padded`` on are not written.
     """
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    if SORTED:
+        rows = tl.load(num_padded_ptr)
+        if tl.program_id(0) * BLOCK_T >= rows:
+            return
+        t_ok = offs_t < rows
+        slot = tl.load(sorted_ids_ptr + offs_t, mask=t_ok, other=num_slots)
+        src_ok = t_ok & (slot < num_slots)
+        src = tl.where(src_ok, slot // top_k, 0)
+    else:
+        t_ok = offs_t < T
+        src_ok = t_ok
+        src = offs_t
     g = tl.program_id(1)
     offs_h = g * GROUP_ + tl.arange(0, GROUP_)
-    t_ok = offs_t < T
-    m = t_ok[:, None] & (offs_h < H)[None, :]
-    x = tl.load(x_ptr + offs_t[:, None].to(tl.int64) * stride_xm + offs_h[None, :], mask=m,
-                other=0.0).to(tl.float32)
+    h_ok = (offs_h < H)[None, :]
+    x = tl.load(x_ptr + src[:, None].to(tl.int64) * stride_xm + offs_h[None, :],
+                mask=src_ok[:, None] & h_ok, other=0.0).to(tl.float32)
     # IEEE divisions (div_rn), so the rounding matches torch's fp32 recipe bit for bit
     scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
     q = tl.clamp(tl.math.div_rn(x, scale[:, None]), -448.0, 448.0)
     tl.store(q_ptr + offs_t[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
-             q.to(q_ptr.dtype.element_ty), mask=m)
+             q.to(q_ptr.dtype.element_ty), mask=t_ok[:, None] & h_ok)
     tl.store(s_ptr + offs_t.to(tl.int64) * stride_sm + g, scale, mask=t_ok)
+
+
+_QUANT_BLOCK_T = 16
+
+
+def _check_x(x: torch.Tensor) -> None:
+    if x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"x must be 2-D with unit last stride, got {tuple(x.shape)} {x.stride()}")
 
 
 def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,17 +100,41 @@ def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns ``(x_fp8 (T, H) float8_e4m3fn, scale (T, cdiv(H, 128)) float32)`` with
     ``x ~= x_fp8 * scale[:, col // 128]``.
     """
-    if x.dim() != 2 or x.stride(-1) != 1:
-        raise ValueError(f"x must be 2-D with unit last stride, got {tuple(x.shape)} {x.stride()}")
+    _check_x(x)
     t_, h = x.shape
     groups = triton.cdiv(h, GROUP)
     q = torch.empty((t_, h), dtype=FP8, device=x.device)
     s = torch.empty((t_, groups), dtype=torch.float32, device=x.device)
     if t_:
-        block_t = 16
-        _quant_groups_kernel[(triton.cdiv(t_, block_t), groups)](
-            x, q, s, t_, h, x.stride(0), q.stride(0), s.stride(0),
-            BLOCK_T=block_t, GROUP_=GROUP, num_warps=4,
+        _quant_groups_kernel[(triton.cdiv(t_, _QUANT_BLOCK_T), groups)](
+            x, q, s, q, q, t_, h, 0, 1, x.stride(0), q.stride(0), s.stride(0),  # (no sorted ids)
+            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, SORTED=False, num_warps=4,
+        )
+    return q, s
+
+
+def quantize_fp8_groups_sorted(
+    x: torch.Tensor, al: Alignment, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_fp8_groups` with the rows written in the alignment's order, on the device.
+
+    ``x (T, H)``; ``al`` from :func:`kernels.align.moe_align` on ``x``'s routing with ``top_k``
+    slots per token. Returns ``(x_fp8 (al.max_padded, H) float8_e4m3fn, scale (al.max_padded,
+    cdiv(H, 128)) float32)``: row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
+    same bits as :func:`quantize_fp8_groups` gives it), zeros for padding rows; rows from
+    ``al.num_padded`` on are left unwritten. One pass over the routed rows that lets the Gluon
+    gate/up read x by TMA instead of gathering it (``GemmTile.sorted_x``).
+    """
+    _check_x(x)
+    t_, h = x.shape
+    groups = triton.cdiv(h, GROUP)
+    q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
+    s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
+    if al.max_padded:
+        _quant_groups_kernel[(triton.cdiv(al.max_padded, _QUANT_BLOCK_T), groups)](
+            x, q, s, al.sorted_ids, al.num_padded, t_, h, al.num_slots, top_k,
+            x.stride(0), q.stride(0), s.stride(0),
+            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, SORTED=True, num_warps=4,
         )
     return q, s
 
@@ -197,13 +246,14 @@ def fused_moe_fp8(
         raise _err(f"out must be a contiguous ({t_}, {h}) {x.dtype} tensor on {x.device}")
     if t_ == 0:
         return out
-    xq, xs = quantize_fp8_groups(x)
     al = moe_align(topk_ids, tactic.block_m, num_local, local_expert_offset)
+    sorted_x = tactic.gate_up.sorted_x
+    xq, xs = quantize_fp8_groups_sorted(x, al, k) if sorted_x else quantize_fp8_groups(x)
     hq = torch.empty((al.max_padded, i), dtype=FP8, device=x.device)
     hs = torch.empty((al.max_padded, triton.cdiv(i, GROUP)), dtype=torch.float32,
                      device=x.device)
     if tactic.gate_up.gluon:
-        launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k)
+        launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k, sorted_x=sorted_x)
     else:
         _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
     y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)

@@ -50,7 +50,11 @@ class GemmTile:
     instead of per-thread pointer loads; needs 16-byte aligned rows (H and I multiples of 8 in
     16-bit dtypes); ``gluon``: run the fp8 block-scale GEMM as the Hopper Gluon kernel
     (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps wgmmas in flight while
-    it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`).
+    it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`);
+    ``sorted_x`` (Gluon gate/up tiles only): the layer quantizes x straight into the alignment's row
+    order (``kernels.quant.quantize_fp8_groups_sorted``, ``top_k`` fp8 rows per token instead of
+    one) and the gate/up reads it by TMA instead of gathering rows by cp.async, which ran ~1.2x
+    faster on the H100 (BENCHMARKS.md, run 63).
     """
 
     block_n: int
@@ -60,6 +64,7 @@ class GemmTile:
     num_stages: int = 3
     tma: bool = False
     gluon: bool = False
+    sorted_x: bool = False
 
     def __post_init__(self) -> None:
         _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
@@ -73,6 +78,10 @@ class GemmTile:
             raise ValueError(f"gluon must be a bool, got {self.gluon!r}")
         if self.gluon and not self.tma:
             raise ValueError("a gluon tile loads its weights through TMA: it needs tma=True")
+        if not isinstance(self.sorted_x, bool):
+            raise ValueError(f"sorted_x must be a bool, got {self.sorted_x!r}")
+        if self.sorted_x and not self.gluon:
+            raise ValueError("sorted_x is an option of the Gluon gate/up kernel: it needs gluon=True")
 
     @property
     def name(self) -> str:
@@ -80,6 +89,7 @@ class GemmTile:
             f"n{self.block_n}k{self.block_k}g{self.group_m}w{self.num_warps}s{self.num_stages}"
             + ("t" if self.tma else "")
             + ("G" if self.gluon else "")
+            + ("S" if self.sorted_x else "")
         )
 
 
@@ -246,6 +256,8 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"block_m={block_m} must be 64 or 128"
     if tile.block_k != 128 or tile.block_n not in widths:
         return f"{gemm} tile {tile.name} needs block_k 128 and block_n in {widths}"
+    if gemm == "down" and tile.sorted_x:
+        return f"down tile {tile.name}: sorted_x is a gate_up option (the down reads h, already sorted)"
     if gemm == "down" and hidden % tile.block_n:
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
@@ -275,10 +287,13 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
 
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
-    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes."""
+    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes; for the gate/up the
+    first (fastest) table tile also with ``sorted_x``, right after it."""
     table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
     tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
              for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
+    if gemm == "gate_up" and tiles:
+        tiles.insert(1, replace(tiles[0], sorted_x=True))
     h, i = problem.hidden_size, problem.intermediate_size
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
 

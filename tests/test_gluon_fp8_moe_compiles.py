@@ -37,6 +37,14 @@ if moe.HAS_GLUON:
     out["halves_shapes"] = wgmma_shapes(halves_ptx)
     copy = r"cp\\.async\\.bulk\\.tensor\\.(\\d)d\\.shared"
     out["weight_copies"] = [re.findall(copy, p) for p in (ptx, halves_ptx)]
+    gather = r"cp\\.async\\.c[ag]\\.shared"
+    out["gathers"] = [len(re.findall(gather, p)) for p in (ptx, halves_ptx)]
+    for bm in (64, 128):
+        v = moe.Variant(bm, 8, 4, sorted_x=True)
+        (out[f"sorted{bm}"],) = [dataclasses.asdict(r) for r in moe.offline_reports([v], with_triton=False)]
+        p = moe.compile_gluon_moe(v).asm["ptx"]
+        out[f"sorted{bm}_copies"] = re.findall(copy, p)
+        out[f"sorted{bm}_gathers"] = len(re.findall(gather, p))
 print(json.dumps(out))
 """
 
@@ -66,9 +74,26 @@ def test_wide_issues_one_m64n128_wgmma_per_warpgroup(compiled: dict[str, Any]) -
 
 def test_weights_come_by_one_3d_tma_copy_per_k_block(compiled: dict[str, Any]) -> None:
     """Every weight copy of both schedules is 3-D (the gate and up rows of a slot in one box): no
-    2-D box copies are left (the hq store is a 2-D shared-to-global copy, not matched here)."""
-    for copies in compiled["weight_copies"]:
+    2-D box copies are left (the hq store is a 2-D shared-to-global copy, not matched here); x is
+    gathered by cp.async."""
+    for copies, gathers in zip(compiled["weight_copies"], compiled["gathers"], strict=True):
         assert copies and set(copies) == {"3"}, copies
+        assert gathers > 0
+
+
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_sorted_x_comes_by_one_2d_tma_copy_and_no_gather(compiled: dict[str, Any], block_m: int) -> None:
+    """With ``sorted_x`` the x rows are a contiguous (block_m, 128) box: one 2-D TMA load per K block
+    beside the 3-D weight copy, no cp.async left, and the same registers and loop budget."""
+    report = compiled[f"sorted{block_m}"]
+    assert report["ok"], report["error"]
+    assert report["spill_stores"] == 0 and report["spill_loads"] == 0, report
+    copies = compiled[f"sorted{block_m}_copies"]
+    assert copies.count("2") == copies.count("3") > 0, copies
+    assert compiled[f"sorted{block_m}_gathers"] == 0
+    in_loop = [pendings for pendings, inside in report["ttgir_waits"] if inside]
+    assert in_loop and set(in_loop) == {1}, report["ttgir_waits"]
+    assert 0 < report["loop_instructions"] <= 360, report["loop_instructions"]
 
 
 @pytest.mark.parametrize(("name", "most"), [("report", 360), ("halves", 400)])

@@ -463,3 +463,34 @@ def test_fp8_block_quantization_round_trip() -> None:
     scale = s.repeat_interleave(128, 1).repeat_interleave(128, 2)[:, :200, :300]
     assert ((back - w).abs() <= w.abs() * 2.0**-4 + scale * 2.0**-10).all()
     assert (s * 448.0 >= w.abs().amax()).any()  # some block uses the full range
+
+
+@pytest.mark.parametrize(
+    ("h", "block_m", "base"), [(256, 16, 0), (200, 32, 2)], ids=["h256-local", "h200-ep"]
+)
+def test_sorted_fp8_quantization_gives_each_routed_row_its_tokens_bits(
+    h: int, block_m: int, base: int
+) -> None:
+    """``quantize_fp8_groups_sorted`` (the ``sorted_x`` gate/up's input) writes row r of the
+    alignment with the bits ``quantize_fp8_groups`` gives token ``sorted_ids[r] // top_k``, and
+    zeros (scale 1e-10 / 448, in fp32) on padding rows. ``base`` 2 routes some
+    slots to experts that are not local (experts 2..9 of which 0..3 are local at offset 0)."""
+    from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
+
+    t, k, num_local = 9, 3, 4
+    x = (torch.randn(t, h, generator=torch.Generator().manual_seed(3)) * 4).to(torch.bfloat16).to(DEV)
+    ids = _random_ids(t, k, 6, base=base, seed=5)
+    al = moe_align(ids, block_m, num_local, 0)
+    q, s = quantize_fp8_groups_sorted(x, al, k)
+    q0, s0 = quantize_fp8_groups(x)
+    padded = int(al.num_padded.item())
+    assert q.shape == (al.max_padded, h) and s.shape == (al.max_padded, math.ceil(h / 128))
+    slots = al.sorted_ids[:padded].long()
+    real = slots < t * k
+    assert real.any() and (~real).any()  # both kinds of row are checked
+    tok = slots[real] // k
+    assert torch.equal(q[:padded][real].view(torch.uint8), q0[tok].view(torch.uint8))
+    assert torch.equal(s[:padded][real], s0[tok])
+    assert not q[:padded][~real].view(torch.uint8).any()
+    zero_scale = torch.tensor(1e-10, dtype=torch.float32) / 448.0
+    assert torch.equal(s[:padded][~real].cpu(), zero_scale.expand(int((~real).sum()), s.shape[1]))

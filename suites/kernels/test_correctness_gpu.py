@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -236,8 +237,9 @@ def _skip_without_gluon() -> None:
 )
 def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down: bool) -> None:
     """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
-    Triton tile: the kernels exchange h and its scales) matches the reference, and the default
-    (Gluon gate/up at block_m 64) gives the same bits twice."""
+    Triton tile: the kernels exchange h and its scales) matches the reference; a ``sorted_x``
+    gate/up (x quantized into the alignment's order, read by TMA) gives its gathering twin's bits;
+    and the default gives the same bits twice."""
     from kernels import MoEProblem, default_tactic, fused_moe_fp8, tactics
 
     _skip_without_gluon()
@@ -246,10 +248,17 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     problem = MoEProblem(t, w1q.shape[2], w2q.shape[2], w1q.shape[0], routing[0].shape[1], "float8_e4m3fn")
     chosen = [tac for tac in tactics(problem, gluon=True) if tac.gate_up.gluon or tac.down.gluon]
     assert {tac.block_m for tac in chosen} == {64, 128}
+    outs = {}
     for tac in chosen:
         out = torch.full_like(x, math.nan)
         fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
         _check(out, ref)
+        outs[tac] = out
+    twins = [(tac, replace(tac, gate_up=replace(tac.gate_up, sorted_x=False)))
+             for tac in chosen if tac.gate_up.sorted_x]  # fmt: skip
+    assert twins and all(twin in outs for _, twin in twins)
+    for tac, twin in twins:
+        assert torch.equal(outs[tac], outs[twin]), f"{tac.name} differs from {twin.name}"
     dflt = default_tactic(problem, gluon=True)
     assert dflt.gate_up.gluon and dflt.down.gluon == gluon_down, dflt.name
     first = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)

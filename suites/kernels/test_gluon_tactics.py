@@ -7,6 +7,7 @@ CPU only (no kernel runs): the Gluon kernels' numerics and speed are checked on 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -164,6 +165,30 @@ def test_gluon_tile_round_trips_and_old_dicts_load_as_triton() -> None:
         GemmTile(128, 128, gluon=True)
     with pytest.raises(ValueError, match="gluon must be a bool"):
         GemmTile(128, 128, tma=True, gluon=1)  # type: ignore[arg-type]
+
+
+def test_sorted_x_is_a_gluon_gate_up_option_with_its_own_name() -> None:
+    sorted_tile = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True)
+    t = Tactic(128, sorted_tile, GLUON_TILE)
+    assert t.name == "m128-gu_n128k128g8w8s4tGS-dn_n128k128g8w8s4tG"
+    assert Tactic.from_dict(t.to_dict()) == t
+    assert GLUON_TILE.name.endswith("tG")  # names of tiles without it do not change (baselines)
+    with pytest.raises(ValueError, match=r"sorted_x .* needs gluon=True"):
+        GemmTile(128, 128, tma=True, sorted_x=True)
+    with pytest.raises(ValueError, match="sorted_x must be a bool"):
+        GemmTile(128, 128, tma=True, gluon=True, sorted_x="yes")  # type: ignore[arg-type]
+    assert gluon_misfit("gate_up", 128, sorted_tile, 7168, 2048) is None
+    why = gluon_misfit("down", 128, sorted_tile, 7168, 2048)
+    assert why is not None and "sorted_x is a gate_up option" in why
+
+
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_the_space_has_a_sorted_x_twin_of_the_first_gluon_gate_up_tile(block_m: int) -> None:
+    gate_ups = list(dict.fromkeys(t.gate_up for t in tactics(DSR1_PREFILL, gluon=True)
+                                  if t.block_m == block_m and t.gate_up.gluon))  # fmt: skip
+    assert [g.sorted_x for g in gate_ups] == [False, True, False], [g.name for g in gate_ups]
+    assert gate_ups[1] == dataclasses.replace(gate_ups[0], sorted_x=True)
+    assert not any(t.down.sorted_x for t in tactics(DSR1_PREFILL, gluon=True))
 
 
 def _fp8_layer(h: int, i: int, t: int = 4, num_local: int = 4, k: int = 2) -> tuple:
