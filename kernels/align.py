@@ -10,6 +10,8 @@ multiple of ``block_m``; non-local slots are dropped entirely (no rows, no block
 - ``expert_ids (max_blocks,) int32``: the local expert of each row block, ``-1`` past the end.
 - ``num_padded (1,) int32``: the padded total (device scalar); GEMM programs whose row block starts
   at or past it exit at once.
+- ``slot_rows (T*k,) int32``: the inverse of ``sorted_ids``, the padded row of each slot, ``-1`` for
+  slots that are not local (a token-major pass can scatter a token's data to its rows with it).
 
 ``max_padded`` is a host-side upper bound computed from shapes alone
 (``T*k + min(L, T*k) * (block_m - 1)``, rounded up to ``block_m``), so grids are sized without
@@ -43,6 +45,7 @@ class Alignment:
     num_padded: torch.Tensor
     block_m: int
     num_slots: int
+    slot_rows: torch.Tensor
 
     @property
     def max_padded(self) -> int:
@@ -126,7 +129,7 @@ def _write_expert_ids(expert_ids_ptr, block_end_ptr, blk_lo, blk_hi, num_local,
 
 @triton.jit
 def _align_fused_kernel(
-    topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, block_end_ptr,
+    topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, block_end_ptr, slot_rows_ptr,
     num_slots, expert_offset, num_local, max_blocks,
     BLOCK_M: tl.constexpr, LANES: tl.constexpr, CHUNK_: tl.constexpr, BB: tl.constexpr,
 ):
@@ -134,7 +137,7 @@ def _align_fused_kernel(
 
     topk_ids_ptr: (T*k,) int32 global ids; sorted_ids_ptr: (max_padded,) int32 out;
     expert_ids_ptr: (max_blocks,) int32 out; num_padded_ptr: (1,) int32 out;
-    block_end_ptr: (LANES,) int32 scratch.
+    block_end_ptr: (LANES,) int32 scratch; slot_rows_ptr: (T*k,) int32 out.
     """
     lanes = tl.arange(0, LANES)
     counts = tl.zeros((LANES,), tl.int32)
@@ -151,6 +154,7 @@ def _align_fused_kernel(
         local = e < LANES
         pos = tl.gather(base, tl.where(local, e, 0), 0) + _rank_in_chunk(e, CHUNK_)
         tl.store(sorted_ids_ptr + pos, idx, mask=local)
+        tl.store(slot_rows_ptr + idx, tl.where(local, pos, -1), mask=idx < num_slots)
         base += _local_histogram(e, LANES)
     tl.debug_barrier()
     _write_expert_ids(expert_ids_ptr, block_end_ptr, 0, max_blocks, num_local, LANES, BB)
@@ -212,7 +216,7 @@ def _align_scan_experts_kernel(
 
 @triton.jit
 def _align_scatter_kernel(
-    topk_ids_ptr, counts_t_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, expert_ids_ptr,
+    topk_ids_ptr, counts_t_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, expert_ids_ptr, slot_rows_ptr,
     num_slots, expert_offset, num_local, num_chunks, max_blocks, blocks_per_prog,
     CHUNK_: tl.constexpr, LANES: tl.constexpr, BB: tl.constexpr,
 ):
@@ -220,7 +224,7 @@ def _align_scatter_kernel(
 
     topk_ids_ptr: (T*k,) int32; counts_t_ptr: (LANES, num_chunks) int32 per-(expert, chunk)
     first rank; start_ptr, block_end_ptr: (LANES,) int32; sorted_ids_ptr: (max_padded,) int32
-    out; expert_ids_ptr: (max_blocks,) int32 out.
+    out; expert_ids_ptr: (max_blocks,) int32 out; slot_rows_ptr: (T*k,) int32 out.
     """
     pid = tl.program_id(0)
     idx = pid * CHUNK_ + tl.arange(0, CHUNK_)
@@ -230,6 +234,7 @@ def _align_scatter_kernel(
     pos = (tl.load(start_ptr + ec) + tl.load(counts_t_ptr + ec * num_chunks + pid)
            + _rank_in_chunk(e, CHUNK_))
     tl.store(sorted_ids_ptr + pos, idx, mask=local)
+    tl.store(slot_rows_ptr + idx, tl.where(local, pos, -1), mask=idx < num_slots)
     lo = pid * blocks_per_prog
     hi = tl.minimum(lo + blocks_per_prog, max_blocks)
     _write_expert_ids(expert_ids_ptr, block_end_ptr, lo, hi, num_local, LANES, BB)
@@ -274,6 +279,7 @@ def moe_align(
     sorted_ids = torch.empty(max_padded, dtype=torch.int32, device=dev)
     expert_ids = torch.empty(max_blocks, dtype=torch.int32, device=dev)
     num_padded = torch.empty(1, dtype=torch.int32, device=dev)
+    slot_rows = torch.empty(num_slots, dtype=torch.int32, device=dev)
     lanes = _lanes(num_local_experts)
     bb = max(16, min(128, 8192 // lanes))
     block_end = torch.empty(lanes, dtype=torch.int32, device=dev)
@@ -281,7 +287,7 @@ def moe_align(
         fused = num_slots <= FUSED_MAX_SLOTS
     if fused:
         _align_fused_kernel[(1,)](
-            topk_ids, sorted_ids, expert_ids, num_padded, block_end,
+            topk_ids, sorted_ids, expert_ids, num_padded, block_end, slot_rows,
             num_slots, local_expert_offset, num_local_experts, max_blocks,
             BLOCK_M=block_m, LANES=lanes, CHUNK_=CHUNK, BB=bb, num_warps=4,
         )
@@ -303,9 +309,9 @@ def moe_align(
             BLOCK_M=block_m, LANES=lanes, num_warps=4,
         )
         _align_scatter_kernel[(num_chunks,)](
-            topk_ids, counts_t, start, block_end, sorted_ids, expert_ids,
+            topk_ids, counts_t, start, block_end, sorted_ids, expert_ids, slot_rows,
             num_slots, local_expert_offset, num_local_experts, num_chunks, max_blocks,
             triton.cdiv(max_blocks, num_chunks),
             CHUNK_=CHUNK, LANES=lanes, BB=bb, num_warps=4,
         )
-    return Alignment(sorted_ids, expert_ids, num_padded, block_m, num_slots)
+    return Alignment(sorted_ids, expert_ids, num_padded, block_m, num_slots, slot_rows)

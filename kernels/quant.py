@@ -44,49 +44,87 @@ GROUP = 128
 
 
 @triton.jit
+def _quantize_tile(x_ptr, rows, row_ok, offs_h, h_ok, stride_xm):
+    """The e4m3 codes and scales of ``x[rows, offs_h]`` (one GROUP-wide group per row; masked rows
+    read as zeros): ``(q [R, GROUP] fp32 holding e4m3 values, scale [R] fp32)``. IEEE divisions
+    (div_rn), so the rounding matches torch's fp32 recipe bit for bit."""
+    x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xm + offs_h[None, :],
+                mask=row_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+    scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
+    return tl.clamp(tl.math.div_rn(x, scale[:, None]), -448.0, 448.0), scale
+
+
+@triton.jit
 def _quant_groups_kernel(
     x_ptr, q_ptr, s_ptr,
-    sorted_ids_ptr, num_padded_ptr,
-    T, H, num_slots, top_k,
+    T, H,
     stride_xm, stride_qm, stride_sm,
-    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr, SORTED: tl.constexpr,
+    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr,
 ):
     """Per-token, per-GROUP-column fp8 quantization.
 
-    x_ptr: (T, H) bf16/fp16/fp32; q_ptr: fp8 e4m3 out; s_ptr: fp32 out, one scale per row per group.
-    Plain: q (T, H), s (T, cdiv(H, GROUP)), row t from x's row t. ``SORTED``: the output rows are the
-    alignment's (``sorted_ids``/``num_padded`` of :func:`kernels.align.moe_align`): q
-    (max_padded, H), s (max_padded, cdiv(H, GROUP)), row r from x's row ``sorted_ids[r] // top_k``,
-    zeros (scale 1e-10 / 448) for padding rows (``sorted_ids[r] == num_slots``); rows from
-    ``num_padded`` on are not written.
+    x_ptr: (T, H) bf16/fp16/fp32; q_ptr: (T, H) fp8 e4m3 out; s_ptr: (T, cdiv(H, GROUP)) fp32 out.
     """
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    if SORTED:
-        rows = tl.load(num_padded_ptr)
-        if tl.program_id(0) * BLOCK_T >= rows:
-            return
-        t_ok = offs_t < rows
-        slot = tl.load(sorted_ids_ptr + offs_t, mask=t_ok, other=num_slots)
-        src_ok = t_ok & (slot < num_slots)
-        src = tl.where(src_ok, slot // top_k, 0)
-    else:
-        t_ok = offs_t < T
-        src_ok = t_ok
-        src = offs_t
     g = tl.program_id(1)
     offs_h = g * GROUP_ + tl.arange(0, GROUP_)
-    h_ok = (offs_h < H)[None, :]
-    x = tl.load(x_ptr + src[:, None].to(tl.int64) * stride_xm + offs_h[None, :],
-                mask=src_ok[:, None] & h_ok, other=0.0).to(tl.float32)
-    # IEEE divisions (div_rn), so the rounding matches torch's fp32 recipe bit for bit
-    scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
-    q = tl.clamp(tl.math.div_rn(x, scale[:, None]), -448.0, 448.0)
+    t_ok = offs_t < T
+    h_ok = offs_h < H
+    q, scale = _quantize_tile(x_ptr, offs_t, t_ok, offs_h, h_ok, stride_xm)
     tl.store(q_ptr + offs_t[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
-             q.to(q_ptr.dtype.element_ty), mask=t_ok[:, None] & h_ok)
+             q.to(q_ptr.dtype.element_ty), mask=t_ok[:, None] & h_ok[None, :])
     tl.store(s_ptr + offs_t.to(tl.int64) * stride_sm + g, scale, mask=t_ok)
 
 
+@triton.jit
+def _quant_groups_sorted_kernel(
+    x_ptr, q_ptr, s_ptr,
+    slot_rows_ptr, sorted_ids_ptr, num_padded_ptr,
+    T, H, num_slots, token_blocks,
+    stride_xm, stride_qm, stride_sm,
+    TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, PAD_ROWS: tl.constexpr, GROUP_: tl.constexpr,
+):
+    """:func:`_quant_groups_kernel` written in the alignment's row order, token-major.
+
+    x_ptr: (T, H); q_ptr: (max_padded, H) fp8 e4m3 out; s_ptr: (max_padded, cdiv(H, GROUP)) fp32
+    out; slot_rows_ptr: (T*TOP_K,) int32, each slot's padded row or -1; sorted_ids_ptr:
+    (max_padded,) int32; num_padded_ptr: (1,) int32. Programs ``pid < token_blocks`` read BLOCK_T
+    tokens' group once and write it to each local slot's row; the others zero PAD_ROWS padded rows'
+    group where they are padding (``sorted_ids == num_slots``, scale 1e-10 / 448 as for a zero row).
+    Rows from ``num_padded`` on are not written.
+    """
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    offs_h = g * GROUP_ + tl.arange(0, GROUP_)
+    h_ok = offs_h < H
+    if pid < token_blocks:
+        offs_t = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+        t_ok = offs_t < T
+        q, scale = _quantize_tile(x_ptr, offs_t, t_ok, offs_h, h_ok, stride_xm)
+        q = q.to(q_ptr.dtype.element_ty)
+        for j in tl.static_range(TOP_K):
+            rows = tl.load(slot_rows_ptr + offs_t * TOP_K + j, mask=t_ok, other=-1)
+            ok = rows >= 0
+            tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :], q,
+                     mask=ok[:, None] & h_ok[None, :])
+            tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g, scale, mask=ok)
+    else:
+        first = (pid - token_blocks) * PAD_ROWS
+        num_padded = tl.load(num_padded_ptr)
+        if first >= num_padded:
+            return
+        rows = first + tl.arange(0, PAD_ROWS)
+        in_use = rows < num_padded
+        pad = in_use & (tl.load(sorted_ids_ptr + rows, mask=in_use, other=0) == num_slots)
+        zero = tl.zeros((PAD_ROWS, GROUP_), tl.float32)
+        tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
+                 zero.to(q_ptr.dtype.element_ty), mask=pad[:, None] & h_ok[None, :])
+        zero_scale = tl.math.div_rn(tl.full((PAD_ROWS,), 1e-10, tl.float32), 448.0)
+        tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g, zero_scale, mask=pad)
+
+
 _QUANT_BLOCK_T = 16
+_PAD_ROWS = 64
 
 
 def _check_x(x: torch.Tensor) -> None:
@@ -107,8 +145,8 @@ def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     s = torch.empty((t_, groups), dtype=torch.float32, device=x.device)
     if t_:
         _quant_groups_kernel[(triton.cdiv(t_, _QUANT_BLOCK_T), groups)](
-            x, q, s, q, q, t_, h, 0, 1, x.stride(0), q.stride(0), s.stride(0),  # (no sorted ids)
-            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, SORTED=False, num_warps=4,
+            x, q, s, t_, h, x.stride(0), q.stride(0), s.stride(0),
+            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, num_warps=4,
         )
     return q, s
 
@@ -122,19 +160,25 @@ def quantize_fp8_groups_sorted(
     slots per token. Returns ``(x_fp8 (al.max_padded, H) float8_e4m3fn, scale (al.max_padded,
     cdiv(H, 128)) float32)``: row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
     same bits as :func:`quantize_fp8_groups` gives it), zeros for padding rows; rows from
-    ``al.num_padded`` on are left unwritten. One pass over the routed rows that lets the Gluon
-    gate/up read x by TMA instead of gathering it (``GemmTile.sorted_x``).
+    ``al.num_padded`` on are left unwritten. Token-major: each token is read and quantized once and
+    written to its local slots' rows (``al.slot_rows``), so the pass moves ``2 T H`` bytes in and
+    ``top_k T H`` out (bf16 x). It lets the Gluon gate/up read x by TMA instead of gathering rows
+    (``GemmTile.sorted_x``).
     """
     _check_x(x)
     t_, h = x.shape
+    if al.num_slots != t_ * top_k:
+        raise ValueError(f"alignment of {al.num_slots} slots does not fit T={t_} x top_k={top_k}")
     groups = triton.cdiv(h, GROUP)
     q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
     s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
-    if al.max_padded:
-        _quant_groups_kernel[(triton.cdiv(al.max_padded, _QUANT_BLOCK_T), groups)](
-            x, q, s, al.sorted_ids, al.num_padded, t_, h, al.num_slots, top_k,
+    if t_:
+        token_blocks = triton.cdiv(t_, _QUANT_BLOCK_T)
+        _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, _PAD_ROWS), groups)](
+            x, q, s, al.slot_rows, al.sorted_ids, al.num_padded,
+            t_, h, al.num_slots, token_blocks,
             x.stride(0), q.stride(0), s.stride(0),
-            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, SORTED=True, num_warps=4,
+            TOP_K=top_k, BLOCK_T=_QUANT_BLOCK_T, PAD_ROWS=_PAD_ROWS, GROUP_=GROUP, num_warps=4,
         )
     return q, s
 

@@ -298,6 +298,13 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
 
 
+def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
+    """The default's Gluon gate/up at ``block_m``: the fastest table tile with ``sorted_x`` (x
+    quantized into the alignment's order and read by TMA), which beat the gathering twin at 7 of 8
+    H100 points of run 64 (BENCHMARKS.md) and ties where the layer is small."""
+    return next(t for t in _gluon_tiles(problem, block_m, "gate_up") if t.sorted_x)
+
+
 def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:
     """Gluon tiles apply: asked for, an fp8 problem, and sizes the kernels take (H, I % 128)."""
     return (
@@ -453,15 +460,14 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
         # _GLUON_BM128_ROWS rows per expert with I >= 1024, block_m 128 (the halves gate/up and the
         # 128 x 128 Gluon down), which won those H100 points of run 54 and run 55.
         if _uses_gluon(problem, gluon) and _gluon_block_m_128_pays(i, m):
-            gu, dn = (_gluon_tiles(problem, 128, gemm)[0] for gemm in ("gate_up", "down"))
-            return Tactic(128, gu, dn)
+            return Tactic(128, _gluon_gate_up_default(problem, 128), _gluon_tiles(problem, 128, "down")[0])
         bm = min(bm, 64)
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
         dn = replace(_clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
                                  pin=(False, True)), tma=tma)  # fmt: skip
         if bm == 64 and _uses_gluon(problem, gluon):
-            gu = _gluon_tiles(problem, bm, "gate_up")[0]
+            gu = _gluon_gate_up_default(problem, bm)
             if _gluon_down_pays(i, m):
                 dn = _gluon_tiles(problem, bm, "down")[0]
         return Tactic(bm, gu, dn)

@@ -215,6 +215,12 @@ def test_alignment_matches_host_reference(case: tuple[int, ...], fused: bool) ->
     assert al.sorted_ids[:total].tolist() == sorted_ids  # stable: ascending slot per expert
     assert al.expert_ids[: total // bm].tolist() == expert_ids
     assert (al.expert_ids[total // bm:] == -1).all()
+    # slot_rows inverts sorted_ids: each local slot's padded row, -1 for the others
+    rows = [-1] * (t * k)
+    for row, slot in enumerate(sorted_ids):
+        if slot < t * k:
+            rows[slot] = row
+    assert al.slot_rows.tolist() == rows
 
 
 def test_alignment_rejects_bad_input() -> None:
@@ -466,22 +472,28 @@ def test_fp8_block_quantization_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("h", "block_m", "base"), [(256, 16, 0), (200, 32, 2)], ids=["h256-local", "h200-ep"]
+    ("h", "block_m", "base", "fused"),
+    [(256, 16, 0, True), (200, 32, 2, False)],
+    ids=["h256-local-one-program-align", "h200-ep-four-launch-align"],
 )
 def test_sorted_fp8_quantization_gives_each_routed_row_its_tokens_bits(
-    h: int, block_m: int, base: int
+    h: int, block_m: int, base: int, fused: bool
 ) -> None:
     """``quantize_fp8_groups_sorted`` (the ``sorted_x`` gate/up's input) writes row r of the
     alignment with the bits ``quantize_fp8_groups`` gives token ``sorted_ids[r] // top_k``, and
     zeros (scale 1e-10 / 448, in fp32) on padding rows. ``base`` 2 routes some
-    slots to experts that are not local (experts 2..9 of which 0..3 are local at offset 0)."""
+    slots to experts that are not local (experts 2..7 of which 2 and 3 are local at offset 0).
+    The rows come from ``slot_rows`` of either alignment path; an alignment of other routing is a
+    ``ValueError``."""
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
     t, k, num_local = 9, 3, 4
     x = (torch.randn(t, h, generator=torch.Generator().manual_seed(3)) * 4).to(torch.bfloat16).to(DEV)
     ids = _random_ids(t, k, 6, base=base, seed=5)
-    al = moe_align(ids, block_m, num_local, 0)
+    al = moe_align(ids, block_m, num_local, 0, fused=fused)
     q, s = quantize_fp8_groups_sorted(x, al, k)
+    with pytest.raises(ValueError, match="does not fit T=9 x top_k=2"):
+        quantize_fp8_groups_sorted(x, al, 2)
     q0, s0 = quantize_fp8_groups(x)
     padded = int(al.num_padded.item())
     assert q.shape == (al.max_padded, h) and s.shape == (al.max_padded, math.ceil(h / 128))

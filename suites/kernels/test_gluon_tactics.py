@@ -78,11 +78,12 @@ def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k()
 )
 def test_gluon_default_block_m_follows_the_h100_winners(problem: MoEProblem, block_m: int) -> None:
     """From 1024 rows per expert with I >= 1024 the Gluon default runs block_m 128: the halves
-    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below."""
+    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below. Either
+    way its gate/up reads x quantized into the alignment's order (``sorted_x``, run 64)."""
     d = default_tactic(problem, gluon=True)
-    assert (d.block_m, d.gate_up.gluon) == (block_m, True), d.name
+    assert (d.block_m, d.gate_up.gluon, d.gate_up.sorted_x) == (block_m, True, True), d.name
     if block_m == 128:
-        assert d.gate_up.name == "n128k128g8w8s4tG" and d.down.name == "n128k128g8w8s4tG", d.name
+        assert d.gate_up.name == "n128k128g8w8s4tGS" and d.down.name == "n128k128g8w8s4tG", d.name
     assert d in tactics(problem, gluon=True)
 
 
