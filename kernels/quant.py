@@ -109,18 +109,14 @@ def _quant_groups_sorted_kernel(
                      mask=ok[:, None] & h_ok[None, :])
             tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g, scale, mask=ok)
     else:
-        first = (pid - token_blocks) * PAD_ROWS
-        num_padded = tl.load(num_padded_ptr)
-        if first >= num_padded:
-            return
-        rows = first + tl.arange(0, PAD_ROWS)
-        in_use = rows < num_padded
-        pad = in_use & (tl.load(sorted_ids_ptr + rows, mask=in_use, other=0) == num_slots)
+        pad_rows = (pid - token_blocks) * PAD_ROWS + tl.arange(0, PAD_ROWS)
+        in_use = pad_rows < tl.load(num_padded_ptr)
+        pad = in_use & (tl.load(sorted_ids_ptr + pad_rows, mask=in_use, other=0) == num_slots)
         zero = tl.zeros((PAD_ROWS, GROUP_), tl.float32)
-        tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
+        tl.store(q_ptr + pad_rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
                  zero.to(q_ptr.dtype.element_ty), mask=pad[:, None] & h_ok[None, :])
         zero_scale = tl.math.div_rn(tl.full((PAD_ROWS,), 1e-10, tl.float32), 448.0)
-        tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g, zero_scale, mask=pad)
+        tl.store(s_ptr + pad_rows.to(tl.int64) * stride_sm + g, zero_scale, mask=pad)
 
 
 _QUANT_BLOCK_T = 16
