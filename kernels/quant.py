@@ -120,7 +120,6 @@ def _quant_groups_sorted_kernel(
 
 
 _QUANT_BLOCK_T = 16
-_PAD_ROWS = 64
 
 
 def _check_x(x: torch.Tensor) -> None:
@@ -148,7 +147,7 @@ def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_fp8_groups_sorted(
-    x: torch.Tensor, al: Alignment, top_k: int
+    x: torch.Tensor, al: Alignment, top_k: int, *, launch: tuple[int, int, int] = (16, 64, 4)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`quantize_fp8_groups` with the rows written in the alignment's order, on the device.
 
@@ -159,8 +158,10 @@ def quantize_fp8_groups_sorted(
     ``al.num_padded`` on are left unwritten. Token-major: each token is read and quantized once and
     written to its local slots' rows (``al.slot_rows``), so the pass moves ``2 T H`` bytes in and
     ``top_k T H`` out (bf16 x). It lets the Gluon gate/up read x by TMA instead of gathering rows
-    (``GemmTile.sorted_x``).
+    (``GemmTile.sorted_x``). ``launch``: ``(tokens per program, padded rows per zeroing program,
+    warps)``, for ``benchmarks/quant_sorted_bench.py``.
     """
+    block_t, pad_rows, warps = launch
     _check_x(x)
     t_, h = x.shape
     if al.num_slots != t_ * top_k:
@@ -169,12 +170,12 @@ def quantize_fp8_groups_sorted(
     q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
     s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
     if t_:
-        token_blocks = triton.cdiv(t_, _QUANT_BLOCK_T)
-        _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, _PAD_ROWS), groups)](
+        token_blocks = triton.cdiv(t_, block_t)
+        _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, pad_rows), groups)](
             x, q, s, al.slot_rows, al.sorted_ids, al.num_padded,
             t_, h, al.num_slots, token_blocks,
             x.stride(0), q.stride(0), s.stride(0),
-            TOP_K=top_k, BLOCK_T=_QUANT_BLOCK_T, PAD_ROWS=_PAD_ROWS, GROUP_=GROUP, num_warps=4,
+            TOP_K=top_k, BLOCK_T=block_t, PAD_ROWS=pad_rows, GROUP_=GROUP, num_warps=warps,
         )
     return q, s
 
