@@ -298,11 +298,21 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
 
 
+_SORTED_X_ROWS = 256
+"""Rows per expert from which the Gluon fp8 default reads x quantized into the alignment's order."""
+
+
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
-    """The default's Gluon gate/up at ``block_m``: the fastest table tile with ``sorted_x`` (x
-    quantized into the alignment's order and read by TMA), which beat the gathering twin at 7 of 8
-    H100 points of run 64 (BENCHMARKS.md) and ties where the layer is small."""
-    return next(t for t in _gluon_tiles(problem, block_m, "gate_up") if t.sorted_x)
+    """The default's Gluon gate/up at ``block_m``: the fastest table tile, with ``sorted_x`` (x
+    quantized into the alignment's order, read by TMA) from :data:`_SORTED_X_ROWS` rows per expert.
+
+    H100, runs 64 and 66 (BENCHMARKS.md), the layer with each x layout in the same rounds: sorted
+    5-19% faster from 256 rows per expert with I >= 1536 (deepseek-r1, qwen3-235b, mixtral), even
+    (within 2%) at qwen3-30b (I=768, 256-1024 rows); the gathering kernel 2-4% faster at 64-128
+    rows, where the quantization's ``top_k`` writes per token are not paid back."""
+    tiles = _gluon_tiles(problem, block_m, "gate_up")
+    want = problem.rows_per_expert >= _SORTED_X_ROWS
+    return next(t for t in tiles if t.sorted_x == want)
 
 
 def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:

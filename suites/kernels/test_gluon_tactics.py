@@ -78,12 +78,29 @@ def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k()
 )
 def test_gluon_default_block_m_follows_the_h100_winners(problem: MoEProblem, block_m: int) -> None:
     """From 1024 rows per expert with I >= 1024 the Gluon default runs block_m 128: the halves
-    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below. Either
-    way its gate/up reads x quantized into the alignment's order (``sorted_x``, run 64)."""
+    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below. From
+    256 rows per expert (all of these) its gate/up reads x quantized into the alignment's order
+    (``sorted_x``, runs 64 and 66)."""
     d = default_tactic(problem, gluon=True)
     assert (d.block_m, d.gate_up.gluon, d.gate_up.sorted_x) == (block_m, True, True), d.name
     if block_m == 128:
         assert d.gate_up.name == "n128k128g8w8s4tGS" and d.down.name == "n128k128g8w8s4tG", d.name
+    assert d in tactics(problem, gluon=True)
+
+
+@pytest.mark.parametrize(
+    ("problem", "sorted_x"),
+    [
+        (MoEProblem(256, 7168, 2048, 32, 8, "float8_e4m3fn"), False),  # deepseek-r1 DEP8: 64 rows
+        (MoEProblem(1024, 4096, 1536, 64, 8, "float8_e4m3fn"), False),  # qwen3-235b DEP2: 128 rows
+        (MoEProblem(1024, 7168, 2048, 32, 8, "float8_e4m3fn"), True),  # deepseek-r1 DEP8: 256 rows
+        (MoEProblem(1024, 4096, 14336, 8, 2, "float8_e4m3fn"), True),  # mixtral EP1: 256 rows
+    ],
+    ids=["dsr1-64rows", "q235b-128rows", "dsr1-256rows", "mixtral-256rows"],
+)
+def test_gluon_default_reads_sorted_x_from_256_rows_per_expert(problem: MoEProblem, sorted_x: bool) -> None:
+    d = default_tactic(problem, gluon=True)
+    assert (d.block_m, d.gate_up.gluon, d.gate_up.sorted_x) == (64, True, sorted_x), d.name
     assert d in tactics(problem, gluon=True)
 
 
