@@ -8,12 +8,10 @@ Duck-typed to ``pytest_moetune.runner.MoERunner`` (kernels never import pytest o
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import statistics
 from dataclasses import astuple
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,12 +29,9 @@ from kernels.quant import (
     quantize_fp8_groups,
 )
 from kernels.reference import fused_moe_reference
+from kernels.source_hash import source_hash
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactics
 
-_SOURCES = (
-    "align.py", "fused_moe.py", "quant.py", "tactics.py",
-    "gluon_support.py", "gluon_common.py", "gluon_gate_up.py", "gluon_down.py",
-)
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_w8a8": torch.bfloat16}
 _KERNEL_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp8_w8a8": "float8_e4m3fn"}
 SLOWDOWN_ENV = "MOETUNE_TEST_SLOWDOWN"
@@ -44,14 +39,6 @@ SLOWDOWN_ENV = "MOETUNE_TEST_SLOWDOWN"
 gate catches a slowdown of that size (BENCHMARKS.md, gate quality). Unset in real use."""
 # ||out - ref|| / ||ref|| a correct tactic stays under (16-bit outputs; fp8 rounds h once more).
 _MAX_RELATIVE_ERROR = {"bf16": 1e-2, "fp16": 2e-3, "fp8_w8a8": 2e-2}
-
-
-def source_hash() -> str:
-    """sha256 (first 16 hex digits) of the kernel sources that decide speed and results."""
-    digest = hashlib.sha256()
-    for name in _SOURCES:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def kernel_problem(problem: Any) -> MoEProblem:

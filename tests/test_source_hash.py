@@ -1,0 +1,83 @@
+"""The kernel-source hash (``kernels.source_hash``) moves with code and ignores prose.
+
+Run on copies of the real kernel sources in a temp folder: a docstring or comment edit keeps the
+hash (so documentation fixes leave baselines and tuning caches valid), a code edit changes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kernels.source_hash import SOURCES, code_text, source_hash
+
+KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    for name in SOURCES:
+        shutil.copy(KERNELS / name, tmp_path / name)
+    return tmp_path
+
+
+def _edit(folder: Path, name: str, old: str, new: str) -> None:
+    path = folder / name
+    text = path.read_text()
+    assert text.count(old) >= 1, f"{old!r} not in {name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_copy_hashes_like_the_package(sources: Path) -> None:
+    assert source_hash(sources) == source_hash()
+    assert len(source_hash()) == 16
+
+
+def test_docstrings_and_comments_do_not_move_the_hash(sources: Path) -> None:
+    before = source_hash(sources)
+    _edit(
+        sources,
+        "gluon_gate_up.py",
+        '"""fp8 block-scale MoE gate/up GEMM',
+        '"""Reworded: fp8 block-scale MoE gate/up GEMM',
+    )
+    _edit(sources, "gluon_gate_up.py", "def _moe_load_block(", "# a new comment line\n\ndef _moe_load_block(")
+    _edit(
+        sources,
+        "tactics.py",
+        "    sorted_x: bool = False\n",
+        "    sorted_x: bool = False  # a trailing comment\n",
+    )
+    _edit(
+        sources, "tactics.py", '"""Rows per expert from which', '"""Reworded.\n\nRows per expert from which'
+    )
+    assert source_hash(sources) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("gluon_gate_up.py", 'H_BOX = {"wide": 128, "halves": 64}', 'H_BOX = {"wide": 128, "halves": 32}'),
+        (
+            "gluon_gate_up.py",
+            "async_copy.wait_group(NUM_STAGES - 2)",
+            "async_copy.wait_group(NUM_STAGES - 1)",
+        ),
+        ("tactics.py", "_SORTED_X_ROWS = 256", "_SORTED_X_ROWS = 512"),
+        ("quant.py", "    h_ok = offs_h < H\n", "    h_ok = offs_h <= H\n"),
+    ],
+    ids=["constant", "jit-body", "default-rule", "quant-mask"],
+)
+def test_code_edits_move_the_hash(sources: Path, name: str, old: str, new: str) -> None:
+    before = source_hash(sources)
+    _edit(sources, name, old, new)
+    assert source_hash(sources) != before
+
+
+def test_code_text_keeps_strings_that_are_code_and_refuses_shared_lines() -> None:
+    assert code_text('x = "a # b"  # cut\n\n\ny = f(x)\n') == 'x = "a # b"\ny = f(x)\n'
+    assert code_text('def f():\n    """doc\n    more"""\n    return 1\n') == "def f():\n    return 1\n"
+    with pytest.raises(ValueError, match="line 1: a bare string shares its line with code"):
+        code_text('x = 1; "doc"\n')
