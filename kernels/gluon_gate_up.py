@@ -16,13 +16,17 @@ multiples of 128, block_m 64 or 128, 8 warps (two warpgroups).
 
 Data movement per K block (BLOCK_K = 128): the weight rows by one TMA copy into a ring slot with one
 mbarrier per slot: w1 is viewed as ``(2L, I, H)`` (plane ``2e`` expert e's gate rows, ``2e + 1`` its
-up rows) and the box ``(2, ROWS, 128)`` brings ROWS gate rows and the same ROWS up rows; the BLOCK_M
-gathered x rows by 16-byte ``cp.async`` per thread (Hopper's TMA cannot gather rows), one commit group
-per K block, then a proxy fence and a CTA barrier before the wgmmas read them. One copy instead of
-two or four 64-row boxes saves the TMA issue sequences and the CTA barriers Triton's membar pass put
-between them: the wide K loop went from 470 to 345 SASS instructions per two K blocks (14 to 8
-barriers), halves from 423 to 381 (``benchmarks/gluon_fp8_moe.py --offline``). The kernels are
-issue-bound (BENCHMARKS.md, run 55), so that is the point of it; not yet measured on a GPU.
+up rows) and the box ``(2, ROWS, 128)`` brings ROWS gate rows and the same ROWS up rows (one copy
+instead of two or four 64-row boxes: 27% fewer K-loop instructions, bit-identical, but hardly
+faster, BENCHMARKS.md run 62). The BLOCK_M x rows come one of two ways:
+
+- gathered (default): 16-byte ``cp.async`` per thread from x's token rows (Hopper's TMA cannot
+  gather rows), one commit group per K block, then a proxy fence and a CTA barrier before the
+  wgmmas read them;
+- ``SORTED`` (the tile's ``sorted_x``): x was quantized straight into the alignment's row order
+  (``kernels.quant.quantize_fp8_groups_sorted``), so the rows are one ``(BLOCK_M, 128)`` TMA box on
+  the slot's mbarrier, beside the weights. No warp waits for the others' copies: 798 to 945-957
+  TFLOP/s at 4000 tokens, 829 to 895-922 at 16384 (H100, run 63), the same bits.
 
 One program owns BLOCK_M rows x 128 h columns (one e4m3 group), in one of two schedules picked by
 block_m. Both keep one wgmma in flight while the previous K block is promoted in fp32 registers with
@@ -42,10 +46,10 @@ each warpgroup issues one m64n128 wgmma per K block:
   ``stagger`` schedule (gate and up as separate 128-wide wgmmas, which ptxas serialized): 756-783
   TFLOP/s against stagger's 659-661 (BENCHMARKS.md, run 54).
 
-H100, deepseek-r1 DEP8 (BENCHMARKS.md, runs 45 and 54): wide 4 stages 758-798 TFLOP/s at 4000 tokens
-and 761-781 at 16384, about 1.4x main's fastest Triton gate/up tile; halves the same alone (756-783),
-but in the layer its block_m 128 also brings the faster block_m 128 Gluon down. Both are bit-identical
-to main's Triton kernel.
+H100, deepseek-r1 DEP8, x gathered (BENCHMARKS.md, runs 45, 54, 62, 63): wide 4 stages 758-798
+TFLOP/s at 4000 tokens and 761-829 at 16384, about 1.4x main's fastest Triton gate/up tile; halves
+the same alone (756-798), but in the layer its block_m 128 also brings the faster block_m 128 Gluon
+down. Both are bit-identical to main's Triton kernel, with x gathered or sorted.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 - Weights: e4m3 with one fp32 scale per 128 x 128 block (``w ~= w_fp8 * scale[block]``);
   ``w1_scale (L, cdiv(2I, 128), cdiv(H, 128))``, ``w2_scale (L, cdiv(H, 128), cdiv(I, 128))``.
 - Activations: e4m3 with one fp32 scale per token per 128-wide group of columns, the group's
-  absolute max mapped to e4m3's largest finite value (448). ``x`` is quantized on the device by
-  :func:`quantize_fp8_groups` at the start of the layer; ``h = silu(gate) * up`` is quantized in
-  the gate/up GEMM's epilogue (each program owns one 128-wide group of h's columns).
+  absolute max mapped to e4m3's largest finite value (448). ``x`` is quantized on the device right
+  after the alignment, by :func:`quantize_fp8_groups` (one row per token, which the gate/up
+  gathers), or for a Gluon gate/up tile with ``sorted_x`` by :func:`quantize_fp8_groups_sorted`
+  (one row per routed slot, in the alignment's order, which the gate/up reads by TMA).
+  ``h = silu(gate) * up`` is quantized in the gate/up GEMM's epilogue (each program owns one
+  128-wide group of h's columns).
 - GEMMs: fp8 tensor-core dots per 128-deep K block, scaled by ``a_scale[row] * b_scale[col]`` and
   accumulated in fp32; routing weight, output and combine as in the bf16 layer (out in x's dtype).
   Each GEMM runs the Triton kernel of :mod:`kernels.fused_moe` or, for a tile with ``gluon`` set,
