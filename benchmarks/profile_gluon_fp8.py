@@ -8,6 +8,8 @@ deepseek-r1 DEP8 (L=32 local experts, H=7168, I=2048, top_k=8), balanced routing
 
 - ``wide``: gate/up at block_m 64 (``kernels.gluon_gate_up``'s wide schedule), 8 warps, 4 stages;
 - ``halves``: gate/up at block_m 128, two passes of 64 h columns, 8 warps, ``--stages`` (default 3);
+- ``wide-sorted``, ``halves-sorted``: the same with x quantized into the alignment's row order and
+  read by TMA (``sorted_x``; ``halves-sorted`` at 4 stages, the default tactic's);
 - ``down128``: the down at block_m 128, a 128 x 128 tile, 8 warps, 4 stages;
 - ``down64``: the down at block_m 64, one 64 x 256 tile, 8 warps, 4 stages.
 
@@ -22,7 +24,7 @@ import argparse
 
 import torch
 
-GATE_UP = {"wide": (64, 4), "halves": (128, 3)}
+GATE_UP = {"wide": (64, 4), "halves": (128, 3), "wide-sorted": (64, 4), "halves-sorted": (128, 4)}
 DOWN = {"down128": (128, 128), "down64": (64, 256)}
 
 
@@ -42,7 +44,7 @@ def main() -> None:
     from benchmarks.gluon_fp8_down import gluon_down_fp8
     from benchmarks.gluon_fp8_moe import expert_weights_fp8, gluon_gate_up_fp8
     from kernels.align import moe_align
-    from kernels.quant import quantize_fp8_groups
+    from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
     case = CASES["deepseek-r1-dep8"]
     dev = torch.device("cuda")
@@ -52,12 +54,14 @@ def main() -> None:
     if args.kernel in GATE_UP:
         block_m, stages = GATE_UP[args.kernel]
         x = torch.randn(args.tokens, h, device=dev, generator=gen, dtype=torch.bfloat16)
-        xq, xs = quantize_fp8_groups(x)
         w1q, w1s = expert_weights_fp8(num_local, 2 * i, h, gen)
         al = moe_align(ids, block_m, num_local, case.offset)
+        sorted_x = args.kernel.endswith("-sorted")
+        xq, xs = quantize_fp8_groups_sorted(x, al, case.top_k) if sorted_x else quantize_fp8_groups(x)
 
         def launch() -> None:
-            gluon_gate_up_fp8(xq, xs, w1q, w1s, al, block_m, 8, args.stages or stages)
+            gluon_gate_up_fp8(xq, xs, w1q, w1s, al, block_m, 8, args.stages or stages, top_k=case.top_k,
+                              sorted_x=sorted_x)  # fmt: skip
     else:
         block_m, block_n = DOWN[args.kernel]
         al = moe_align(ids, block_m, num_local, case.offset)
