@@ -131,7 +131,7 @@ def gluon_gate_up_fp8(
     ``top_k`` defaults to ``alignment.num_slots // T``. Returns ``(hq (max_padded, I) float8_e4m3fn,
     hs (max_padded, I/128) float32)``; rows at or past ``num_padded`` are not written.
     With ``sorted_x``, ``xq``/``xs`` are already in the alignment's row order (``max_padded`` rows,
-    see :func:`sort_rows`) and x comes by TMA; ``top_k`` is then required.
+    ``kernels.quant.quantize_fp8_groups_sorted``) and x comes by TMA; ``top_k`` is then required.
     """
     if not HAS_GLUON:
         raise RuntimeError("this Triton build has no triton.experimental.gluon")
@@ -160,18 +160,6 @@ def gluon_gate_up_fp8(
     tile = GemmTile(GROUP, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
     launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, alignment, tile, k, sorted_x=sorted_x)
     return hq, hs
-
-
-def sort_rows(t: torch.Tensor, alignment: Any, top_k: int) -> torch.Tensor:
-    """``t`` (T, C) with its rows in the alignment's order: ``(max_padded, C)``, row r holding the token
-    of slot ``sorted_ids[r]`` (token 0 for padding rows and rows past ``num_padded``), by torch
-    indexing on the device (fp8 tensors are indexed as bytes)."""
-    rows = torch.arange(alignment.max_padded, device=t.device)
-    slots = alignment.sorted_ids.long()
-    tok = torch.where((rows < alignment.num_padded) & (slots < alignment.num_slots), slots // top_k, 0)
-    if t.dtype == torch.float8_e4m3fn:
-        return t.view(torch.uint8)[tok].view(torch.float8_e4m3fn)
-    return t[tok]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,7 +336,7 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
     from benchmarks.bench_fused_moe import CASES, balanced_topk
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_gate_up
-    from kernels.quant import dequantize_fp8_groups, quantize_fp8_groups
+    from kernels.quant import dequantize_fp8_groups, quantize_fp8_groups, quantize_fp8_groups_sorted
     from kernels.tactics import _GATE_UP_FP8
 
     case = CASES["deepseek-r1-dep8"]
@@ -387,7 +375,7 @@ def run_gpu(variants: list[Variant], num_tokens: int = 4096) -> None:
             tag = f"{v.kernel_name} bm{v.block_m} w{v.num_warps} s{v.num_stages}"
             hq = torch.empty_like(hq_ref)
             hs = torch.empty_like(hs_ref)
-            xq_v, xs_v = (sort_rows(xq, al, k), sort_rows(xs, al, k)) if v.sorted_x else (xq, xs)
+            xq_v, xs_v = quantize_fp8_groups_sorted(x, al, k) if v.sorted_x else (xq, xs)
 
             def call(
                 v: Variant = v, al: Any = al, hq: torch.Tensor = hq, hs: torch.Tensor = hs,
