@@ -1,10 +1,10 @@
 """The SASS of a compiled kernel's main loop, counted offline: how many instructions a warp issues per
 iteration, and of which kinds.
 
-Nsight Compute showed the Gluon fp8 gate/up to be issue-bound (BENCHMARKS.md, run 55: ~240 warp
-instructions per K block at 2 warps per scheduler), so the static instruction count of its K loop
-is a CPU-side proxy for its speed. The profile's executed-instruction count matched it within 5%
-(the wide kernel of branch ``next-rebaseline``, run 60: 246 executed, 235 static per K block).
+The static count matched Nsight Compute's executed-instruction count within 5% (the wide gate/up
+of branch ``next-rebaseline``, run 60: 246 executed, 235 static per K block). It is not a proxy for
+speed by itself: cutting the wide gate/up's loop by 27% (470 to 345 per two K blocks) left it as
+fast as before (BENCHMARKS.md, run 62); taking the x gather out of it made it 1.2x faster (run 63).
 :func:`main_loop` disassembles the cubin with Triton's bundled ``nvdisasm`` and returns the innermost
 backward-branch region that holds ``mma_per_iteration`` wgmmas (``QGMMA``/``HGMMA`` in SASS).
 """
