@@ -6,24 +6,29 @@ launch shape, against the plain per-token quantization and against the bytes it 
 Cases: deepseek-r1 DEP8 (H=7168, top_k=8) at 4096 and 16384 tokens, mixtral EP1 (top_k=2) at 16384,
 balanced routing, bf16 x. Each launch shape ``(tokens per program, padded rows per zeroing program,
 warps)`` is checked bit for bit against the first before it is timed
-(``triton.testing.do_bench_cudagraph``). The byte floor counts x read once and ``top_k`` fp8 rows
-(and scales) written per token.
+(``triton.testing.do_bench_cudagraph``), and so is the row-order candidate of
+``benchmarks/quant_row_order.py`` (quantize the tokens, then gather the fp8 rows in order). The byte
+floor counts x read once and ``top_k`` fp8 rows (and scales) written per token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import triton
 
 LAUNCHES = [(16, 64, 4), (32, 64, 4), (64, 64, 8), (32, 256, 4), (8, 64, 4), (16, 256, 2)]
+TWO_PASS = [(16, 512), (32, 1024)]  # (rows, bytes per row) per gather program
 POINTS = [("deepseek-r1-dep8", 4096), ("deepseek-r1-dep8", 16384), ("mixtral-8x7b-ep1", 16384)]
 
 
 def main() -> None:
     from benchmarks.bench_fused_moe import CASES, balanced_topk
+    from benchmarks.quant_row_order import quantize_fp8_groups_sorted_two_pass
     from kernels.align import moe_align
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
@@ -43,17 +48,22 @@ def main() -> None:
         print(f"{name} T={tokens}: plain quantization {plain:.1f} us; sorted floor {nbytes / 1e9:.2f} GB")
         ref_q, ref_s = quantize_fp8_groups_sorted(x, al, k, launch=LAUNCHES[0])
         padded = int(al.num_padded.item())
-        for launch in LAUNCHES:
-            q, s = quantize_fp8_groups_sorted(x, al, k, launch=launch)
+        variants = [(f"token-major {launch}", partial(quantize_fp8_groups_sorted, launch=launch))
+                    for launch in LAUNCHES]  # fmt: skip
+        variants += [(f"two-pass rows {r} bytes {b}", partial(quantize_fp8_groups_sorted_two_pass, block_r=r,
+                                                              block_h=b))
+                     for r, b in TWO_PASS]  # fmt: skip
+        for label, fn in variants:
+            q, s = fn(x, al, k)
             same_q = torch.equal(q[:padded].view(torch.uint8), ref_q[:padded].view(torch.uint8))
             same = same_q and torch.equal(s[:padded], ref_s[:padded])
 
-            def call(x: torch.Tensor = x, al: object = al, k: int = k, launch: tuple = launch) -> None:
-                quantize_fp8_groups_sorted(x, al, k, launch=launch)
+            def call(fn: Callable = fn, x: torch.Tensor = x, al: object = al, k: int = k) -> None:
+                fn(x, al, k)
 
             us = triton.testing.do_bench_cudagraph(call, rep=50) * 1e3
-            print(f"  sorted {launch}: {us:.1f} us, {nbytes / us / 1e6:.2f} TB/s, same bits: {same}")
-            rows.append({"case": name, "tokens": tokens, "launch": launch, "us": us, "same": same,
+            print(f"  {label}: {us:.1f} us, {nbytes / us / 1e6:.2f} TB/s, same bits: {same}")
+            rows.append({"case": name, "tokens": tokens, "variant": label, "us": us, "same": same,
                          "plain_us": plain, "bytes": nbytes})  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

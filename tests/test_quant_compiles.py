@@ -1,4 +1,5 @@
-"""The fp8 activation-quantization kernels of ``kernels/quant.py`` compile for sm_90a on a CPU.
+"""The fp8 activation-quantization kernels of ``kernels/quant.py`` (and the row-order candidate of
+``benchmarks/quant_row_order.py``) compile for sm_90a on a CPU.
 
 The CPU suites run them under the Triton interpreter, which accepts code that the compiler rejects
 (a name bound to tensors of different shapes in the two branches of an ``if``, for one). So both
@@ -32,10 +33,17 @@ out = {
     "sorted": build(_quant_groups_sorted_kernel,
                     {"TOP_K": 8, "BLOCK_T": 16, "PAD_ROWS": 64, "GROUP_": 128}, ptrs),
 }
+from benchmarks.quant_row_order import _gather_rows_kernel
+bytes_ptrs = {"q_ptr": "*u8", "s_ptr": "*fp32", "out_q_ptr": "*u8", "out_s_ptr": "*fp32",
+              "sorted_ids_ptr": "*i32", "num_padded_ptr": "*i32"}
+out["gather"] = build(_gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_H": 512, "BLOCK_G": 64},
+                      bytes_ptrs)
 print(json.dumps(out))
 """
 
 
-def test_both_quantization_kernels_compile_for_sm90() -> None:
+def test_the_quantization_kernels_compile_for_sm90() -> None:
+    """Both of ``kernels/quant.py`` and the row-order candidate of ``benchmarks/quant_row_order.py``."""
     names = run_offline(CHILD)
-    assert names == {"plain": "_quant_groups_kernel", "sorted": "_quant_groups_sorted_kernel"}
+    assert names == {"plain": "_quant_groups_kernel", "sorted": "_quant_groups_sorted_kernel",
+                     "gather": "_gather_rows_kernel"}  # fmt: skip
