@@ -251,8 +251,8 @@ def breakdown_fp8(
     order for a ``sorted_x`` gate/up tile; +gate_up; +down; +combine), one graph each, in the order
     ``kernels.quant.fused_moe_fp8`` runs them with tactic ``t`` (Gluon or Triton tiles); ``weights``
     = (w1q, w1s, w2q, w2s). Differences give each stage's share: what the fp8 layer spends outside
-    its two GEMMs. The full prefix must give the layer's
-    bits (``RuntimeError`` otherwise): the stages are the layer, not a copy that drifted from it."""
+    its two GEMMs. The full prefix must give the layer's bits (``RuntimeError`` otherwise): the
+    stages are the layer, not a copy that drifted from it."""
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
