@@ -20,6 +20,7 @@ on, into the next tile once past this one's last block. Needs ``I / 128 >= num_s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -223,40 +224,48 @@ POINTS = [("deepseek-r1-dep8", 4096), ("deepseek-r1-dep8", 16384), ("qwen3-235b-
           ("mixtral-8x7b-ep1", 4096)]  # fmt: skip
 
 
-def compile_persistent(block_m: int, block_n: int, num_warps: int, num_stages: int) -> object:
-    """The persistent kernel compiled for sm_90a without a GPU, specialized as a deepseek-like launch."""
+def compile_kernel(fn: object, block_m: int, block_n: int, num_warps: int,
+                   constexprs: dict[str, int]) -> object:  # fmt: skip
+    """A down kernel with ``kernels.gluon_down``'s arguments (plus ``constexprs``) compiled for sm_90a
+    without a GPU, specialized as a deepseek-like launch (pointers, N, K, row strides 16-divisible)."""
     import triton
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from benchmarks.gluon_fp8_gemm import TARGET
 
-    fn = _gluon_down_persistent_kernel
     a_layout = gl.NVMMASharedLayout.get_default_for([block_m, SCALE_GROUP], gl.float8e4nv)
     b_layout = gl.NVMMASharedLayout.get_default_for([block_n, SCALE_GROUP], gl.float8e4nv)
     signature = {name: "i32" for name in fn.arg_names}
+    signature.update({name: "constexpr" for name in constexprs})
     signature.update({
         "a_desc": f"tensordesc<fp8e4nv[{block_m},{SCALE_GROUP}],{a_layout!r}>",
         "b_desc": f"tensordesc<fp8e4nv[{block_n},{SCALE_GROUP}],{b_layout!r}>",
         "y_ptr": "*bf16", "hs_ptr": "*fp32", "ws_ptr": "*fp32", "sorted_ids_ptr": "*i32",
         "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32", "topk_weights_ptr": "*fp32",
-        "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
     })  # fmt: skip
     aligned = ("y_ptr", "hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "topk_weights_ptr", "N", "K", "stride_ym", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    source = GluonASTSource(fn, signature, {"NUM_STAGES": num_stages, "GROUP_M": 8}, attrs)
-    return triton.compile(source, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
+    source = GluonASTSource(fn, signature, constexprs, attrs)
+    options = {"num_warps": num_warps, "num_stages": constexprs["NUM_STAGES"]}
+    return triton.compile(source, target=TARGET, options=options)
 
 
 def run_offline() -> None:
     from benchmarks.gluon_fp8_gemm import _report, print_offline
 
-    print_offline([_report("gluon-down-persistent", v, lambda v=v: compile_persistent(*v)) for v in VARIANTS])
+    def build(bm: int, bn: int, warps: int, stages: int) -> object:
+        constexprs = {"NUM_STAGES": stages, "GROUP_M": 8}
+        return compile_kernel(_gluon_down_persistent_kernel, bm, bn, warps, constexprs)
+
+    print_offline([_report("gluon-down-persistent", v, partial(build, *v)) for v in VARIANTS])
 
 
-def run_gpu() -> None:
-    """Per point and variant: the kernels' non-persistent down (reference) and the persistent one on
-    the same inputs, bits compared, both timed (``do_bench_cudagraph``, interleaved twice)."""
+def compare(name: str, tokens: int, block_m: int, tile: GemmTile,
+            candidates: dict[str, Callable[..., None]]) -> None:  # fmt: skip
+    """One point: the kernels' non-persistent down (reference) and each candidate launcher (same
+    arguments as ``launch_gluon_down``) on the same inputs, bits compared, all timed with
+    ``do_bench_cudagraph`` in two interleaved rounds (best kept); prints one line."""
     import triton
 
     from benchmarks.bench_fused_moe import CASES, balanced_topk
@@ -266,37 +275,40 @@ def run_gpu() -> None:
     from kernels.quant import quantize_fp8_groups
 
     dev = torch.device("cuda")
+    case = CASES[name]
+    num_local, k, h, i = case.local_experts, case.top_k, case.hidden, case.intermediate
+    gen = torch.Generator(device=dev).manual_seed(0)
+    w2q, w2s = expert_weights_fp8(num_local, h, i, gen)
+    ids, weights = balanced_topk(tokens, case, 0, dev)
+    flops = 2.0 * tokens * k * i * h
+    al = moe_align(ids, block_m, num_local, case.offset)
+    h_act = torch.randn(al.max_padded, i, device=dev, generator=gen, dtype=torch.bfloat16)
+    hq, hs = quantize_fp8_groups(h_act)
+    launchers = {"kernels": launch_gluon_down, **candidates}
+    outs = {key: torch.full((tokens * k, h), float("nan"), dtype=torch.bfloat16, device=dev)
+            for key in launchers}  # fmt: skip
+    calls = {key: partial(fn, hq, hs, w2q, w2s, outs[key], weights, al, tile)
+             for key, fn in launchers.items()}  # fmt: skip
+    for call in calls.values():
+        call()
+    ref = outs["kernels"].view(torch.int16)
+    same = {key: torch.equal(outs[key].view(torch.int16), ref) for key in candidates}
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(2):
+        for key, call in calls.items():
+            times[key].append(triton.testing.do_bench_cudagraph(call, rep=50) * 1e3)
+    best = {key: min(val) for key, val in times.items()}
+    parts = [f"{key} {us:.1f} us {flops / us / 1e6:.0f} TFLOP/s ({best['kernels'] / us:.3f}x"
+             + (f", same bits {same[key]})" if key in same else ")") for key, us in best.items()]  # fmt: skip
+    label = f"{name} T={tokens} bm{block_m} bn{tile.block_n} w{tile.num_warps} s{tile.num_stages}"
+    print(f"{label}: " + "; ".join(parts))
+
+
+def run_gpu() -> None:
     for name, tokens in POINTS:
-        case = CASES[name]
-        num_local, k, h, i = case.local_experts, case.top_k, case.hidden, case.intermediate
-        gen = torch.Generator(device=dev).manual_seed(0)
-        w2q, w2s = expert_weights_fp8(num_local, h, i, gen)
-        ids, weights = balanced_topk(tokens, case, 0, dev)
-        flops = 2.0 * tokens * k * i * h
         for bm, bn, warps, stages in VARIANTS:
             tile = GemmTile(bn, 128, 8, warps, stages, tma=True, gluon=True)
-            al = moe_align(ids, bm, num_local, case.offset)
-            hq, hs = quantize_fp8_groups(torch.randn(al.max_padded, i, device=dev, generator=gen,
-                                                     dtype=torch.bfloat16))  # fmt: skip
-            y_ref = torch.zeros((tokens * k, h), dtype=torch.bfloat16, device=dev)
-            y_new = torch.full_like(y_ref, float("nan"))
-
-            args = (hq, hs, w2q, w2s)
-            ref = partial(launch_gluon_down, *args, y_ref, weights, al, tile)
-            new = partial(launch_gluon_down_persistent, *args, y_new, weights, al, tile)
-
-            ref()
-            new()
-            same = torch.equal(y_ref.view(torch.int16), y_new.view(torch.int16))
-            times = {"ref": [], "new": []}
-            for _ in range(2):
-                for key, fn in (("ref", ref), ("new", new)):
-                    times[key].append(triton.testing.do_bench_cudagraph(fn, rep=50) * 1e3)
-            ref_us, new_us = min(times["ref"]), min(times["new"])
-            print(f"{name} T={tokens} bm{bm} bn{bn} w{warps} s{stages}: same bits {same}; non-persistent "
-                  f"{ref_us:.1f} us {flops / ref_us / 1e6:.0f} TFLOP/s, persistent {new_us:.1f} us "
-                  f"{flops / new_us / 1e6:.0f} TFLOP/s ({ref_us / new_us:.3f}x)")  # fmt: skip
-            del hq, hs, y_ref, y_new
+            compare(name, tokens, bm, tile, {"persistent": launch_gluon_down_persistent})
 
 
 def main() -> None:
