@@ -92,7 +92,7 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from kernels.gluon_down import _gluon_down_fp8_kernel, launch_gluon_down
+    from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _gluon_down_fp8_kernel, launch_gluon_down
 
 GROUP = 128  # scale group width; BLOCK_K
 
@@ -213,8 +213,10 @@ def compile_gluon_down(variant: Variant) -> Any:
         "N": "i32", "K": "i32", "num_slots": "i32", "max_blocks": "i32",
         "stride_ym": "i32", "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
+        "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr",
     }  # fmt: skip
-    constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8}
+    constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
+                  "LOADER_REGS": LOADER_REGS}  # fmt: skip
     aligned = ("y_ptr", "hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "topk_weights_ptr", "N", "K", "stride_ym", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}

@@ -291,17 +291,17 @@ class CompileReport:
     spill_stores: int = -1
     spill_loads: int = -1
     ptx_waits: list[int] = field(default_factory=list)  # N of every wgmma.wait_group.sync.aligned N
-    ttgir_waits: list[tuple[int, bool]] = field(default_factory=list)  # (pendings, inside scf.for)
+    ttgir_waits: list[tuple[int, int]] = field(default_factory=list)  # (pendings, scf.for nesting depth)
     ptxas_warnings: list[str] = field(default_factory=list)
     shared_bytes: int = -1
     loop_instructions: int = -1  # static SASS instructions of the K loop (two K blocks), see sass_loop
     loop_barriers: int = -1  # CTA barriers (BAR) among them
 
 
-def ttgir_waits(ttgir: str) -> list[tuple[int, bool]]:
-    """``(pendings, inside an scf.for body)`` of every ``ttng.warp_group_dot_wait`` in ``ttgir``, in
-    order (brace depth tracks the loop body)."""
-    waits: list[tuple[int, bool]] = []
+def ttgir_waits(ttgir: str) -> list[tuple[int, int]]:
+    """``(pendings, number of scf.for bodies around it)`` of every ``ttng.warp_group_dot_wait`` in
+    ``ttgir``, in order (brace depth tracks the loop bodies; 0: outside every loop)."""
+    waits: list[tuple[int, int]] = []
     loop_depths: list[int] = []
     depth = 0
     for line in ttgir.splitlines():
@@ -309,7 +309,7 @@ def ttgir_waits(ttgir: str) -> list[tuple[int, bool]]:
             loop_depths.append(depth)
         match = re.search(r"warp_group_dot_wait.*pendings = (\d+)", line)
         if match:
-            waits.append((int(match.group(1)), bool(loop_depths)))
+            waits.append((int(match.group(1)), len(loop_depths)))
         depth += line.count("{") - line.count("}")
         while loop_depths and depth <= loop_depths[-1]:
             loop_depths.pop()
@@ -423,11 +423,11 @@ def print_offline(reports: list[CompileReport]) -> None:
     """Markdown table of :func:`offline_reports`, then errors and ptxas warnings."""
     print(f"triton {triton.__version__}, target sm_90a, BLOCK_K = 128")
     print("| kernel | BM | BN | warps | stages | compiles | regs | spill st/ld (B) | smem (B) "
-          "| PTX wgmma.wait_group N | TTGIR pendings (L = in loop) "
+          "| PTX wgmma.wait_group N | TTGIR pendings (one L per enclosing loop) "
           "| loop SASS / 2 K blocks (BAR) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
-        waits = " ".join(f"{p}{'L' if inside else ''}" for p, inside in r.ttgir_waits)
+        waits = " ".join(f"{p}{'L' * depth}" for p, depth in r.ttgir_waits)
         loop = f"{r.loop_instructions} ({r.loop_barriers})" if r.loop_instructions >= 0 else "-"
         print(f"| {r.kernel} | {r.block_m} | {r.block_n} | {r.num_warps} | {r.num_stages} | "
               f"{'yes' if r.ok else 'NO'} | {r.registers} | {r.spill_stores}/{r.spill_loads} | "

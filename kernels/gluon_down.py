@@ -8,17 +8,27 @@ Same inputs and output as ``kernels.fused_moe._down_kernel`` with ``BLOCK_SCALE`
     y   (T*k, H) bf16/fp16 (x's dtype): y[s] = w[s] * (h[r] @ W2[e]^T) for the real rows r, s = sorted_ids[r]
 
 The routing weight is applied in fp32 before the one rounding to y's dtype, as main does; padding
-rows are not stored. Schedule: h and w2 tiles by TMA into a NUM_STAGES ring, block k's wgmma issued
-asynchronously, ``wgmma.wait_group 1`` retires block k-1's, which is promoted
-(``acc += t * hs[rows, kb] * w2s[e, nb, kb]``) while block k runs (:func:`kernels.gluon_common.
-_gluon_mainloop`). block_n 64 or 128 keeps one w2 scale per tile and K block; block_n 256 (at block_m
-64 on 8 warps: one m64n128 wgmma per warpgroup) takes the next scale row on its second 128 columns.
-The epilogue scatters rows with pointer stores (TMA cannot scatter on Hopper). Needs I a multiple
-of 128, H a multiple of block_n, block_m 64 or 128.
+rows are not stored. Needs I a multiple of 128, H a multiple of block_n, block_m 64 or 128.
 
-H100, deepseek-r1 DEP8, 4000 tokens (BENCHMARKS.md, run 36): bm128 bn128 / 8 warps / 4 stages
-852 TFLOP/s, 1.53x main's fastest bm128 Triton down tile; bm64 bn128 / 4 warps / 3 stages
-748 TFLOP/s, 1.08x main's fastest bm64 tile. Both agree with main's kernel bit for bit.
+Schedule: persistent and warp-specialized (``gl.warp_specialize``). ``G`` programs (at most one per
+SM) walk the ``cdiv(num_padded, BLOCK_M) * H / BLOCK_N`` tiles in main's grouped order, program p
+taking tiles p, p + G, ... Four loader warps issue the TMA ring: a flat K-block counter ``f`` over
+the program's tiles, per block a wait on ``empty[f % S]``, an ``expect`` on ``ready[f % S]`` and the
+h and w2 copies, so loading runs up to ``S`` blocks ahead of the wgmmas, across tile boundaries (the
+next tile's first blocks land during this tile's epilogue). The math warps (the tile's warps) wait
+on ``ready`` only: block k's wgmma is issued asynchronously, ``wgmma.wait_group 1`` retires block
+k-1's, every math thread arrives on its slot's ``empty`` (a per-thread ``cp.async.mbarrier.arrive.
+noinc``: Triton 3.6 lowers ``mbarrier.arrive`` to a thread-0 arrive behind CTA barriers), and block
+k-1 is promoted (``acc += t * hs[rows, kb] * w2s[e, nb, kb]``) while block k runs, with the two
+temporaries and pinned promotions of :func:`kernels.gluon_common._gluon_mainloop`. block_n 64 or 128
+keeps one w2 scale per tile and K block; block_n 256 (at block_m 64 on 8 warps: one m64n128 wgmma per
+warpgroup) takes the next scale row on its second 128 columns. The epilogue scatters rows with
+pointer stores (TMA cannot scatter on Hopper).
+
+Why this schedule (BENCHMARKS.md, session 10): with the math warps issuing the refills, Triton's
+lowering put 8 CTA barriers in every two K blocks of the loop (2 here) and each tile paid the ring's
+fill; on the H200 the warp-specialized persistent kernel gives the old one's bits and is 1.07-1.15x
+faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), even at mixtral EP1 (run 7).
 """
 
 from __future__ import annotations
@@ -26,16 +36,24 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
 from kernels.gluon_common import (
     SCALE_GROUP,
-    _gluon_mainloop,
+    _gluon_block_scale,
+    _gluon_pin,
     _mma_layout,
     _moe_tile,
 )
 from kernels.tactics import GemmTile
+
+LOADER_WARPS = 4
+"""Warps of the loader partition (a warpgroup: ``setmaxnreg`` works per warpgroup)."""
+LOADER_REGS = 24
+"""Registers per loader thread; the math warps get the rest (240 with 8 math warps)."""
 
 
 @gluon.constexpr_function
@@ -44,6 +62,114 @@ def _store_layout_threads(block_n: int) -> list[int]:
     thread along N, as many threads along N as the tile is wide (at most 32)."""
     along_n = min(32, block_n // 8)
     return [32 // along_n, along_n]
+
+@gluon.jit
+def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+               GROUP_M: gl.constexpr):  # fmt: skip
+    """``(off_m, off_n, expert, first w2 row in the (L*H, I) view)`` of ``tile`` in main's grouped
+    order over ``num_m`` row blocks; L*H < 2^31."""
+    pid_m, pid_n = _moe_tile(tile, num_m, num_pid_n, GROUP_M)
+    e = gl.load(expert_ids_ptr + pid_m)
+    off_n = pid_n * BLOCK_N
+    return pid_m * BLOCK_M, off_n, e, e * N + off_n
+
+@gluon.jit
+def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total, num_m,
+                 num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+    """Loader partition: every K block of every tile of this program, in order, into the ring. Slot
+    ``f % S`` is refilled once all math threads have released it (``empty``; a fresh barrier passes
+    parity 1, so the first ``S`` fills go straight through)."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    BLOCK_N: gl.constexpr = b_bufs.shape[1]
+    f = 0
+    for tile in range(pid, total, step):
+        off_m, _, _, b_row = _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M, BLOCK_N, GROUP_M)
+        for kb in range(num_k):
+            slot = f % NUM_STAGES
+            mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
+            bar = ready.index(slot)
+            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot))
+            tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(slot))
+            f += 1
+
+@gluon.jit
+def _down_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
+    """Wait for flat K block ``f``'s slot and issue its wgmma asynchronously into ``spare``'s registers
+    (a temporary already promoted; ``use_acc=False`` ignores its values). TMA writes and wgmma reads
+    are both async-proxy accesses, ordered by the slot's transaction count: no fence."""
+    slot = f % NUM_STAGES
+    mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
+    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
+                         use_acc=False, is_async=True)  # fmt: skip
+
+@gluon.jit
+def _down_release(empty, f, NUM_STAGES: gl.constexpr):
+    """This thread's warpgroup has retired flat block ``f``'s wgmma: a per-thread arrive on its slot's
+    ``empty`` barrier (``cp.async.mbarrier.arrive.noinc`` with no copies in flight fires at once)."""
+    async_copy.mbarrier_arrive(empty.index(f % NUM_STAGES), increment_count=False)
+
+@gluon.jit
+def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
+               topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse, stride_wsn, pid,
+               step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+    """Default partition (the math warps): per tile the block-scaled K loop of ``_gluon_mainloop``
+    on the loader's ring (flat blocks ``base ..``), then the epilogue."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = b_bufs.shape[1]
+    SPLIT: gl.constexpr = BLOCK_N > 128  # the w2 scale block is 128 rows (SCALE_GROUP)
+    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, gl.num_warps())
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    is_hi = gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_layout)) >= 128, 0)
+    base = 0
+    for tile in range(pid, total, step):
+        off_m, off_n, e, _ = _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M, BLOCK_N, GROUP_M)
+        # Scales: hs rows are the tile's padded rows (always < max_padded: the mask is all true); one
+        # w2 scale per K block (two for BLOCK_N 256: its second 128 columns take the next scale row).
+        rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
+        sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
+        row_ok = rows < max_blocks * BLOCK_M
+        sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
+
+        # Two temporaries with fixed registers, T0 the even K blocks, T1 the odd ones, the loop
+        # unrolled by two (see _gluon_mainloop: role swaps at the back-edge serialize the wgmmas).
+        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+        t0 = _down_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
+                         NUM_STAGES)  # fmt: skip
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, 1, stride_wsn, is_hi, SPLIT)
+        for j in range(0, (num_k - 1) // 2):
+            kb = 2 * j + 1
+            t1 = _down_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, 1, stride_wsn, is_hi, SPLIT)
+            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+            _down_release(empty, base + kb - 1, NUM_STAGES)
+            acc = _gluon_pin(acc + done0 * scale0)
+
+            t0 = _down_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
+            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, 1, stride_wsn, is_hi, SPLIT)
+            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+            _down_release(empty, base + kb, NUM_STAGES)
+            acc = _gluon_pin(acc + spare1 * scale1)
+        if num_k % 2 == 0:
+            t1 = _down_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, 1, stride_wsn, is_hi, SPLIT)
+            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+            _down_release(empty, base + num_k - 2, NUM_STAGES)
+            acc = acc + done0 * scale0
+            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+            _down_release(empty, base + num_k - 1, NUM_STAGES)
+            acc = acc + done1 * scale1
+        else:
+            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+            _down_release(empty, base + num_k - 1, NUM_STAGES)
+            acc = acc + done0 * scale0
+        _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
+                       stride_ym)  # fmt: skip
+        base += num_k
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_down_fp8_kernel(
@@ -54,43 +180,38 @@ def _gluon_down_fp8_kernel(
     N, K, num_slots, max_blocks,  # N = H, K = I
     stride_ym, stride_hsm, stride_wse, stride_wsn,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+    LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
-    """One (BLOCK_M rows, BLOCK_N columns of y) tile per program; grid ``max_blocks * cdiv(H, BLOCK_N)``
-    in main's grouped order. BLOCK_M comes from ``a_desc``'s block, BLOCK_N from ``b_desc``'s.
-    I must be a multiple of 128 (no masked K tail), H a multiple of BLOCK_N."""
+    """Persistent: grid ``G`` <= the number of SMs (at most the tile bound ``max_blocks * H /
+    BLOCK_N``). BLOCK_M comes from ``a_desc``'s block, BLOCK_N from ``b_desc``'s; the launch's
+    ``num_warps`` are the math warps, ``LOADER_WARPS`` more load. I must be a multiple of 128 (no
+    masked K tail), H a multiple of BLOCK_N."""
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]
-    NUM_WARPS: gl.constexpr = gl.num_warps()
     gl.static_assert(BLOCK_K == 128, "one scale group per K step")
     gl.static_assert(128 % BLOCK_N == 0 or BLOCK_N == 256, "BLOCK_N 64, 128, or 256 (two scale blocks)")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-
-    pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
-    if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
-        return
-    e = gl.load(expert_ids_ptr + pid_m)
-    off_m = pid_m * BLOCK_M
-    off_n = pid_n * BLOCK_N
-    row_b = e * N + off_n  # first w2 row of the tile in the (L*H, I) view; L*H < 2^31
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
+    total = num_m * num_pid_n
     num_k = gl.cdiv(K, BLOCK_K)
-
-    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, BLOCK_N, NUM_WARPS)
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-
-    # Scales: hs rows are the tile's padded rows (always < max_padded: the mask is all true but lets
-    # the GEMM prototype's helper be reused); one w2 scale per K block for the tile (two for
-    # BLOCK_N 256: its second 128 columns take the next scale row).
-    rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
-    sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
-    row_ok = rows < max_blocks * BLOCK_M
-    sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
-
-    acc = _gluon_mainloop(a_desc, b_desc, off_m, row_b, num_k, sa_ptrs, row_ok, sb_ptr, 1, 1, stride_wsn,
-                          mma_layout, NUM_STAGES)  # fmt: skip
-
-    _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
-                   stride_ym)  # fmt: skip
+    pid = gl.program_id(0)
+    step = gl.num_programs(0)
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(s), count=1)  # the loader's expect-tx arrival
+        mbarrier.init(empty.index(s), count=32 * gl.num_warps())  # every math thread
+    gl.warp_specialize([
+        (_down_math, (a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
+                      topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse,
+                      stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M)),
+        (_down_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total,
+                        num_m, num_pid_n, num_k, GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
 @gluon.jit
 def _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
@@ -124,7 +245,8 @@ def launch_gluon_down(
     al: Alignment,
     tile: GemmTile,
 ) -> None:
-    """Down GEMM + routing weight + row scatter into ``y``.
+    """Down GEMM + routing weight + row scatter into ``y``, on at most one persistent program per SM
+    (``tile.num_warps`` math warps and :data:`LOADER_WARPS` loader warps each).
 
     hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32 contiguous;
     w2q: (L, H, I) float8_e4m3fn contiguous; w2s: (L, H/128, I/128) float32 contiguous;
@@ -134,15 +256,17 @@ def launch_gluon_down(
     with ``kernels.tactics.gluon_misfit``).
     """
     num_local, h, i = w2q.shape
-    b_rows = tile.block_n
     a_layout = gl.NVMMASharedLayout.get_default_for([al.block_m, SCALE_GROUP], gl.float8e4nv)
-    b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, SCALE_GROUP], gl.float8e4nv)
+    b_layout = gl.NVMMASharedLayout.get_default_for([tile.block_n, SCALE_GROUP], gl.float8e4nv)
     a_desc = TensorDescriptor.from_tensor(hq, [al.block_m, SCALE_GROUP], a_layout)
-    b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [b_rows, SCALE_GROUP], b_layout)
-    _gluon_down_fp8_kernel[(al.max_blocks * (h // tile.block_n),)](
+    b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [tile.block_n, SCALE_GROUP], b_layout)
+    tiles = al.max_blocks * (h // tile.block_n)
+    programs = min(tiles, torch.cuda.get_device_properties(hq.device).multi_processor_count)
+    _gluon_down_fp8_kernel[(programs,)](
         a_desc, b_desc, y, hs, w2s,
         al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
         h, i, al.num_slots, al.max_blocks,
         y.stride(0), hs.stride(0), w2s.stride(0), w2s.stride(1),
-        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, num_warps=tile.num_warps,
+        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
+        num_warps=tile.num_warps,
     )  # fmt: skip
