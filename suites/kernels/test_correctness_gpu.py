@@ -13,8 +13,13 @@ fp8 (e4m3 w8a8, 128x128 weight blocks, per-token 128-group activations): the ref
 fp32 on the *same quantized values* (dequantized x, w1, w2) and rounds h = silu(gate) * up to e4m3
 by the same recipe (``act_quant="fp8_group"``). What is left differs from the bf16 case only in how
 h's fp32 value is reached (per-K-block scaled fp8 dots vs one fp32 matmul: ~1e-6 relative), which
-moves an element of h across an e4m3 rounding boundary with probability ~1e-6 / 2^-4, negligible.
-So the same bf16 output bounds apply (y and out are still rounded to bf16).
+moves an element of h across an e4m3 rounding boundary with probability ~1e-6 / 2^-4 ~ 2e-5. That is
+rare per element but not per layer: ~200 of qwen3-next-80b's 10M h elements at T=8192. Each such
+flip moves one h element by one e4m3 step (up to 2^-3 of it) and, through its W2 column, a whole
+output row by a little: the norm bound does not notice, but an element of that row can leave the
+bf16 element bound (session 10 on the H200: 2 of 16.8M output elements at 1.1x the bound). So fp8
+checks take the same norm bound, and the element bound with at most ``1e-6`` of the elements (16 at
+T=8192, H=2048; none below 1M elements) beyond it, those within 4x of it.
 
 Every run writes into an output poisoned with NaN; a NaN left (unwritten element) or produced fails.
 """
@@ -84,13 +89,39 @@ def _routing(model: str, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor,
     return ids.to(torch.int32).contiguous(), weights.float().contiguous(), offset
 
 
-def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
+FP8_OUTLIER_FRACTION = 1e-6
+"""Largest share of fp8 output elements allowed past the element bound (h code flips, see above)."""
+FP8_OUTLIER_FACTOR = 4.0
+"""How far past the element bound such an element may be."""
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor, *, fp8: bool = False) -> None:
+    """The norm bound and the element bound; with ``fp8``, the element bound may be missed by at most
+    ``FP8_OUTLIER_FRACTION`` of the elements, each within ``FP8_OUTLIER_FACTOR`` times it."""
     assert not torch.isnan(out).any(), "NaN in the output (unwritten or produced)"
     outf = out.float()
     rel = ((outf - ref).norm() / ref.norm().clamp_min(1e-30)).item()
     assert rel <= REL_NORM_BOUND, f"relative norm error {rel:.3e} > {REL_NORM_BOUND}"
     atol = ELEM_TOL * ref.abs().max().item()
-    torch.testing.assert_close(outf, ref, rtol=ELEM_TOL, atol=atol)
+    if not fp8:
+        torch.testing.assert_close(outf, ref, rtol=ELEM_TOL, atol=atol)
+        return
+    bound = atol + ELEM_TOL * ref.abs()
+    excess = (outf - ref).abs() / bound
+    allowed = int(FP8_OUTLIER_FRACTION * ref.numel())
+    past = int((excess > 1).sum().item())
+    worst = excess.max().item()
+    assert past <= allowed and worst <= FP8_OUTLIER_FACTOR, (
+        f"{past} of {ref.numel()} elements past the element bound (at most {allowed} allowed), "
+        f"worst at {worst:.2f}x the bound (at most {FP8_OUTLIER_FACTOR}x)"
+    )
+
+
+def _tokens(t: int, h: int, seed: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """``x (t, h)`` standard normal in ``dtype`` from a seeded generator: the same inputs whatever
+    ran before (a failure reproduces when the test runs alone)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    return torch.randn(t, h, device="cuda", generator=gen).to(dtype)
 
 
 def _fp8_case(model: str, t: int, seed: int, dtype: torch.dtype = torch.bfloat16) -> tuple:
@@ -100,7 +131,7 @@ def _fp8_case(model: str, t: int, seed: int, dtype: torch.dtype = torch.bfloat16
 
     w1q, w1s, w2q, w2s = _weights_fp8(model)
     ids, weights, offset = _routing(model, t, seed=seed)
-    x = torch.randn(t, w1q.shape[2], device="cuda").to(dtype)
+    x = _tokens(t, w1q.shape[2], seed + 1000, dtype)
     ref = fused_moe_reference(
         dequantize_fp8_groups(*quantize_fp8_groups(x)), dequantize_fp8_block(w1q, w1s),
         dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
@@ -115,7 +146,7 @@ def test_bf16_matches_reference(model: str, t: int) -> None:
 
     w1, w2 = _weights(model)
     ids, weights, offset = _routing(model, t, seed=t)
-    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    x = _tokens(t, w1.shape[2], seed=t + 1000)
     out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
     fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, out=out)
     ref = fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset)
@@ -133,7 +164,7 @@ def test_fp8_block_scale_matches_reference(model: str, t: int) -> None:
     x, weights_fp8, routing, offset, ref = _fp8_case(model, t, seed=t + 11)
     out = torch.full_like(x, math.nan)
     fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=out)
-    _check(out, ref)
+    _check(out, ref, fp8=True)
     again = torch.full_like(out, math.nan)
     fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=again)
     assert torch.equal(out, again), "two runs on the same inputs gave different bits"
@@ -162,7 +193,7 @@ def test_peer_matches_reference(model: str, t: int) -> None:
 
     w1, w2 = _weights(model)
     ids, weights, offset = _routing(model, t, seed=100 + t)
-    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    x = _tokens(t, w1.shape[2], seed=1100 + t)
     out = grouped_mm_moe(x, w1, w2, ids, weights, local_expert_offset=offset)
     _check(out, fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
 
@@ -175,7 +206,7 @@ def test_cuda_graph_replay_follows_new_routing(t: int) -> None:
     model = "gpt-oss-120b-ep2"
     w1, w2 = _weights(model)
     ids, weights, offset = _routing(model, t, seed=1)
-    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    x = _tokens(t, w1.shape[2], seed=1001)
     fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset)  # compile outside capture
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -185,7 +216,7 @@ def test_cuda_graph_replay_follows_new_routing(t: int) -> None:
         new_ids, new_w, _ = _routing(model, t, seed=seed)
         ids.copy_(new_ids)
         weights.copy_(new_w)
-        x.copy_(torch.randn_like(x, dtype=torch.float32).to(torch.bfloat16))
+        x.copy_(_tokens(t, w1.shape[2], seed=1000 + seed))
         out.fill_(math.nan)
         graph.replay()
         _check(out, fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
@@ -199,7 +230,7 @@ def test_every_tactic_of_a_small_space_on_gpu() -> None:
     w1, w2 = _weights(model)
     t = 48
     ids, weights, offset = _routing(model, t, seed=5)
-    x = torch.randn(t, w1.shape[2], device="cuda").to(torch.bfloat16)
+    x = _tokens(t, w1.shape[2], seed=1005)
     ref = fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset)
     problem = MoEProblem(t, w1.shape[2], w2.shape[2], w1.shape[0], ids.shape[1])
     space = tactics(problem)
@@ -252,7 +283,7 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     for tac in chosen:
         out = torch.full_like(x, math.nan)
         fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
-        _check(out, ref)
+        _check(out, ref, fp8=True)
         outs[tac] = out
     twins = [(tac, replace(tac, gate_up=replace(tac.gate_up, sorted_x=False)))
              for tac in chosen if tac.gate_up.sorted_x]  # fmt: skip
@@ -275,7 +306,7 @@ def test_fp8_gluon_fp16_activations() -> None:
     out = torch.full_like(x, math.nan)
     fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, out=out)
     assert out.dtype == torch.float16
-    _check(out, ref)
+    _check(out, ref, fp8=True)
 
 
 def test_fp8_gluon_cuda_graph_replay_follows_new_routing() -> None:
@@ -307,4 +338,4 @@ def test_fp8_gluon_cuda_graph_replay_follows_new_routing() -> None:
         dequantize_fp8_groups(*quantize_fp8_groups(x)), dequantize_fp8_block(w1q, w1s),
         dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
     )
-    _check(out, ref)
+    _check(out, ref, fp8=True)
