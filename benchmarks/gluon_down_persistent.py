@@ -16,6 +16,9 @@ BLOCK_M) * (H / BLOCK_N)`` in the grouped order, program p takes tiles p, p + G,
 The ring index is flat over the program's K blocks: block ``kb`` of its ``j``-th tile is ``j * num_k +
 kb``, slot and phase follow from it, and the refill after a retired block loads ``S`` blocks further
 on, into the next tile once past this one's last block. Needs ``I / 128 >= num_stages``.
+
+On branch ``ws-down`` the kernels' down is itself persistent and warp-specialized, so ``--gpu``
+compares this candidate with that one (on main, with the non-persistent kernel it replaced).
 """
 
 from __future__ import annotations
