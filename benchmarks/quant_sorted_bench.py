@@ -6,9 +6,9 @@ launch shape, against the plain per-token quantization and against the bytes it 
 Cases: deepseek-r1 DEP8 (H=7168, top_k=8) at 4096 and 16384 tokens, mixtral EP1 (top_k=2) at 16384,
 balanced routing, bf16 x. Each launch shape ``(tokens per program, padded rows per zeroing program,
 warps)`` is checked bit for bit against the first before it is timed
-(``triton.testing.do_bench_cudagraph``), and so is the row-order candidate of
-``benchmarks/quant_row_order.py`` (quantize the tokens, then gather the fp8 rows in order). The byte
-floor counts x read once and ``top_k`` fp8 rows (and scales) written per token.
+(``triton.testing.do_bench_cudagraph``), and so is the two-pass path (``two_pass=True``: quantize the
+tokens, then gather the fp8 rows in order; the default from ``kernels.quant.TWO_PASS_TOP_K`` on). The
+byte floor counts x read once and ``top_k`` fp8 rows (and scales) written per token.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ import torch
 import triton
 
 LAUNCHES = [(16, 64, 4), (32, 64, 4), (64, 64, 8), (32, 256, 4), (8, 64, 4), (16, 256, 2)]
-TWO_PASS = [(16, 512), (32, 1024)]  # (rows, bytes per row) per gather program
 POINTS = [("deepseek-r1-dep8", 4096), ("deepseek-r1-dep8", 16384), ("mixtral-8x7b-ep1", 16384)]
 
 
 def main() -> None:
     from benchmarks.bench_fused_moe import CASES, balanced_topk
-    from benchmarks.quant_row_order import quantize_fp8_groups_sorted_two_pass
     from kernels.align import moe_align
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
@@ -46,13 +44,11 @@ def main() -> None:
         nbytes = 2 * tokens * case.hidden + k * tokens * (case.hidden + 4 * case.hidden // 128)
         plain = triton.testing.do_bench_cudagraph(lambda x=x: quantize_fp8_groups(x), rep=50) * 1e3
         print(f"{name} T={tokens}: plain quantization {plain:.1f} us; sorted floor {nbytes / 1e9:.2f} GB")
-        ref_q, ref_s = quantize_fp8_groups_sorted(x, al, k, launch=LAUNCHES[0])
+        ref_q, ref_s = quantize_fp8_groups_sorted(x, al, k, two_pass=False, launch=LAUNCHES[0])
         padded = int(al.num_padded.item())
-        variants = [(f"token-major {launch}", partial(quantize_fp8_groups_sorted, launch=launch))
-                    for launch in LAUNCHES]  # fmt: skip
-        variants += [(f"two-pass rows {r} bytes {b}", partial(quantize_fp8_groups_sorted_two_pass, block_r=r,
-                                                              block_h=b))
-                     for r, b in TWO_PASS]  # fmt: skip
+        token_major = partial(quantize_fp8_groups_sorted, two_pass=False)
+        variants = [(f"token-major {launch}", partial(token_major, launch=launch)) for launch in LAUNCHES]
+        variants.append(("two-pass", partial(quantize_fp8_groups_sorted, two_pass=True)))
         for label, fn in variants:
             q, s = fn(x, al, k)
             same_q = torch.equal(q[:padded].view(torch.uint8), ref_q[:padded].view(torch.uint8))

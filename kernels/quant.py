@@ -149,22 +149,67 @@ def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, s
 
 
+TWO_PASS_TOP_K = 8
+"""From this ``top_k`` on, :func:`quantize_fp8_groups_sorted` quantizes in two passes (tokens, then a
+row gather into the alignment's order) instead of one token-major pass with ``top_k`` scattered row
+writes per token (H200, BENCHMARKS.md session 10 run 1: deepseek-r1 top_k 8 103 vs 120 µs at T=4096,
+396 vs 664 µs at T=16384; mixtral top_k 2 114 vs 78 µs at T=16384)."""
+_GATHER_ROWS, _GATHER_BYTES = 16, 512  # rows and bytes of a row per gather program (run 1's fastest)
+
+
+@triton.jit
+def _gather_rows_kernel(
+    q_ptr, s_ptr, out_q_ptr, out_s_ptr, sorted_ids_ptr, num_padded_ptr,
+    num_slots, H, G,
+    stride_q, stride_s, stride_oq, stride_os,
+    TOP_K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_G: tl.constexpr,
+):  # fmt: skip
+    """Rows ``r`` of program ``(pid_r, pid_h)``: ``out_q[r, cols] = q[sorted_ids[r] // TOP_K, cols]``
+    as bytes (zeros for padding rows); the ``pid_h == 0`` programs also copy the ``G`` scales (1e-10 /
+    448 for padding rows, what the quantizer gives a zero row). q_ptr: (T, H) uint8 view of e4m3;
+    s_ptr: (T, G) fp32; out_q_ptr: (max_padded, H) uint8; out_s_ptr: (max_padded, G) fp32; rows from
+    ``num_padded`` on untouched."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    in_use = rows < tl.load(num_padded_ptr)
+    slot = tl.load(sorted_ids_ptr + rows, mask=in_use, other=num_slots)
+    real = in_use & (slot < num_slots)
+    tok = tl.where(real, slot // TOP_K, 0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    col_ok = (cols < H)[None, :]
+    codes = tl.load(q_ptr + tok[:, None] * stride_q + cols[None, :], mask=real[:, None] & col_ok, other=0)
+    tl.store(out_q_ptr + rows[:, None].to(tl.int64) * stride_oq + cols[None, :], codes,
+             mask=in_use[:, None] & col_ok)  # fmt: skip
+    if tl.program_id(1) == 0:
+        groups = tl.arange(0, BLOCK_G)
+        g_ok = (groups < G)[None, :]
+        zero_scale = tl.math.div_rn(tl.full((BLOCK_R, BLOCK_G), 1e-10, tl.float32), 448.0)
+        scales = tl.load(s_ptr + tok[:, None] * stride_s + groups[None, :], mask=real[:, None] & g_ok,
+                         other=0.0)  # fmt: skip
+        scales = tl.where(real[:, None], scales, zero_scale)
+        tl.store(out_s_ptr + rows[:, None].to(tl.int64) * stride_os + groups[None, :], scales,
+                 mask=in_use[:, None] & g_ok)  # fmt: skip
+
+
 def quantize_fp8_groups_sorted(
-    x: torch.Tensor, al: Alignment, top_k: int, *, launch: tuple[int, int, int] = (16, 64, 4)
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, al: Alignment, top_k: int, *, two_pass: bool | None = None,
+    launch: tuple[int, int, int] = (16, 64, 4),
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """:func:`quantize_fp8_groups` with the rows written in the alignment's order, on the device.
 
     ``x (T, H)``; ``al`` from :func:`kernels.align.moe_align` on ``x``'s routing with ``top_k``
     slots per token. Returns ``(x_fp8 (al.max_padded, H) float8_e4m3fn, scale (al.max_padded,
     cdiv(H, 128)) float32)``: row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
     same bits as :func:`quantize_fp8_groups` gives it), zeros for padding rows; rows from
-    ``al.num_padded`` on are left unwritten. Token-major: each token is read and quantized once and
-    written to its local slots' rows (``al.slot_rows``), so the pass moves ``2 T H`` bytes in and
-    ``top_k T H`` out (bf16 x). It lets the Gluon gate/up read x by TMA instead of gathering rows
-    (``GemmTile.sorted_x``). ``launch``: ``(tokens per program, padded rows per zeroing program,
+    ``al.num_padded`` on are left unwritten. It lets the Gluon gate/up read x by TMA instead of
+    gathering rows (``GemmTile.sorted_x``).
+
+    Two ways, the same bits: token-major (each token read and quantized once and written to its local
+    slots' rows through ``al.slot_rows``: ``2 T H`` bytes in, ``top_k T H`` out in scattered rows) or,
+    with ``two_pass``, :func:`quantize_fp8_groups` then a row gather in row order (``top_k T H`` more
+    bytes read, mostly from L2). ``two_pass=None`` picks it from ``top_k >= TWO_PASS_TOP_K``.
+    ``launch``: the token-major kernel's ``(tokens per program, padded rows per zeroing program,
     warps)``, for ``benchmarks/quant_sorted_bench.py``.
     """
-    block_t, pad_rows, warps = launch
     _check_x(x)
     t_, h = x.shape
     if al.num_slots != t_ * top_k:
@@ -172,14 +217,26 @@ def quantize_fp8_groups_sorted(
     groups = triton.cdiv(h, GROUP)
     q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
     s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
-    if t_:
-        token_blocks = triton.cdiv(t_, block_t)
-        _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, pad_rows), groups)](
-            x, q, s, al.slot_rows, al.sorted_ids, al.num_padded,
-            t_, h, al.num_slots, token_blocks,
-            x.stride(0), q.stride(0), s.stride(0),
-            TOP_K=top_k, BLOCK_T=block_t, PAD_ROWS=pad_rows, GROUP_=GROUP, num_warps=warps,
-        )
+    if not t_:
+        return q, s
+    use_two_pass = top_k >= TWO_PASS_TOP_K if two_pass is None else two_pass
+    if use_two_pass:
+        tq, ts = quantize_fp8_groups(x)
+        _gather_rows_kernel[(triton.cdiv(al.max_padded, _GATHER_ROWS), triton.cdiv(h, _GATHER_BYTES))](
+            tq.view(torch.uint8), ts, q.view(torch.uint8), s, al.sorted_ids, al.num_padded,
+            al.num_slots, h, groups, tq.stride(0), ts.stride(0), q.stride(0), s.stride(0),
+            TOP_K=top_k, BLOCK_R=_GATHER_ROWS, BLOCK_H=_GATHER_BYTES, BLOCK_G=triton.next_power_of_2(groups),
+            num_warps=4,
+        )  # fmt: skip
+        return q, s
+    block_t, pad_rows, warps = launch
+    token_blocks = triton.cdiv(t_, block_t)
+    _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, pad_rows), groups)](
+        x, q, s, al.slot_rows, al.sorted_ids, al.num_padded,
+        t_, h, al.num_slots, token_blocks,
+        x.stride(0), q.stride(0), s.stride(0),
+        TOP_K=top_k, BLOCK_T=block_t, PAD_ROWS=pad_rows, GROUP_=GROUP, num_warps=warps,
+    )
     return q, s
 
 
