@@ -28,7 +28,7 @@ pointer stores (TMA cannot scatter on Hopper).
 Why this schedule (BENCHMARKS.md, session 10): with the math warps issuing the refills, Triton's
 lowering put 8 CTA barriers in every two K blocks of the loop (2 here) and each tile paid the ring's
 fill; on the H200 the warp-specialized persistent kernel gives the old one's bits and is 1.07-1.15x
-faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), even at mixtral EP1 (run 7).
+faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), level at mixtral EP1 (run 7).
 """
 
 from __future__ import annotations
