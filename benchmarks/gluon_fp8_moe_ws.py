@@ -86,6 +86,17 @@ pending, so it fires at once; it has no .release qualifier, ordering rests on th
 thread would spill; (4) the membar barrier before each ready wait still syncs the two math
 warpgroups once per K block.
 
+``SORTED`` (session 10): x already in the alignment's row order (``kernels.quant.
+quantize_fp8_groups_sorted``, as the kernels' ``sorted_x`` tiles take it): the loader issues one TMA
+box of x rows beside the four weight boxes, ``ready`` counts the expect alone, and the math warps
+read the x scales by row. Offline (triton 3.6.0): math 229 registers, loader 14, no local memory,
+no C75xx, 245 SASS instructions and 2 CTA barriers per two K blocks (the kernels' wide schedule
+with sorted x: 331 and 8; halves with sorted x: 349 and 8, per ``benchmarks.sass_loop``). Session 9's
+Triton 3.6
+assertion with a sorted warp-specialized gate/up (ConvertTritonGPUToLLVM, ``SmallVector idx <
+size``) does not occur in this form. Not yet run on a GPU: ``--gpu`` times it as ``ws-sorted``
+against the kernels' ``wide-sorted`` on the same inputs.
+
 STATUS (BENCHMARKS.md, run 49, H100, ``--gpu --tokens 4000,16384``, deepseek-r1 DEP8): correct, no
 hang, bit-identical to the wide kernel (0 e4m3 codes and 0 scales differ). Not clearly faster: at
 4000 tokens ws 4 stages 775 TFLOP/s against wide's 794 (5 stages 765, 3 stages 663); at 16384 ws
@@ -126,6 +137,27 @@ LOADER_REGS = 24
 
 
 if HAS_GLUON:
+
+    @gluon.jit
+    def _ws_loader_sorted(x_desc, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u, num_k):
+        """Loader partition with x already in the alignment's row order (``SORTED``): per K block,
+        once the slot is free, one TMA box of x rows and the four weight boxes, all counted by the
+        slot's ``expect`` (the ``ready`` count is 1)."""
+        NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+        BLOCK_K: gl.constexpr = a_bufs.shape[2]
+        BOX: gl.constexpr = w_desc.block_type.shape[0]
+        for kb in range(num_k):
+            slot = kb % NUM_STAGES
+            mbarrier.wait(empty.index(slot), ((kb // NUM_STAGES) & 1) ^ 1)
+            bar = ready.index(slot)
+            b = b_bufs.index(slot)
+            k0 = kb * BLOCK_K
+            mbarrier.expect(bar, x_desc.block_type.nbytes + 4 * w_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, a_bufs.index(slot))
+            tma.async_copy_global_to_shared(w_desc, [row_g, k0], bar, b.slice(0, BOX))
+            tma.async_copy_global_to_shared(w_desc, [row_u, k0], bar, b.slice(BOX, BOX))
+            tma.async_copy_global_to_shared(w_desc, [row_g + BOX, k0], bar, b.slice(2 * BOX, BOX))
+            tma.async_copy_global_to_shared(w_desc, [row_u + BOX, k0], bar, b.slice(3 * BOX, BOX))
 
     @gluon.jit
     def _ws_loader(x_ptr, sorted_ids_ptr, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u,
@@ -189,9 +221,10 @@ if HAS_GLUON:
     @gluon.jit
     def _ws_math(a_bufs, b_bufs, ready, empty, h_desc, xs_ptr, ws_ptr, hs_ptr, sorted_ids_ptr, e, off_m,
                  off_n, pid_n, N, num_k, num_slots, top_k, stride_xsm, stride_wse, stride_wsn, stride_wsk,
-                 stride_hsm):  # fmt: skip
+                 stride_hsm, SORTED: gl.constexpr):  # fmt: skip
         """Default partition (the 8 math warps): the wide kernel's K loop and epilogue, waiting on the
-        ready barriers only and releasing each slot (``empty``) once its wgmma has retired."""
+        ready barriers only and releasing each slot (``empty``) once its wgmma has retired. With
+        ``SORTED`` the x scales are rows of the alignment's order too."""
         NUM_STAGES: gl.constexpr = a_bufs.shape[0]
         BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
         BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
@@ -201,9 +234,12 @@ if HAS_GLUON:
         row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
 
         rows = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
-        slot_ids = gl.load(sorted_ids_ptr + rows)
-        tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
-        sa_ptrs = xs_ptr + tok * stride_xsm
+        if SORTED:
+            sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
+        else:
+            slot_ids = gl.load(sorted_ids_ptr + rows)
+            tok = gl.where(slot_ids < num_slots, slot_ids // top_k, 0).to(gl.int64)
+            sa_ptrs = xs_ptr + tok * stride_xsm
         ws_e = ws_ptr + e.to(gl.int64) * stride_wse
         gs_ptr = ws_e + (off_n // 128) * stride_wsn
         us_ptr = ws_e + ((N + off_n) // 128) * stride_wsn
@@ -254,9 +290,11 @@ if HAS_GLUON:
         N, K, num_slots, top_k, max_blocks,  # N = I, K = H
         stride_xm, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
         NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
-        LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+        LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr, SORTED: gl.constexpr = False,
     ):  # fmt: skip
-        """The wide kernel's arguments plus the loader partition's warps and registers."""
+        """The wide kernel's arguments plus the loader partition's warps and registers; with ``SORTED``
+        the first argument is a TMA descriptor of x in the alignment's row order ((max_padded, H),
+        box (64, 128)) and xs is in that order too, as in ``kernels.gluon_gate_up``."""
         BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
         BLOCK_N: gl.constexpr = h_desc.block_type.shape[1]
         BOX: gl.constexpr = w_desc.block_type.shape[0]
@@ -281,26 +319,37 @@ if HAS_GLUON:
         ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
         for s in gl.static_range(NUM_STAGES):
-            # ready: one expect-tx arrival (TMA) + one cp.async.mbarrier.arrive.noinc per loader thread
-            mbarrier.init(ready.index(s), count=1 + 32 * LOADER_WARPS)
+            # ready: one expect-tx arrival (TMA), + one cp.async.mbarrier.arrive.noinc per loader thread
+            # when the loader gathers
+            mbarrier.init(ready.index(s), count=1 if SORTED else 1 + 32 * LOADER_WARPS)
             mbarrier.init(empty.index(s), count=32 * gl.num_warps())
 
-        gl.warp_specialize([
-            (_ws_math, (a_bufs, b_bufs, ready, empty, h_desc, xs_ptr, ws_ptr, hs_ptr, sorted_ids_ptr, e,
-                        off_m, off_n, pid_n, N, num_k, num_slots, top_k, stride_xsm, stride_wse, stride_wsn,
-                        stride_wsk, stride_hsm)),
-            (_ws_loader, (x_ptr, sorted_ids_ptr, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u,
-                          num_k, num_slots, top_k, stride_xm)),
-        ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+        if SORTED:
+            gl.warp_specialize([
+                (_ws_math, (a_bufs, b_bufs, ready, empty, h_desc, xs_ptr, ws_ptr, hs_ptr, sorted_ids_ptr, e,
+                            off_m, off_n, pid_n, N, num_k, num_slots, top_k, stride_xsm, stride_wse,
+                            stride_wsn, stride_wsk, stride_hsm, SORTED)),
+                (_ws_loader_sorted, (x_ptr, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u,
+                                     num_k)),
+            ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+        else:
+            gl.warp_specialize([
+                (_ws_math, (a_bufs, b_bufs, ready, empty, h_desc, xs_ptr, ws_ptr, hs_ptr, sorted_ids_ptr, e,
+                            off_m, off_n, pid_n, N, num_k, num_slots, top_k, stride_xsm, stride_wse,
+                            stride_wsn, stride_wsk, stride_hsm, SORTED)),
+                (_ws_loader, (x_ptr, sorted_ids_ptr, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g,
+                              row_u, num_k, num_slots, top_k, stride_xm)),
+            ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
 
 def launch_gluon_gate_up_ws(
     xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1s: torch.Tensor, hq: torch.Tensor,
     hs: torch.Tensor, al: Any, top_k: int, num_stages: int = 4, group_m: int = 8,
-    loader_warps: int = LOADER_WARPS, loader_regs: int = LOADER_REGS,
+    loader_warps: int = LOADER_WARPS, loader_regs: int = LOADER_REGS, sorted_x: bool = False,
 ) -> None:  # fmt: skip
     """The warp-specialized gate/up into ``hq``/``hs``; arguments and conditions as
-    ``kernels.gluon_gate_up.launch_gluon_gate_up`` at ``al.block_m == 64``."""
+    ``kernels.gluon_gate_up.launch_gluon_gate_up`` at ``al.block_m == 64`` (``sorted_x``: xq/xs in
+    the alignment's row order, from ``kernels.quant.quantize_fp8_groups_sorted``)."""
     if al.block_m != 64:
         raise ValueError(f"the warp-specialized gate/up runs block_m 64, got {al.block_m}")
     num_local, two_i, h = w1q.shape
@@ -309,24 +358,28 @@ def launch_gluon_gate_up_ws(
     h_layout = gl.NVMMASharedLayout.get_default_for([64, GROUP], gl.float8e4nv)
     w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * two_i, h), [HALF, GROUP], w_layout)
     h_desc = TensorDescriptor.from_tensor(hq, [64, GROUP], h_layout)
+    x_arg: Any = xq
+    if sorted_x:
+        x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)  # = a_bufs'
+        x_arg = TensorDescriptor.from_tensor(xq, [64, GROUP], x_layout)
     _gluon_gate_up_ws_kernel[(al.max_blocks * (i // GROUP),)](
-        xq, w_desc, h_desc, xs, w1s, hs,
+        x_arg, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,
         i, h, al.num_slots, top_k, al.max_blocks,
         xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=num_stages, GROUP_M=group_m, LOADER_WARPS=loader_warps, LOADER_REGS=loader_regs,
-        num_warps=8,
+        SORTED=sorted_x, num_warps=8,
     )  # fmt: skip
 
 
 def compile_gluon_ws(num_stages: int = 4, loader_warps: int = LOADER_WARPS,
-                     loader_regs: int = LOADER_REGS) -> Any:  # fmt: skip
+                     loader_regs: int = LOADER_REGS, sorted_x: bool = False) -> Any:  # fmt: skip
     """The warp-specialized kernel compiled for sm_90a without a GPU, specialized as
     ``benchmarks.gluon_fp8_moe.compile_gluon_moe`` specializes the wide kernel."""
     from benchmarks.gluon_fp8_moe import compile_gate_up_kernel
 
     constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": loader_warps,
-                  "LOADER_REGS": loader_regs}  # fmt: skip
+                  "LOADER_REGS": loader_regs, "SORTED": sorted_x}  # fmt: skip
     return compile_gate_up_kernel(_gluon_gate_up_ws_kernel, [HALF, GROUP], 64, 8, constexprs)
 
 
@@ -393,7 +446,7 @@ def run_gpu(token_counts: list[int]) -> None:
     from benchmarks.gluon_fp8_moe import expert_weights_fp8
     from kernels.align import moe_align
     from kernels.gluon_gate_up import launch_gluon_gate_up
-    from kernels.quant import quantize_fp8_groups
+    from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
     from kernels.tactics import GemmTile
 
     case = CASES["deepseek-r1-dep8"]
@@ -402,19 +455,30 @@ def run_gpu(token_counts: list[int]) -> None:
     gen = torch.Generator(device=dev).manual_seed(0)
     w1q, w1s = expert_weights_fp8(num_local, 2 * i, h, gen)
     wide_tile = GemmTile(GROUP, GROUP, 8, 8, 4, tma=True, gluon=True)
+    sorted_tile = GemmTile(GROUP, GROUP, 8, 8, 4, tma=True, gluon=True, sorted_x=True)
     for tokens in token_counts:
-        xq, xs = quantize_fp8_groups(torch.randn(tokens, h, device=dev, generator=gen, dtype=torch.bfloat16))
+        x = torch.randn(tokens, h, device=dev, generator=gen, dtype=torch.bfloat16)
+        xq, xs = quantize_fp8_groups(x)
         al = moe_align(balanced_topk(tokens, case, 0, dev)[0], 64, num_local, case.offset)
+        xq_sorted, xs_sorted = quantize_fp8_groups_sorted(x, al, k)
         real = (al.sorted_ids[: int(al.num_padded.item())] < al.num_slots).nonzero().squeeze(1)
         flops = 2.0 * tokens * k * h * 2 * i
         reference: tuple[torch.Tensor, torch.Tensor] | None = None
-        for name, stages in (("wide", 4), ("ws", 4), ("ws", 3), ("ws", 5)):
+        variants = (("wide", 4), ("ws", 4), ("ws", 3), ("ws", 5), ("wide-sorted", 4), ("ws-sorted", 4),
+                    ("ws-sorted", 5))  # fmt: skip
+        for name, stages in variants:
             hq = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
             hs = torch.empty((al.max_padded, i // GROUP), dtype=torch.float32, device=dev)
             if name == "wide":
                 call = partial(launch_gluon_gate_up, xq, xs, w1q, w1s, hq, hs, al, wide_tile, k)
-            else:
+            elif name == "wide-sorted":
+                call = partial(launch_gluon_gate_up, xq_sorted, xs_sorted, w1q, w1s, hq, hs, al,
+                               sorted_tile, k, sorted_x=True)  # fmt: skip
+            elif name == "ws":
                 call = partial(launch_gluon_gate_up_ws, xq, xs, w1q, w1s, hq, hs, al, k, stages)
+            else:
+                call = partial(launch_gluon_gate_up_ws, xq_sorted, xs_sorted, w1q, w1s, hq, hs, al, k, stages,
+                               sorted_x=True)  # fmt: skip
             call()
             torch.cuda.synchronize()
             codes, scales = hq.view(torch.uint8)[real], hs[real]

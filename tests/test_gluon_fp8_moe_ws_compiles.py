@@ -27,7 +27,13 @@ if moe.HAS_GLUON:
     out["report"] = dataclasses.asdict(report)
     out["regs"] = {str(k): v for k, v in regs.items()}
     out["local"] = local
-    kernels = {"ws": ws.compile_gluon_ws(4), "wide": moe.compile_gluon_moe(moe.Variant(64, 8, 4))}
+    kernels = {"ws": ws.compile_gluon_ws(4), "wide": moe.compile_gluon_moe(moe.Variant(64, 8, 4)),
+               "ws_sorted": ws.compile_gluon_ws(4, sorted_x=True)}
+    from benchmarks.sass_loop import main_loop
+    sorted_loop = main_loop(kernels["ws_sorted"].asm["cubin"], 8)
+    out["sorted_loop"] = [sorted_loop.instructions, sorted_loop.opcodes["BAR"]]
+    out["sorted_regs"], out["sorted_local"] = ws.partition_registers(kernels["ws_sorted"].asm["cubin"])
+    out["sorted_regs"] = {str(k): v for k, v in out["sorted_regs"].items()}
     ints = lambda pattern, ptx: sorted({int(n) for n in re.findall(pattern, ptx)})
     for name, kernel in kernels.items():
         ptx = kernel.asm["ptx"]
@@ -83,3 +89,17 @@ def test_ws_barrier_plumbing(compiled: dict[str, Any]) -> None:
     assert ws["init_counts"] == [129, 256], ws["init_counts"]
     assert ws["noinc_arrives"] >= 2, ws
     assert ws["copy_waits"] == 1 and compiled["wide"]["copy_waits"] > 1, (ws, compiled["wide"])
+
+
+def test_ws_sorted_loads_x_by_tma_and_keeps_the_math_loop_lean(compiled: dict[str, Any]) -> None:
+    """``SORTED``: the ready barriers count the expect alone, no cp.async anywhere, the partitions at
+    240 / 24 registers without local memory, and at most 2 CTA barriers per two K blocks in the math
+    loop (the kernels' wide schedule with sorted x has 8)."""
+    ws_sorted = compiled["ws_sorted"]
+    assert ws_sorted["init_counts"] == [1, 256], ws_sorted["init_counts"]
+    assert ws_sorted["noinc_arrives"] >= 2 and ws_sorted["copy_waits"] == 0, ws_sorted
+    assert ws_sorted["setmaxnreg"] == [24, 240] and ws_sorted["shapes"] == ["m64n128k32"], ws_sorted
+    regs = compiled["sorted_regs"]
+    assert 0 < regs["240"] <= 240 and 0 < regs["24"] <= 24 and compiled["sorted_local"] == 0, regs
+    instructions, barriers = compiled["sorted_loop"]
+    assert instructions > 0 and barriers <= 2, compiled["sorted_loop"]
