@@ -139,25 +139,30 @@ LOADER_REGS = 24
 if HAS_GLUON:
 
     @gluon.jit
+    def _ws_weight_boxes(w_desc, bar, b, row_g, row_u, k0):
+        """The slot's four 64-row weight boxes [gate n0.., up n0.., gate n0+64.., up n0+64..] by TMA,
+        completing ``bar``."""
+        BOX: gl.constexpr = w_desc.block_type.shape[0]
+        tma.async_copy_global_to_shared(w_desc, [row_g, k0], bar, b.slice(0, BOX))
+        tma.async_copy_global_to_shared(w_desc, [row_u, k0], bar, b.slice(BOX, BOX))
+        tma.async_copy_global_to_shared(w_desc, [row_g + BOX, k0], bar, b.slice(2 * BOX, BOX))
+        tma.async_copy_global_to_shared(w_desc, [row_u + BOX, k0], bar, b.slice(3 * BOX, BOX))
+
+    @gluon.jit
     def _ws_loader_sorted(x_desc, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u, num_k):
         """Loader partition with x already in the alignment's row order (``SORTED``): per K block,
         once the slot is free, one TMA box of x rows and the four weight boxes, all counted by the
         slot's ``expect`` (the ``ready`` count is 1)."""
         NUM_STAGES: gl.constexpr = a_bufs.shape[0]
         BLOCK_K: gl.constexpr = a_bufs.shape[2]
-        BOX: gl.constexpr = w_desc.block_type.shape[0]
         for kb in range(num_k):
             slot = kb % NUM_STAGES
             mbarrier.wait(empty.index(slot), ((kb // NUM_STAGES) & 1) ^ 1)
             bar = ready.index(slot)
-            b = b_bufs.index(slot)
             k0 = kb * BLOCK_K
             mbarrier.expect(bar, x_desc.block_type.nbytes + 4 * w_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(x_desc, [off_m, k0], bar, a_bufs.index(slot))
-            tma.async_copy_global_to_shared(w_desc, [row_g, k0], bar, b.slice(0, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_u, k0], bar, b.slice(BOX, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_g + BOX, k0], bar, b.slice(2 * BOX, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_u + BOX, k0], bar, b.slice(3 * BOX, BOX))
+            _ws_weight_boxes(w_desc, bar, b_bufs.index(slot), row_g, row_u, k0)
 
     @gluon.jit
     def _ws_loader(x_ptr, sorted_ids_ptr, w_desc, a_bufs, b_bufs, ready, empty, off_m, row_g, row_u,
@@ -169,7 +174,6 @@ if HAS_GLUON:
         NUM_STAGES: gl.constexpr = a_bufs.shape[0]
         BLOCK_M: gl.constexpr = a_bufs.shape[1]
         BLOCK_K: gl.constexpr = a_bufs.shape[2]
-        BOX: gl.constexpr = w_desc.block_type.shape[0]
         WARPS: gl.constexpr = gl.num_warps()
         gather_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [WARPS, 1], [1, 0])
         g_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, gather_layout))
@@ -181,17 +185,13 @@ if HAS_GLUON:
             slot = kb % NUM_STAGES
             mbarrier.wait(empty.index(slot), ((kb // NUM_STAGES) & 1) ^ 1)
             bar = ready.index(slot)
-            b = b_bufs.index(slot)
             k0 = kb * BLOCK_K
             # The gather first (its addresses are ready, and the TMA issue below meets loader-warp
             # barriers of the lowering); each thread's arrive fires when its own copies complete.
             async_copy.async_copy_global_to_shared(a_bufs.index(slot), a_rows + (k0 + offs_k))
             async_copy.mbarrier_arrive(bar, increment_count=False)
             mbarrier.expect(bar, 4 * w_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(w_desc, [row_g, k0], bar, b.slice(0, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_u, k0], bar, b.slice(BOX, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_g + BOX, k0], bar, b.slice(2 * BOX, BOX))
-            tma.async_copy_global_to_shared(w_desc, [row_u + BOX, k0], bar, b.slice(3 * BOX, BOX))
+            _ws_weight_boxes(w_desc, bar, b_bufs.index(slot), row_g, row_u, k0)
         # Hygiene: nothing of this partition in flight when it returns.
         async_copy.commit_group()
         async_copy.wait_group(0)
