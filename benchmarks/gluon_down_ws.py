@@ -34,8 +34,6 @@ transaction count; a slot is released only after the wgmma that read it has reti
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -234,13 +232,10 @@ def run_offline() -> None:
 
 def run_gpu() -> None:
     """The kernels' down against this one and the persistent candidate, per point and variant."""
-    from benchmarks.gluon_down_persistent import POINTS, compare, launch_gluon_down_persistent
+    from benchmarks import gluon_down_persistent as persistent
 
-    for name, tokens in POINTS:
-        for bm, bn, warps, stages in VARIANTS:
-            tile = GemmTile(bn, 128, 8, warps, stages, tma=True, gluon=True)
-            compare(name, tokens, bm, tile, {"persistent": launch_gluon_down_persistent,
-                                             "ws": partial(launch_gluon_down_ws)})  # fmt: skip
+    persistent.run_gpu(VARIANTS, {"persistent": persistent.launch_gluon_down_persistent,
+                                  "ws": launch_gluon_down_ws})  # fmt: skip
 
 
 def main() -> None:
