@@ -307,11 +307,14 @@ def compare(name: str, tokens: int, block_m: int, tile: GemmTile,
     print(f"{label}: " + "; ".join(parts))
 
 
-def run_gpu() -> None:
+def run_gpu(variants: list[tuple[int, int, int, int]] = VARIANTS,
+            candidates: dict[str, Callable[..., None]] | None = None) -> None:  # fmt: skip
+    """:func:`compare` at every point of :data:`POINTS` and every ``(block_m, block_n, warps,
+    stages)`` of ``variants``, for ``candidates`` (default: this file's persistent launcher)."""
     for name, tokens in POINTS:
-        for bm, bn, warps, stages in VARIANTS:
+        for bm, bn, warps, stages in variants:
             tile = GemmTile(bn, 128, 8, warps, stages, tma=True, gluon=True)
-            compare(name, tokens, bm, tile, {"persistent": launch_gluon_down_persistent})
+            compare(name, tokens, bm, tile, candidates or {"persistent": launch_gluon_down_persistent})
 
 
 def main() -> None:
