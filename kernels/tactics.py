@@ -412,32 +412,48 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     return out
 
 
-def _gluon_down_pays(intermediate: int, rows_per_expert: float) -> bool:
-    """Whether the default takes the Gluon down over Triton's ``n128k128g8w4s3t`` at block_m 64.
+def _gluon_down_pays(intermediate: int) -> bool:
+    """Whether the default takes the Gluon down over Triton's ``n128k128g8w4s3t`` at block_m 64,
+    that is below :data:`_GLUON_BM128_ROWS` rows per expert (or with I < 768).
 
     The down GEMM's K is I. The H100 winners (the run-47/50 baselines and runs 46, 49, 52 in
-    BENCHMARKS.md) took the Gluon down at every point with I >= 2048 (deepseek-r1, mixtral),
-    Triton's at every point with I < 1024 (qwen3-30b I=768, qwen3-next I=512), and at I=1536
-    (qwen3-235b) Gluon from 512 rows per expert (T=1024 DEP8, T=4096 and 16384 DEP2), Triton below
-    (64-128 rows)."""
-    if intermediate >= 2048:
-        return True
-    return intermediate >= 1024 and rows_per_expert >= 512
+    BENCHMARKS.md) took the Gluon down at every point with I >= 2048 (deepseek-r1, mixtral) and
+    Triton's at every point with I < 1024 (qwen3-30b I=768, qwen3-next I=512) and at I=1536
+    (qwen3-235b) below 512 rows per expert."""
+    return intermediate >= 2048
 
 
-_GLUON_BM128_ROWS = 1024
-"""Rows per expert from which the Gluon fp8 default takes block_m 128 (with I >= 1024)."""
+_GLUON_BM128_ROWS = 128
+"""Rows per expert from which the Gluon fp8 default takes block_m 128 (with I >= 768)."""
+_GLUON_BM128_MIN_I = 768
+"""The smallest I at which the block_m 128 Gluon tiles won (qwen3-30b); qwen3-next's I=512 lost."""
+_GLUON_DOWN_S5_MAX_I = 2048
+"""Up to this I the block_m 128 default down runs 5 ring stages, above it 4."""
 
 
 def _gluon_block_m_128_pays(intermediate: int, rows_per_expert: float) -> bool:
-    """Whether the Gluon fp8 default runs block_m 128 (halves gate/up, 128 x 128 Gluon down) over
-    block_m 64 (wide gate/up).
+    """Whether the Gluon fp8 default runs block_m 128 (halves gate/up, 128 x 128 warp-specialized
+    Gluon down) over block_m 64 (wide gate/up).
 
-    H100 sweeps, runs 54 and 55 (BENCHMARKS.md): block_m 128 won at 1024 rows per expert and more
-    with I >= 2048 (deepseek-r1 DEP8 T=4096/16384, mixtral EP1 T=4096/16384) and at qwen3-235b DEP2
-    T=16384 (I=1536, 2048 rows); block_m 64 won at qwen3-30b EP1 (I=768) at 256 and 1024 rows, and
-    the two were within noise at qwen3-235b DEP2 T=4096 (512 rows)."""
-    return intermediate >= 1024 and rows_per_expert >= _GLUON_BM128_ROWS
+    H200, with the persistent warp-specialized down (BENCHMARKS.md, session 11): the full profile's
+    tuner (run 11) chose block_m 128 with the Gluon down at every fp8 case with 128 to 1024 rows per
+    expert and I >= 768 (deepseek-r1, mixtral, qwen3-235b, qwen3-30b), and block_m 64 with Triton's
+    down at qwen3-next (I=512, 160 rows); run 12's layer timings agree (0.92-0.95x the old block_m 64
+    default's time at qwen3-235b DEP2 with 128 and 512 rows and qwen3-30b EP1 with 256 and 1024).
+    Before that down (H100 runs 54 and 55) block_m 128 paid only from 1024 rows with I >= 1024."""
+    return intermediate >= _GLUON_BM128_MIN_I and rows_per_expert >= _GLUON_BM128_ROWS
+
+
+def _gluon_down_default(problem: MoEProblem, block_m: int) -> GemmTile:
+    """The default's Gluon down at ``block_m``: the table's first tile, except at block_m 128 with
+    I <= :data:`_GLUON_DOWN_S5_MAX_I`, where the 5-stage ring won on the H200: the tuner's pick at all
+    five such block_m 128 cases of run 11, 0.5-3.6% faster than 4 stages at deepseek-r1 (run 7's
+    down alone), qwen3-235b and qwen3-30b (run 12's layer) except qwen3-235b at 2048 rows (1% slower);
+    at mixtral's I=14336 run 7 had 4 stages 4.5% faster."""
+    tiles = _gluon_tiles(problem, block_m, "down")
+    if block_m == 128 and problem.intermediate_size <= _GLUON_DOWN_S5_MAX_I:
+        return next((t for t in tiles if t.num_stages == 5), tiles[0])
+    return tiles[0]
 
 
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
@@ -469,10 +485,10 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
         # block_m stops at 64 for Triton's fp8 tiles (they spill at 128); 8 warps for two 64x128
         # gate/up accumulators. Where Gluon applies: its gate/up, and its down (the 256-wide one when
         # H % 256 == 0) where that GEMM's K = I is long enough to pay (_gluon_down_pays); from
-        # _GLUON_BM128_ROWS rows per expert with I >= 1024, block_m 128 (the halves gate/up and the
-        # 128 x 128 Gluon down), which won those H100 points of run 54 and run 55.
+        # _GLUON_BM128_ROWS rows per expert with I >= 768, block_m 128 (the halves gate/up and the
+        # 128 x 128 warp-specialized Gluon down), which the H200's tuner chose there.
         if _uses_gluon(problem, gluon) and _gluon_block_m_128_pays(i, m):
-            return Tactic(128, _gluon_gate_up_default(problem, 128), _gluon_tiles(problem, 128, "down")[0])
+            return Tactic(128, _gluon_gate_up_default(problem, 128), _gluon_down_default(problem, 128))
         bm = min(bm, 64)
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
         gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
@@ -480,8 +496,8 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
                                  pin=(False, True)), tma=tma)  # fmt: skip
         if bm == 64 and _uses_gluon(problem, gluon):
             gu = _gluon_gate_up_default(problem, bm)
-            if _gluon_down_pays(i, m):
-                dn = _gluon_tiles(problem, bm, "down")[0]
+            if _gluon_down_pays(i):
+                dn = _gluon_down_default(problem, bm)
         return Tactic(bm, gu, dn)
     if bm <= 32:
         gu_raw, dn_raw = (64, 256, 4, 3), (64, 256, 4, 3)

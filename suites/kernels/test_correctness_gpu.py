@@ -243,8 +243,9 @@ def test_every_tactic_of_a_small_space_on_gpu() -> None:
 
 # Prefill points whose rows per expert (250, 87.5) are not multiples of 64: every Gluon block_m has
 # padding rows. H and I are multiples of 128 on both, as the Gluon kernels need.
-# (model, T, whether the default's down GEMM is Gluon: deepseek-r1's I=2048 yes, qwen3-235b's I=1536
-# at 88 rows per expert no; kernels.tactics._gluon_down_pays)
+# (model, T, whether the default's down GEMM is Gluon: deepseek-r1's 250 rows per expert run block_m
+# 128, all Gluon; qwen3-235b's I=1536 at 88 rows per expert block_m 64 with Triton's down;
+# kernels.tactics._gluon_block_m_128_pays and _gluon_down_pays)
 GLUON_POINTS = [("deepseek-r1-dep8", 1000, True), ("qwen3-235b-a22b-dep2", 700, False)]
 
 

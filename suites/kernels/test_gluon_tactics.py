@@ -49,80 +49,59 @@ def test_gluon_adds_its_tiles_at_block_m_64_and_128_only() -> None:
                 assert gluon_misfit(gemm, t.block_m, tile, 7168, 2048) is None, (t.name, gemm)
 
 
-def test_gluon_default_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k() -> None:
-    for problem in (DSR1_PREFILL, MoEProblem(2000, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 1000, 500 rows
+def test_gluon_default_below_128_rows_takes_the_wide_gate_up_and_the_256_wide_down_for_long_k() -> None:
+    for problem in (MoEProblem(384, 7168, 2048, 32, 8, "float8_e4m3fn"),  # 96 rows per expert
+                    MoEProblem(480, 7168, 2048, 32, 8, "float8_e4m3fn")):  # 120 rows; fmt: skip
         d = default_tactic(problem, gluon=True)
         assert (d.block_m, d.gate_up.gluon, d.down.gluon, d.down.block_n) == (64, True, True, 256), d.name
         assert d.gate_up.num_warps == 8
         assert d in tactics(problem, gluon=True)
-    h_not_256 = MoEProblem(4000, 49 * 128, 2048, 32, 8, "float8_e4m3fn")  # H = 6272, odd multiple of 128
+    h_not_256 = MoEProblem(480, 49 * 128, 2048, 32, 8, "float8_e4m3fn")  # H = 6272, odd multiple of 128
     d = default_tactic(h_not_256, gluon=True)
-    assert (d.down.gluon, d.down.block_n) == (True, 128), d.name
+    assert (d.block_m, d.down.gluon, d.down.block_n) == (64, True, 128), d.name
     assert default_tactic(DSR1_PREFILL).block_m == 64  # Triton's fp8 tiles stop at 64
     decode = MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn")  # 16 rows per expert: block_m 16
     assert default_tactic(decode, gluon=True) == default_tactic(decode)
 
 
-@pytest.mark.parametrize(
-    ("problem", "block_m"),
-    [
-        (MoEProblem(4096, 7168, 2048, 32, 8, "float8_e4m3fn"), 128),  # deepseek-r1 DEP8: 1024 rows
-        (MoEProblem(16384, 7168, 2048, 32, 8, "float8_e4m3fn"), 128),  # 4096 rows
-        (MoEProblem(4096, 4096, 14336, 8, 2, "float8_e4m3fn"), 128),  # mixtral EP1: 1024 rows
-        (MoEProblem(16384, 4096, 1536, 64, 8, "float8_e4m3fn"), 128),  # qwen3-235b DEP2: 2048 rows
-        (MoEProblem(4096, 4096, 1536, 64, 8, "float8_e4m3fn"), 64),  # 512 rows
-        (MoEProblem(16384, 2048, 768, 128, 8, "float8_e4m3fn"), 64),  # qwen3-30b EP1: I=768
-    ],
-    ids=["dsr1-1024rows", "dsr1-4096rows", "mixtral-1024rows", "q235b-2048rows", "q235b-512rows",
-         "q30b-I768"],
-)
-def test_gluon_default_block_m_follows_the_h100_winners(problem: MoEProblem, block_m: int) -> None:
-    """From 1024 rows per expert with I >= 1024 the Gluon default runs block_m 128: the halves
-    gate/up and the 128 x 128 Gluon down (BENCHMARKS.md, runs 54 and 55); block_m 64 below. From
-    256 rows per expert (all of these) its gate/up reads x quantized into the alignment's order
-    (``sorted_x``, runs 64 and 66)."""
-    d = default_tactic(problem, gluon=True)
-    assert (d.block_m, d.gate_up.gluon, d.gate_up.sorted_x) == (block_m, True, True), d.name
-    if block_m == 128:
-        assert d.gate_up.name == "n128k128g8w8s4tGS" and d.down.name == "n128k128g8w8s4tG", d.name
-    assert d in tactics(problem, gluon=True)
+FP8 = "float8_e4m3fn"
+GU, GU_SORTED = "gu_n128k128g8w8s4tG", "gu_n128k128g8w8s4tGS"  # wide at block_m 64, halves at 128
+WS_DOWN_S4, WS_DOWN_S5 = "dn_n128k128g8w8s4tG", "dn_n128k128g8w8s5tG"
+TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
 
 
 @pytest.mark.parametrize(
-    ("problem", "sorted_x"),
+    ("problem", "name"),
     [
-        (MoEProblem(256, 7168, 2048, 32, 8, "float8_e4m3fn"), False),  # deepseek-r1 DEP8: 64 rows
-        (MoEProblem(1024, 4096, 1536, 64, 8, "float8_e4m3fn"), False),  # qwen3-235b DEP2: 128 rows
-        (MoEProblem(1024, 7168, 2048, 32, 8, "float8_e4m3fn"), True),  # deepseek-r1 DEP8: 256 rows
-        (MoEProblem(1024, 4096, 14336, 8, 2, "float8_e4m3fn"), True),  # mixtral EP1: 256 rows
+        # block_m 128 from 128 rows per expert with I >= 768, the down with 5 stages up to I = 2048
+        (MoEProblem(4096, 7168, 2048, 32, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # dsr1 1024 rows
+        (MoEProblem(1024, 7168, 2048, 32, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # dsr1 256 rows
+        (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral, I > 2048
+        (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral 256 rows
+        (MoEProblem(16384, 4096, 1536, 64, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q235b 2048 rows
+        (MoEProblem(4096, 4096, 1536, 64, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q235b 512 rows
+        (MoEProblem(1024, 4096, 1536, 64, 8, FP8), f"m128-{GU}-{WS_DOWN_S5}"),  # 128 rows: gathered x
+        (MoEProblem(4096, 2048, 768, 128, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q30b I=768
+        (MoEProblem(16384, 2048, 768, 128, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # 1024 rows
+        # block_m 64 below 128 rows or with I < 768; the Gluon down there only from I = 2048
+        (MoEProblem(768, 4096, 1536, 64, 8, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # q235b 96 rows
+        (MoEProblem(1024, 2048, 768, 128, 8, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # q30b 64 rows
+        (MoEProblem(1024, 7168, 2048, 128, 8, FP8), f"m64-{GU}-{GLUON_DOWN_256}"),  # dsr1 DEP2 64 rows
+        (MoEProblem(1024, 2048, 512, 64, 10, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # qnext I=512, 160 rows
+        (MoEProblem(6554, 2048, 512, 64, 10, FP8), f"m64-{GU_SORTED}-{TRITON_DOWN}"),  # 1024 rows
     ],
-    ids=["dsr1-64rows", "q235b-128rows", "dsr1-256rows", "mixtral-256rows"],
+    ids=["dsr1-1024rows", "dsr1-256rows", "mixtral-1024rows", "mixtral-256rows", "q235b-2048rows",
+         "q235b-512rows", "q235b-128rows", "q30b-256rows", "q30b-1024rows", "q235b-96rows", "q30b-64rows",
+         "dsr1-64rows", "qnext-160rows", "qnext-1024rows"],
 )
-def test_gluon_default_reads_sorted_x_from_256_rows_per_expert(problem: MoEProblem, sorted_x: bool) -> None:
+def test_gluon_default_follows_the_tuners_winners(problem: MoEProblem, name: str) -> None:
+    """The Gluon fp8 default (``kernels.tactics.default_tactic``): block_m 128 (halves gate/up, the
+    warp-specialized down) where the H200's tuner chose it (BENCHMARKS.md, session 11, runs 11 and
+    12), else block_m 64 (wide gate/up, the 256-wide Gluon down for I >= 2048, Triton's TMA down
+    below: the H100 winners); from 256 rows per expert the gate/up reads x quantized into the
+    alignment's order (``sorted_x``, H100 runs 64 and 66)."""
     d = default_tactic(problem, gluon=True)
-    assert (d.block_m, d.gate_up.gluon, d.gate_up.sorted_x) == (64, True, sorted_x), d.name
-    assert d in tactics(problem, gluon=True)
-
-
-@pytest.mark.parametrize(
-    ("problem", "gluon_down"),
-    [
-        (MoEProblem(1024, 7168, 2048, 128, 8, "float8_e4m3fn"), True),  # deepseek-r1 DEP2: 64 rows, I=2048
-        (MoEProblem(4096, 2048, 768, 128, 8, "float8_e4m3fn"), False),  # qwen3-30b EP1: I=768
-        (MoEProblem(16384, 2048, 768, 128, 8, "float8_e4m3fn"), False),  # 1024 rows, still I=768
-        (MoEProblem(1024, 2048, 512, 64, 10, "float8_e4m3fn"), False),  # qwen3-next DEP8-like: I=512
-        (MoEProblem(1024, 4096, 1536, 64, 8, "float8_e4m3fn"), False),  # qwen3-235b DEP2: 128 rows
-        (MoEProblem(4096, 4096, 1536, 64, 8, "float8_e4m3fn"), True),  # 512 rows
-    ],
-    ids=["dsr1-I2048", "q30b-I768", "q30b-I768-1024rows", "qnext-I512", "q235b-128rows", "q235b-512rows"],
-)
-def test_gluon_default_down_follows_the_h100_winners(problem: MoEProblem, gluon_down: bool) -> None:
-    """The default's down GEMM: Gluon where its K = I is long enough to pay (BENCHMARKS.md: the
-    run-47/50 baselines and runs 46, 49, 52), else Triton's TMA tile, always beside the Gluon gate/up."""
-    d = default_tactic(problem, gluon=True)
-    assert (d.block_m, d.gate_up.gluon, d.down.gluon) == (64, True, gluon_down), d.name
-    if not gluon_down:
-        assert d.down.name == "n128k128g8w4s3t", d.name
+    assert d.name == name
     assert d in tactics(problem, gluon=True)
 
 
