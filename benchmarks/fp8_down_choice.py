@@ -5,10 +5,10 @@
 For each case and token count (balanced routing as in ``bench_fused_moe``) the fp8 block-scale
 layer runs with its default tactic and with every down tile of the tactic space behind the sorted-x
 Gluon gate/up of each block_m (Triton's TMA downs and the Gluon ones), plus the bf16 layer's
-default as the yardstick. All candidates are timed by CUDA-graph replay in ``--rounds`` interleaved
-passes (so clock drift lands on all of them); the table gives each one's median of the passes'
-medians, its ratio to the fp8 default, the fp8/bf16 speed-up, and whether its output equals the
-default's bit for bit (the Gluon and Triton downs compute the same sums in the same order).
+default as the yardstick. All candidates are timed by CUDA-graph replay (7 rounds each) in
+``--passes`` interleaved passes (so clock drift lands on all of them); the table gives each one's
+median of the passes' medians, its ratio to the fp8 default, the fp8/bf16 speed-up, and whether its
+output equals the default's bit for bit (the Gluon and Triton downs compute the same sums in the same order).
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from dataclasses import replace
 
 import torch
 
+from benchmarks.bench_fused_moe import CASES, VARIANTS, balanced_topk
+from kernels import MoEProblem, Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block, tactics
+from kernels.fused_moe import problem_of
 from pytest_moetune.timing import CudaGraphTimer
 
 
-def candidates(problem: object) -> list[object]:
+def candidates(problem: MoEProblem) -> list[Tactic]:
     """The fp8 default first, then each sorted-x gate/up tactic whose down is a TMA tile (Triton's or
-    Gluon's) of the space, in the space's order; ``problem`` is the fp8 :class:`MoEProblem`."""
-    from kernels.tactics import default_tactic, tactics
-
+    Gluon's) of the space, in the space's order; ``problem`` is an fp8 problem."""
     dflt = default_tactic(problem, gluon=True)
     rest = [t for t in tactics(problem, gluon=True) if t.gate_up.sorted_x and t.down.tma and t != dflt]
     return [dflt, *rest]
@@ -37,10 +38,6 @@ def candidates(problem: object) -> list[object]:
 
 def one_point(name: str, tokens: int, passes: int) -> list[dict[str, object]]:
     """Time every candidate of one case at one token count; print and return its rows."""
-    from benchmarks.bench_fused_moe import CASES, VARIANTS, balanced_topk
-    from kernels import default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block
-    from kernels.fused_moe import problem_of
-
     dev = torch.device("cuda")
     torch.manual_seed(0)
     case = CASES[name]
@@ -57,7 +54,7 @@ def one_point(name: str, tokens: int, passes: int) -> list[dict[str, object]]:
     t16 = default_tactic(problem)
     cands = candidates(replace(problem, dtype="float8_e4m3fn"))
 
-    def fp8_calls(t: object) -> list[Callable[[], torch.Tensor]]:
+    def fp8_calls(t: Tactic) -> list[Callable[[], torch.Tensor]]:
         return [(lambda v=v: fused_moe_fp8(xs[v], w1q, w1s, w2q, w2s, *routes[v],
                                            local_expert_offset=case.offset, tactic=t))
                 for v in range(VARIANTS)]  # fmt: skip
