@@ -35,6 +35,7 @@ from kernels.fused_moe import (
     validate_inputs,
 )
 from kernels.gluon_support import HAS_GLUON, gluon_unready
+from kernels.row_gather import gather_rows_sorted
 from kernels.tactics import MoEProblem, Tactic, default_tactic, gluon_misfit
 
 if HAS_GLUON:
@@ -154,40 +155,6 @@ TWO_PASS_TOP_K = 8
 row gather into the alignment's order) instead of one token-major pass with ``top_k`` scattered row
 writes per token (H200, BENCHMARKS.md session 10 run 1: deepseek-r1 top_k 8 103 vs 120 µs at T=4096,
 396 vs 664 µs at T=16384; mixtral top_k 2 114 vs 78 µs at T=16384)."""
-_GATHER_ROWS, _GATHER_BYTES = 16, 512  # rows and bytes of a row per gather program (run 1's fastest)
-
-
-@triton.jit
-def _gather_rows_kernel(
-    q_ptr, s_ptr, out_q_ptr, out_s_ptr, sorted_ids_ptr, num_padded_ptr,
-    num_slots, H, G,
-    stride_q, stride_s, stride_oq, stride_os,
-    TOP_K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_G: tl.constexpr,
-):  # fmt: skip
-    """Rows ``r`` of program ``(pid_r, pid_h)``: ``out_q[r, cols] = q[sorted_ids[r] // TOP_K, cols]``
-    as bytes (zeros for padding rows); the ``pid_h == 0`` programs also copy the ``G`` scales (1e-10 /
-    448 for padding rows, what the quantizer gives a zero row). q_ptr: (T, H) uint8 view of e4m3;
-    s_ptr: (T, G) fp32; out_q_ptr: (max_padded, H) uint8; out_s_ptr: (max_padded, G) fp32; rows from
-    ``num_padded`` on untouched."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    in_use = rows < tl.load(num_padded_ptr)
-    slot = tl.load(sorted_ids_ptr + rows, mask=in_use, other=num_slots)
-    real = in_use & (slot < num_slots)
-    tok = tl.where(real, slot // TOP_K, 0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_ok = (cols < H)[None, :]
-    codes = tl.load(q_ptr + tok[:, None] * stride_q + cols[None, :], mask=real[:, None] & col_ok, other=0)
-    tl.store(out_q_ptr + rows[:, None].to(tl.int64) * stride_oq + cols[None, :], codes,
-             mask=in_use[:, None] & col_ok)  # fmt: skip
-    if tl.program_id(1) == 0:
-        groups = tl.arange(0, BLOCK_G)
-        g_ok = (groups < G)[None, :]
-        zero_scale = tl.math.div_rn(tl.full((BLOCK_R, BLOCK_G), 1e-10, tl.float32), 448.0)
-        scales = tl.load(s_ptr + tok[:, None] * stride_s + groups[None, :], mask=real[:, None] & g_ok,
-                         other=0.0)  # fmt: skip
-        scales = tl.where(real[:, None], scales, zero_scale)
-        tl.store(out_s_ptr + rows[:, None].to(tl.int64) * stride_os + groups[None, :], scales,
-                 mask=in_use[:, None] & g_ok)  # fmt: skip
 
 
 def quantize_fp8_groups_sorted(
@@ -215,19 +182,14 @@ def quantize_fp8_groups_sorted(
     if al.num_slots != t_ * top_k:
         raise ValueError(f"alignment of {al.num_slots} slots does not fit T={t_} x top_k={top_k}")
     groups = triton.cdiv(h, GROUP)
+    if t_ and (top_k >= TWO_PASS_TOP_K if two_pass is None else two_pass):
+        tq, ts = quantize_fp8_groups(x)
+        rows, rows_s = gather_rows_sorted(tq, al, top_k, ts)
+        assert rows_s is not None  # scales in, scales out
+        return rows, rows_s
     q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
     s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
     if not t_:
-        return q, s
-    use_two_pass = top_k >= TWO_PASS_TOP_K if two_pass is None else two_pass
-    if use_two_pass:
-        tq, ts = quantize_fp8_groups(x)
-        _gather_rows_kernel[(triton.cdiv(al.max_padded, _GATHER_ROWS), triton.cdiv(h, _GATHER_BYTES))](
-            tq.view(torch.uint8), ts, q.view(torch.uint8), s, al.sorted_ids, al.num_padded,
-            al.num_slots, h, groups, tq.stride(0), ts.stride(0), q.stride(0), s.stride(0),
-            TOP_K=top_k, BLOCK_R=_GATHER_ROWS, BLOCK_H=_GATHER_BYTES, BLOCK_G=triton.next_power_of_2(groups),
-            num_warps=4,
-        )  # fmt: skip
         return q, s
     block_t, pad_rows, warps = launch
     token_blocks = triton.cdiv(t_, block_t)

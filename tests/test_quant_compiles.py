@@ -1,5 +1,6 @@
 """The fp8 activation-quantization kernels of ``kernels/quant.py`` (the per-token one, the token-major
-sorted one and the two-pass path's row gather) compile for sm_90a on a CPU.
+sorted one) and the row gather of ``kernels/row_gather.py`` (the two-pass path's second pass, with
+scales, and the 16-bit sorted x, without) compile for sm_90a on a CPU.
 
 The CPU suites run them under the Triton interpreter, which accepts code that the compiler rejects
 (a name bound to tensors of different shapes in the two branches of an ``if``, for one). So the
@@ -20,7 +21,8 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels.quant import _gather_rows_kernel, _quant_groups_kernel, _quant_groups_sorted_kernel
+from kernels.quant import _quant_groups_kernel, _quant_groups_sorted_kernel
+from kernels.row_gather import _gather_rows_kernel
 target = GPUTarget("cuda", 90, 32)
 def build(fn, constexprs, types):
     signature = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
@@ -33,16 +35,17 @@ out = {
     "sorted": build(_quant_groups_sorted_kernel,
                     {"TOP_K": 8, "BLOCK_T": 16, "PAD_ROWS": 64, "GROUP_": 128}, ptrs),
 }
-bytes_ptrs = {"q_ptr": "*u8", "s_ptr": "*fp32", "out_q_ptr": "*u8", "out_s_ptr": "*fp32",
+bytes_ptrs = {"x_ptr": "*u8", "s_ptr": "*fp32", "out_ptr": "*u8", "out_s_ptr": "*fp32",
               "sorted_ids_ptr": "*i32", "num_padded_ptr": "*i32"}
-out["gather"] = build(_gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_H": 512, "BLOCK_G": 64},
-                      bytes_ptrs)
+for name, scales in (("gather", True), ("gather-16-bit", False)):
+    out[name] = build(_gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_B": 512, "BLOCK_G": 64,
+                                            "HAS_SCALES": scales}, bytes_ptrs)
 print(json.dumps(out))
 """
 
 
 def test_the_quantization_kernels_compile_for_sm90() -> None:
-    """All three of ``kernels/quant.py``."""
+    """Both of ``kernels/quant.py`` and the row gather with and without scales."""
     names = run_offline(CHILD)
     assert names == {"plain": "_quant_groups_kernel", "sorted": "_quant_groups_sorted_kernel",
-                     "gather": "_gather_rows_kernel"}  # fmt: skip
+                     "gather": "_gather_rows_kernel", "gather-16-bit": "_gather_rows_kernel"}  # fmt: skip

@@ -32,7 +32,7 @@ def test_two_pass_matches_the_token_major_kernel(t: int, k: int, h: int, block_m
 
 
 def test_the_default_takes_two_passes_from_top_k_8(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Which path runs is seen through the kernels launched (the two-pass one launches the row gather)."""
+    """Which path runs is seen through what it launches (the two-pass one calls the row gather)."""
     import kernels.quant as quant
 
     launched: list[str] = []
@@ -45,7 +45,12 @@ def test_the_default_takes_two_passes_from_top_k_8(monkeypatch: pytest.MonkeyPat
             launched.append(self.name)
             return self.kernel[grid]
 
-    monkeypatch.setattr(quant, "_gather_rows_kernel", Spy("gather", quant._gather_rows_kernel))
+    def gather(*args: object) -> object:
+        launched.append("gather")
+        return real_gather(*args)
+
+    real_gather = quant.gather_rows_sorted
+    monkeypatch.setattr(quant, "gather_rows_sorted", gather)
     token_major = Spy("token-major", quant._quant_groups_sorted_kernel)
     monkeypatch.setattr(quant, "_quant_groups_sorted_kernel", token_major)
     assert TWO_PASS_TOP_K == 8
