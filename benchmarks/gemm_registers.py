@@ -72,16 +72,18 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
 
 def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: GemmTile, even_k: bool = True) -> Any:
     """One GEMM kernel compiled for sm_90a as a launch of ``tile`` would compile it (pointers and
-    sizes 16-divisible, unit strides constant, TMA descriptors where ``tile.tma``); Triton's disk
-    cache answers a repeat."""
+    sizes 16-divisible, unit strides constant, TMA descriptors where ``tile.tma``, x's too where
+    ``tile.sorted_x``); Triton's disk cache answers a repeat."""
     kernel = KERNELS[gemm]
     names = kernel.arg_names
     constants = {
         "BLOCK_M": block_m, "BLOCK_N": tile.block_n, "BLOCK_K": tile.block_k, "GROUP_M": tile.group_m,
         "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8,
+        **({"SORTED_X": tile.sorted_x} if "SORTED_X" in names else {}),
         **{n: 1 for n in UNIT_STRIDES if n in names},
     }  # fmt: skip
     descriptors = {
+        ("gate_up", "x_ptr"): (block_m, tile.block_k) if tile.sorted_x else None,
         ("gate_up", "w1_ptr"): (tile.block_n, tile.block_k),
         ("down", "w2_ptr"): (tile.block_n, tile.block_k),
         ("down", "h_ptr"): (block_m, tile.block_k),
@@ -90,7 +92,7 @@ def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: GemmTile, even_k: boo
     for n in names:
         if n in constants:
             signature[n] = "constexpr"
-        elif tile.tma and (gemm, n) in descriptors:
+        elif tile.tma and descriptors.get((gemm, n)) is not None:
             rows, cols = descriptors[gemm, n]
             signature[n] = f"tensordesc<{'fp8e4nv' if fp8 else 'bf16'}[{rows},{cols}]>"
         else:

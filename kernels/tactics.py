@@ -51,10 +51,12 @@ class GemmTile:
     16-bit dtypes); ``gluon``: run the fp8 block-scale GEMM as the Hopper Gluon kernel
     (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps wgmmas in flight while
     it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`);
-    ``sorted_x`` (Gluon gate/up tiles only): the layer quantizes x straight into the alignment's row
-    order (``kernels.quant.quantize_fp8_groups_sorted``, ``top_k`` fp8 rows per token instead of
-    one) and the gate/up reads it by TMA instead of gathering rows by cp.async, which ran ~1.2x
-    faster on the H100 (BENCHMARKS.md, run 63).
+    ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
+    row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
+    ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
+    ``kernels.row_gather``) and the gate/up reads them by TMA, one box per K step, instead of
+    gathering rows with per-row loads; for the Gluon fp8 gate/up that ran ~1.2x faster on the H100
+    (BENCHMARKS.md, run 63).
     """
 
     block_n: int
@@ -80,8 +82,8 @@ class GemmTile:
             raise ValueError("a gluon tile loads its weights through TMA: it needs tma=True")
         if not isinstance(self.sorted_x, bool):
             raise ValueError(f"sorted_x must be a bool, got {self.sorted_x!r}")
-        if self.sorted_x and not self.gluon:
-            raise ValueError("sorted_x is an option of the Gluon gate/up kernel: it needs gluon=True")
+        if self.sorted_x and not self.tma:
+            raise ValueError("sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
 
     @property
     def name(self) -> str:
@@ -106,6 +108,9 @@ class Tactic:
         for name in ("gate_up", "down"):
             if not isinstance(getattr(self, name), GemmTile):
                 raise ValueError(f"{name} must be a GemmTile, got {getattr(self, name)!r}")
+        if self.down.sorted_x:
+            raise ValueError(f"down tile {self.down.name}: sorted_x is a gate_up option (the down reads "
+                             "h, already in the alignment's order)")  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -300,6 +305,10 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
 
 
+_SORTED_X_MIN_BLOCK_M_16BIT = 128
+"""The 16-bit space offers each TMA gate/up tile also with ``sorted_x`` from this block_m (the
+tensor-core-bound regime, where the gathered x rows may hold the GEMM back; not yet measured)."""
+
 _SORTED_X_ROWS = 256
 """Rows per expert from which the Gluon fp8 default reads x quantized into the alignment's order."""
 
@@ -403,6 +412,8 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
         if not (fp8 and bm > 64):  # Triton's fp8 tiles stop at 64 (block_m_choices)
             gu_tiles = _tiles_for(problem, bm, gate_up, i, h, 2, pin=(fp8, fp8))
             dn_tiles = _tiles_for(problem, bm, down, h, i, 1, pin=(False, fp8))
+            if not fp8 and bm >= _SORTED_X_MIN_BLOCK_M_16BIT:
+                gu_tiles += [replace(t, sorted_x=True) for t in gu_tiles if t.tma]
         if use_gluon:
             gu_tiles += _gluon_tiles(problem, bm, "gate_up")
             dn_tiles += _gluon_tiles(problem, bm, "down")

@@ -287,11 +287,13 @@ def test_fp32_tight(tma: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# edge cases (each on the default tactic and on a block_m=64 TMA tactic with ragged tiles)
+# edge cases (each on the default tactic and on a block_m=64 TMA tactic with ragged tiles, with
+# x gathered per row and with x copied into the alignment's order, ``sorted_x``)
 
 EDGE_TACTICS = {
     "default": None,
     "m64-tma": Tactic(64, GemmTile(32, 32, tma=True), GemmTile(32, 32, tma=True)),
+    "m64-tma-sorted-x": Tactic(64, GemmTile(32, 32, tma=True, sorted_x=True), GemmTile(32, 32, tma=True)),
 }
 
 

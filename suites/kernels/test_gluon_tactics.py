@@ -164,14 +164,17 @@ def test_gluon_tile_round_trips_and_old_dicts_load_as_triton() -> None:
         GemmTile(128, 128, tma=True, gluon=1)  # type: ignore[arg-type]
 
 
-def test_sorted_x_is_a_gluon_gate_up_option_with_its_own_name() -> None:
+def test_sorted_x_is_a_tma_gate_up_option_with_its_own_name() -> None:
     sorted_tile = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True)
     t = Tactic(128, sorted_tile, GLUON_TILE)
     assert t.name == "m128-gu_n128k128g8w8s4tGS-dn_n128k128g8w8s4tG"
     assert Tactic.from_dict(t.to_dict()) == t
     assert GLUON_TILE.name.endswith("tG")  # names of tiles without it do not change (baselines)
-    with pytest.raises(ValueError, match=r"sorted_x .* needs gluon=True"):
-        GemmTile(128, 128, tma=True, sorted_x=True)
+    with pytest.raises(ValueError, match=r"sorted_x .* needs tma=True"):
+        GemmTile(128, 64, sorted_x=True)
+    assert GemmTile(128, 64, 8, 8, 4, tma=True, sorted_x=True).name == "n128k64g8w8s4tS"  # Triton's
+    with pytest.raises(ValueError, match="sorted_x is a gate_up option"):
+        Tactic(128, sorted_tile, dataclasses.replace(GLUON_TILE, sorted_x=True))
     with pytest.raises(ValueError, match="sorted_x must be a bool"):
         GemmTile(128, 128, tma=True, gluon=True, sorted_x="yes")  # type: ignore[arg-type]
     assert gluon_misfit("gate_up", 128, sorted_tile, 7168, 2048) is None
