@@ -156,6 +156,33 @@ def test_bf16_matches_reference(model: str, t: int) -> None:
     assert torch.equal(out, again), "two runs on the same inputs gave different bits"
 
 
+@pytest.mark.parametrize(
+    ("model", "t"), [("deepseek-r1-dep8", 1000), ("qwen3-30b-a3b-ep1", 2000), ("mixtral-8x7b-ep1", 700)],
+    ids=["deepseek-r1-dep8-T1000", "qwen3-30b-a3b-ep1-T2000", "mixtral-8x7b-ep1-T700"],
+)
+def test_bf16_sorted_x_matches_its_gathered_twin(model: str, t: int) -> None:
+    """bf16 at block_m 128 (the default's tiles): the gate/up reading x in the alignment's order by
+    TMA (``sorted_x``) gives the gathering tile's bits, and both meet the reference's bounds."""
+    from dataclasses import replace
+
+    from kernels import default_tactic, fused_moe, fused_moe_reference
+    from kernels.fused_moe import problem_of
+
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=t)
+    x = _tokens(t, w1.shape[2], seed=t + 1000)
+    gathered = default_tactic(problem_of(x, w1, ids))
+    assert gathered.block_m == 128 and gathered.gate_up.tma and not gathered.gate_up.sorted_x, gathered.name
+    twin = replace(gathered, gate_up=replace(gathered.gate_up, sorted_x=True))
+    outs = []
+    for tactic in (gathered, twin):
+        out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+        fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tactic, out=out)
+        outs.append(out)
+    _check(outs[1], fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+    assert torch.equal(outs[0], outs[1]), f"{twin.name} differs from {gathered.name}"
+
+
 @pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_fp8_block_scale_matches_reference(model: str, t: int) -> None:
