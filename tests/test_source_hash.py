@@ -81,3 +81,13 @@ def test_code_text_keeps_strings_that_are_code_and_refuses_shared_lines() -> Non
     assert code_text('def f():\n    """doc\n    more"""\n    return 1\n') == "def f():\n    return 1\n"
     with pytest.raises(ValueError, match="line 1: a bare string shares its line with code"):
         code_text('x = 1; "doc"\n')
+
+
+def test_every_module_with_a_kernel_is_hashed() -> None:
+    """A module of ``kernels/`` that defines a Triton or Gluon kernel decides speed and results, so
+    a new one must join ``SOURCES`` or its edits would not move the hash. ``runner.py``'s only
+    kernel is the test-only slowdown (``$MOETUNE_TEST_SLOWDOWN``)."""
+    with_kernels = {path.name for path in KERNELS.glob("*.py")
+                    if "@triton.jit" in path.read_text() or "@gluon.jit" in path.read_text()}  # fmt: skip
+    assert {"fused_moe.py", "runner.py"} <= with_kernels
+    assert with_kernels - {"runner.py"} <= set(SOURCES), sorted(with_kernels - set(SOURCES))
