@@ -17,8 +17,8 @@ The ring index is flat over the program's K blocks: block ``kb`` of its ``j``-th
 kb``, slot and phase follow from it, and the refill after a retired block loads ``S`` blocks further
 on, into the next tile once past this one's last block. Needs ``I / 128 >= num_stages``.
 
-On branch ``ws-down`` the kernels' down is itself persistent and warp-specialized, so ``--gpu``
-compares this candidate with that one (on main, with the non-persistent kernel it replaced).
+The kernels' down is itself persistent and warp-specialized now (merged from branch ``ws-down`` in
+session 11), so ``--gpu`` compares this candidate with that one.
 """
 
 from __future__ import annotations

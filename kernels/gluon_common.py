@@ -114,11 +114,13 @@ def _gluon_pin(acc):
 @gluon.jit
 def _gluon_mainloop(a_desc, b_desc, off_m, b_row, num_k, sa_ptrs, row_ok, sb_ptr, stride_sa_k,
                     stride_sb_k, sb_hi_off, mma_layout: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
-    """The block-scaled K loop of one (BLOCK_M, BLOCK_N) tile, shared by the GEMM and the MoE down
-    kernel: A rows ``off_m ..`` and B rows ``b_row ..`` through a NUM_STAGES TMA ring, one wgmma in
-    flight while the previous K block is promoted with ``a_scale[rows, kb] * b_scale[kb]``
-    (``sa_ptrs``/``row_ok`` per row, ``sb_ptr`` per tile; a 256-wide tile spans two 128-row scale
-    blocks, the second at ``sb_ptr + sb_hi_off``). Returns the fp32 accumulator in ``mma_layout``."""
+    """The block-scaled K loop of one (BLOCK_M, BLOCK_N) tile, the GEMM prototype's
+    (``benchmarks/gluon_fp8_gemm.py``; the MoE down's math warps, ``gluon_down._down_math``, run
+    the same schedule on a warp-specialized ring): A rows ``off_m ..`` and B rows ``b_row ..``
+    through a NUM_STAGES TMA ring, one wgmma in flight while the previous K block is promoted with
+    ``a_scale[rows, kb] * b_scale[kb]`` (``sa_ptrs``/``row_ok`` per row, ``sb_ptr`` per tile; a
+    256-wide tile spans two 128-row scale blocks, the second at ``sb_ptr + sb_hi_off``). Returns
+    the fp32 accumulator in ``mma_layout``."""
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = b_desc.block_type.shape[0]

@@ -26,7 +26,8 @@ import dataclasses, json, re
 from benchmarks import gluon_fp8_down as down
 out = {"has_gluon": down.HAS_GLUON}
 if down.HAS_GLUON:
-    variants = [down.Variant(128, 128, 8, 4), down.Variant(64, 256, 8, 4), down.Variant(64, 128, 4, 3)]
+    variants = [down.Variant(128, 128, 8, 4), down.Variant(64, 256, 8, 4), down.Variant(64, 128, 4, 3),
+                down.Variant(128, 128, 8, 5)]
     out["reports"] = [dataclasses.asdict(r) for r in down.offline_reports(variants, with_triton=False)]
     ptx = down.compile_gluon_down(variants[1]).asm["ptx"]
     out["shapes"] = sorted(set(re.findall(r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)", ptx)))
@@ -40,7 +41,8 @@ def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     return gluon_child(CHILD)
 
 
-CASES = [pytest.param(0, id="128x128-w8"), pytest.param(1, id="64x256-w8"), pytest.param(2, id="64x128-w4")]
+CASES = [pytest.param(0, id="128x128-w8"), pytest.param(1, id="64x256-w8"), pytest.param(2, id="64x128-w4"),
+         pytest.param(3, id="128x128-w8-s5")]  # the last: the default's down at block_m 128 up to I = 2048
 
 
 @pytest.mark.parametrize("index", CASES)
