@@ -9,8 +9,10 @@ Launch sequence (all device work, no host sync, CUDA-graph capturable):
 
 1. :func:`kernels.align.moe_align`: sorted slot list padded per expert to ``block_m``.
 2. ``_gate_up_kernel``: per row block of one expert, gathers the block's token rows of ``x``
-   straight from ``x`` (no permuted copy), computes the gate and up tiles together and writes
-   ``h = silu(gate) * up`` (x's dtype) at the block's padded rows.
+   straight from ``x`` (no permuted copy) or, for a tile with ``sorted_x``, reads them by TMA from a
+   copy of x's rows in the alignment's order (:func:`kernels.row_gather.gather_rows_sorted`),
+   computes the gate and up tiles together and writes ``h = silu(gate) * up`` (x's dtype) at the
+   block's padded rows.
 3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
    stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer.
 4. ``_combine_kernel``: ``out[t] = sum_{j=0..k-1}`` of the local slots' rows in fixed order, fp32
@@ -363,6 +365,9 @@ def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alig
         w1_arg = _desc_2d(w1, w1.shape[0] * w1.shape[1], [tile.block_n, tile.block_k])
     x_arg: torch.Tensor | TensorDescriptor = x
     if tile.sorted_x:
+        if x.shape[0] != al.max_padded:  # TMA would read the missing rows as zeros
+            raise _err(f"a sorted_x tile reads x in the alignment's order, ({al.max_padded}, H) rows; "
+                       f"got {tuple(x.shape)}")  # fmt: skip
         _require_tma(x, "x in the alignment's order", folded=False)
         x_arg = _desc_2d(x, x.shape[0], [al.block_m, tile.block_k])
     xs, w1s, hs = scales if scales is not None else (x, x, x)

@@ -5,7 +5,7 @@
 - Activations: e4m3 with one fp32 scale per token per 128-wide group of columns, the group's
   absolute max mapped to e4m3's largest finite value (448). ``x`` is quantized on the device right
   after the alignment, by :func:`quantize_fp8_groups` (one row per token, which the gate/up
-  gathers), or for a Gluon gate/up tile with ``sorted_x`` by :func:`quantize_fp8_groups_sorted`
+  gathers), or for a gate/up tile with ``sorted_x`` by :func:`quantize_fp8_groups_sorted`
   (one row per routed slot, in the alignment's order, which the gate/up reads by TMA).
   ``h = silu(gate) * up`` is quantized in the gate/up GEMM's epilogue (each program owns one
   128-wide group of h's columns).
@@ -167,8 +167,8 @@ def quantize_fp8_groups_sorted(
     slots per token. Returns ``(x_fp8 (al.max_padded, H) float8_e4m3fn, scale (al.max_padded,
     cdiv(H, 128)) float32)``: row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
     same bits as :func:`quantize_fp8_groups` gives it), zeros for padding rows; rows from
-    ``al.num_padded`` on are left unwritten. It lets the Gluon gate/up read x by TMA instead of
-    gathering rows (``GemmTile.sorted_x``).
+    ``al.num_padded`` on are left unwritten. It lets a gate/up tile with ``sorted_x`` (Gluon's or
+    Triton's) read x by TMA instead of gathering rows.
 
     Two ways, the same bits: token-major (each token read and quantized once and written to its local
     slots' rows through ``al.slot_rows``: ``2 T H`` bytes in, ``top_k T H`` out in scattered rows) or,

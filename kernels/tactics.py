@@ -83,7 +83,8 @@ class GemmTile:
         if not isinstance(self.sorted_x, bool):
             raise ValueError(f"sorted_x must be a bool, got {self.sorted_x!r}")
         if self.sorted_x and not self.tma:
-            raise ValueError("sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
+            raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
+                             "sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
 
     @property
     def name(self) -> str:
@@ -285,13 +286,15 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
     """Shared memory of a Gluon tile: the fp8 ring (A rows and weight rows, K = 128, per stage) and
     the epilogue's buffers. A gate/up slot holds the gate and up rows of its h columns: 256 at
     block_m 64 ("wide"), 128 at 128 ("halves": two passes of 64 h columns, the first pass's h kept
-    as fp32), and the fp8 hq tile is staged for its TMA store. The down stores y from registers."""
+    as fp32), and the fp8 hq tile is staged for its TMA store. The down stores y from registers
+    after a layout change through shared memory (a block_m x block_n 16-bit tile: 32 KB of the
+    196,700 B that ptxas gives the 5-stage 128 x 128 down)."""
     if gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
         out = block_m * tile.block_n
     else:
-        slot, stash, out = tile.block_n, 0, 0
+        slot, stash, out = tile.block_n, 0, block_m * tile.block_n * 2
     return tile.num_stages * (block_m + slot) * 128 + stash + out
 
 
@@ -396,7 +399,8 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     most 3 choices); tile widths clamped to the GEMM sizes (duplicates removed); tiles whose
     pipelined shared-memory footprint exceeds an H100 block's are dropped; TMA variants only for
     ``block_m >= 64``. For ``dtype="float8_e4m3fn"`` the fp8 tables apply (gate_up block_n and
-    both block_k fixed at the 128-wide scale groups).
+    both block_k fixed at the 128-wide scale groups). 16-bit problems also get each TMA gate/up tile
+    with ``sorted_x`` from block_m :data:`_SORTED_X_MIN_BLOCK_M_16BIT`.
 
     ``gluon`` (the caller's device runs Gluon: :func:`kernels.gluon_support.gluon_unready` is
     ``None``) adds, for fp8 with H and I multiples of 128, the Gluon tiles at block_m 64 beside the

@@ -137,10 +137,12 @@ def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
         ("gate_up", 64, GemmTile(128, 128, 8, 4, 4, True, True), (7168, 2048), "num_warps=8 .* got 4"),
         ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
         ("gate_up", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 245760 B"),
-        ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 327680 B"),
+        ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 360448 B"),
+        # the ring's 6 x 32 KB and y's 32 KB layout change
+        ("down", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 229376 B"),
     ],
     ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "wide-warps", "stages",
-         "smem-gate-up", "smem-down"],
+         "smem-gate-up", "smem-down", "smem-down-6-stages"],
 )
 def test_gluon_misfit_names_the_bad_value(
     gemm: str, block_m: int, tile: GemmTile, sizes: tuple[int, int], message: str

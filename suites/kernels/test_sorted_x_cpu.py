@@ -152,13 +152,27 @@ def test_sorted_x_on_the_triton_fp8_gate_up_gives_the_gathered_twins_bits() -> N
 
 
 def test_sorted_x_needs_rows_tma_can_read() -> None:
-    """H = 36 fp16 rows are 72 bytes, not a multiple of 16: TMA cannot read them, and the error
-    says which tensor."""
+    """H = 36 fp16 rows are 72 bytes, not a multiple of 16: TMA cannot read them (w1's, checked
+    first, nor x's copy, which has the same row stride), and the error says so."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 36, generator=g).to(torch.float16).to(DEV)
     w1 = torch.randn(2, 64, 36, generator=g).to(torch.float16).to(DEV)
     w2 = torch.randn(2, 36, 32, generator=g).to(torch.float16).to(DEV)
     ids, weights = _routing(8, 1, 2, seed=0)
     tactic = Tactic(64, GemmTile(32, 32, sorted_x=True, tma=True), GemmTile(32, 32))
-    with pytest.raises(ValueError, match="TMA"):
+    with pytest.raises(ValueError, match="TMA but w1"):
         fused_moe(x, w1, w2, ids, weights, tactic=tactic)
+
+
+def test_the_sorted_launch_refuses_x_in_token_order() -> None:
+    """Given the (T, H) x instead of its (max_padded, H) copy, TMA would read the missing rows as
+    zeros: the launcher refuses, naming both shapes."""
+    from kernels.fused_moe import _launch_gate_up
+
+    x = torch.randn(8, 64).to(torch.float16).to(DEV)
+    w1 = torch.randn(2, 64, 64).to(torch.float16).to(DEV)
+    al = moe_align(_routing(8, 1, 2, seed=0)[0], 64, 2, 0)
+    h = torch.empty((al.max_padded, 32), dtype=torch.float16, device=DEV)
+    tile = GemmTile(32, 32, tma=True, sorted_x=True)
+    with pytest.raises(ValueError, match=rf"\({al.max_padded}, H\) rows; got \(8, 64\)"):
+        _launch_gate_up(x, w1, h, al, tile, 1, "ieee")
