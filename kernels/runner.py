@@ -90,12 +90,17 @@ class FusedMoERunner:
         self.gluon = allow_gluon and gluon_unready() is None
         """Whether the Gluon fp8 tiles join the fp8 tactic space and default: allowed, and this
         process's CUDA device runs them (Hopper)."""
+        self.vllm_kernels_only = not allow_gluon
+        """The export runner's space: only what vLLM's Triton MoE kernel runs, so no Gluon tiles and
+        no ``sorted_x`` gate/up (vLLM gathers x's rows; a sorted tile's time includes a copy it
+        does not make)."""
         if not allow_gluon:
             self.name = f"{type(self).name}-triton"  # its own tuning cache entries
 
     def for_export(self, fmt: str) -> FusedMoERunner:
-        """The runner ``moetune tune --export vllm`` tunes with: vLLM runs Triton kernels, so the
-        Gluon tiles (this repo's own kernels) are left out, under the name ``fused_moe-triton``."""
+        """The runner ``moetune tune --export vllm`` tunes with: vLLM runs Triton kernels that gather
+        x's rows, so the Gluon tiles (this repo's own kernels) and the ``sorted_x`` gate/up tiles are
+        left out, under the name ``fused_moe-triton``."""
         if fmt != "vllm":
             raise ValueError(f"no export format {fmt!r} for {self.name}; supported: vllm")
         return type(self)(allow_gluon=False)
@@ -104,7 +109,10 @@ class FusedMoERunner:
         return problem.dtype in _KERNEL_DTYPES
 
     def tactics(self, problem: Any) -> list[Tactic]:
-        return tactics(kernel_problem(problem), gluon=self.gluon)
+        space = tactics(kernel_problem(problem), gluon=self.gluon)
+        if self.vllm_kernels_only:
+            space = [t for t in space if not t.gate_up.sorted_x]
+        return space
 
     def default_tactic(self, problem: Any) -> Tactic:
         return default_tactic(kernel_problem(problem), gluon=self.gluon)
@@ -229,10 +237,14 @@ class FusedMoERunner:
 
     def vllm_config(self, tactic: Tactic) -> dict[str, int]:
         """vLLM runs one tile config for both GEMMs: the gate/up GEMM's (the larger one). A tactic
-        with Gluon tiles has no vLLM equivalent (``ValueError``; tune with :meth:`for_export`)."""
+        with Gluon tiles or a ``sorted_x`` gate/up has no vLLM equivalent (``ValueError``; tune
+        with :meth:`for_export`)."""
         if tactic.gate_up.gluon or tactic.down.gluon:
             raise ValueError(f"tactic {tactic.name} runs this repo's Gluon fp8 kernels, which vLLM does "
                              f"not have; tune for export with for_export('vllm')")  # fmt: skip
+        if tactic.gate_up.sorted_x:
+            raise ValueError(f"tactic {tactic.name} reads x copied into the alignment's order, which "
+                             f"vLLM's kernel does not; tune for export with for_export('vllm')")  # fmt: skip
         tile: GemmTile = tactic.gate_up
         return {
             "BLOCK_SIZE_M": tactic.block_m,

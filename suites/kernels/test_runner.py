@@ -187,3 +187,23 @@ def test_export_tunes_without_gluon_tiles_and_a_gluon_tactic_has_no_vllm_config(
         full.vllm_config(Tactic(64, gluon, gluon))
     with pytest.raises(ValueError, match="no export format 'sglang'"):
         full.for_export("sglang")
+
+
+def test_export_tunes_without_sorted_x_tiles() -> None:
+    """A bf16 prefill bucket's space holds sorted-x gate/up twins at block_m 128; vLLM's kernel
+    gathers x's rows, so the export runner leaves them out and ``vllm_config`` refuses one."""
+    from dataclasses import replace
+
+    from kernels.runner import FusedMoERunner
+
+    model = get_model("deepseek-r1")
+    problem = TuningProblem(model, Topology.parse("dep8", model.num_experts, model.top_k), "bf16").at(4096)
+    full = FusedMoERunner()
+    sorted_tactics = [t for t in full.tactics(problem) if t.gate_up.sorted_x]
+    assert sorted_tactics and {t.block_m for t in sorted_tactics} == {128}
+    export = full.for_export("vllm")
+    space = export.tactics(problem)
+    assert space and not any(t.gate_up.sorted_x for t in space)
+    assert {replace(t, gate_up=replace(t.gate_up, sorted_x=False)) for t in sorted_tactics} <= set(space)
+    with pytest.raises(ValueError, match="copied into the alignment's order"):
+        full.vllm_config(sorted_tactics[0])
