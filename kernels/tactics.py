@@ -232,9 +232,9 @@ _DOWN_FP8: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 # "halves", runs 54 and 55: 4 stages fastest at 16384 tokens and in most layer sweeps; the
 # warp-specialized down at block_m 128, H200 run 7 of session 10: 5 stages 1-3% faster than 4 at
 # deepseek-r1 and qwen3-235b, 4.5% slower at mixtral, 3 the slowest; the default takes 5 stages up to
-# I = 2048, _gluon_down_default). wgmma tiles
-# are 64 rows per warpgroup, so block_m is 64 or 128. Left out because they spill (run 36 and the
-# offline ptxas reports): gate/up on 4 warps, down 128x128 on 4 warps.
+# I = 2048, _gluon_down_default). wgmma tiles are 64 rows per warpgroup, so block_m is 64 or 128.
+# Left out because they spill (run 36 and the offline ptxas reports): gate/up on 4 warps, down
+# 128x128 on 4 warps.
 _GATE_UP_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((128, 128, 8, 4), (128, 128, 8, 3)),
     128: ((128, 128, 8, 4), (128, 128, 8, 3)),
