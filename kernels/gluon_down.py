@@ -33,6 +33,8 @@ faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), level at mixtral E
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -235,6 +237,12 @@ def _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_
     gl.store(y_ptrs, out, mask=mask)
 
 
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device (read once per device, not on every launch)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def launch_gluon_down(
     hq: torch.Tensor,
     hs: torch.Tensor,
@@ -261,7 +269,7 @@ def launch_gluon_down(
     a_desc = TensorDescriptor.from_tensor(hq, [al.block_m, SCALE_GROUP], a_layout)
     b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [tile.block_n, SCALE_GROUP], b_layout)
     tiles = al.max_blocks * (h // tile.block_n)
-    programs = min(tiles, torch.cuda.get_device_properties(hq.device).multi_processor_count)
+    programs = min(tiles, _sm_count(hq.device.index))
     _gluon_down_fp8_kernel[(programs,)](
         a_desc, b_desc, y, hs, w2s,
         al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,

@@ -429,6 +429,10 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     return out
 
 
+_GLUON_DOWN_MIN_I = 2048
+"""The smallest I (the down GEMM's K) at which the block_m 64 default takes the Gluon down."""
+
+
 def _gluon_down_pays(intermediate: int) -> bool:
     """Whether the default takes the Gluon down over Triton's ``n128k128g8w4s3t`` at block_m 64,
     that is below :data:`_GLUON_BM128_ROWS` rows per expert (or with I < 768).
@@ -437,7 +441,7 @@ def _gluon_down_pays(intermediate: int) -> bool:
     BENCHMARKS.md) took the Gluon down at every point with I >= 2048 (deepseek-r1, mixtral) and
     Triton's at every point with I < 1024 (qwen3-30b I=768, qwen3-next I=512) and at I=1536
     (qwen3-235b) below 512 rows per expert."""
-    return intermediate >= 2048
+    return intermediate >= _GLUON_DOWN_MIN_I
 
 
 _GLUON_BM128_ROWS = 128
