@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from typing import Any
 
 import torch
@@ -115,7 +115,10 @@ class FusedMoERunner:
         return space
 
     def default_tactic(self, problem: Any) -> Tactic:
-        return default_tactic(kernel_problem(problem), gluon=self.gluon)
+        tactic = default_tactic(kernel_problem(problem), gluon=self.gluon)
+        if self.vllm_kernels_only and tactic.gate_up.sorted_x:  # vLLM gathers x's rows
+            tactic = replace(tactic, gate_up=replace(tactic.gate_up, sorted_x=False))
+        return tactic
 
     def tactic_to_dict(self, tactic: Tactic) -> dict[str, Any]:
         return tactic.to_dict()

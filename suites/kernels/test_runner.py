@@ -207,3 +207,8 @@ def test_export_tunes_without_sorted_x_tiles() -> None:
     assert {replace(t, gate_up=replace(t.gate_up, sorted_x=False)) for t in sorted_tactics} <= set(space)
     with pytest.raises(ValueError, match="copied into the alignment's order"):
         full.vllm_config(sorted_tactics[0])
+    # the default reads sorted x at this bucket's 1024 rows per expert; the export's default gathers
+    dflt, export_dflt = full.default_tactic(problem), export.default_tactic(problem)
+    assert dflt.gate_up.sorted_x and not export_dflt.gate_up.sorted_x
+    assert export_dflt == replace(dflt, gate_up=replace(dflt.gate_up, sorted_x=False)) in space
+    export.vllm_config(export_dflt)
