@@ -315,9 +315,11 @@ _SORTED_X_MIN_BLOCK_M_16BIT = 128
 tensor-core-bound regime, where the gathered x rows hold the GEMM back)."""
 
 _SORTED_X_ROWS = 256
-"""Rows per expert from which the default's gate/up reads x in the alignment's order (fp8: the
-Gluon gate/up on x quantized into that order; 16-bit: the Triton gate/up at block_m 128 on x's
-rows copied into it by :mod:`kernels.row_gather`)."""
+"""Rows per expert from which the Gluon fp8 default reads x quantized into the alignment's order."""
+
+_SORTED_X_ABOVE_ROWS_16BIT = 128
+"""Above this many rows per expert (more than one block_m-128 block each) the 16-bit default's
+gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_gather`."""
 
 
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
@@ -489,7 +491,7 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
-    (``sorted_x``) at ``block_m = 128`` from :data:`_SORTED_X_ROWS` rows per expert.
+    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -536,9 +538,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     gu_t = _clamp_tile(gu_raw, i, h, 8)
     dn_t = _clamp_tile(dn_raw, h, i, 8)
     gu_tma = tma and gu_t.block_k * elem <= 128
-    # H200, session 12 (BENCHMARKS.md), the layer with each x layout in the same rounds: x copied
-    # into the alignment's order is 6-13% faster from 256 rows per expert at I >= 1536, level at
-    # qwen3-30b (I=768), 5% slower at 128 rows (qwen3-235b), where the copy is not paid back.
-    sorted_x = gu_tma and bm >= _SORTED_X_MIN_BLOCK_M_16BIT and m >= _SORTED_X_ROWS
+    # H200 runs 17 and 18 (BENCHMARKS.md), the layer with each x layout in the same rounds: x copied
+    # into the alignment's order is 6-14% faster from 192 rows per expert at I >= 1536 (level to 3%
+    # faster at qwen3-30b's I=768); at 128 rows 3-9% slower (mixtral level), the copy not paid back.
+    sorted_x = gu_tma and bm >= _SORTED_X_MIN_BLOCK_M_16BIT and m > _SORTED_X_ABOVE_ROWS_16BIT
     return Tactic(bm, replace(gu_t, tma=gu_tma, sorted_x=sorted_x),
                   replace(dn_t, tma=tma and dn_t.block_k * elem <= 128))
