@@ -214,10 +214,13 @@ def time_prefixes(
 
 
 def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float) -> dict[str, float]:
-    """Median us of the layer's stage prefixes (align; +gate_up; +down; +combine), one graph each;
-    differences give each stage's share."""
+    """Median us of the layer's stage prefixes (align; +x's rows copied into the alignment's order,
+    for a ``sorted_x`` gate/up tile, else nothing; +gate_up; +down; +combine), one graph each, in
+    the order ``kernels.fused_moe`` runs them with tactic ``t``; differences give each stage's
+    share. The full prefix must give the layer's bits (``RuntimeError`` otherwise)."""
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
+    from kernels.row_gather import gather_rows_sorted
 
     dev = torch.device("cuda")
     h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
@@ -226,22 +229,29 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
     x = torch.randn(num_tokens, h, device=dev).to(torch.bfloat16)
     ids, wts = balanced_topk(num_tokens, case, 0, dev)
 
-    def upto(stage: int) -> None:
+    def upto(stage: int) -> torch.Tensor | None:
         al = moe_align(ids, t.block_m, num_local, case.offset)
         if stage < 1:
-            return
-        hb = torch.empty((al.max_padded, i), dtype=x.dtype, device=dev)
-        _launch_gate_up(x, w1, hb, al, t.gate_up, k, "tf32")
+            return None
+        x_rows = gather_rows_sorted(x, al, k)[0] if t.gate_up.sorted_x else x
         if stage < 2:
-            return
+            return None
+        hb = torch.empty((al.max_padded, i), dtype=x.dtype, device=dev)
+        _launch_gate_up(x_rows, w1, hb, al, t.gate_up, k, "tf32")
+        if stage < 3:
+            return None
         y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
         _launch_down(hb, w2, y, wts, al, t.down, "tf32")
-        if stage < 3:
-            return
+        if stage < 4:
+            return None
         out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
         launch_combine(y, ids, out, case.offset, num_local)
+        return out
 
-    return time_prefixes(upto, ("align", "+gate_up", "+down", "+combine"), rounds, target)
+    layer = fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)
+    if not torch.equal(upto(4), layer):
+        raise RuntimeError(f"breakdown of {t.name}: its stages do not give fused_moe's output")
+    return time_prefixes(upto, ("align", "+sort_x", "+gate_up", "+down", "+combine"), rounds, target)
 
 
 def breakdown_fp8(
