@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Branch bf16-sorted-x on one GPU in one call: the sorted-x GPU tests (bit-identity of the bf16
-# sorted gate/up to its gathered twin, and every tactic of the bf16 space), then the layer benchmark
-# for $CASES at $TOKENS with the bf16 default and its sorted twin timed in the same interleaved rounds
-# (no sweep, bf16 only). Each step gets what is left of $DEADLINE (default 570 s).
+# The bf16 sorted-x gate/up on one GPU in one call (session 12, runs 17 and 18): the sorted-x GPU
+# tests (bit-identity of the bf16 sorted gate/up to its gathered twin, and every tactic of the bf16
+# space), then the layer benchmark for $CASES at $TOKENS with the bf16 default and its twin with the
+# other x layout timed in the same interleaved rounds (no sweep, bf16 only). Each step gets what is left of $DEADLINE (default 570 s).
 # Results: $OUT/sx/{tests.log,bench.log,bench.json,setuptools.txt}.
 #
 #   bash benchmarks/gpu_sorted_x.sh [TOKENS]    # TOKENS: default 1024,4096,16384

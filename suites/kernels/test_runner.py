@@ -210,5 +210,6 @@ def test_export_tunes_without_sorted_x_tiles() -> None:
     # the default reads sorted x at this bucket's 1024 rows per expert; the export's default gathers
     dflt, export_dflt = full.default_tactic(problem), export.default_tactic(problem)
     assert dflt.gate_up.sorted_x and not export_dflt.gate_up.sorted_x
-    assert export_dflt == replace(dflt, gate_up=replace(dflt.gate_up, sorted_x=False)) in space
+    assert export_dflt == replace(dflt, gate_up=replace(dflt.gate_up, sorted_x=False))
+    assert export_dflt in space
     export.vllm_config(export_dflt)
