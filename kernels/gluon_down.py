@@ -34,6 +34,7 @@ faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), level at mixtral E
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from triton.experimental import gluon
@@ -135,6 +136,9 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
         sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
         row_ok = rows < max_blocks * BLOCK_M
         sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
+        # The epilogue's routing weights and destination slots, loaded now: two dependent global
+        # loads (slot, then its weight) would otherwise stall the math warps after the K loop.
+        w, s_slot = _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M, BLOCK_N)
 
         # Two temporaries with fixed registers, T0 the even K blocks, T1 the odd ones, the loop
         # unrolled by two (see _gluon_mainloop: role swaps at the back-edge serialize the wgmmas).
@@ -169,8 +173,7 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
             done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
             _down_release(empty, base + num_k - 1, NUM_STAGES)
             acc = acc + done0 * scale0
-        _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
-                       stride_ym)  # fmt: skip
+        _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym)
         base += num_k
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
@@ -215,22 +218,33 @@ def _gluon_down_fp8_kernel(
                         num_m, num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
+@gluon.constexpr_function
+def _store_layout(block_n: int, num_warps: int) -> Any:
+    """The epilogue's row-major blocked layout: 8 16-bit values (16 bytes) per thread along N."""
+    return gl.BlockedLayout([1, 8], _store_layout_threads(block_n), [num_warps, 1], [1, 0])
+
 @gluon.jit
-def _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
-                   stride_ym):  # fmt: skip
-    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
-    ``off_n ..``: the routing weight in fp32, one rounding to y's dtype, then a row-major blocked layout
-    (16-byte stores) and pointer stores at row ``sorted_ids[r]`` for real rows only."""
-    BLOCK_M: gl.constexpr = acc.shape[0]
-    BLOCK_N: gl.constexpr = acc.shape[1]
+def _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr):  # fmt: skip
+    """What the epilogue of the tile at row ``off_m`` needs from global memory: the routing weight of
+    each row (fp32, 0 for padding rows; ``rows``' layout, the accumulator's rows) and each row's flat
+    slot (int32; the rows of :func:`_store_layout`)."""
     slot = gl.load(sorted_ids_ptr + rows)
     w = gl.load(topk_weights_ptr + slot, mask=slot < num_slots, other=0.0)
+    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
+    s_slot = gl.load(sorted_ids_ptr + off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout)))
+    return w, s_slot
+
+@gluon.jit
+def _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym):
+    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
+    ``off_n ..``, with ``w`` and ``s_slot`` from :func:`_epilogue_rows`: the routing weight in fp32,
+    one rounding to y's dtype, then the row-major store layout (16-byte stores) and pointer stores at
+    row ``s_slot`` for real rows only."""
+    BLOCK_N: gl.constexpr = acc.shape[1]
     out = (acc * gl.expand_dims(w, 1)).to(y_ptr.dtype.element_ty)
-    TPW: gl.constexpr = _store_layout_threads(BLOCK_N)
-    store_layout: gl.constexpr = gl.BlockedLayout([1, 8], TPW, [gl.num_warps(), 1], [1, 0])
+    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
     out = gl.convert_layout(out, store_layout)
-    s_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
-    s_slot = gl.load(sorted_ids_ptr + s_rows)
     cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, store_layout))
     y_ptrs = y_ptr + gl.expand_dims(s_slot.to(gl.int64) * stride_ym, 1) + gl.expand_dims(cols, 0)
     mask = gl.expand_dims(s_slot < num_slots, 1) & gl.expand_dims(cols < N, 0)

@@ -286,13 +286,15 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
     """Shared memory of a Gluon tile: the fp8 ring (A rows and weight rows, K = 128, per stage) and
     the epilogue's buffers. A gate/up slot holds the gate and up rows of its h columns: 256 at
     block_m 64 ("wide"), 128 at 128 ("halves": two passes of 64 h columns, the first pass's h kept
-    as fp32), and the fp8 hq tile is staged for its TMA store. The down stores y from registers
-    after a layout change through shared memory (a block_m x block_n 16-bit tile: 32 KB of the
-    196,700 B that ptxas gives the 5-stage 128 x 128 down)."""
+    as fp32); the gate/up's epilogue (the wide tile's layout change, the fp8 hq tile staged for its
+    TMA store) reuses the drained ring (163,872 B for either block_m at 4 stages, triton 3.6). The
+    persistent down's ring stays live: it stores y from registers after a layout change through
+    shared memory (a block_m x block_n 16-bit tile: 32 KB of the 196,700 B that ptxas gives the
+    5-stage 128 x 128 down)."""
     if gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
-        out = block_m * tile.block_n
+        out = 0
     else:
         slot, stash, out = tile.block_n, 0, block_m * tile.block_n * 2
     return tile.num_stages * (block_m + slot) * 128 + stash + out
