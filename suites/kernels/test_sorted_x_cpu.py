@@ -176,3 +176,42 @@ def test_the_sorted_launch_refuses_x_in_token_order() -> None:
     tile = GemmTile(32, 32, tma=True, sorted_x=True)
     with pytest.raises(ValueError, match=rf"\({al.max_padded}, H\) rows; got \(8, 64\)"):
         _launch_gate_up(x, w1, h, al, tile, 1, "ieee")
+
+
+def test_the_fp8_scales_are_group_major_and_the_triton_gemms_read_either_layout() -> None:
+    """The layer keeps the scales of rows in the alignment's order group-major (one K block's row
+    scales are contiguous): both sorted quantizations return them so, and the Triton fp8 GEMMs give
+    the same h, h scales and y whether x's and h's scales come row-major or group-major (two groups
+    each, so a kernel that ignored the group stride would read the wrong column)."""
+    from kernels.fused_moe import _launch_down, _launch_gate_up
+    from kernels.quant import quantize_fp8_groups_sorted
+    from kernels.row_gather import empty_row_scales
+
+    g = torch.Generator().manual_seed(21)
+    t, k, num_local, h, i = 24, 2, 4, 256, 256
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16).to(DEV)
+    w1q, w1s = quantize_fp8_block((torch.randn(num_local, 2 * i, h, generator=g) / math.sqrt(h)).to(DEV))
+    w2q, w2s = quantize_fp8_block((torch.randn(num_local, h, i, generator=g) / math.sqrt(i)).to(DEV))
+    ids, weights = _routing(t, k, num_local, seed=6)
+    al = moe_align(ids, 16, num_local, 0)
+    for two_pass in (False, True):
+        _, xs_sorted = quantize_fp8_groups_sorted(x, al, k, two_pass=two_pass)
+        assert xs_sorted.stride() == (1, al.max_padded), two_pass
+    xq, xs = quantize_fp8_groups_sorted(x, al, k)
+    tile = GemmTile(128, 128, 8, 4, 3, tma=True, sorted_x=True)
+    outs = []
+    for group_major in (False, True):
+        xs_in = xs if group_major else xs.contiguous()
+        hq = torch.zeros((al.max_padded, i), dtype=torch.float8_e4m3fn, device=DEV)
+        hs = empty_row_scales(al.max_padded, 2, DEV)
+        if not group_major:
+            hs = hs.contiguous()
+        _launch_gate_up(xq, w1q, hq, al, tile, k, "tf32", scales=(xs_in, w1s, hs.fill_(-1.0)))
+        y = torch.zeros((t * k, h), dtype=torch.bfloat16, device=DEV)
+        _launch_down(hq, w2q, y, weights, al, GemmTile(128, 128, 8, 4, 3, tma=True), "tf32", scales=(hs, w2s))
+        outs.append((hq.view(torch.uint8), hs, y))
+    n = int(al.num_padded.item())
+    (hq_r, hs_r, y_r), (hq_g, hs_g, y_g) = outs
+    assert torch.equal(hq_r[:n], hq_g[:n]) and torch.equal(hs_r[:n], hs_g[:n])
+    assert bool((hs_g[:n] > 0).all())  # every row's two scales written
+    assert torch.equal(y_r, y_g) and y_g.any()
