@@ -8,9 +8,7 @@ For each case (``benchmarks.bench_fused_moe.CASES``, balanced routing) and token
 default tactic of the working tree picks the tiles (``--stages`` adds the new revision at other
 ring depths of the same tiles, "new-sS"); old and new launchers run them on the same
 inputs: x quantized as the layer quantizes it (into the alignment's order when the gate/up tile is
-``sorted_x``), w1 and w2 random and block-quantized, and the down on the new gate/up's h; the new
-revision gets the scales as the layer keeps them, the old one row-major copies (what it needs before
-this session's group-major scales). Each
+``sorted_x``), w1 and w2 random and block-quantized, and the down on the new gate/up's h. Each
 prints whether the two outputs agree bit for bit (hq and hs; y's rows of real slots) and the time
 of one launch: CUDA-graph replays (:class:`pytest_moetune.timing.CudaGraphTimer`, 7 rounds), old and
 new alternating in ``--passes`` passes so that clock drift lands on both; the median over passes
@@ -29,8 +27,8 @@ from typing import Any
 
 import kernels_old.gluon_down as old_down
 import kernels_old.gluon_gate_up as old_gate_up
+import kernels_old.tactics as old_tactics
 import torch
-from kernels_old.tactics import GemmTile as OldGemmTile
 
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
 from kernels import MoEProblem, default_tactic
@@ -38,7 +36,6 @@ from kernels.align import Alignment, moe_align
 from kernels.gluon_down import launch_gluon_down
 from kernels.gluon_gate_up import launch_gluon_gate_up
 from kernels.quant import quantize_fp8_block, quantize_fp8_groups, quantize_fp8_groups_sorted
-from kernels.row_gather import empty_row_scales
 from kernels.tactics import GemmTile, gluon_misfit
 from pytest_moetune.timing import CudaGraphTimer
 
@@ -47,8 +44,8 @@ GROUP = 128
 
 def _old_tile(tile: GemmTile) -> Any:
     """The same tile as the old revision's ``GemmTile`` (fields it lacks are dropped)."""
-    fields = {f.name for f in dataclasses.fields(OldGemmTile)}
-    return OldGemmTile(**{k: v for k, v in dataclasses.asdict(tile).items() if k in fields})
+    fields = {f.name for f in dataclasses.fields(old_tactics.GemmTile)}
+    return old_tactics.GemmTile(**{k: v for k, v in dataclasses.asdict(tile).items() if k in fields})
 
 
 @dataclasses.dataclass
@@ -93,14 +90,11 @@ def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Ca
     per entry of ``tiles`` the new revision at that tile; and a check that all agree."""
     i = p.w1q.shape[1] // 2
     outs = {name: (torch.zeros((p.al.max_padded, i), dtype=torch.float8_e4m3fn, device=p.xq.device),
-                   empty_row_scales(p.al.max_padded, i // GROUP, p.xq.device).zero_())
-            for name in tiles}  # fmt: skip
-    outs["old"] = (torch.zeros_like(outs["new"][0]),
-                   torch.zeros((p.al.max_padded, i // GROUP), device=p.xq.device))  # row-major
+                   torch.zeros((p.al.max_padded, i // GROUP), device=p.xq.device))
+            for name in ("old", *tiles)}  # fmt: skip
     k, sorted_x = p.case.top_k, p.gate_up.sorted_x
-    xs_rows = p.xs.contiguous()
     launches: dict[str, Callable[[], object]] = {
-        "old": lambda: old_gate_up.launch_gluon_gate_up(p.xq, xs_rows, p.w1q, p.w1s, *outs["old"], p.al,
+        "old": lambda: old_gate_up.launch_gluon_gate_up(p.xq, p.xs, p.w1q, p.w1s, *outs["old"], p.al,
                                                         _old_tile(p.gate_up), k, sorted_x=sorted_x),
     }  # fmt: skip
     for name, tile in tiles.items():
@@ -122,14 +116,13 @@ def down_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Calla
     new revision at each of ``tiles``; and a check that the rows of real slots agree."""
     i, h = p.w1q.shape[1] // 2, p.w1q.shape[2]
     hq = torch.empty((p.al.max_padded, i), dtype=torch.float8_e4m3fn, device=p.xq.device)
-    hs = empty_row_scales(p.al.max_padded, i // GROUP, p.xq.device)
+    hs = torch.empty((p.al.max_padded, i // GROUP), device=p.xq.device)
     launch_gluon_gate_up(p.xq, p.xs, p.w1q, p.w1s, hq, hs, p.al, p.gate_up, p.case.top_k,
                          sorted_x=p.gate_up.sorted_x)  # fmt: skip
-    hs_rows = hs.contiguous()
     ys = {name: torch.zeros((p.tokens * p.case.top_k, h), dtype=torch.bfloat16, device=p.xq.device)
           for name in ("old", *tiles)}  # fmt: skip
     launches: dict[str, Callable[[], object]] = {
-        "old": lambda: old_down.launch_gluon_down(hq, hs_rows, p.w2q, p.w2s, ys["old"], p.weights, p.al,
+        "old": lambda: old_down.launch_gluon_down(hq, hs, p.w2q, p.w2s, ys["old"], p.weights, p.al,
                                                   _old_tile(p.down)),
     }  # fmt: skip
     for name, tile in tiles.items():

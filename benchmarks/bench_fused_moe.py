@@ -266,7 +266,6 @@ def breakdown_fp8(
     from kernels.align import moe_align
     from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
-    from kernels.row_gather import empty_row_scales
 
     if GLUON:
         from kernels.gluon_down import launch_gluon_down
@@ -287,7 +286,7 @@ def breakdown_fp8(
         if stage < 2:
             return None
         hq = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
-        hs = empty_row_scales(al.max_padded, i // 128, dev)
+        hs = torch.empty((al.max_padded, i // 128), dtype=torch.float32, device=dev)
         if t.gate_up.gluon:
             launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, t.gate_up, k, sorted_x=sorted_x)
         else:

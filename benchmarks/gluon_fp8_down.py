@@ -144,7 +144,7 @@ def gluon_down_fp8(
     assert block_m in (64, 128), f"alignment.block_m must be 64 or 128, got {block_m}"
     assert hq.stride(1) == 1 and (hq.stride(0) * hq.element_size()) % 16 == 0, f"hq strides {hq.stride()}"
     assert hq.data_ptr() % 16 == 0, "hq must be 16-byte aligned for TMA"
-    assert tuple(hs.shape) == (max_padded, i // GROUP), tuple(hs.shape)
+    assert tuple(hs.shape) == (max_padded, i // GROUP) and hs.stride(1) == 1, (tuple(hs.shape), hs.stride())
     assert w2q.is_contiguous(), f"w2q must be contiguous, strides {w2q.stride()}"
     assert tuple(w2s.shape) == (num_local, triton.cdiv(h, GROUP), i // GROUP), tuple(w2s.shape)
     assert w2s.is_contiguous(), f"w2s must be contiguous, strides {w2s.stride()}"
@@ -215,8 +215,7 @@ def compile_gluon_down(variant: Variant) -> Any:
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "topk_weights_ptr": "*fp32",
         "N": "i32", "K": "i32", "num_slots": "i32", "max_blocks": "i32",
-        "stride_ym": "i32", "stride_hsm": "i32", "stride_hsk": "i32", "stride_wse": "i32",
-        "stride_wsn": "i32",
+        "stride_ym": "i32", "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
         "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr",
     }  # fmt: skip

@@ -143,7 +143,7 @@ def gluon_gate_up_fp8(
     assert h_w == h and h % GROUP == 0 and i % GROUP == 0, (tuple(xq.shape), tuple(w1q.shape))
     assert xq.dtype == w1q.dtype == torch.float8_e4m3fn
     assert xs.dtype == w1s.dtype == torch.float32
-    assert xs.shape[0] == t_ and xs.shape[1] == h // GROUP
+    assert xs.shape[0] == t_ and xs.shape[1] == h // GROUP and xs.stride(1) == 1
     assert tuple(w1s.shape) == (num_local, two_i // GROUP, h // GROUP)
     assert xq.stride(1) == 1 and xq.stride(0) % 16 == 0, "x rows are copied in 16-byte cp.async chunks"
     assert w1q.is_contiguous()
@@ -234,8 +234,8 @@ def compile_gate_up_kernel(
         "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "N": "i32", "K": "i32", "num_slots": "i32", "top_k": "i32", "max_blocks": "i32",
-        "stride_xm": "i32", "stride_xsm": "i32", "stride_xsk": "i32", "stride_wse": "i32",
-        "stride_wsn": "i32", "stride_wsk": "i32", "stride_hsm": "i32", "stride_hsk": "i32",
+        "stride_xm": "i32", "stride_xsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
+        "stride_wsk": "i32", "stride_hsm": "i32",
         **dict.fromkeys(constexprs, "constexpr"),
     }  # fmt: skip
     aligned = (x_name, "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",

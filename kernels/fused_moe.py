@@ -56,7 +56,7 @@ def _gate_up_kernel(
     xs_ptr, w1s_ptr, hs_ptr,
     N, K, num_slots, top_k, max_blocks,
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_hm, stride_hn,
-    stride_xsm, stride_xsk, stride_wse, stride_wsn, stride_hsm, stride_hsk,
+    stride_xsm, stride_wse, stride_wsn, stride_hsm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_SCALE: tl.constexpr, SORTED_X: tl.constexpr,
@@ -72,9 +72,7 @@ def _gate_up_kernel(
     BLOCK_SCALE (fp8 w8a8, DeepSeek recipe; BLOCK_K == BLOCK_N == 128): xs_ptr: (T, cdiv(K, 128))
     fp32 per-token group scales of x; w1s_ptr: (L, cdiv(2N, 128), cdiv(K, 128)) fp32 128x128 block
     scales of w1; hs_ptr: (max_padded, cdiv(N, 128)) fp32 out, the per-row group scales of h
-    (each program's 128 columns are one group, quantized in the epilogue). The scale tensors' row
-    and group strides are arguments (the layer keeps hs and sorted xs group-major,
-    ``kernels.row_gather.empty_row_scales``). Unused otherwise.
+    (each program's 128 columns are one group, quantized in the epilogue). Unused otherwise.
 
     USE_TMA: w1_ptr is a TMA descriptor of w1 viewed as (L*2N, K), block (BLOCK_N, BLOCK_K);
     tail rows of a tile spill into the next rows, i.e. only into output columns never stored.
@@ -135,7 +133,7 @@ def _gate_up_kernel(
             g_ptrs += BLOCK_K * stride_wk
             u_ptrs += BLOCK_K * stride_wk
         if BLOCK_SCALE:
-            a_s = tl.load(xs_ptrs + kk * stride_xsk)
+            a_s = tl.load(xs_ptrs + kk)
             g_s = tl.load(gs_ptrs + kk)
             u_s = tl.load(us_ptrs + kk)
             acc_g += tl.dot(a, bg) * (a_s[:, None] * g_s[None, :])
@@ -154,7 +152,7 @@ def _gate_up_kernel(
         h_scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(h), axis=1), 1e-10), 448.0)
         hq = tl.clamp(tl.math.div_rn(h, h_scale[:, None]), -448.0, 448.0)
         tl.store(h_ptrs, hq.to(h_ptr.dtype.element_ty), mask=n_ok)
-        tl.store(hs_ptr + offs_m.to(tl.int64) * stride_hsm + pid_n * stride_hsk, h_scale)
+        tl.store(hs_ptr + offs_m.to(tl.int64) * stride_hsm + pid_n, h_scale)
     else:
         tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok)
 
@@ -166,7 +164,7 @@ def _down_kernel(
     hs_ptr, w2s_ptr,
     N, K, num_slots, max_blocks,
     stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_ym, stride_yn,
-    stride_hsm, stride_hsk, stride_wse, stride_wsn,
+    stride_hsm, stride_wse, stride_wsn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_SCALE: tl.constexpr,
@@ -178,8 +176,7 @@ def _down_kernel(
     (max_padded,) int32; expert_ids_ptr: (max_blocks,) int32; num_padded_ptr: (1,) int32;
     topk_weights_ptr: (T*k,) fp32. N = hidden size H, K = intermediate size I.
 
-    BLOCK_SCALE (BLOCK_K == 128): hs_ptr: (max_padded, cdiv(K, 128)) fp32 group scales of h
-    (strides stride_hsm, stride_hsk);
+    BLOCK_SCALE (BLOCK_K == 128): hs_ptr: (max_padded, cdiv(K, 128)) fp32 group scales of h;
     w2s_ptr: (L, cdiv(N, 128), cdiv(K, 128)) fp32 block scales of w2. Unused otherwise.
 
     USE_TMA: h_ptr and w2_ptr are TMA descriptors of h (max_padded, K), block (BLOCK_M, BLOCK_K),
@@ -222,7 +219,7 @@ def _down_kernel(
             a_ptrs += BLOCK_K * stride_hk
             b_ptrs += BLOCK_K * stride_wk
         if BLOCK_SCALE:
-            a_s = tl.load(hs_ptrs + kk * stride_hsk)
+            a_s = tl.load(hs_ptrs + kk)
             b_s = tl.load(ws_ptrs + kk)
             acc += tl.dot(a, b) * (a_s[:, None] * b_s[None, :])
         else:
@@ -380,8 +377,7 @@ def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alig
         n, kdim, al.num_slots, top_k, al.max_blocks,
         x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2),
         h.stride(0), h.stride(1),
-        xs.stride(0), xs.stride(-1), w1s.stride(0), w1s.stride(1) if w1s.dim() > 1 else 0,
-        hs.stride(0), hs.stride(-1),
+        xs.stride(0), w1s.stride(0), w1s.stride(1) if w1s.dim() > 1 else 0, hs.stride(0),
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         BLOCK_SCALE=scales is not None, SORTED_X=tile.sorted_x,
@@ -419,7 +415,7 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
         n, kdim, al.num_slots, al.max_blocks,
         h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         y.stride(0), y.stride(1),
-        hs.stride(0), hs.stride(-1), w2s.stride(0), w2s.stride(1) if w2s.dim() > 1 else 0,
+        hs.stride(0), w2s.stride(0), w2s.stride(1) if w2s.dim() > 1 else 0,
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         BLOCK_SCALE=scales is not None,

@@ -116,8 +116,8 @@ def _down_release(empty, f, NUM_STAGES: gl.constexpr):
 
 @gluon.jit
 def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
-               topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_hsk, stride_wse,
-               stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+               topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse, stride_wsn, pid,
+               step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile the block-scaled K loop of ``_gluon_mainloop``
     on the loader's ring (flat blocks ``base ..``), then the epilogue."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
@@ -146,25 +146,23 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
         spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
         t0 = _down_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
                          NUM_STAGES)  # fmt: skip
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, stride_hsk, 1, stride_wsn, is_hi, SPLIT)
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, 1, stride_wsn, is_hi, SPLIT)
         for j in range(0, (num_k - 1) // 2):
             kb = 2 * j + 1
             t1 = _down_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, stride_hsk, 1, stride_wsn, is_hi, SPLIT)
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, 1, stride_wsn, is_hi, SPLIT)
             done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
             _down_release(empty, base + kb - 1, NUM_STAGES)
             acc = _gluon_pin(acc + done0 * scale0)
 
             t0 = _down_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
-            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, stride_hsk, 1, stride_wsn, is_hi,
-                                        SPLIT)  # fmt: skip
+            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, 1, stride_wsn, is_hi, SPLIT)
             spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
             _down_release(empty, base + kb, NUM_STAGES)
             acc = _gluon_pin(acc + spare1 * scale1)
         if num_k % 2 == 0:
             t1 = _down_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, stride_hsk, 1, stride_wsn, is_hi,
-                                        SPLIT)  # fmt: skip
+            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, 1, stride_wsn, is_hi, SPLIT)
             done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
             _down_release(empty, base + num_k - 2, NUM_STAGES)
             acc = acc + done0 * scale0
@@ -185,7 +183,7 @@ def _gluon_down_fp8_kernel(
     hs_ptr, ws_ptr,  # fp32, unit stride in K: hs (max_padded, I/128); w2s (L, H/128, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,  # int32 x3, fp32 (T*k,)
     N, K, num_slots, max_blocks,  # N = H, K = I
-    stride_ym, stride_hsm, stride_hsk, stride_wse, stride_wsn,
+    stride_ym, stride_hsm, stride_wse, stride_wsn,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
     LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
@@ -214,8 +212,8 @@ def _gluon_down_fp8_kernel(
         mbarrier.init(empty.index(s), count=32 * gl.num_warps())  # every math thread
     gl.warp_specialize([
         (_down_math, (a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
-                      topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_hsk,
-                      stride_wse, stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M)),
+                      topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse,
+                      stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M)),
         (_down_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total,
                         num_m, num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
@@ -272,8 +270,7 @@ def launch_gluon_down(
     """Down GEMM + routing weight + row scatter into ``y``, on at most one persistent program per SM
     (``tile.num_warps`` math warps and :data:`LOADER_WARPS` loader warps each).
 
-    hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32, any strides
-    (the layer's is group-major);
+    hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32 contiguous;
     w2q: (L, H, I) float8_e4m3fn contiguous; w2s: (L, H/128, I/128) float32 contiguous;
     y: (T*k, H) bf16/fp16 contiguous (rows of real slots written, the others untouched);
     topk_weights: (T, k) float32 contiguous. I a multiple of 128, H of ``tile.block_n`` (64, 128 or
@@ -291,7 +288,7 @@ def launch_gluon_down(
         a_desc, b_desc, y, hs, w2s,
         al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
         h, i, al.num_slots, al.max_blocks,
-        y.stride(0), hs.stride(0), hs.stride(1), w2s.stride(0), w2s.stride(1),
+        y.stride(0), hs.stride(0), w2s.stride(0), w2s.stride(1),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
         num_warps=tile.num_warps,
     )  # fmt: skip

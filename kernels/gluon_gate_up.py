@@ -151,19 +151,19 @@ def _wide_issue(a_bufs, b_bufs, ready, g, spare, NUM_STAGES: gl.constexpr, SORTE
     return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
 
 @gluon.jit
-def _wide_scale(sa_ptrs, stride_sak, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
+def _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate):
     """The ``[BLOCK_M, slot]`` promotion scale of K block ``kb``: ``xs[row, kb]`` times the gate
     block's scale on gate columns (``is_gate``, ``[1, slot]``) and the up block's on up columns.
     The choice is the same for all of a thread's accumulator registers (gate and up columns belong
     to different warpgroups in wide, to fixed registers in halves), so the promotion costs one FMA
     per element and one select per row."""
-    sa = gl.expand_dims(gl.load(sa_ptrs + kb * stride_sak), 1)
+    sa = gl.expand_dims(gl.load(sa_ptrs + kb), 1)
     gate_scale = gl.load(gs_ptr + kb * stride_wsk)
     return gl.where(is_gate, sa * gate_scale, sa * gl.load(us_ptr + kb * stride_wsk))
 
 @gluon.jit
 def _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, n0, num_k, base,
-                   sa_ptrs, stride_sak, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
+                   sa_ptrs, gs_ptr, us_ptr, stride_wsk, mma_layout: gl.constexpr,
                    NUM_STAGES: gl.constexpr, PASSES: gl.constexpr, PREFETCH: gl.constexpr,
                    SORTED: gl.constexpr):  # fmt: skip
     """One pass's K loop over stream blocks ``base .. base + num_k - 1`` of ``PASSES * num_k`` (the
@@ -184,11 +184,11 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, n0, num_k, b
     spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
     t0 = _wide_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
                      NUM_STAGES, SORTED)  # fmt: skip
-    scale0 = _wide_scale(sa_ptrs, stride_sak, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
+    scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
         t1 = _wide_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, SORTED)
-        scale1 = _wide_scale(sa_ptrs, stride_sak, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
+        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         nxt = base + kb + NUM_STAGES - 1  # refill block kb-1's slot
         _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, nxt, num_k, e2, n0,
@@ -196,7 +196,7 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, n0, num_k, b
         acc = _gluon_pin(acc + done0 * scale0)
 
         t0 = _wide_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, SORTED)
-        scale0 = _wide_scale(sa_ptrs, stride_sak, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
+        scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
         _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, nxt + 1, num_k, e2, n0,
                         NUM_STAGES, PASSES, SORTED)  # fmt: skip
@@ -204,7 +204,7 @@ def _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, n0, num_k, b
     last = base + num_k - 1
     if num_k % 2 == 0:
         t1 = _wide_issue(a_bufs, b_bufs, ready, last, spare1, NUM_STAGES, SORTED)
-        scale1 = _wide_scale(sa_ptrs, stride_sak, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
+        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
         if PREFETCH:
             _moe_load_block(a_src, a_off, w_desc, a_bufs, b_bufs, ready, last - 1 + NUM_STAGES, num_k,
@@ -251,7 +251,7 @@ def _store_hq(h, h_scale, h_desc, off_m, off_n):
 
 @gluon.jit
 def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_desc, hs_ptr,
-                      stride_hsm, stride_hsk):  # fmt: skip
+                      stride_hsm):  # fmt: skip
     """Main's epilogue: ``h = silu(gate) * up`` (``[BLOCK_M, 128]`` fp32 in ``layout``), one e4m3
     group per row with IEEE divisions; the scale to ``hs[rows, pid_n]``, the codes to ``hq`` by TMA."""
     BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
@@ -260,7 +260,7 @@ def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_
     h = gl.where(gl.expand_dims(cols < N, 0), _silu_mul(gate, up), 0.0)
     h_scale = _h_scale(gl.max(gl.abs(h), axis=1))
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-    gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n * stride_hsk, h_scale)
+    gl.store(hs_ptr + rows.to(gl.int64) * stride_hsm + pid_n, h_scale)
     _store_hq(h, h_scale, h_desc, off_m, off_n)
 
 @gluon.jit
@@ -283,7 +283,7 @@ def _gluon_gate_up_fp8_kernel(
                              # hs (max_padded, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
     N, K, num_slots, top_k, max_blocks,  # N = I, K = H
-    stride_xm, stride_xsm, stride_xsk, stride_wse, stride_wsn, stride_wsk, stride_hsm, stride_hsk,
+    stride_xm, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr, SORTED: gl.constexpr,
 ):  # fmt: skip
     """One (BLOCK_M rows, 128 columns of h) tile per program; grid ``max_blocks * cdiv(I, 128)``
@@ -353,7 +353,7 @@ def _gluon_gate_up_fp8_kernel(
 
     if SCHEME == "wide":
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
-                             stride_xsk, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
                              SORTED)  # fmt: skip
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
@@ -366,8 +366,7 @@ def _gluon_gate_up_fp8_kernel(
         epi_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         gate = gl.convert_layout(gate, epi_layout)
         up = gl.convert_layout(up, epi_layout)
-        _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm,
-                          stride_hsk)  # fmt: skip
+        _quantize_store_h(gate, up, epi_layout, off_m, off_n, pid_n, N, h_desc, hs_ptr, stride_hsm)
     else:
         # Pass p computes h columns off_n + 64p ..: pass 0's h waits in shared memory (fp32) until
         # pass 1's is done, because the e4m3 group (128 columns) spans both. The ring streams on
@@ -375,11 +374,11 @@ def _gluon_gate_up_fp8_kernel(
         stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
                                           gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
-                             stride_xsk, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True,
                              SORTED)  # fmt: skip
         stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
-                             stride_xsk, gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
+                             gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
                              SORTED)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
         h_hi = _halves_h(acc)
@@ -387,7 +386,7 @@ def _gluon_gate_up_fp8_kernel(
         h_lo = stash.load(h_layout)
         h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo), axis=1), gl.max(gl.abs(h_hi), axis=1)))
         rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, h_layout))
-        gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n * stride_hsk, h_scale)
+        gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
         _store_hq(h_lo, h_scale, h_desc, off_m, off_n)
         _store_hq(h_hi, h_scale, h_desc, off_m, off_n + BLOCK_N // 2)
 
@@ -407,13 +406,12 @@ def launch_gluon_gate_up(
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h into ``hq``/``hs``.
 
-    xq: (T, H) float8_e4m3fn, unit stride in H, 16-byte aligned rows; xs: (T, H/128) float32; with
-    ``sorted_x`` both are already in the alignment's row order instead (row r holds the token of
-    ``al.sorted_ids[r]``): xq (al.max_padded, H) contiguous, xs (al.max_padded, H/128), and x comes
-    by TMA instead of a cp.async gather. w1q: (L, 2I, H) float8_e4m3fn contiguous; w1s: (L, 2I/128,
-    H/128) float32; hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128)
-    float32. xs and hs may have any strides: the layer keeps the sorted ones group-major
-    (``kernels.row_gather.empty_row_scales``), so a K block's row scales are one contiguous read.
+    xq: (T, H) float8_e4m3fn, unit stride in H, 16-byte aligned rows; xs: (T, H/128) float32, unit
+    stride in the group dim; with ``sorted_x`` both are already in the alignment's row order instead
+    (row r holds the token of ``al.sorted_ids[r]``): xq (al.max_padded, H) contiguous, xs
+    (al.max_padded, H/128), and x comes by TMA instead of a cp.async gather. w1q: (L, 2I, H)
+    float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I)
+    float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
     H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, 8 warps, ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
     ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
@@ -435,8 +433,7 @@ def launch_gluon_gate_up(
         x_src, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,
         i, h, al.num_slots, top_k, al.max_blocks,
-        xq.stride(0), xs.stride(0), xs.stride(1), w1s.stride(0), w1s.stride(1), w1s.stride(2),
-        hs.stride(0), hs.stride(1),
+        xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme, SORTED=sorted_x,
         num_warps=tile.num_warps,
     )  # fmt: skip

@@ -35,7 +35,7 @@ from kernels.fused_moe import (
     validate_inputs,
 )
 from kernels.gluon_support import HAS_GLUON, gluon_unready
-from kernels.row_gather import empty_row_scales, gather_rows_sorted
+from kernels.row_gather import gather_rows_sorted
 from kernels.tactics import MoEProblem, Tactic, default_tactic, gluon_misfit
 
 if HAS_GLUON:
@@ -85,17 +85,17 @@ def _quant_groups_sorted_kernel(
     x_ptr, q_ptr, s_ptr,
     slot_rows_ptr, sorted_ids_ptr, num_padded_ptr,
     T, H, num_slots, token_blocks,
-    stride_xm, stride_qm, stride_sm, stride_sg,
+    stride_xm, stride_qm, stride_sm,
     TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, PAD_ROWS: tl.constexpr, GROUP_: tl.constexpr,
 ):
     """:func:`_quant_groups_kernel` written in the alignment's row order, token-major.
 
     x_ptr: (T, H); q_ptr: (max_padded, H) fp8 e4m3 out; s_ptr: (max_padded, cdiv(H, GROUP)) fp32
-    out, strides (stride_sm, stride_sg); slot_rows_ptr: (T*TOP_K,) int32, each slot's padded row or
-    -1; sorted_ids_ptr: (max_padded,) int32; num_padded_ptr: (1,) int32. Programs ``pid <
-    token_blocks`` read BLOCK_T tokens' group once and write it to each local slot's row; the others
-    zero PAD_ROWS padded rows' group where they are padding (``sorted_ids == num_slots``, scale
-    1e-10 / 448 as for a zero row). Rows from ``num_padded`` on are not written.
+    out; slot_rows_ptr: (T*TOP_K,) int32, each slot's padded row or -1; sorted_ids_ptr:
+    (max_padded,) int32; num_padded_ptr: (1,) int32. Programs ``pid < token_blocks`` read BLOCK_T
+    tokens' group once and write it to each local slot's row; the others zero PAD_ROWS padded rows'
+    group where they are padding (``sorted_ids == num_slots``, scale 1e-10 / 448 as for a zero row).
+    Rows from ``num_padded`` on are not written.
     """
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -111,7 +111,7 @@ def _quant_groups_sorted_kernel(
             ok = rows >= 0
             tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :], q,
                      mask=ok[:, None] & h_ok[None, :])
-            tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g * stride_sg, scale, mask=ok)
+            tl.store(s_ptr + rows.to(tl.int64) * stride_sm + g, scale, mask=ok)
     else:
         pad_rows = (pid - token_blocks) * PAD_ROWS + tl.arange(0, PAD_ROWS)
         in_use = pad_rows < tl.load(num_padded_ptr)
@@ -120,7 +120,7 @@ def _quant_groups_sorted_kernel(
         tl.store(q_ptr + pad_rows[:, None].to(tl.int64) * stride_qm + offs_h[None, :],
                  zero.to(q_ptr.dtype.element_ty), mask=pad[:, None] & h_ok[None, :])
         zero_scale = tl.math.div_rn(tl.full((PAD_ROWS,), 1e-10, tl.float32), 448.0)
-        tl.store(s_ptr + pad_rows.to(tl.int64) * stride_sm + g * stride_sg, zero_scale, mask=pad)
+        tl.store(s_ptr + pad_rows.to(tl.int64) * stride_sm + g, zero_scale, mask=pad)
 
 
 _QUANT_BLOCK_T = 16
@@ -165,8 +165,7 @@ def quantize_fp8_groups_sorted(
 
     ``x (T, H)``; ``al`` from :func:`kernels.align.moe_align` on ``x``'s routing with ``top_k``
     slots per token. Returns ``(x_fp8 (al.max_padded, H) float8_e4m3fn, scale (al.max_padded,
-    cdiv(H, 128)) float32)``, the scales group-major (:func:`kernels.row_gather.empty_row_scales`):
-    row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
+    cdiv(H, 128)) float32)``: row r is token ``al.sorted_ids[r] // top_k``'s quantized row (the
     same bits as :func:`quantize_fp8_groups` gives it), zeros for padding rows; rows from
     ``al.num_padded`` on are left unwritten. It lets a gate/up tile with ``sorted_x`` (Gluon's or
     Triton's) read x by TMA instead of gathering rows.
@@ -189,7 +188,7 @@ def quantize_fp8_groups_sorted(
         assert rows_s is not None  # scales in, scales out
         return rows, rows_s
     q = torch.empty((al.max_padded, h), dtype=FP8, device=x.device)
-    s = empty_row_scales(al.max_padded, groups, x.device)
+    s = torch.empty((al.max_padded, groups), dtype=torch.float32, device=x.device)
     if not t_:
         return q, s
     block_t, pad_rows, warps = launch
@@ -197,7 +196,7 @@ def quantize_fp8_groups_sorted(
     _quant_groups_sorted_kernel[(token_blocks + triton.cdiv(al.max_padded, pad_rows), groups)](
         x, q, s, al.slot_rows, al.sorted_ids, al.num_padded,
         t_, h, al.num_slots, token_blocks,
-        x.stride(0), q.stride(0), s.stride(0), s.stride(1),
+        x.stride(0), q.stride(0), s.stride(0),
         TOP_K=top_k, BLOCK_T=block_t, PAD_ROWS=pad_rows, GROUP_=GROUP, num_warps=warps,
     )
     return q, s
@@ -314,7 +313,8 @@ def fused_moe_fp8(
     sorted_x = tactic.gate_up.sorted_x
     xq, xs = quantize_fp8_groups_sorted(x, al, k) if sorted_x else quantize_fp8_groups(x)
     hq = torch.empty((al.max_padded, i), dtype=FP8, device=x.device)
-    hs = empty_row_scales(al.max_padded, triton.cdiv(i, GROUP), x.device)
+    hs = torch.empty((al.max_padded, triton.cdiv(i, GROUP)), dtype=torch.float32,
+                     device=x.device)
     if tactic.gate_up.gluon:
         launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k, sorted_x=sorted_x)
     else:

@@ -23,7 +23,7 @@ GATHER_ROWS, GATHER_BYTES = 16, 512
 def _gather_rows_kernel(
     x_ptr, s_ptr, out_ptr, out_s_ptr, sorted_ids_ptr, num_padded_ptr,
     num_slots, row_bytes, G,
-    stride_x, stride_s, stride_o, stride_os, stride_osg,
+    stride_x, stride_s, stride_o, stride_os,
     TOP_K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
     HAS_SCALES: tl.constexpr,
 ):  # fmt: skip
@@ -31,8 +31,7 @@ def _gather_rows_kernel(
     as bytes, zeros for padding rows; with ``HAS_SCALES`` the ``pid_b == 0`` programs also copy the
     ``G`` per-row scales (1e-10 / 448 for padding rows, what ``kernels.quant`` gives a zero group).
     x_ptr: (T, row_bytes) uint8 view of x; s_ptr: (T, G) fp32; out_ptr: (max_padded, row_bytes)
-    uint8; out_s_ptr: (max_padded, G) fp32 with strides (stride_os, stride_osg); rows from
-    ``num_padded`` on are left untouched."""
+    uint8; out_s_ptr: (max_padded, G) fp32; rows from ``num_padded`` on are left untouched."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     in_use = rows < tl.load(num_padded_ptr)
     slot = tl.load(sorted_ids_ptr + rows, mask=in_use, other=num_slots)
@@ -51,16 +50,8 @@ def _gather_rows_kernel(
             scales = tl.load(s_ptr + tok[:, None] * stride_s + groups[None, :], mask=real[:, None] & g_ok,
                              other=0.0)  # fmt: skip
             scales = tl.where(real[:, None], scales, zero_scale)
-            out_s_ptrs = out_s_ptr + rows[:, None].to(tl.int64) * stride_os + groups[None, :] * stride_osg
-            tl.store(out_s_ptrs, scales, mask=in_use[:, None] & g_ok)
-
-
-def empty_row_scales(rows: int, groups: int, device: torch.device) -> torch.Tensor:
-    """Uninitialized per-row group scales ``(rows, groups)`` float32 of rows in the alignment's order,
-    stored group-major (strides ``(1, rows)``): a GEMM tile reads the scales of its rows for one K
-    block, and group-major makes that one contiguous read (``BLOCK_M * 4`` bytes) instead of a
-    32-byte sector per row. The kernels take both strides, so row-major scales work too."""
-    return torch.empty((groups, rows), dtype=torch.float32, device=device).t()
+            tl.store(out_s_ptr + rows[:, None].to(tl.int64) * stride_os + groups[None, :], scales,
+                     mask=in_use[:, None] & g_ok)  # fmt: skip
 
 
 def gather_rows_sorted(
@@ -71,9 +62,8 @@ def gather_rows_sorted(
     ``x (T, H)`` any dtype, unit stride in H; ``al`` from :func:`kernels.align.moe_align` on x's
     routing with ``top_k`` slots per token; ``scales (T, G)`` float32 per-row scales to carry along,
     or ``None``. Returns ``(rows (al.max_padded, H) x's dtype, rows' scales (al.max_padded, G)
-    float32 group-major (:func:`empty_row_scales`) or None)``: row ``r`` is
-    ``x[al.sorted_ids[r] // top_k]``, zeros (scale 1e-10 / 448) on padding rows; rows from
-    ``al.num_padded`` on are left unwritten.
+    float32 or None)``: row ``r`` is ``x[al.sorted_ids[r] // top_k]``, zeros (scale 1e-10 / 448)
+    on padding rows; rows from ``al.num_padded`` on are left unwritten.
     ``ValueError`` names a layout it cannot copy."""
     if x.dim() != 2 or x.stride(1) != 1:
         raise ValueError(f"x must be (T, H) with unit stride in H, got {tuple(x.shape)} strides {x.stride()}")
@@ -87,7 +77,7 @@ def gather_rows_sorted(
     out = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
     out_s = None
     if scales is not None:
-        out_s = empty_row_scales(al.max_padded, scales.shape[1], x.device)
+        out_s = torch.empty((al.max_padded, scales.shape[1]), dtype=torch.float32, device=x.device)
     if not t_ or not al.max_padded:
         return out, out_s
     raw, raw_out = x.view(torch.uint8), out.view(torch.uint8)
@@ -97,7 +87,7 @@ def gather_rows_sorted(
     _gather_rows_kernel[(triton.cdiv(al.max_padded, GATHER_ROWS), triton.cdiv(row_bytes, GATHER_BYTES))](
         raw, s_in, raw_out, s_out, al.sorted_ids, al.num_padded,
         al.num_slots, row_bytes, groups,
-        raw.stride(0), s_in.stride(0), raw_out.stride(0), s_out.stride(0), s_out.stride(1),
+        raw.stride(0), s_in.stride(0), raw_out.stride(0), s_out.stride(0),
         TOP_K=top_k, BLOCK_R=GATHER_ROWS, BLOCK_B=GATHER_BYTES, BLOCK_G=triton.next_power_of_2(groups),
         HAS_SCALES=scales is not None, num_warps=4,
     )  # fmt: skip
