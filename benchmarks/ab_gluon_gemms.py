@@ -4,9 +4,9 @@
     PYTHONPATH=.:.ab python3 benchmarks/ab_gluon_gemms.py [--cases A,B] [--tokens 4096,16384]
         [--gemms gate_up,down] [--stages 4,5] [--passes 3] [--json FILE]   # device, carry [".ab"]
 
-For each case (``benchmarks.bench_fused_moe.CASES``, balanced routing) and token count, the fp8
-default tactic of the working tree picks the tiles (``--stages`` adds the new revision at other
-ring depths of the same tiles, "new-sS"); old and new launchers run them on the same
+For each case (``benchmarks.bench_fused_moe.CASES``, balanced routing) and token count, each
+revision runs its own fp8 default tactic's tiles ("old", "new"; ``--stages`` adds the new revision's
+tiles at other ring depths, "new-sS") on the same
 inputs: x quantized as the layer quantizes it (into the alignment's order when the gate/up tile is
 ``sorted_x``), w1 and w2 random and block-quantized, and the down on the new gate/up's h. Each
 prints whether the two outputs agree bit for bit (hq and hs; y's rows of real slots) and the time
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import statistics
@@ -27,7 +28,6 @@ from typing import Any
 
 import kernels_old.gluon_down as old_down
 import kernels_old.gluon_gate_up as old_gate_up
-import kernels_old.tactics as old_tactics
 import torch
 
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
@@ -40,12 +40,7 @@ from kernels.tactics import GemmTile, gluon_misfit
 from pytest_moetune.timing import CudaGraphTimer
 
 GROUP = 128
-
-
-def _old_tile(tile: GemmTile) -> Any:
-    """The same tile as the old revision's ``GemmTile`` (fields it lacks are dropped)."""
-    fields = {f.name for f in dataclasses.fields(old_tactics.GemmTile)}
-    return old_tactics.GemmTile(**{k: v for k, v in dataclasses.asdict(tile).items() if k in fields})
+old_tactics = importlib.import_module("kernels_old.tactics")  # the package's ``tactics`` is a function
 
 
 @dataclasses.dataclass
@@ -64,6 +59,8 @@ class Point:
     al: Alignment
     gate_up: GemmTile
     down: GemmTile
+    old_gate_up: Any  # the old revision's default tiles (its GemmTile)
+    old_down: Any
 
 
 def make_point(case: Case, tokens: int, seed: int = 0) -> Point:
@@ -75,13 +72,19 @@ def make_point(case: Case, tokens: int, seed: int = 0) -> Point:
     w2q, w2s = quantize_fp8_block((torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).bfloat16())
     ids, weights = balanced_topk(tokens, case, 0, dev)
     tactic = default_tactic(MoEProblem(tokens, h, i, num_local, k, "float8_e4m3fn"), gluon=True)
+    old = old_tactics.default_tactic(old_tactics.MoEProblem(tokens, h, i, num_local, k, "float8_e4m3fn"),
+                                     gluon=True)  # fmt: skip
+    if old.block_m != tactic.block_m or old.gate_up.sorted_x != tactic.gate_up.sorted_x:
+        raise ValueError(f"{case.name} T={tokens}: the defaults need one alignment and x layout, got "
+                         f"{old.name} (old) and {tactic.name} (new)")  # fmt: skip
     if not (tactic.gate_up.gluon and tactic.down.gluon):
         raise ValueError(f"{case.name} T={tokens}: the default fp8 tactic {tactic.name} is not all Gluon")
     al = moe_align(ids, tactic.block_m, num_local, case.offset)
     x = torch.randn(tokens, h, device=dev).bfloat16()
     sorted_x = tactic.gate_up.sorted_x
     xq, xs = quantize_fp8_groups_sorted(x, al, k) if sorted_x else quantize_fp8_groups(x)
-    return Point(case, tokens, xq, xs, w1q, w1s, w2q, w2s, weights, al, tactic.gate_up, tactic.down)
+    return Point(case, tokens, xq, xs, w1q, w1s, w2q, w2s, weights, al, tactic.gate_up, tactic.down,
+                 old.gate_up, old.down)
 
 
 def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Callable[[], object]],
@@ -95,7 +98,7 @@ def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Ca
     k, sorted_x = p.case.top_k, p.gate_up.sorted_x
     launches: dict[str, Callable[[], object]] = {
         "old": lambda: old_gate_up.launch_gluon_gate_up(p.xq, p.xs, p.w1q, p.w1s, *outs["old"], p.al,
-                                                        _old_tile(p.gate_up), k, sorted_x=sorted_x),
+                                                        p.old_gate_up, k, sorted_x=sorted_x),
     }  # fmt: skip
     for name, tile in tiles.items():
         launches[name] = lambda name=name, tile=tile: launch_gluon_gate_up(
@@ -123,7 +126,7 @@ def down_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Calla
           for name in ("old", *tiles)}  # fmt: skip
     launches: dict[str, Callable[[], object]] = {
         "old": lambda: old_down.launch_gluon_down(hq, hs, p.w2q, p.w2s, ys["old"], p.weights, p.al,
-                                                  _old_tile(p.down)),
+                                                  p.old_down),
     }  # fmt: skip
     for name, tile in tiles.items():
         launches[name] = lambda name=name, tile=tile: launch_gluon_down(

@@ -43,7 +43,7 @@ TILE = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True)
 """The default's sorted halves gate/up tile (block_m 128)."""
 
 
-def compile_ws(num_stages: int = 4, dual: bool = False) -> Any:
+def compile_ws(num_stages: int = 4) -> Any:
     """The kernel compiled for sm_90a without a GPU, specialized like a launch on DeepSeek-like shapes
     (pointers, N, K and the xs/hs row strides 16-divisible; the w1s strides not)."""
     fn = _gluon_gate_up_ws_kernel
@@ -58,10 +58,10 @@ def compile_ws(num_stages: int = 4, dual: bool = False) -> Any:
         "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wse": "i32",
         "stride_wsn": "i32", "stride_wsk": "i32", "stride_hsm": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
-        "LOADER_REGS": "constexpr", "DUAL": "constexpr",
+        "LOADER_REGS": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
-                  "LOADER_REGS": LOADER_REGS, "DUAL": dual}  # fmt: skip
+                  "LOADER_REGS": LOADER_REGS}  # fmt: skip
     aligned = ("xs_ptr", "ws_ptr", "hs_ptr", "expert_ids_ptr", "num_padded_ptr", "N", "K")
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     source = GluonASTSource(fn, signature, constexprs, attrs)
@@ -69,31 +69,28 @@ def compile_ws(num_stages: int = 4, dual: bool = False) -> Any:
 
 
 def offline(stages: list[int]) -> list[dict[str, Any]]:
-    """One compile report per schedule and ring depth (registers, spills, wgmma waits, shared memory,
-    K-loop SASS; the dual loop has 8 wgmma instructions per K block, the halves loop per two)."""
-    return [dataclasses.asdict(_report(f"gluon-gate-up-{'dual' if dual else 'ws'}", (128, 128, 8, s),
-                                       lambda s=s, dual=dual: compile_ws(s, dual)))
-            for dual in (False, True) for s in stages]  # fmt: skip
+    """One compile report per ring depth (registers, spills, wgmma waits, shared memory, K-loop SASS)."""
+    return [dataclasses.asdict(_report("gluon-gate-up-ws", (128, 128, 8, s), lambda s=s: compile_ws(s)))
+            for s in stages]  # fmt: skip
 
 
 def _launch(kind: str, xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1s: torch.Tensor, al: Any,
             top_k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """hq (max_padded, I) e4m3 and hs (max_padded, I/128) fp32 from the ``kind`` kernel ("halves":
     the non-persistent one at :data:`TILE`; "ws" or "ws-sS-gG": the persistent one at TILE, or with
-    ring depth S and GROUP_M G; "dual" or "dual-sS-gG": the persistent one with both halves per K
-    block), on x already in the alignment's order."""
+    ring depth S and GROUP_M G), on x already in the alignment's order."""
     from kernels.gluon_gate_up import launch_gluon_gate_up
     from kernels.gluon_gate_up_ws import launch_gluon_gate_up_ws
 
     i = w1q.shape[1] // 2
     hq = torch.zeros((al.max_padded, i), dtype=torch.float8_e4m3fn, device=xq.device)
     hs = torch.zeros((al.max_padded, i // GROUP), dtype=torch.float32, device=xq.device)
-    if kind.startswith(("ws", "dual")):
+    if kind.startswith("ws"):
         tile = TILE
         if "-" in kind:
             stages, group_m = (int(part[1:]) for part in kind.split("-")[1:])
             tile = dataclasses.replace(TILE, num_stages=stages, group_m=group_m)
-        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile, dual=kind.startswith("dual"))
+        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
     else:
         launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, TILE, top_k, sorted_x=True)
     return hq, hs

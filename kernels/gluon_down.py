@@ -66,6 +66,15 @@ def _store_layout_threads(block_n: int) -> list[int]:
     along_n = min(32, block_n // 8)
     return [32 // along_n, along_n]
 
+@gluon.constexpr_function
+def _slot_rows(shape: list[int]) -> int:
+    """Weight rows of one ring slot of shape ``(stages, ..., 128)``: ``BLOCK_N`` for the down's
+    ``(BLOCK_N, 128)`` slots, 128 for the gate/up's ``(2, 64, 128)`` ones."""
+    rows = 1
+    for d in shape[1:-1]:
+        rows *= d
+    return rows
+
 @gluon.jit
 def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                GROUP_M: gl.constexpr):  # fmt: skip
@@ -99,14 +108,18 @@ def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N
             f += 1
 
 @gluon.jit
-def _down_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
+def _ws_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
     """Wait for flat K block ``f``'s slot and issue its wgmma asynchronously into ``spare``'s registers
-    (a temporary already promoted; ``use_acc=False`` ignores its values). TMA writes and wgmma reads
-    are both async-proxy accesses, ordered by the slot's transaction count: no fence."""
+    (a temporary already promoted; ``use_acc=False`` ignores its values). A 3-D weight slot (the
+    gate/up's ``(2, 64, 128)`` box: 64 gate rows, then the same 64 up rows) is read as its 128 rows:
+    the same bytes, since the 128-byte swizzle follows the address. TMA writes and wgmma reads are
+    both async-proxy accesses, ordered by the slot's transaction count: no fence."""
     slot = f % NUM_STAGES
     mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
-    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
-                         use_acc=False, is_async=True)  # fmt: skip
+    b = b_bufs.index(slot)
+    if len(b.shape) == 3:
+        b = b.reshape([b.shape[0] * b.shape[1], b.shape[2]])
+    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
 
 @gluon.jit
 def _down_release(empty, f, NUM_STAGES: gl.constexpr):
@@ -115,12 +128,60 @@ def _down_release(empty, f, NUM_STAGES: gl.constexpr):
     async_copy.mbarrier_arrive(empty.index(f % NUM_STAGES), increment_count=False)
 
 @gluon.jit
+def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k, sb_hi_off,
+               is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr):  # fmt: skip
+    """The math warps' block-scaled K loop over flat ring blocks ``base .. base + num_k - 1``, shared by
+    the warp-specialized down (per tile) and gate/up (``kernels.gluon_gate_up_ws``, per pass): block
+    k's wgmma is issued asynchronously, ``wgmma.wait_group 1`` retires block k-1's, every math thread
+    releases its slot (``empty``), and block k-1 is promoted with :func:`_gluon_block_scale`'s scale
+    (``a_scale[rows, kb] * b_scale[kb]``, the ``sb_ptr + sb_hi_off`` one on the ``is_hi`` columns
+    with ``SPLIT``) while block k runs. Two temporaries with fixed registers, T0 the even K blocks,
+    T1 the odd ones, the loop unrolled by two (see :func:`kernels.gluon_common._gluon_mainloop`:
+    role swaps at the back-edge serialize the wgmmas). Returns the fp32 accumulator in
+    ``mma_layout``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
+    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
+                   NUM_STAGES)  # fmt: skip
+    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    for j in range(0, (num_k - 1) // 2):
+        kb = 2 * j + 1
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+        _down_release(empty, base + kb - 1, NUM_STAGES)
+        acc = _gluon_pin(acc + done0 * scale0)
+
+        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+        _down_release(empty, base + kb, NUM_STAGES)
+        acc = _gluon_pin(acc + spare1 * scale1)
+    if num_k % 2 == 0:
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, stride_sb_k, sb_hi_off, is_hi,
+                                    SPLIT)  # fmt: skip
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _down_release(empty, base + num_k - 2, NUM_STAGES)
+        acc = acc + done0 * scale0
+        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done1 * scale1
+    else:
+        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done0 * scale0
+    return acc
+
+@gluon.jit
 def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
                topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse, stride_wsn, pid,
                step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Default partition (the math warps): per tile the block-scaled K loop of ``_gluon_mainloop``
-    on the loader's ring (flat blocks ``base ..``), then the epilogue."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    """Default partition (the math warps): per tile :func:`_ws_k_loop` on the loader's ring (flat
+    blocks ``base ..``), then the epilogue."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
     SPLIT: gl.constexpr = BLOCK_N > 128  # the w2 scale block is 128 rows (SCALE_GROUP)
@@ -140,39 +201,8 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
         # loads (slot, then its weight) would otherwise stall the math warps after the K loop.
         w, s_slot = _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M, BLOCK_N)
 
-        # Two temporaries with fixed registers, T0 the even K blocks, T1 the odd ones, the loop
-        # unrolled by two (see _gluon_mainloop: role swaps at the back-edge serialize the wgmmas).
-        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        t0 = _down_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                         NUM_STAGES)  # fmt: skip
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, 1, stride_wsn, is_hi, SPLIT)
-        for j in range(0, (num_k - 1) // 2):
-            kb = 2 * j + 1
-            t1 = _down_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, 1, stride_wsn, is_hi, SPLIT)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-            _down_release(empty, base + kb - 1, NUM_STAGES)
-            acc = _gluon_pin(acc + done0 * scale0)
-
-            t0 = _down_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
-            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, 1, stride_wsn, is_hi, SPLIT)
-            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-            _down_release(empty, base + kb, NUM_STAGES)
-            acc = _gluon_pin(acc + spare1 * scale1)
-        if num_k % 2 == 0:
-            t1 = _down_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, 1, stride_wsn, is_hi, SPLIT)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-            _down_release(empty, base + num_k - 2, NUM_STAGES)
-            acc = acc + done0 * scale0
-            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-            _down_release(empty, base + num_k - 1, NUM_STAGES)
-            acc = acc + done1 * scale1
-        else:
-            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-            _down_release(empty, base + num_k - 1, NUM_STAGES)
-            acc = acc + done0 * scale0
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, 1, stride_wsn,
+                         is_hi, SPLIT, mma_layout)  # fmt: skip
         _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym)
         base += num_k
 

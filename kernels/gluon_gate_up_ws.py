@@ -20,18 +20,18 @@ shared memory as fp32 until pass 1's is done, since the group's scale needs both
   the x box ``(128, 128)`` and the weight box ``(2, 64, 128)`` (w1 viewed as ``(2L, I, H)``). So
   loading runs up to ``S`` blocks ahead of the wgmmas, across passes and tiles (the next tile's
   first blocks land during this tile's epilogue).
-- Math partition (the launch's 8 warps, two wgmma warpgroups): per K block a wait on ``ready``,
-  the wgmma issued asynchronously, ``wgmma.wait_group 1`` retiring the previous block, a per-thread
-  arrive on that block's ``empty``, and its promotion ``acc += t * xs[row, kb] * w1s[e, n, kb]``
-  (the gate block's scale on gate columns, the up block's on up columns) while the next block
-  runs: the two temporaries and pinned promotions of :func:`kernels.gluon_common._gluon_mainloop`.
-  Then silu(gate) * up, the row group's scale, the e4m3 codes by TMA stores that the next tile's
+- Math partition (the launch's 8 warps, two wgmma warpgroups): per pass the warp-specialized K loop
+  the down runs too (:func:`kernels.gluon_down._ws_k_loop`: one wgmma in flight while the previous
+  K block is promoted with ``xs[row, kb]`` times the gate block's scale on gate columns and the up
+  block's on up columns, each slot released by a per-thread arrive on its ``empty``). Then
+  silu(gate) * up, the row group's scale, the e4m3 codes by TMA stores that the next tile's
   epilogue waits for (not this one).
 
-Status (branch ``ws-gate-up``, BENCHMARKS.md session 12, runs 22 and 23): bit-identical to the halves
-kernel, 0.89-1.11x its time depending on the shape and ring depth, so not merged. Before merging,
-``_ws_pass`` should share one K loop with ``kernels.gluon_down._down_math`` (it differs only in its
-issue and scale functions) and the launcher's descriptor setup with ``launch_gluon_gate_up``.
+Where it runs: a Gluon gate/up tile with ``sorted_x`` and ``persistent`` at block_m 128
+(``kernels.tactics.GemmTile``; the fp8 default's up to I = 2048). On the H200 (BENCHMARKS.md,
+sessions 12 and 13: runs 22, 23 and 29) it gives the non-persistent kernel's bits at every point and
+0.89-1.06x its time: faster at deepseek-r1 T=4096 and qwen3-30b, level at qwen3-235b and deepseek-r1
+T=16384, slower at mixtral's I = 14336.
 
 Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
 barriers around them) and pays the ring's fill in every program; the down's warp-specialized
@@ -47,15 +47,13 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     tma,
-    warpgroup_mma,
-    warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
-from kernels.gluon_common import SCALE_GROUP, _gluon_pin, _mma_layout, _moe_tile
-from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _down_release, _sm_count
-from kernels.gluon_gate_up import _h_scale, _halves_h, _wide_scale
+from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
+from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_k_loop
+from kernels.gluon_gate_up import _h_scale, _halves_h
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
@@ -70,11 +68,10 @@ def _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M: gl.constexpr):
 
 @gluon.jit
 def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
-               num_pid_n, num_k, GROUP_M: gl.constexpr, DUAL: gl.constexpr):  # fmt: skip
+               num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
     """Loader partition: both passes' K blocks of every tile of this program, in order, into the
-    ring (with ``DUAL``, one pass whose slots hold both halves' weight rows beside one x box). Slot
-    ``f % S`` is refilled once all math threads have released it (``empty``; a fresh barrier passes
-    parity 1, so the first ``S`` fills go straight through)."""
+    ring. Slot ``f % S`` is refilled once all math threads have released it (``empty``; a fresh
+    barrier passes parity 1, so the first ``S`` fills go straight through)."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
@@ -82,19 +79,7 @@ def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid
     for tile in range(pid, total, step):
         pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
         off_m = pid_m * BLOCK_M
-        if DUAL:
-            n = pid_n * (2 * HALF)
-            for kb in range(num_k):
-                slot = f % NUM_STAGES
-                mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
-                bar = ready.index(slot)
-                mbarrier.expect(bar, x_desc.block_type.nbytes + 2 * w_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(x_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot))
-                tma.async_copy_global_to_shared(w_desc, [2 * e, n, kb * BLOCK_K], bar, b_bufs.index(2 * slot))
-                tma.async_copy_global_to_shared(w_desc, [2 * e, n + HALF, kb * BLOCK_K], bar,
-                                                b_bufs.index(2 * slot + 1))  # fmt: skip
-                f += 1
-        for p in gl.static_range(0 if DUAL else 2):
+        for p in gl.static_range(2):
             n = pid_n * (2 * HALF) + p * HALF
             for kb in range(num_k):
                 slot = f % NUM_STAGES
@@ -106,95 +91,6 @@ def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid
                 f += 1
 
 @gluon.jit
-def _ws_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
-    """Wait for flat K block ``f``'s slot and issue its ``128 x 128`` wgmma (the slot's ``(2, 64,
-    128)`` weight box read as 128 rows: 64 gate, then 64 up) asynchronously into ``spare``'s
-    registers (``use_acc=False`` ignores their values)."""
-    slot = f % NUM_STAGES
-    mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
-    b = b_bufs.index(slot).reshape([2 * b_bufs.shape[2], b_bufs.shape[3]])
-    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
-
-@gluon.jit
-def _ws_pass(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, gs_ptr, us_ptr, stride_wsk, is_gate,
-             mma_layout: gl.constexpr):  # fmt: skip
-    """One pass's block-scaled K loop on flat blocks ``base .. base + num_k - 1`` of the ring: T0 the
-    even K blocks, T1 the odd ones, unrolled by two so that no temporary changes role (see
-    :mod:`kernels.gluon_common`). Returns the ``[128, 128]`` fp32 accumulator (64 gate columns,
-    then the same 64 up columns) in ``mma_layout``."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
-    acc = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    spare1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout), NUM_STAGES)
-    scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
-    for j in range(0, (num_k - 1) // 2):
-        kb = 2 * j + 1
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
-        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb, stride_wsk, is_gate)
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-        _down_release(empty, base + kb - 1, NUM_STAGES)
-        acc = _gluon_pin(acc + done0 * scale0)
-
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
-        scale0 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, kb + 1, stride_wsk, is_gate)
-        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-        _down_release(empty, base + kb, NUM_STAGES)
-        acc = _gluon_pin(acc + spare1 * scale1)
-    if num_k % 2 == 0:
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
-        scale1 = _wide_scale(sa_ptrs, gs_ptr, us_ptr, num_k - 1, stride_wsk, is_gate)
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _down_release(empty, base + num_k - 2, NUM_STAGES)
-        acc = acc + done0 * scale0
-        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done1 * scale1
-    else:
-        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done0 * scale0
-    return acc
-
-@gluon.jit
-def _ws_dual_half(a_bufs, b_bufs, slot, p, t):
-    """Issue the wgmma of half ``p`` of ring slot ``slot`` into ``t``'s registers and wait for it:
-    the ``128 x 128`` product of the x box and the half's ``(2, 64, 128)`` weight box (64 gate rows,
-    then the same 64 up rows)."""
-    b = b_bufs.index(2 * slot + p).reshape([2 * b_bufs.shape[2], b_bufs.shape[3]])
-    t = warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), t, use_acc=False, is_async=True)
-    return warpgroup_mma_wait(num_outstanding=0, deps=(t,))
-
-@gluon.jit
-def _ws_dual_pass(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, gs_ptr, us_ptr, stride_wsk, is_gate,
-                  mma_layout: gl.constexpr):  # fmt: skip
-    """Both halves' block-scaled K loop at once on flat blocks ``base ..``: per K block each warpgroup
-    issues half 0's wgmma, waits, promotes it into ``acc0``, then the same for half 1 into ``acc1``
-    (one temporary: three live tiles, as the halves loop has), so the x box is read from L2 once for
-    both halves. Overlap comes from the other warpgroup, whose wgmma runs while this one promotes.
-    The sums are the halves loop's, in the same order: the same bits. Returns ``(acc0, acc1)``."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
-    acc0 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    acc1 = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    t = gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout)
-    scale = _wide_scale(sa_ptrs, gs_ptr, us_ptr, 0, stride_wsk, is_gate)
-    for kb in range(num_k):
-        f = base + kb
-        slot = f % NUM_STAGES
-        mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
-        t = _ws_dual_half(a_bufs, b_bufs, slot, 0, t)
-        nxt = _wide_scale(sa_ptrs, gs_ptr, us_ptr, gl.minimum(kb + 1, num_k - 1), stride_wsk, is_gate)
-        acc0 = _gluon_pin(acc0 + t * scale)  # promoted before the next issue reuses t's registers
-        t = _ws_dual_half(a_bufs, b_bufs, slot, 1, t)
-        _down_release(empty, f, NUM_STAGES)
-        acc1 = _gluon_pin(acc1 + t * scale)
-        scale = nxt
-    return acc0, acc1
-
-@gluon.jit
 def _ws_quantize(h, h_scale, h_smem):
     """``h`` divided by its row scales (IEEE), clamped to +-448, as e4m3 into ``h_smem``."""
     hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
@@ -203,14 +99,14 @@ def _ws_quantize(h, h_scale, h_smem):
 @gluon.jit
 def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
              N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m,
-             num_pid_n, num_k, GROUP_M: gl.constexpr, DUAL: gl.constexpr):  # fmt: skip
+             num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile pass 0 (h columns ``off_n ..``), silu * up into
     the fp32 stash, pass 1 (``off_n + 64 ..``), then the group scale to ``hs`` and both halves' codes
     to ``hq`` by TMA."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = 2 * b_bufs.shape[2]
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps())
-    is_gate = gl.expand_dims(gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout)) < HALF, 0)
+    is_up = gl.expand_dims(gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout)) >= HALF, 0)
     base = 0
     for tile in range(pid, total, step):
         pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
@@ -219,25 +115,23 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
         rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
         sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
         ws_e = ws_ptr + e.to(gl.int64) * stride_wse
-        gs_ptr = ws_e + pid_n * stride_wsn  # the tile's 128 columns are one scale block: both passes'
-        us_ptr = ws_e + ((N + off_n) // (2 * HALF)) * stride_wsn
+        row_ok = rows < num_m * BLOCK_M  # all true: the tile's rows are below max_padded
+        # The tile's 128 h columns are one weight scale block row for both passes: the gate's at
+        # gs_ptr, the up's (rows I + off_n ..) up_off further, taken on the up columns (is_up).
+        gs_ptr = ws_e + pid_n * stride_wsn
+        up_off = ((N + off_n) // (2 * HALF) - pid_n) * stride_wsn
 
-        if DUAL:
-            acc0, acc1 = _ws_dual_pass(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, gs_ptr, us_ptr,
-                                       stride_wsk, is_gate, mma_layout)  # fmt: skip
-            base += num_k
-            h_lo_val = _halves_h(acc0)
-            h_hi_val = _halves_h(acc1)
-        else:
-            acc = _ws_pass(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, gs_ptr, us_ptr, stride_wsk,
-                           is_gate, mma_layout)  # fmt: skip
-            stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
-            acc = _ws_pass(a_bufs, b_bufs, ready, empty, base + num_k, num_k, sa_ptrs, gs_ptr, us_ptr,
-                           stride_wsk, is_gate, mma_layout)  # fmt: skip
-            base += 2 * num_k
-            h_hi_val = _halves_h(acc)
-            h_lo_val = stash.load(h_hi_val.type.layout)
+        # Pass p: h columns off_n + 64p .., flat ring blocks base + p num_k ..
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
+                         up_off, is_up, True, mma_layout)  # fmt: skip
+        stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
+        base += num_k
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
+                         up_off, is_up, True, mma_layout)  # fmt: skip
+        base += num_k
+        h_hi_val = _halves_h(acc)
         h_layout: gl.constexpr = h_hi_val.type.layout
+        h_lo_val = stash.load(h_layout)
         h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo_val), axis=1), gl.max(gl.abs(h_hi_val), axis=1)))
         rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, h_layout))
         gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
@@ -260,7 +154,6 @@ def _gluon_gate_up_ws_kernel(
     N, K,  # N = I, K = H
     stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    DUAL: gl.constexpr,
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs. The launch's ``num_warps`` (8) are the math
     warps, ``LOADER_WARPS`` more load. H and I multiples of 128."""
@@ -279,10 +172,8 @@ def _gluon_gate_up_ws_kernel(
     pid = gl.program_id(0)
     step = gl.num_programs(0)
     a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    SLOT_BOXES: gl.constexpr = 2 if DUAL else 1  # weight boxes per ring slot
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [SLOT_BOXES * NUM_STAGES, 2, HALF, BLOCK_K],
-                                       w_desc.layout)  # fmt: skip
-    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF // SLOT_BOXES],
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
+    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
                                       gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
     h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
@@ -294,9 +185,9 @@ def _gluon_gate_up_ws_kernel(
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step,
-                    total, num_m, num_pid_n, num_k, GROUP_M, DUAL)),
+                    total, num_m, num_pid_n, num_k, GROUP_M)),
         (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
-                      num_pid_n, num_k, GROUP_M, DUAL)),
+                      num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
 
@@ -309,8 +200,6 @@ def launch_gluon_gate_up_ws(
     hs: torch.Tensor,
     al: Alignment,
     tile: GemmTile,
-    *,
-    dual: bool = False,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h, on at most one persistent program per
     SM (``tile.num_warps`` = 8 math warps and :data:`kernels.gluon_down.LOADER_WARPS` loader warps).
@@ -337,5 +226,5 @@ def launch_gluon_gate_up_ws(
         x_desc, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded,
         i, h, xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
-        DUAL=dual, num_warps=tile.num_warps,
+        num_warps=tile.num_warps,
     )  # fmt: skip
