@@ -86,12 +86,36 @@ def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr,
     return pid_m * BLOCK_M, off_n, e, e * N + off_n
 
 @gluon.jit
+def _ws_barriers(NUM_STAGES: gl.constexpr):
+    """The warp-specialized ring's mbarriers, ``(NUM_STAGES, 1)`` int64 each: ``ready[s]`` completes
+    on the loader's expect-tx arrival and its copies' bytes, ``empty[s]`` on an arrival of every math
+    thread (the launch's warps)."""
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=32 * gl.num_warps())
+    return ready, empty
+
+@gluon.jit
+def _ws_fill(a_desc, a_coord, b_desc, b_coord, a_bufs, b_bufs, ready, empty, f):
+    """The loader's step for flat K block ``f``: wait until every math thread has released slot
+    ``f % S`` (``empty``; a fresh barrier passes parity 1, so the first ``S`` fills go straight
+    through), then TMA ``a_desc``'s box at ``a_coord`` and ``b_desc``'s at ``b_coord`` into it,
+    completing ``ready[f % S]``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    slot = f % NUM_STAGES
+    mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
+    bar = ready.index(slot)
+    mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(a_desc, a_coord, bar, a_bufs.index(slot))
+    tma.async_copy_global_to_shared(b_desc, b_coord, bar, b_bufs.index(slot))
+
+@gluon.jit
 def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total, num_m,
                  num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Loader partition: every K block of every tile of this program, in order, into the ring. Slot
-    ``f % S`` is refilled once all math threads have released it (``empty``; a fresh barrier passes
-    parity 1, so the first ``S`` fills go straight through)."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    """Loader partition: every K block of every tile of this program, in order, into the ring
+    (:func:`_ws_fill`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
@@ -99,12 +123,8 @@ def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N
     for tile in range(pid, total, step):
         off_m, _, _, b_row = _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M, BLOCK_N, GROUP_M)
         for kb in range(num_k):
-            slot = f % NUM_STAGES
-            mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
-            bar = ready.index(slot)
-            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot))
-            tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(slot))
+            k0 = kb * BLOCK_K
+            _ws_fill(a_desc, [off_m, k0], b_desc, [b_row, k0], a_bufs, b_bufs, ready, empty, f)
             f += 1
 
 @gluon.jit
@@ -235,11 +255,7 @@ def _gluon_down_fp8_kernel(
     step = gl.num_programs(0)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(s), count=1)  # the loader's expect-tx arrival
-        mbarrier.init(empty.index(s), count=32 * gl.num_warps())  # every math thread
+    ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
         (_down_math, (a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
                       topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse,

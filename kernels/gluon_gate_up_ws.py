@@ -45,14 +45,13 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
-    mbarrier,
     tma,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
 from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
-from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_k_loop
+from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_barriers, _ws_fill, _ws_k_loop
 from kernels.gluon_gate_up import _h_scale, _halves_h
 from kernels.tactics import GemmTile
 
@@ -70,9 +69,7 @@ def _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M: gl.constexpr):
 def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
     """Loader partition: both passes' K blocks of every tile of this program, in order, into the
-    ring. Slot ``f % S`` is refilled once all math threads have released it (``empty``; a fresh
-    barrier passes parity 1, so the first ``S`` fills go straight through)."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, 64, 128)`` weight box."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
     f = 0
@@ -82,12 +79,8 @@ def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid
         for p in gl.static_range(2):
             n = pid_n * (2 * HALF) + p * HALF
             for kb in range(num_k):
-                slot = f % NUM_STAGES
-                mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
-                bar = ready.index(slot)
-                mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(x_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot))
-                tma.async_copy_global_to_shared(w_desc, [2 * e, n, kb * BLOCK_K], bar, b_bufs.index(slot))
+                k0 = kb * BLOCK_K
+                _ws_fill(x_desc, [off_m, k0], w_desc, [2 * e, n, k0], a_bufs, b_bufs, ready, empty, f)
                 f += 1
 
 @gluon.jit
@@ -177,11 +170,7 @@ def _gluon_gate_up_ws_kernel(
                                       gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
     h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(s), count=1)  # the loader's expect-tx arrival
-        mbarrier.init(empty.index(s), count=32 * gl.num_warps())  # every math thread
+    ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step,
