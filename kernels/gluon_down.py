@@ -34,6 +34,7 @@ faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), level at mixtral E
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from triton.experimental import gluon
@@ -65,6 +66,15 @@ def _store_layout_threads(block_n: int) -> list[int]:
     along_n = min(32, block_n // 8)
     return [32 // along_n, along_n]
 
+@gluon.constexpr_function
+def _slot_rows(shape: list[int]) -> int:
+    """Weight rows of one ring slot of shape ``(stages, ..., 128)``: ``BLOCK_N`` for the down's
+    ``(BLOCK_N, 128)`` slots, 128 for the gate/up's ``(2, 64, 128)`` ones."""
+    rows = 1
+    for d in shape[1:-1]:
+        rows *= d
+    return rows
+
 @gluon.jit
 def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                GROUP_M: gl.constexpr):  # fmt: skip
@@ -76,12 +86,36 @@ def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr,
     return pid_m * BLOCK_M, off_n, e, e * N + off_n
 
 @gluon.jit
+def _ws_barriers(NUM_STAGES: gl.constexpr):
+    """The warp-specialized ring's mbarriers, ``(NUM_STAGES, 1)`` int64 each: ``ready[s]`` completes
+    on the loader's expect-tx arrival and its copies' bytes, ``empty[s]`` on an arrival of every math
+    thread (the launch's warps)."""
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=32 * gl.num_warps())
+    return ready, empty
+
+@gluon.jit
+def _ws_fill(a_desc, a_coord, b_desc, b_coord, a_bufs, b_bufs, ready, empty, f):
+    """The loader's step for flat K block ``f``: wait until every math thread has released slot
+    ``f % S`` (``empty``; a fresh barrier passes parity 1, so the first ``S`` fills go straight
+    through), then TMA ``a_desc``'s box at ``a_coord`` and ``b_desc``'s at ``b_coord`` into it,
+    completing ``ready[f % S]``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    slot = f % NUM_STAGES
+    mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
+    bar = ready.index(slot)
+    mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(a_desc, a_coord, bar, a_bufs.index(slot))
+    tma.async_copy_global_to_shared(b_desc, b_coord, bar, b_bufs.index(slot))
+
+@gluon.jit
 def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total, num_m,
                  num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Loader partition: every K block of every tile of this program, in order, into the ring. Slot
-    ``f % S`` is refilled once all math threads have released it (``empty``; a fresh barrier passes
-    parity 1, so the first ``S`` fills go straight through)."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    """Loader partition: every K block of every tile of this program, in order, into the ring
+    (:func:`_ws_fill`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
@@ -89,23 +123,23 @@ def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N
     for tile in range(pid, total, step):
         off_m, _, _, b_row = _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M, BLOCK_N, GROUP_M)
         for kb in range(num_k):
-            slot = f % NUM_STAGES
-            mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
-            bar = ready.index(slot)
-            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(slot))
-            tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(slot))
+            k0 = kb * BLOCK_K
+            _ws_fill(a_desc, [off_m, k0], b_desc, [b_row, k0], a_bufs, b_bufs, ready, empty, f)
             f += 1
 
 @gluon.jit
-def _down_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
+def _ws_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr):
     """Wait for flat K block ``f``'s slot and issue its wgmma asynchronously into ``spare``'s registers
-    (a temporary already promoted; ``use_acc=False`` ignores its values). TMA writes and wgmma reads
-    are both async-proxy accesses, ordered by the slot's transaction count: no fence."""
+    (a temporary already promoted; ``use_acc=False`` ignores its values). A 3-D weight slot (the
+    gate/up's ``(2, 64, 128)`` box: 64 gate rows, then the same 64 up rows) is read as its 128 rows:
+    the same bytes, since the 128-byte swizzle follows the address. TMA writes and wgmma reads are
+    both async-proxy accesses, ordered by the slot's transaction count: no fence."""
     slot = f % NUM_STAGES
     mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
-    return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare,
-                         use_acc=False, is_async=True)  # fmt: skip
+    b = b_bufs.index(slot)
+    if len(b.shape) == 3:
+        b = b.reshape([b.shape[0] * b.shape[1], b.shape[2]])
+    return warpgroup_mma(a_bufs.index(slot), b.permute((1, 0)), spare, use_acc=False, is_async=True)
 
 @gluon.jit
 def _down_release(empty, f, NUM_STAGES: gl.constexpr):
@@ -114,12 +148,60 @@ def _down_release(empty, f, NUM_STAGES: gl.constexpr):
     async_copy.mbarrier_arrive(empty.index(f % NUM_STAGES), increment_count=False)
 
 @gluon.jit
+def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k, sb_hi_off,
+               is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr):  # fmt: skip
+    """The math warps' block-scaled K loop over flat ring blocks ``base .. base + num_k - 1``, shared by
+    the warp-specialized down (per tile) and gate/up (``kernels.gluon_gate_up_ws``, per pass): block
+    k's wgmma is issued asynchronously, ``wgmma.wait_group 1`` retires block k-1's, every math thread
+    releases its slot (``empty``), and block k-1 is promoted with :func:`_gluon_block_scale`'s scale
+    (``a_scale[rows, kb] * b_scale[kb]``, the ``sb_ptr + sb_hi_off`` one on the ``is_hi`` columns
+    with ``SPLIT``) while block k runs. Two temporaries with fixed registers, T0 the even K blocks,
+    T1 the odd ones, the loop unrolled by two (see :func:`kernels.gluon_common._gluon_mainloop`:
+    role swaps at the back-edge serialize the wgmmas). Returns the fp32 accumulator in
+    ``mma_layout``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
+    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
+                   NUM_STAGES)  # fmt: skip
+    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    for j in range(0, (num_k - 1) // 2):
+        kb = 2 * j + 1
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+        _down_release(empty, base + kb - 1, NUM_STAGES)
+        acc = _gluon_pin(acc + done0 * scale0)
+
+        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
+        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+        _down_release(empty, base + kb, NUM_STAGES)
+        acc = _gluon_pin(acc + spare1 * scale1)
+    if num_k % 2 == 0:
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, stride_sb_k, sb_hi_off, is_hi,
+                                    SPLIT)  # fmt: skip
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _down_release(empty, base + num_k - 2, NUM_STAGES)
+        acc = acc + done0 * scale0
+        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done1 * scale1
+    else:
+        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done0 * scale0
+    return acc
+
+@gluon.jit
 def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
                topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse, stride_wsn, pid,
                step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Default partition (the math warps): per tile the block-scaled K loop of ``_gluon_mainloop``
-    on the loader's ring (flat blocks ``base ..``), then the epilogue."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    """Default partition (the math warps): per tile :func:`_ws_k_loop` on the loader's ring (flat
+    blocks ``base ..``), then the epilogue."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
     SPLIT: gl.constexpr = BLOCK_N > 128  # the w2 scale block is 128 rows (SCALE_GROUP)
@@ -135,42 +217,13 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
         sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
         row_ok = rows < max_blocks * BLOCK_M
         sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
+        # The epilogue's routing weights and destination slots, loaded now: two dependent global
+        # loads (slot, then its weight) would otherwise stall the math warps after the K loop.
+        w, s_slot = _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M, BLOCK_N)
 
-        # Two temporaries with fixed registers, T0 the even K blocks, T1 the odd ones, the loop
-        # unrolled by two (see _gluon_mainloop: role swaps at the back-edge serialize the wgmmas).
-        acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-        t0 = _down_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                         NUM_STAGES)  # fmt: skip
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, 1, stride_wsn, is_hi, SPLIT)
-        for j in range(0, (num_k - 1) // 2):
-            kb = 2 * j + 1
-            t1 = _down_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, 1, stride_wsn, is_hi, SPLIT)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
-            _down_release(empty, base + kb - 1, NUM_STAGES)
-            acc = _gluon_pin(acc + done0 * scale0)
-
-            t0 = _down_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES)
-            scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, 1, stride_wsn, is_hi, SPLIT)
-            spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
-            _down_release(empty, base + kb, NUM_STAGES)
-            acc = _gluon_pin(acc + spare1 * scale1)
-        if num_k % 2 == 0:
-            t1 = _down_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES)
-            scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, 1, stride_wsn, is_hi, SPLIT)
-            done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-            _down_release(empty, base + num_k - 2, NUM_STAGES)
-            acc = acc + done0 * scale0
-            done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-            _down_release(empty, base + num_k - 1, NUM_STAGES)
-            acc = acc + done1 * scale1
-        else:
-            done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-            _down_release(empty, base + num_k - 1, NUM_STAGES)
-            acc = acc + done0 * scale0
-        _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
-                       stride_ym)  # fmt: skip
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, 1, stride_wsn,
+                         is_hi, SPLIT, mma_layout)  # fmt: skip
+        _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym)
         base += num_k
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
@@ -202,11 +255,7 @@ def _gluon_down_fp8_kernel(
     step = gl.num_programs(0)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(s), count=1)  # the loader's expect-tx arrival
-        mbarrier.init(empty.index(s), count=32 * gl.num_warps())  # every math thread
+    ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
         (_down_math, (a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
                       topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse,
@@ -215,22 +264,33 @@ def _gluon_down_fp8_kernel(
                         num_m, num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
+@gluon.constexpr_function
+def _store_layout(block_n: int, num_warps: int) -> Any:
+    """The epilogue's row-major blocked layout: 8 16-bit values (16 bytes) per thread along N."""
+    return gl.BlockedLayout([1, 8], _store_layout_threads(block_n), [num_warps, 1], [1, 0])
+
 @gluon.jit
-def _down_epilogue(acc, y_ptr, rows, off_m, off_n, sorted_ids_ptr, topk_weights_ptr, num_slots, N,
-                   stride_ym):  # fmt: skip
-    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
-    ``off_n ..``: the routing weight in fp32, one rounding to y's dtype, then a row-major blocked layout
-    (16-byte stores) and pointer stores at row ``sorted_ids[r]`` for real rows only."""
-    BLOCK_M: gl.constexpr = acc.shape[0]
-    BLOCK_N: gl.constexpr = acc.shape[1]
+def _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr):  # fmt: skip
+    """What the epilogue of the tile at row ``off_m`` needs from global memory: the routing weight of
+    each row (fp32, 0 for padding rows; ``rows``' layout, the accumulator's rows) and each row's flat
+    slot (int32; the rows of :func:`_store_layout`)."""
     slot = gl.load(sorted_ids_ptr + rows)
     w = gl.load(topk_weights_ptr + slot, mask=slot < num_slots, other=0.0)
+    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
+    s_slot = gl.load(sorted_ids_ptr + off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout)))
+    return w, s_slot
+
+@gluon.jit
+def _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym):
+    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
+    ``off_n ..``, with ``w`` and ``s_slot`` from :func:`_epilogue_rows`: the routing weight in fp32,
+    one rounding to y's dtype, then the row-major store layout (16-byte stores) and pointer stores at
+    row ``s_slot`` for real rows only."""
+    BLOCK_N: gl.constexpr = acc.shape[1]
     out = (acc * gl.expand_dims(w, 1)).to(y_ptr.dtype.element_ty)
-    TPW: gl.constexpr = _store_layout_threads(BLOCK_N)
-    store_layout: gl.constexpr = gl.BlockedLayout([1, 8], TPW, [gl.num_warps(), 1], [1, 0])
+    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
     out = gl.convert_layout(out, store_layout)
-    s_rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
-    s_slot = gl.load(sorted_ids_ptr + s_rows)
     cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, store_layout))
     y_ptrs = y_ptr + gl.expand_dims(s_slot.to(gl.int64) * stride_ym, 1) + gl.expand_dims(cols, 0)
     mask = gl.expand_dims(s_slot < num_slots, 1) & gl.expand_dims(cols < N, 0)

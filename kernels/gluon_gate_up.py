@@ -264,12 +264,14 @@ def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_
     _store_hq(h, h_scale, h_desc, off_m, off_n)
 
 @gluon.jit
-def _gate_up_halves(acc, layout: gl.constexpr):
-    """The gate and up values of a ``[BLOCK_M, 128]`` halves accumulator (columns: 64 gate, then
-    64 up), ``[BLOCK_M, 64]`` fp32 each in ``layout``."""
+def _halves_h(acc):
+    """``silu(gate) * up`` of a ``[BLOCK_M, 128]`` halves accumulator (columns: 64 gate, then 64 up)
+    as ``[BLOCK_M, 64]`` fp32. In the wgmma layout a thread holds column c and column c + 64 of its
+    rows, so the split is a register renaming: h stays in the accumulator's threads (no layout
+    conversion through shared memory)."""
     BLOCK_M: gl.constexpr = acc.shape[0]
     gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 64]), (0, 2, 1)))
-    return gl.convert_layout(gate, layout), gl.convert_layout(up, layout)
+    return _silu_mul(gate, up)
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_gate_up_fp8_kernel(
@@ -369,23 +371,21 @@ def _gluon_gate_up_fp8_kernel(
         # Pass p computes h columns off_n + 64p ..: pass 0's h waits in shared memory (fp32) until
         # pass 1's is done, because the e4m3 group (128 columns) spans both. The ring streams on
         # across the passes: pass 0's last retirements already request pass 1's first blocks.
-        half_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [NUM_WARPS, 1], [1, 0])
         stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, BLOCK_N // 2],
                                           gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, True,
                              SORTED)  # fmt: skip
-        gate, up = _gate_up_halves(acc, half_layout)
-        stash.store(_silu_mul(gate, up))  # each thread reads back only what it wrote: no barrier
+        stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
                              SORTED)  # fmt: skip
         _drain_ring(ready, NUM_STAGES)
-        gate, up = _gate_up_halves(acc, half_layout)
-        h_hi = _silu_mul(gate, up)
-        h_lo = stash.load(half_layout)
+        h_hi = _halves_h(acc)
+        h_layout: gl.constexpr = h_hi.type.layout
+        h_lo = stash.load(h_layout)
         h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo), axis=1), gl.max(gl.abs(h_hi), axis=1)))
-        rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, half_layout))
+        rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, h_layout))
         gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
         _store_hq(h_lo, h_scale, h_desc, off_m, off_n)
         _store_hq(h_hi, h_scale, h_desc, off_m, off_n + BLOCK_N // 2)
@@ -414,8 +414,17 @@ def launch_gluon_gate_up(
     float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32.
     H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, 8 warps, ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
-    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written.
+    ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written. A
+    ``tile.persistent`` (sorted, block_m 128) runs :mod:`kernels.gluon_gate_up_ws` instead.
     """
+    if tile.persistent:
+        from kernels.gluon_gate_up_ws import launch_gluon_gate_up_ws  # it imports this module's helpers
+
+        if not sorted_x or al.block_m != 128:
+            raise ValueError(f"a persistent gate/up tile ({tile.name}) needs sorted x at block_m 128, "
+                             f"got sorted_x={sorted_x}, block_m={al.block_m}")  # fmt: skip
+        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
+        return
     num_local, two_i, h = w1q.shape
     i = two_i // 2
     scheme = SCHEMES[al.block_m]

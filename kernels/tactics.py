@@ -56,7 +56,9 @@ class GemmTile:
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
     ``kernels.row_gather``) and the gate/up reads them by TMA, one box per K step, instead of
     gathering rows with per-row loads; for the Gluon fp8 gate/up that ran ~1.2x faster on the H100
-    (BENCHMARKS.md, run 63).
+    (BENCHMARKS.md, run 63); ``persistent`` (Gluon ``sorted_x`` gate/up tiles at block_m 128): run
+    the halves schedule as one persistent program per SM with a loader warpgroup
+    (:mod:`kernels.gluon_gate_up_ws`, the same bits), as the Gluon down always runs.
     """
 
     block_n: int
@@ -67,6 +69,7 @@ class GemmTile:
     tma: bool = False
     gluon: bool = False
     sorted_x: bool = False
+    persistent: bool = False
 
     def __post_init__(self) -> None:
         _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
@@ -85,6 +88,11 @@ class GemmTile:
         if self.sorted_x and not self.tma:
             raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
                              "sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
+        if not isinstance(self.persistent, bool):
+            raise ValueError(f"persistent must be a bool, got {self.persistent!r}")
+        if self.persistent and not (self.gluon and self.sorted_x):
+            raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
+                             "persistent is the Gluon sorted_x gate/up's option: it needs gluon and sorted_x")
 
     @property
     def name(self) -> str:
@@ -93,6 +101,7 @@ class GemmTile:
             + ("t" if self.tma else "")
             + ("G" if self.gluon else "")
             + ("S" if self.sorted_x else "")
+            + ("P" if self.persistent else "")
         )
 
 
@@ -268,6 +277,8 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"{gemm} tile {tile.name} needs block_k 128 and block_n in {widths}"
     if gemm == "down" and tile.sorted_x:
         return f"down tile {tile.name}: sorted_x is a gate_up option (the down reads h, already sorted)"
+    if tile.persistent and block_m != 128:  # a persistent tile is sorted_x: a gate_up tile
+        return f"{gemm} tile {tile.name} at block_m={block_m}: persistent is a block_m 128 gate_up option"
     if gemm == "down" and hidden % tile.block_n:
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
@@ -286,13 +297,16 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
     """Shared memory of a Gluon tile: the fp8 ring (A rows and weight rows, K = 128, per stage) and
     the epilogue's buffers. A gate/up slot holds the gate and up rows of its h columns: 256 at
     block_m 64 ("wide"), 128 at 128 ("halves": two passes of 64 h columns, the first pass's h kept
-    as fp32), and the fp8 hq tile is staged for its TMA store. The down stores y from registers
-    after a layout change through shared memory (a block_m x block_n 16-bit tile: 32 KB of the
-    196,700 B that ptxas gives the 5-stage 128 x 128 down)."""
+    as fp32); the gate/up's epilogue (the wide tile's layout change, the fp8 hq tile staged for its
+    TMA store) reuses the drained ring (163,872 B for either block_m at 4 stages, triton 3.6),
+    except in the ``persistent`` gate/up, whose ring stays live beside its two hq staging tiles
+    (213,212 B at 5 stages). The persistent down stores y from registers after a layout change
+    through shared memory (a block_m x block_n 16-bit tile: 32 KB of the 196,700 B that ptxas gives
+    the 5-stage 128 x 128 down)."""
     if gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
-        out = block_m * tile.block_n
+        out = block_m * tile.block_n if tile.persistent else 0
     else:
         slot, stash, out = tile.block_n, 0, block_m * tile.block_n * 2
     return tile.num_stages * (block_m + slot) * 128 + stash + out
@@ -300,12 +314,15 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
     """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes; for the gate/up the
-    first (fastest) table tile also with ``sorted_x``, right after it."""
+    first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 that one
+    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end."""
     table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
     tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
              for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
     if gemm == "gate_up" and tiles:
         tiles.insert(1, replace(tiles[0], sorted_x=True))
+        if block_m == 128:
+            tiles.append(replace(tiles[1], persistent=True, num_stages=_PERSISTENT_GATE_UP_STAGES))
     h, i = problem.hidden_size, problem.intermediate_size
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
 
@@ -322,6 +339,15 @@ _SORTED_X_ABOVE_ROWS_16BIT = 128
 gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_gather`."""
 
 
+_PERSISTENT_GATE_UP_STAGES = 5
+"""Ring depth of the persistent gate/up tile: 5 stages were 4-13% faster than 4 at every point of
+H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted, S - 2
+blocks are in the air."""
+
+_PERSISTENT_GATE_UP_MAX_I = 2048
+"""Up to this I the Gluon default's sorted block_m 128 gate/up runs ``persistent``."""
+
+
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     """The default's Gluon gate/up at ``block_m``: the fastest table tile, with ``sorted_x`` (x
     quantized into the alignment's order, read by TMA) from :data:`_SORTED_X_ROWS` rows per expert.
@@ -329,10 +355,17 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     H100, runs 64 and 66 (BENCHMARKS.md), the layer with each x layout in the same rounds: sorted
     5-19% faster from 256 rows per expert with I >= 1536 (deepseek-r1, qwen3-235b, mixtral), even
     (within 2%) at qwen3-30b (I=768, 256-1024 rows); the gathering kernel 2-4% faster at 64-128
-    rows, where the quantization's ``top_k`` writes per token are not paid back."""
+    rows, where the quantization's ``top_k`` writes per token are not paid back.
+
+    The sorted block_m 128 tile runs ``persistent`` up to :data:`_PERSISTENT_GATE_UP_MAX_I`: on the
+    H200 (BENCHMARKS.md, runs 23 and 29: the 5-stage persistent gate/up alone against the
+    non-persistent kernel in the same rounds) it took 0.89-0.91x the time at deepseek-r1 (I=2048)
+    T=4096 and qwen3-30b (I=768) T=4096 and 16384, 0.97-1.02x at deepseek-r1 T=16384, 0.97-1.00x at
+    qwen3-235b (I=1536), but 0.97-1.06x at mixtral (I=14336)."""
     tiles = _gluon_tiles(problem, block_m, "gate_up")
     want = problem.rows_per_expert >= _SORTED_X_ROWS
-    return next(t for t in tiles if t.sorted_x == want)
+    persistent = want and block_m == 128 and problem.intermediate_size <= _PERSISTENT_GATE_UP_MAX_I
+    return next(t for t in tiles if t.sorted_x == want and t.persistent == persistent)
 
 
 def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:

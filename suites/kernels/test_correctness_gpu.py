@@ -298,9 +298,10 @@ def _skip_without_gluon() -> None:
 def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down: bool) -> None:
     """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
     Triton tile: the kernels exchange h and its scales) matches the reference; a ``sorted_x``
-    gate/up (x quantized into the alignment's order, read by TMA) gives its gathering twin's bits;
-    and the default gives the same bits twice."""
-    from kernels import MoEProblem, default_tactic, fused_moe_fp8, tactics
+    gate/up (x quantized into the alignment's order, read by TMA) gives its gathering twin's bits, a
+    persistent one (``kernels.gluon_gate_up_ws``) the non-persistent sorted tile's; and the default
+    gives the same bits twice."""
+    from kernels import GemmTile, MoEProblem, default_tactic, fused_moe_fp8, tactics
 
     _skip_without_gluon()
     x, weights_fp8, routing, offset, ref = _fp8_case(model, t, seed=t + 23)
@@ -314,9 +315,18 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
         fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset, tactic=tac, out=out)
         _check(out, ref, fp8=True)
         outs[tac] = out
-    twins = [(tac, replace(tac, gate_up=replace(tac.gate_up, sorted_x=False)))
-             for tac in chosen if tac.gate_up.sorted_x]  # fmt: skip
+    sorted_tiles = {tac.gate_up for tac in chosen if tac.gate_up.sorted_x and not tac.gate_up.persistent}
+
+    def twin_of(gate_up: GemmTile) -> GemmTile:
+        """A persistent gate/up's twin: the space's non-persistent sorted tile; a sorted one's: the
+        same tile gathering x."""
+        if gate_up.persistent:
+            return next(t for t in sorted_tiles if t.block_n == gate_up.block_n)
+        return replace(gate_up, sorted_x=False)
+
+    twins = [(tac, replace(tac, gate_up=twin_of(tac.gate_up))) for tac in chosen if tac.gate_up.sorted_x]
     assert twins and all(twin in outs for _, twin in twins)
+    assert any(tac.gate_up.persistent for tac, _ in twins)
     for tac, twin in twins:
         assert torch.equal(outs[tac], outs[twin]), f"{tac.name} differs from {twin.name}"
     dflt = default_tactic(problem, gluon=True)

@@ -66,6 +66,7 @@ def test_gluon_default_below_128_rows_takes_the_wide_gate_up_and_the_256_wide_do
 
 FP8 = "float8_e4m3fn"
 GU, GU_SORTED = "gu_n128k128g8w8s4tG", "gu_n128k128g8w8s4tGS"  # wide at block_m 64, halves at 128
+GU_PERSISTENT = "gu_n128k128g8w8s5tGSP"  # halves, persistent and warp-specialized (block_m 128, I <= 2048)
 WS_DOWN_S4, WS_DOWN_S5 = "dn_n128k128g8w8s4tG", "dn_n128k128g8w8s5tG"
 TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
 
@@ -74,15 +75,15 @@ TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
     ("problem", "name"),
     [
         # block_m 128 from 128 rows per expert with I >= 768, the down with 5 stages up to I = 2048
-        (MoEProblem(4096, 7168, 2048, 32, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # dsr1 1024 rows
-        (MoEProblem(1024, 7168, 2048, 32, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # dsr1 256 rows
+        (MoEProblem(4096, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 1024 rows
+        (MoEProblem(1024, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 256 rows
         (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral, I > 2048
         (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral 256 rows
-        (MoEProblem(16384, 4096, 1536, 64, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q235b 2048 rows
-        (MoEProblem(4096, 4096, 1536, 64, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q235b 512 rows
+        (MoEProblem(16384, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # 2048 rows
+        (MoEProblem(4096, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # q235b 512 rows
         (MoEProblem(1024, 4096, 1536, 64, 8, FP8), f"m128-{GU}-{WS_DOWN_S5}"),  # 128 rows: gathered x
-        (MoEProblem(4096, 2048, 768, 128, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # q30b I=768
-        (MoEProblem(16384, 2048, 768, 128, 8, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S5}"),  # 1024 rows
+        (MoEProblem(4096, 2048, 768, 128, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # q30b I=768
+        (MoEProblem(16384, 2048, 768, 128, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # 1024 rows
         # block_m 64 below 128 rows or with I < 768; the Gluon down there only from I = 2048
         (MoEProblem(768, 4096, 1536, 64, 8, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # q235b 96 rows
         (MoEProblem(1024, 2048, 768, 128, 8, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # q30b 64 rows
@@ -99,7 +100,8 @@ def test_gluon_default_follows_the_tuners_winners(problem: MoEProblem, name: str
     warp-specialized down) where the H200's tuner chose it (BENCHMARKS.md, session 11, runs 11 and
     12), else block_m 64 (wide gate/up, the 256-wide Gluon down for I >= 2048, Triton's TMA down
     below: the H100 winners); from 256 rows per expert the gate/up reads x quantized into the
-    alignment's order (``sorted_x``, H100 runs 64 and 66)."""
+    alignment's order (``sorted_x``, H100 runs 64 and 66), at block_m 128 with I <= 2048 by the
+    persistent warp-specialized gate/up (H200 runs 23 and 29; mixtral's I = 14336 keeps the other)."""
     d = default_tactic(problem, gluon=True)
     assert d.name == name
     assert d in tactics(problem, gluon=True)
@@ -136,9 +138,9 @@ def test_down_block_n_256_needs_hidden_a_multiple_of_256() -> None:
         ("down", 64, GemmTile(128, 128, 8, 2, 2, True, True), (7168, 2048), "num_warps=2"),
         ("gate_up", 64, GemmTile(128, 128, 8, 4, 4, True, True), (7168, 2048), "num_warps=8 .* got 4"),
         ("gate_up", 64, GemmTile(128, 128, 8, 8, 2, True, True), (7168, 2048), "num_stages >= 3"),
-        ("gate_up", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 245760 B"),
+        ("gate_up", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 229376 B"),
         ("down", 64, GemmTile(256, 128, 8, 8, 8, True, True), (7168, 2048), "8 stages needs 360448 B"),
-        # the ring's 6 x 32 KB and y's 32 KB layout change
+        # both 6 x 32 KB of ring plus 32 KB: the gate/up's fp32 stash of pass 0, the down's y layout change
         ("down", 128, GemmTile(128, 128, 8, 8, 6, True, True), (7168, 2048), "6 stages needs 229376 B"),
     ],
     ids=["hidden", "block_m", "gate-up-width", "down-256-width", "warps", "wide-warps", "stages",
@@ -188,9 +190,34 @@ def test_sorted_x_is_a_tma_gate_up_option_with_its_own_name() -> None:
 def test_the_space_has_a_sorted_x_twin_of_the_first_gluon_gate_up_tile(block_m: int) -> None:
     gate_ups = list(dict.fromkeys(t.gate_up for t in tactics(DSR1_PREFILL, gluon=True)
                                   if t.block_m == block_m and t.gate_up.gluon))  # fmt: skip
-    assert [g.sorted_x for g in gate_ups] == [False, True, False], [g.name for g in gate_ups]
+    flags = [(g.sorted_x, g.persistent) for g in gate_ups]
+    assert flags == [(False, False), (True, False), (False, False)] + [(True, True)] * (block_m == 128), flags
     assert gate_ups[1] == dataclasses.replace(gate_ups[0], sorted_x=True)
-    assert not any(t.down.sorted_x for t in tactics(DSR1_PREFILL, gluon=True))
+    if block_m == 128:  # the sorted twin again, persistent with a 5-stage ring
+        assert gate_ups[3] == dataclasses.replace(gate_ups[1], persistent=True, num_stages=5)
+    assert not any(t.down.sorted_x or t.down.persistent for t in tactics(DSR1_PREFILL, gluon=True))
+
+
+def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
+    """``persistent`` (``kernels.gluon_gate_up_ws``) runs only the sorted halves gate/up: other tiles
+    and block sizes are refused with the reason, and the flag survives the JSON round trip."""
+    tile = GemmTile(128, 128, 8, 8, 5, tma=True, gluon=True, sorted_x=True, persistent=True)
+    assert tile.name == "n128k128g8w8s5tGSP"
+    tactic = Tactic(128, tile, dataclasses.replace(GLUON_TILE, num_stages=5))
+    assert Tactic.from_dict(tactic.to_dict()) == tactic
+    assert gluon_misfit("gate_up", 128, tile, 7168, 2048) is None
+    for bad in ({"sorted_x": False}, {"gluon": False, "sorted_x": True}):
+        with pytest.raises(ValueError, match="persistent is the Gluon sorted_x gate/up's option"):
+            GemmTile(128, 128, 8, 8, 5, tma=True, **{"gluon": True, **bad}, persistent=True)
+    with pytest.raises(ValueError, match="persistent must be a bool"):
+        GemmTile(128, 128, tma=True, gluon=True, sorted_x=True, persistent=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is a gate_up option"):  # sorted_x is checked first
+        Tactic(128, tile, tile)
+    why = gluon_misfit("gate_up", 64, tile, 7168, 2048)
+    assert why is not None and "block_m=64: persistent is a block_m 128 gate_up option" in why
+    # its ring stays live beside the two hq staging tiles: 6 stages do not fit
+    why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, num_stages=6), 7168, 2048)
+    assert why is not None and "6 stages needs 245760 B" in why
 
 
 def _fp8_layer(h: int, i: int, t: int = 4, num_local: int = 4, k: int = 2) -> tuple:

@@ -1,0 +1,219 @@
+"""fp8 block-scale MoE gate/up for Hopper in Gluon, persistent and warp-specialized: the block_m 128
+``halves`` schedule of :mod:`kernels.gluon_gate_up` on x already in the alignment's row order
+(the ``sorted_x`` Gluon tiles), run the way :mod:`kernels.gluon_down` runs the down.
+
+Same inputs and outputs as ``kernels.gluon_gate_up._gluon_gate_up_fp8_kernel`` with ``SORTED`` and
+``SCHEME="halves"``, so the same bits::
+
+    xq  (max_padded, H) float8_e4m3fn   xs  (max_padded, H/128) float32   x in the alignment's order
+    w1q (L, 2I, H) float8_e4m3fn        w1s (L, 2I/128, H/128) float32    rows [0, I) gate, [I, 2I) up
+    hq  (max_padded, I) float8_e4m3fn   hs  (max_padded, I/128) float32   (outputs)
+
+Schedule: ``G`` programs (at most one per SM) walk the ``cdiv(num_padded, 128) * I / 128`` tiles
+(128 rows x 128 h columns, one e4m3 group) in main's grouped order, program p taking tiles p, p + G,
+... Each tile is two passes over K, one per 64 h columns (a ring slot holds the 128 x rows and 64
+gate rows then the same 64 up rows, one ``m64n128`` wgmma per warpgroup); pass 0's h waits in
+shared memory as fp32 until pass 1's is done, since the group's scale needs both.
+
+- Loader partition (4 warps, 24 registers): every K block of every pass of every tile of the
+  program, in order, into the TMA ring: wait on ``empty[f % S]``, ``expect`` on ``ready[f % S]``,
+  the x box ``(128, 128)`` and the weight box ``(2, 64, 128)`` (w1 viewed as ``(2L, I, H)``). So
+  loading runs up to ``S`` blocks ahead of the wgmmas, across passes and tiles (the next tile's
+  first blocks land during this tile's epilogue).
+- Math partition (the launch's 8 warps, two wgmma warpgroups): per pass the warp-specialized K loop
+  the down runs too (:func:`kernels.gluon_down._ws_k_loop`: one wgmma in flight while the previous
+  K block is promoted with ``xs[row, kb]`` times the gate block's scale on gate columns and the up
+  block's on up columns, each slot released by a per-thread arrive on its ``empty``). Then
+  silu(gate) * up, the row group's scale, the e4m3 codes by TMA stores that the next tile's
+  epilogue waits for (not this one).
+
+Where it runs: a Gluon gate/up tile with ``sorted_x`` and ``persistent`` at block_m 128
+(``kernels.tactics.GemmTile``; the fp8 default's up to I = 2048). On the H200 (BENCHMARKS.md,
+sessions 12 and 13: runs 22, 23 and 29) it gives the non-persistent kernel's bits at every point and
+0.89-1.06x its time: faster at deepseek-r1 T=4096 and qwen3-30b, level at qwen3-235b and deepseek-r1
+T=16384, slower at mixtral's I = 14336.
+
+Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
+barriers around them) and pays the ring's fill in every program; the down's warp-specialized
+persistent form was 1.07-1.15x its non-persistent one on the H200 (BENCHMARKS.md, session 10).
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    tma,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from kernels.align import Alignment
+from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
+from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_barriers, _ws_fill, _ws_k_loop
+from kernels.gluon_gate_up import _h_scale, _halves_h
+from kernels.tactics import GemmTile
+
+HALF = gl.constexpr(64)
+"""h columns per pass (and gate rows, and up rows, per ring slot)."""
+
+
+@gluon.jit
+def _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M: gl.constexpr):
+    """``(pid_m, pid_n, expert)`` of ``tile`` in main's grouped order over ``num_m`` row blocks."""
+    pid_m, pid_n = _moe_tile(tile, num_m, num_pid_n, GROUP_M)
+    return pid_m, pid_n, gl.load(expert_ids_ptr + pid_m)
+
+@gluon.jit
+def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
+               num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+    """Loader partition: both passes' K blocks of every tile of this program, in order, into the
+    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, 64, 128)`` weight box."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    f = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        for p in gl.static_range(2):
+            n = pid_n * (2 * HALF) + p * HALF
+            for kb in range(num_k):
+                k0 = kb * BLOCK_K
+                _ws_fill(x_desc, [off_m, k0], w_desc, [2 * e, n, k0], a_bufs, b_bufs, ready, empty, f)
+                f += 1
+
+@gluon.jit
+def _ws_quantize(h, h_scale, h_smem):
+    """``h`` divided by its row scales (IEEE), clamped to +-448, as e4m3 into ``h_smem``."""
+    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
+    h_smem.store(hq.to(h_smem.dtype))
+
+@gluon.jit
+def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
+             N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m,
+             num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+    """Default partition (the math warps): per tile pass 0 (h columns ``off_n ..``), silu * up into
+    the fp32 stash, pass 1 (``off_n + 64 ..``), then the group scale to ``hs`` and both halves' codes
+    to ``hq`` by TMA."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
+    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps())
+    is_up = gl.expand_dims(gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout)) >= HALF, 0)
+    base = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * (2 * HALF)
+        rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
+        sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
+        ws_e = ws_ptr + e.to(gl.int64) * stride_wse
+        row_ok = rows < num_m * BLOCK_M  # all true: the tile's rows are below max_padded
+        # The tile's 128 h columns are one weight scale block row for both passes: the gate's at
+        # gs_ptr, the up's (rows I + off_n ..) up_off further, taken on the up columns (is_up).
+        gs_ptr = ws_e + pid_n * stride_wsn
+        up_off = ((N + off_n) // (2 * HALF) - pid_n) * stride_wsn
+
+        # Pass p: h columns off_n + 64p .., flat ring blocks base + p num_k ..
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
+                         up_off, is_up, True, mma_layout)  # fmt: skip
+        stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
+        base += num_k
+        acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
+                         up_off, is_up, True, mma_layout)  # fmt: skip
+        base += num_k
+        h_hi_val = _halves_h(acc)
+        h_layout: gl.constexpr = h_hi_val.type.layout
+        h_lo_val = stash.load(h_layout)
+        h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo_val), axis=1), gl.max(gl.abs(h_hi_val), axis=1)))
+        rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, h_layout))
+        gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
+        tma.store_wait(pendings=0)  # the previous tile's codes have left h_lo / h_hi
+        gl.thread_barrier()
+        _ws_quantize(h_lo_val, h_scale, h_lo)
+        _ws_quantize(h_hi_val, h_scale, h_hi)
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_lo)
+        tma.async_copy_shared_to_global(h_desc, [off_m, off_n + HALF], h_hi)
+    tma.store_wait(pendings=0)
+
+@gluon.jit
+def _gluon_gate_up_ws_kernel(
+    x_desc, w_desc, h_desc,  # TMA: x in the alignment's order (max_padded, H), box (128, 128); w1 as
+                             # (2L, I, H), box (2, 64, 128); hq (max_padded, I), box (128, 64)
+    xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (max_padded, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
+    expert_ids_ptr, num_padded_ptr,  # int32 (max_blocks,), (1,)
+    N, K,  # N = I, K = H
+    stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
+    NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    """Persistent: grid ``G`` <= the number of SMs. The launch's ``num_warps`` (8) are the math
+    warps, ``LOADER_WARPS`` more load. H and I multiples of 128."""
+    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 128, "x box (128, 128): one scale group per K step")
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == HALF,
+                     "weight box (2, 64, 128): 64 gate rows, then the same 64 up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_pid_n = gl.cdiv(N, 2 * HALF)
+    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
+    total = num_m * num_pid_n
+    num_k = gl.cdiv(K, BLOCK_K)
+    pid = gl.program_id(0)
+    step = gl.num_programs(0)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
+    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
+                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
+    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES)
+    gl.warp_specialize([
+        (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
+                    expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step,
+                    total, num_m, num_pid_n, num_k, GROUP_M)),
+        (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
+                      num_pid_n, num_k, GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+
+
+def launch_gluon_gate_up_ws(
+    xq: torch.Tensor,
+    xs: torch.Tensor,
+    w1q: torch.Tensor,
+    w1s: torch.Tensor,
+    hq: torch.Tensor,
+    hs: torch.Tensor,
+    al: Alignment,
+    tile: GemmTile,
+) -> None:
+    """Gate/up GEMM + silu * up + e4m3 group quantization of h, on at most one persistent program per
+    SM (``tile.num_warps`` = 8 math warps and :data:`kernels.gluon_down.LOADER_WARPS` loader warps).
+
+    xq: (al.max_padded, H) float8_e4m3fn contiguous, x's rows in the alignment's order
+    (``kernels.quant.quantize_fp8_groups_sorted``); xs: (al.max_padded, H/128) float32; w1q: (L, 2I,
+    H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I)
+    float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32. H and I multiples of 128,
+    ``al.block_m`` 128, ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the
+    sizes; :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes the sorted block_m 128 tiles here).
+    """
+    num_local, two_i, h = w1q.shape
+    i = two_i // 2
+    x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+    w_box, h_box = [2, HALF.value, SCALE_GROUP], [al.block_m, HALF.value]
+    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
+    x_desc = TensorDescriptor.from_tensor(xq, [al.block_m, SCALE_GROUP], x_layout)
+    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * 2, i, h), w_box, w_layout)
+    h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
+    tiles = al.max_blocks * (i // SCALE_GROUP)
+    programs = min(tiles, _sm_count(xq.device.index))
+    _gluon_gate_up_ws_kernel[(programs,)](
+        x_desc, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded,
+        i, h, xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
+        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
+        num_warps=tile.num_warps,
+    )  # fmt: skip

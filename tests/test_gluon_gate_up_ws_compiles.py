@@ -1,0 +1,53 @@
+"""The persistent warp-specialized Gluon gate/up (``kernels/gluon_gate_up_ws.py``, through
+``benchmarks/gluon_gate_up_ws.py``) compiles for sm_90a on a CPU at the default's 5-stage ring and at
+4 stages: no register spills, no ptxas wgmma serialization (C75xx), one wgmma kept in flight in the K
+loop it shares with the down (``kernels.gluon_down._ws_k_loop``), at most 2 CTA barriers per two K
+blocks in the math warps' loop, and shared memory within what ``kernels.tactics`` budgets for the
+tile (the ring, the fp32 stash of pass 0 and the two hq staging tiles, all live at once).
+
+Compile only (no GPU); the kernel's bits and speed are checked on the GPU
+(``suites/kernels/test_correctness_gpu.py``, BENCHMARKS.md). The compile runs in a child Python
+without ``TRITON_INTERPRET`` (see tests/test_gluon_fp8_down_compiles.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("triton")
+
+CHILD = """
+import json
+from kernels.gluon_support import HAS_GLUON
+out = {"has_gluon": HAS_GLUON}
+if HAS_GLUON:
+    from benchmarks.gluon_gate_up_ws import offline
+    out["reports"] = offline([5, 4])
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return gluon_child(CHILD)
+
+
+@pytest.mark.parametrize("index", [pytest.param(0, id="s5"), pytest.param(1, id="s4")])
+def test_persistent_gate_up_compiles_lean(compiled: dict[str, Any], index: int) -> None:
+    from kernels.tactics import _SMEM_LIMIT, GemmTile, _gluon_smem_bytes
+
+    report = compiled["reports"][index]
+    assert report["ok"], report["error"]
+    assert report["spill_stores"] == 0 and report["spill_loads"] == 0, report
+    warnings = report["ptxas_warnings"]
+    assert not [w for w in warnings if "C75" in w or "serialized" in w], warnings
+    innermost = max(depth for _, depth in report["ttgir_waits"])
+    assert {p for p, depth in report["ttgir_waits"] if depth == innermost} == {1}, report["ttgir_waits"]
+    assert 0 < report["loop_barriers"] <= 2, report["loop_barriers"]
+    stages = report["num_stages"]
+    tile = GemmTile(128, 128, 8, 8, stages, tma=True, gluon=True, sorted_x=True, persistent=True)
+    budget = _gluon_smem_bytes("gate_up", 128, tile)
+    assert budget <= report["shared_bytes"] <= budget + 1024 <= _SMEM_LIMIT, (report["shared_bytes"], budget)
