@@ -29,9 +29,9 @@ shared memory as fp32 until pass 1's is done, since the group's scale needs both
 
 Where it runs: a Gluon gate/up tile with ``sorted_x`` and ``persistent`` at block_m 128
 (``kernels.tactics.GemmTile``; the fp8 default's up to I = 2048). On the H200 (BENCHMARKS.md,
-sessions 12 and 13: runs 22, 23 and 29) it gives the non-persistent kernel's bits at every point and
-0.89-1.06x its time: faster at deepseek-r1 T=4096 and qwen3-30b, level at qwen3-235b and deepseek-r1
-T=16384, slower at mixtral's I = 14336.
+sessions 12 and 13: runs 22, 23, 29 and 30) it gives the non-persistent kernel's bits at every point
+and 0.85-1.06x its time: faster at qwen3-30b and deepseek-r1 T=4096, level to 3% faster at
+qwen3-235b and deepseek-r1 T=16384, slower at mixtral's I = 14336.
 
 Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
 barriers around them) and pays the ring's fill in every program; the down's warp-specialized
@@ -198,7 +198,7 @@ def launch_gluon_gate_up_ws(
     H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I)
     float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32. H and I multiples of 128,
     ``al.block_m`` 128, ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the
-    sizes; :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes the sorted block_m 128 tiles here).
+    sizes; :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here).
     """
     num_local, two_i, h = w1q.shape
     i = two_i // 2

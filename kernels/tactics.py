@@ -340,9 +340,9 @@ gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_ga
 
 
 _PERSISTENT_GATE_UP_STAGES = 5
-"""Ring depth of the persistent gate/up tile: 5 stages were 4-13% faster than 4 at every point of
-H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted, S - 2
-blocks are in the air."""
+"""Ring depth of the persistent gate/up tile: 5 stages were level with 4 to 9% faster at the six
+points of H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted,
+S - 2 blocks are in the air."""
 
 _PERSISTENT_GATE_UP_MAX_I = 2048
 """Up to this I the Gluon default's sorted block_m 128 gate/up runs ``persistent``."""
@@ -358,8 +358,8 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     rows, where the quantization's ``top_k`` writes per token are not paid back.
 
     The sorted block_m 128 tile runs ``persistent`` up to :data:`_PERSISTENT_GATE_UP_MAX_I`: on the
-    H200 (BENCHMARKS.md, runs 23 and 29: the 5-stage persistent gate/up alone against the
-    non-persistent kernel in the same rounds) it took 0.89-0.91x the time at deepseek-r1 (I=2048)
+    H200 (BENCHMARKS.md, runs 23, 29 and 30: the 5-stage persistent gate/up alone against the
+    non-persistent kernel in the same rounds) it took 0.85-0.92x the time at deepseek-r1 (I=2048)
     T=4096 and qwen3-30b (I=768) T=4096 and 16384, 0.97-1.02x at deepseek-r1 T=16384, 0.97-1.00x at
     qwen3-235b (I=1536), but 0.97-1.06x at mixtral (I=14336)."""
     tiles = _gluon_tiles(problem, block_m, "gate_up")
