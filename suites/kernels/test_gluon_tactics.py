@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from kernels import GemmTile, MoEProblem, Tactic, default_tactic, fused_moe, fused_moe_fp8, tactics
+from kernels import GemmTile, MoEProblem, Tactic, default_tactic, fused_moe, fused_moe_fp8, moe_align, tactics
 from kernels.gluon_support import gluon_unready
 from kernels.quant import quantize_fp8_block
 from kernels.tactics import gluon_misfit
@@ -218,6 +218,19 @@ def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
     # its ring stays live beside the two hq staging tiles: 6 stages do not fit
     why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, num_stages=6), 7168, 2048)
     assert why is not None and "6 stages needs 245760 B" in why
+
+
+def test_the_gate_up_launcher_refuses_a_persistent_tile_it_cannot_run() -> None:
+    """A direct caller (the benchmarks) gets the reason before any launch: the persistent kernel
+    reads x in the alignment's order by TMA boxes of 128 rows."""
+    pytest.importorskip("triton.experimental.gluon")
+    from kernels.gluon_gate_up import launch_gluon_gate_up
+
+    tile = GemmTile(128, 128, 8, 8, 5, tma=True, gluon=True, sorted_x=True, persistent=True)
+    for block_m, sorted_x in ((64, True), (128, False)):
+        al = moe_align(torch.zeros(4, 1, dtype=torch.int32), block_m, 2, 0)
+        with pytest.raises(ValueError, match=rf"sorted_x={sorted_x}, block_m={block_m}"):
+            launch_gluon_gate_up(*[torch.empty(0)] * 6, al, tile, 1, sorted_x=sorted_x)
 
 
 def _fp8_layer(h: int, i: int, t: int = 4, num_local: int = 4, k: int = 2) -> tuple:
