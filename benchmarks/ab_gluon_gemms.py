@@ -64,7 +64,8 @@ class Point:
 
 
 def make_point(case: Case, tokens: int, seed: int = 0) -> Point:
-    """Random inputs of ``case`` at ``tokens`` per rank on the GPU, with the new default fp8 tactic."""
+    """Random inputs of ``case`` at ``tokens`` per rank on the GPU, with each revision's default fp8
+    tiles (both defaults must share block_m and the x layout: one alignment, one quantized x)."""
     dev = torch.device("cuda")
     torch.manual_seed(seed)
     h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
@@ -89,7 +90,7 @@ def make_point(case: Case, tokens: int, seed: int = 0) -> Point:
 
 def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Callable[[], object]],
                                                                     Callable[[], bool]]:  # fmt: skip
-    """Gate/up launches writing their own hq/hs: "old" (the old revision at the default tile), and
+    """Gate/up launches writing their own hq/hs: "old" (the old revision at its default tile), and
     per entry of ``tiles`` the new revision at that tile; and a check that all agree."""
     i = p.w1q.shape[1] // 2
     outs = {name: (torch.zeros((p.al.max_padded, i), dtype=torch.float8_e4m3fn, device=p.xq.device),
@@ -115,7 +116,7 @@ def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Ca
 
 def down_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Callable[[], object]],
                                                                  Callable[[], bool]]:  # fmt: skip
-    """Down launches on the new gate/up's h, each into its own y: "old" at the default tile and the
+    """Down launches on the new gate/up's h, each into its own y: "old" at its default tile and the
     new revision at each of ``tiles``; and a check that the rows of real slots agree. The old
     revision (main before session 13's TMA-store epilogue) writes y with one row per slot, the new
     one in the alignment's row order."""
