@@ -89,6 +89,15 @@ def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr,
     return pid_m * BLOCK_M, off_n, e, e * N + off_n
 
 @gluon.jit
+def _ws_schedule(num_padded_ptr, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """A persistent warp-specialized GEMM's walk: ``(num_m, num_pid_n, total, num_k, pid, step)``,
+    the row blocks in use (from ``num_padded``), the column tiles of N, all tiles, the K blocks of K,
+    and this program's first tile and stride (it takes tiles ``pid, pid + step, ...``)."""
+    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    return num_m, num_pid_n, num_m * num_pid_n, gl.cdiv(K, BLOCK_K), gl.program_id(0), gl.num_programs(0)
+
+@gluon.jit
 def _ws_barriers(NUM_STAGES: gl.constexpr):
     """The warp-specialized ring's mbarriers, ``(NUM_STAGES, 1)`` int64 each: ``ready[s]`` completes
     on the loader's expect-tx arrival and its copies' bytes, ``empty[s]`` on an arrival of every math
@@ -252,12 +261,7 @@ def _gluon_down_fp8_kernel(
     gl.static_assert(BLOCK_K == 128, "one scale group per K step")
     gl.static_assert(128 % BLOCK_N == 0 or BLOCK_N == 256, "BLOCK_N 64, 128, or 256 (two scale blocks)")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
-    total = num_m * num_pid_n
-    num_k = gl.cdiv(K, BLOCK_K)
-    pid = gl.program_id(0)
-    step = gl.num_programs(0)
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
     y_smem = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)

@@ -50,7 +50,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from kernels.align import Alignment
 from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
-from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_barriers, _ws_fill, _ws_k_loop
+from kernels.gluon_down import (
+    LOADER_REGS,
+    LOADER_WARPS,
+    _sm_count,
+    _ws_barriers,
+    _ws_fill,
+    _ws_k_loop,
+    _ws_schedule,
+)
 from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
 from kernels.tactics import GemmTile
 
@@ -157,12 +165,7 @@ def _gluon_gate_up_ws_kernel(
     gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
     gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_pid_n = gl.cdiv(N, 2 * HALF)
-    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
-    total = num_m * num_pid_n
-    num_k = gl.cdiv(K, BLOCK_K)
-    pid = gl.program_id(0)
-    step = gl.num_programs(0)
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, 2 * HALF, BLOCK_K)
     a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
     b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
     stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
