@@ -293,15 +293,16 @@ def breakdown_fp8(
             _launch_gate_up(xq, w1q, hq, al, t.gate_up, k, "tf32", scales=(xs, w1s, hs))
         if stage < 3:
             return None
-        y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
-        if t.down.gluon:
+        if t.down.gluon:  # y in the alignment's row order
+            y = torch.empty((al.max_padded, h), dtype=x.dtype, device=dev)
             launch_gluon_down(hq, hs, w2q, w2s, y, wts, al, t.down)
         else:
+            y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
             _launch_down(hq, w2q, y, wts, al, t.down, "tf32", scales=(hs, w2s))
         if stage < 4:
             return None
         out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
-        launch_combine(y, ids, out, case.offset, num_local)
+        launch_combine(y, ids, out, case.offset, num_local, slot_rows=al.slot_rows if t.down.gluon else None)
         return out
 
     layer = fused_moe_fp8(x, *weights, ids, wts, local_expert_offset=case.offset, tactic=t)

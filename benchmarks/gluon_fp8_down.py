@@ -157,7 +157,10 @@ def gluon_down_fp8(
         f"out must be a contiguous ({num_slots}, {h}) bfloat16 tensor, got {tuple(out.shape)} {out.dtype}"
     )
     tile = GemmTile(block_n, GROUP, group_m, num_warps, num_stages, tma=True, gluon=True)
-    launch_gluon_down(hq, hs, w2q, w2s, out, topk_weights, alignment, tile)
+    rows = torch.empty((max_padded, h), dtype=torch.bfloat16, device=hq.device)  # the alignment's order
+    launch_gluon_down(hq, hs, w2q, w2s, rows, topk_weights, alignment, tile)
+    local = alignment.slot_rows >= 0
+    out[local] = rows[alignment.slot_rows[local].long()]  # one row per slot, as main's Triton down
     return out
 
 
@@ -203,26 +206,28 @@ TRITON_TILES = [(64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 4), (128, 256, 8
 
 def compile_gluon_down(variant: Variant) -> Any:
     """The Gluon down kernel compiled for sm_90a without a GPU, specialized like a launch on
-    deepseek-like shapes (pointers, N, K and the y / hs row strides 16-divisible; w2s strides not)."""
+    deepseek-like shapes (pointers, N, K and the hs row stride 16-divisible; w2s strides not)."""
     fn = _gluon_down_fp8_kernel
     b_rows = variant.block_n
     a_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
     b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, GROUP], gl.float8e4nv)
+    y_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, b_rows], gl.bfloat16)
     signature = {
         "a_desc": f"tensordesc<fp8e4nv[{variant.block_m},{GROUP}],{a_layout!r}>",
         "b_desc": f"tensordesc<fp8e4nv[{b_rows},{GROUP}],{b_layout!r}>",
-        "y_ptr": "*bf16", "hs_ptr": "*fp32", "ws_ptr": "*fp32",
+        "y_desc": f"tensordesc<bf16[{variant.block_m},{b_rows}],{y_layout!r}>",
+        "hs_ptr": "*fp32", "ws_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
         "topk_weights_ptr": "*fp32",
         "N": "i32", "K": "i32", "num_slots": "i32", "max_blocks": "i32",
-        "stride_ym": "i32", "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
+        "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
         "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
                   "LOADER_REGS": LOADER_REGS}  # fmt: skip
-    aligned = ("y_ptr", "hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
-               "topk_weights_ptr", "N", "K", "stride_ym", "stride_hsm")  # fmt: skip
+    aligned = ("hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
+               "topk_weights_ptr", "N", "K", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     source = GluonASTSource(fn, signature, constexprs, attrs)
     options = {"num_warps": variant.num_warps, "num_stages": variant.num_stages}

@@ -233,14 +233,17 @@ def _down_kernel(
 # Token-count arguments are not specialized (==1, %16): one compile serves every bucket.
 @triton.jit(do_not_specialize=["num_tokens"])
 def _combine_kernel(
-    y_ptr, topk_ids_ptr, out_ptr,
+    y_ptr, topk_ids_ptr, slot_rows_ptr, out_ptr,
     num_tokens, N, expert_offset, num_local,
     stride_ym, stride_om,
-    TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+    TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BY_ROWS: tl.constexpr,
 ):
-    """out[t] = sum over j = 0..TOP_K-1 (in order) of y[t*TOP_K + j] for local slots, fp32 sum.
+    """out[t] = sum over j = 0..TOP_K-1 (in order) of slot t*TOP_K + j's row of y for local slots,
+    fp32 sum.
 
-    y_ptr: (T*k, N) x's dtype, rows of non-local slots never read; topk_ids_ptr: (T, k) int32;
+    y_ptr: (T*k, N) x's dtype, one row per slot (rows of non-local slots never read), or with
+    ``BY_ROWS`` (max_padded, N) in the alignment's row order, slot s's row at ``slot_rows[s]`` (-1:
+    not local); topk_ids_ptr: (T, k) int32; slot_rows_ptr: (T*k,) int32 (``BY_ROWS`` only);
     out_ptr: (T, N) x's dtype. N = hidden size H.
     """
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -250,9 +253,14 @@ def _combine_kernel(
     acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
     for j in tl.static_range(TOP_K):
         slot = offs_t * TOP_K + j
-        e = tl.load(topk_ids_ptr + slot, mask=t_ok, other=-1) - expert_offset
-        local = t_ok & (e >= 0) & (e < num_local)
-        ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
+        if BY_ROWS:
+            row = tl.load(slot_rows_ptr + slot, mask=t_ok, other=-1)
+            local = t_ok & (row >= 0)
+        else:
+            e = tl.load(topk_ids_ptr + slot, mask=t_ok, other=-1) - expert_offset
+            local = t_ok & (e >= 0) & (e < num_local)
+            row = slot
+        ptrs = y_ptr + row[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
         acc += tl.load(ptrs, mask=local[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
     o_ptrs = out_ptr + offs_t[:, None].to(tl.int64) * stride_om + offs_n[None, :]
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & n_ok[None, :])
@@ -424,16 +432,19 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
 
 
 def launch_combine(y: torch.Tensor, topk_ids: torch.Tensor, out: torch.Tensor,
-                   local_expert_offset: int, num_local: int) -> None:
-    """Deterministic top-k combine. y: (T*k, H); topk_ids: (T, k) int32; out: (T, H) written."""
+                   local_expert_offset: int, num_local: int, slot_rows: torch.Tensor | None = None) -> None:
+    """Deterministic top-k combine. y: (T*k, H) one row per slot, or with ``slot_rows`` (the
+    alignment's ``(T*k,)`` int32) (max_padded, H) in the alignment's row order; topk_ids: (T, k)
+    int32; out: (T, H) written."""
     t_, k = topk_ids.shape
     n = out.shape[1]
     block_n = min(1024, triton.next_power_of_2(n))
     block_t = max(1, 2048 // block_n)
     grid = (triton.cdiv(t_, block_t), triton.cdiv(n, block_n))
     _combine_kernel[grid](
-        y, topk_ids, out, t_, n, local_expert_offset, num_local, y.stride(0), out.stride(0),
-        TOP_K=k, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=4,
+        y, topk_ids, topk_ids if slot_rows is None else slot_rows, out, t_, n, local_expert_offset, num_local,
+        y.stride(0), out.stride(0),
+        TOP_K=k, BLOCK_T=block_t, BLOCK_N=block_n, BY_ROWS=slot_rows is not None, num_warps=4,
     )
 
 

@@ -1,14 +1,17 @@
 """fp8 block-scale MoE down GEMM for Hopper in Gluon: the ``gluon`` tiles of ``down``.
 
-Same inputs and output as ``kernels.fused_moe._down_kernel`` with ``BLOCK_SCALE`` and TMA::
+The inputs of ``kernels.fused_moe._down_kernel`` with ``BLOCK_SCALE`` and TMA, and the same values
+of y, in the alignment's row order instead of one row per slot::
 
     hq  (max_padded, I) float8_e4m3fn   hs  (max_padded, I/128) float32   per row, per 128-wide group
     w2q (L, H, I) float8_e4m3fn         w2s (L, H/128, I/128) float32     per 128x128 block
     topk_weights (T, k) float32 (indexed by flat slot), alignment as kernels.align.moe_align
-    y   (T*k, H) bf16/fp16 (x's dtype): y[s] = w[s] * (h[r] @ W2[e]^T) for the real rows r, s = sorted_ids[r]
+    y   (max_padded, H) bf16/fp16 (x's dtype): y[r] = w[s] * (h[r] @ W2[e]^T), s = sorted_ids[r]
 
 The routing weight is applied in fp32 before the one rounding to y's dtype, as main does; padding
-rows are not stored. Needs I a multiple of 128, H a multiple of block_n, block_m 64 or 128.
+rows get zeros (w = 0). The combine finds slot s's row at ``slot_rows[s]``
+(``kernels.fused_moe.launch_combine``). Needs I a multiple of 128, H a multiple of block_n, block_m
+64 or 128.
 
 Schedule: persistent and warp-specialized (``gl.warp_specialize``). ``G`` programs (at most one per
 SM) walk the ``cdiv(num_padded, BLOCK_M) * H / BLOCK_N`` tiles in main's grouped order, program p
@@ -22,8 +25,10 @@ noinc``: Triton 3.6 lowers ``mbarrier.arrive`` to a thread-0 arrive behind CTA b
 k-1 is promoted (``acc += t * hs[rows, kb] * w2s[e, nb, kb]``) while block k runs, with the two
 temporaries and pinned promotions of :func:`kernels.gluon_common._gluon_mainloop`. block_n 64 or 128
 keeps one w2 scale per tile and K block; block_n 256 (at block_m 64 on 8 warps: one m64n128 wgmma per
-warpgroup) takes the next scale row on its second 128 columns. The epilogue scatters rows with
-pointer stores (TMA cannot scatter on Hopper).
+warpgroup) takes the next scale row on its second 128 columns. The epilogue writes the tile into
+shared memory and issues one TMA store, which runs on during the next tile's K loop (with y in slot
+order the tile's rows were scattered by pointer stores after a layout change: TMA cannot scatter on
+Hopper).
 
 Why this schedule (BENCHMARKS.md, session 10): with the math warps issuing the refills, Triton's
 lowering put 8 CTA barriers in every two K blocks of the loop (2 here) and each tile paid the ring's
@@ -34,13 +39,18 @@ faster at deepseek-r1 DEP8 and qwen3-235b DEP2 (bm128 bn128), level at mixtral E
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
@@ -60,13 +70,6 @@ LOADER_REGS = 24
 
 
 @gluon.constexpr_function
-def _store_layout_threads(block_n: int) -> list[int]:
-    """``threads_per_warp`` of the epilogue's row-major store layout: 8 16-bit values (16 bytes) per
-    thread along N, as many threads along N as the tile is wide (at most 32)."""
-    along_n = min(32, block_n // 8)
-    return [32 // along_n, along_n]
-
-@gluon.constexpr_function
 def _slot_rows(shape: list[int]) -> int:
     """Weight rows of one ring slot of shape ``(stages, ..., 128)``: ``BLOCK_N`` for the down's
     ``(BLOCK_N, 128)`` slots, 128 for the gate/up's ``(2, 64, 128)`` ones."""
@@ -84,6 +87,15 @@ def _down_tile(tile, num_m, num_pid_n, expert_ids_ptr, N, BLOCK_M: gl.constexpr,
     e = gl.load(expert_ids_ptr + pid_m)
     off_n = pid_n * BLOCK_N
     return pid_m * BLOCK_M, off_n, e, e * N + off_n
+
+@gluon.jit
+def _ws_schedule(num_padded_ptr, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """A persistent warp-specialized GEMM's walk: ``(num_m, num_pid_n, total, num_k, pid, step)``,
+    the row blocks in use (from ``num_padded``), the column tiles of N, all tiles, the K blocks of K,
+    and this program's first tile and stride (it takes tiles ``pid, pid + step, ...``)."""
+    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    return num_m, num_pid_n, num_m * num_pid_n, gl.cdiv(K, BLOCK_K), gl.program_id(0), gl.num_programs(0)
 
 @gluon.jit
 def _ws_barriers(NUM_STAGES: gl.constexpr):
@@ -197,11 +209,11 @@ def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_pt
     return acc
 
 @gluon.jit
-def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
-               topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse, stride_wsn, pid,
-               step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+def _down_math(a_bufs, b_bufs, ready, empty, y_desc, y_smem, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
+               topk_weights_ptr, N, num_slots, max_blocks, stride_hsm, stride_wse, stride_wsn, pid, step,
+               total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile :func:`_ws_k_loop` on the loader's ring (flat
-    blocks ``base ..``), then the epilogue."""
+    blocks ``base ..``), then the epilogue (:func:`_down_epilogue`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
     SPLIT: gl.constexpr = BLOCK_N > 128  # the w2 scale block is 128 rows (SCALE_GROUP)
@@ -217,23 +229,25 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_p
         sa_ptrs = hs_ptr + rows.to(gl.int64) * stride_hsm
         row_ok = rows < max_blocks * BLOCK_M
         sb_ptr = ws_ptr + e.to(gl.int64) * stride_wse + (off_n // 128) * stride_wsn
-        # The epilogue's routing weights and destination slots, loaded now: two dependent global
-        # loads (slot, then its weight) would otherwise stall the math warps after the K loop.
-        w, s_slot = _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M, BLOCK_N)
+        # The epilogue's routing weights, loaded now: two dependent global loads (slot, then its
+        # weight; 0 on padding rows) would otherwise stall the math warps after the K loop.
+        slot = gl.load(sorted_ids_ptr + rows)
+        w = gl.load(topk_weights_ptr + slot, mask=slot < num_slots, other=0.0)
 
         acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, 1, stride_wsn,
                          is_hi, SPLIT, mma_layout)  # fmt: skip
-        _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym)
+        _down_epilogue(acc, w, y_desc, y_smem, off_m, off_n)
         base += num_k
+    tma.store_wait(pendings=0)  # the last tile's rows have left y_smem
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gluon_down_fp8_kernel(
     a_desc, b_desc,  # TMA: hq (max_padded, I) fp8, block (BM, 128); w2 as (L*H, I) fp8, block (BN, 128)
-    y_ptr,  # bf16/fp16 (T*k, H) output, one row per flat slot
+    y_desc,  # TMA: y (max_padded, H) bf16/fp16 output in the alignment's row order, block (BM, BN)
     hs_ptr, ws_ptr,  # fp32, unit stride in K: hs (max_padded, I/128); w2s (L, H/128, I/128)
     sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, topk_weights_ptr,  # int32 x3, fp32 (T*k,)
     N, K, num_slots, max_blocks,  # N = H, K = I
-    stride_ym, stride_hsm, stride_wse, stride_wsn,
+    stride_hsm, stride_wse, stride_wsn,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
     LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
 ):  # fmt: skip
@@ -247,54 +261,33 @@ def _gluon_down_fp8_kernel(
     gl.static_assert(BLOCK_K == 128, "one scale group per K step")
     gl.static_assert(128 % BLOCK_N == 0 or BLOCK_N == 256, "BLOCK_N 64, 128, or 256 (two scale blocks)")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
-    total = num_m * num_pid_n
-    num_k = gl.cdiv(K, BLOCK_K)
-    pid = gl.program_id(0)
-    step = gl.num_programs(0)
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    y_smem = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)
     ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
-        (_down_math, (a_bufs, b_bufs, ready, empty, y_ptr, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
-                      topk_weights_ptr, N, num_slots, max_blocks, stride_ym, stride_hsm, stride_wse,
+        (_down_math, (a_bufs, b_bufs, ready, empty, y_desc, y_smem, hs_ptr, ws_ptr, sorted_ids_ptr,
+                      expert_ids_ptr, topk_weights_ptr, N, num_slots, max_blocks, stride_hsm, stride_wse,
                       stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M)),
         (_down_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total,
                         num_m, num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
-@gluon.constexpr_function
-def _store_layout(block_n: int, num_warps: int) -> Any:
-    """The epilogue's row-major blocked layout: 8 16-bit values (16 bytes) per thread along N."""
-    return gl.BlockedLayout([1, 8], _store_layout_threads(block_n), [num_warps, 1], [1, 0])
-
 @gluon.jit
-def _epilogue_rows(rows, off_m, sorted_ids_ptr, topk_weights_ptr, num_slots, BLOCK_M: gl.constexpr,
-                   BLOCK_N: gl.constexpr):  # fmt: skip
-    """What the epilogue of the tile at row ``off_m`` needs from global memory: the routing weight of
-    each row (fp32, 0 for padding rows; ``rows``' layout, the accumulator's rows) and each row's flat
-    slot (int32; the rows of :func:`_store_layout`)."""
-    slot = gl.load(sorted_ids_ptr + rows)
-    w = gl.load(topk_weights_ptr + slot, mask=slot < num_slots, other=0.0)
-    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
-    s_slot = gl.load(sorted_ids_ptr + off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout)))
-    return w, s_slot
-
-@gluon.jit
-def _down_epilogue(acc, y_ptr, w, s_slot, off_n, num_slots, N, stride_ym):
-    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout) of columns
-    ``off_n ..``, with ``w`` and ``s_slot`` from :func:`_epilogue_rows`: the routing weight in fp32,
-    one rounding to y's dtype, then the row-major store layout (16-byte stores) and pointer stores at
-    row ``s_slot`` for real rows only."""
-    BLOCK_N: gl.constexpr = acc.shape[1]
-    out = (acc * gl.expand_dims(w, 1)).to(y_ptr.dtype.element_ty)
-    store_layout: gl.constexpr = _store_layout(BLOCK_N, gl.num_warps())
-    out = gl.convert_layout(out, store_layout)
-    cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, store_layout))
-    y_ptrs = y_ptr + gl.expand_dims(s_slot.to(gl.int64) * stride_ym, 1) + gl.expand_dims(cols, 0)
-    mask = gl.expand_dims(s_slot < num_slots, 1) & gl.expand_dims(cols < N, 0)
-    gl.store(y_ptrs, out, mask=mask)
+def _down_epilogue(acc, w, y_desc, y_smem, off_m, off_n):
+    """Main's epilogue for one (BLOCK_M, BLOCK_N) fp32 tile ``acc`` (wgmma layout): the routing weight
+    ``w`` (per row, fp32) applied, one rounding to y's dtype, then the tile by one TMA store into y's
+    rows ``off_m ..`` (the alignment's row order; padding rows get zeros, w = 0). The store runs on
+    while the next tile's K loop does: ``y_smem`` is refilled only after the previous store has read
+    it."""
+    out = (acc * gl.expand_dims(w, 1)).to(y_smem.dtype)
+    tma.store_wait(pendings=0)
+    gl.thread_barrier()  # every math thread: the previous tile's store has left y_smem
+    y_smem.store(out)
+    fence_async_shared()
+    gl.thread_barrier()  # all of the tile is in y_smem before one thread issues its store
+    tma.async_copy_shared_to_global(y_desc, [off_m, off_n], y_smem)
 
 
 @functools.cache
@@ -313,12 +306,14 @@ def launch_gluon_down(
     al: Alignment,
     tile: GemmTile,
 ) -> None:
-    """Down GEMM + routing weight + row scatter into ``y``, on at most one persistent program per SM
-    (``tile.num_warps`` math warps and :data:`LOADER_WARPS` loader warps each).
+    """Down GEMM + routing weight into ``y`` in the alignment's row order, on at most one persistent
+    program per SM (``tile.num_warps`` math warps and :data:`LOADER_WARPS` loader warps each).
 
     hq: (al.max_padded, I) float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32 contiguous;
     w2q: (L, H, I) float8_e4m3fn contiguous; w2s: (L, H/128, I/128) float32 contiguous;
-    y: (T*k, H) bf16/fp16 contiguous (rows of real slots written, the others untouched);
+    y: (al.max_padded, H) bf16/fp16 contiguous: row r is padded row r's (the slot
+    ``al.sorted_ids[r]``'s) weighted output, zeros on padding rows, rows from ``num_padded`` on
+    untouched (the combine reads slot s's row at ``al.slot_rows[s]``);
     topk_weights: (T, k) float32 contiguous. I a multiple of 128, H of ``tile.block_n`` (64, 128 or
     256), ``al.block_m`` 64 or 128 (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this
     with ``kernels.tactics.gluon_misfit``).
@@ -328,13 +323,16 @@ def launch_gluon_down(
     b_layout = gl.NVMMASharedLayout.get_default_for([tile.block_n, SCALE_GROUP], gl.float8e4nv)
     a_desc = TensorDescriptor.from_tensor(hq, [al.block_m, SCALE_GROUP], a_layout)
     b_desc = TensorDescriptor.from_tensor(w2q.view(num_local * h, i), [tile.block_n, SCALE_GROUP], b_layout)
+    y_dtype = gl.bfloat16 if y.dtype == torch.bfloat16 else gl.float16
+    y_layout = gl.NVMMASharedLayout.get_default_for([al.block_m, tile.block_n], y_dtype)
+    y_desc = TensorDescriptor.from_tensor(y, [al.block_m, tile.block_n], y_layout)
     tiles = al.max_blocks * (h // tile.block_n)
     programs = min(tiles, _sm_count(hq.device.index))
     _gluon_down_fp8_kernel[(programs,)](
-        a_desc, b_desc, y, hs, w2s,
+        a_desc, b_desc, y_desc, hs, w2s,
         al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
         h, i, al.num_slots, al.max_blocks,
-        y.stride(0), hs.stride(0), w2s.stride(0), w2s.stride(1),
+        hs.stride(0), w2s.stride(0), w2s.stride(1),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
         num_warps=tile.num_warps,
     )  # fmt: skip

@@ -391,6 +391,27 @@ def _gluon_gate_up_fp8_kernel(
         _store_hq(h_hi, h_scale, h_desc, off_m, off_n + BLOCK_N // 2)
 
 
+def gate_up_descriptors(
+    xq: torch.Tensor, w1q: torch.Tensor, hq: torch.Tensor, block_m: int, rows: int, h_cols: int,
+    sorted_x: bool,
+) -> tuple[torch.Tensor | TensorDescriptor, TensorDescriptor, TensorDescriptor]:
+    """The x source and TMA descriptors of a Gluon gate/up launch, in the kernels' shared layouts:
+    with ``sorted_x`` x in the alignment's order ``(max_padded, H)`` with box ``(block_m, 128)``,
+    else ``xq`` itself (its rows gathered by the kernel); w1 viewed as ``(2L, I, H)`` with box
+    ``(2, rows, 128)`` (``rows`` gate rows, then the same up rows); hq ``(max_padded, I)`` with box
+    ``(block_m, h_cols)``."""
+    num_local, two_i, h = w1q.shape
+    w_box, h_box = [2, rows, SCALE_GROUP], [block_m, h_cols]
+    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
+    x_src: torch.Tensor | TensorDescriptor = xq
+    if sorted_x:
+        x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)  # = a_bufs'
+        x_src = TensorDescriptor.from_tensor(xq, [block_m, SCALE_GROUP], x_layout)
+    return (x_src, TensorDescriptor.from_tensor(w1q.view(num_local * 2, two_i // 2, h), w_box, w_layout),
+            TensorDescriptor.from_tensor(hq, h_box, h_layout))  # fmt: skip
+
+
 def launch_gluon_gate_up(
     xq: torch.Tensor,
     xs: torch.Tensor,
@@ -425,19 +446,10 @@ def launch_gluon_gate_up(
                              f"got sorted_x={sorted_x}, block_m={al.block_m}")  # fmt: skip
         launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
         return
-    num_local, two_i, h = w1q.shape
-    i = two_i // 2
+    h, i = w1q.shape[2], w1q.shape[1] // 2
     scheme = SCHEMES[al.block_m]
-    w_box = [2, WEIGHT_ROWS[scheme], SCALE_GROUP]
-    h_box = [al.block_m, H_BOX[scheme]]
-    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
-    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * 2, i, h), w_box, w_layout)
-    h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
-    x_src: torch.Tensor | TensorDescriptor = xq
-    if sorted_x:
-        x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)  # = a_bufs'
-        x_src = TensorDescriptor.from_tensor(xq, [al.block_m, SCALE_GROUP], x_layout)
+    x_src, w_desc, h_desc = gate_up_descriptors(xq, w1q, hq, al.block_m, WEIGHT_ROWS[scheme], H_BOX[scheme],
+                                                sorted_x)  # fmt: skip
     _gluon_gate_up_fp8_kernel[(al.max_blocks * (i // SCALE_GROUP),)](
         x_src, w_desc, h_desc, xs, w1s, hs,
         al.sorted_ids, al.expert_ids, al.num_padded,

@@ -47,12 +47,19 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     tma,
 )
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
 from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
-from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _sm_count, _ws_barriers, _ws_fill, _ws_k_loop
-from kernels.gluon_gate_up import _h_scale, _halves_h
+from kernels.gluon_down import (
+    LOADER_REGS,
+    LOADER_WARPS,
+    _sm_count,
+    _ws_barriers,
+    _ws_fill,
+    _ws_k_loop,
+    _ws_schedule,
+)
+from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
@@ -158,12 +165,7 @@ def _gluon_gate_up_ws_kernel(
     gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
     gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_pid_n = gl.cdiv(N, 2 * HALF)
-    num_m = gl.cdiv(gl.load(num_padded_ptr), BLOCK_M)
-    total = num_m * num_pid_n
-    num_k = gl.cdiv(K, BLOCK_K)
-    pid = gl.program_id(0)
-    step = gl.num_programs(0)
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, 2 * HALF, BLOCK_K)
     a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
     b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
     stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
@@ -200,15 +202,8 @@ def launch_gluon_gate_up_ws(
     ``al.block_m`` 128, ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the
     sizes; :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here).
     """
-    num_local, two_i, h = w1q.shape
-    i = two_i // 2
-    x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
-    w_box, h_box = [2, HALF.value, SCALE_GROUP], [al.block_m, HALF.value]
-    w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
-    h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
-    x_desc = TensorDescriptor.from_tensor(xq, [al.block_m, SCALE_GROUP], x_layout)
-    w_desc = TensorDescriptor.from_tensor(w1q.view(num_local * 2, i, h), w_box, w_layout)
-    h_desc = TensorDescriptor.from_tensor(hq, h_box, h_layout)
+    h, i = w1q.shape[2], w1q.shape[1] // 2
+    x_desc, w_desc, h_desc = gate_up_descriptors(xq, w1q, hq, al.block_m, HALF.value, HALF.value, True)
     tiles = al.max_blocks * (i // SCALE_GROUP)
     programs = min(tiles, _sm_count(xq.device.index))
     _gluon_gate_up_ws_kernel[(programs,)](

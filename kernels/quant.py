@@ -319,10 +319,12 @@ def fused_moe_fp8(
         launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k, sorted_x=sorted_x)
     else:
         _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
-    y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-    if tactic.down.gluon:
+    if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
+        y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
         launch_gluon_down(hq, hs, w2, w2_scale, y, topk_weights, al, tactic.down)
+        launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=al.slot_rows)
     else:
+        y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
         _launch_down(hq, w2, y, topk_weights, al, tactic.down, "tf32", scales=(hs, w2_scale))
-    launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+        launch_combine(y, topk_ids, out, local_expert_offset, num_local)
     return out

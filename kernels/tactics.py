@@ -300,9 +300,8 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
     as fp32); the gate/up's epilogue (the wide tile's layout change, the fp8 hq tile staged for its
     TMA store) reuses the drained ring (163,872 B for either block_m at 4 stages, triton 3.6),
     except in the ``persistent`` gate/up, whose ring stays live beside its two hq staging tiles
-    (213,212 B at 5 stages). The persistent down stores y from registers after a layout change
-    through shared memory (a block_m x block_n 16-bit tile: 32 KB of the 196,700 B that ptxas gives
-    the 5-stage 128 x 128 down)."""
+    (213,212 B at 5 stages). The persistent down stages each y tile in shared memory for its TMA
+    store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes)."""
     if gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0

@@ -176,3 +176,27 @@ def test_the_sorted_launch_refuses_x_in_token_order() -> None:
     tile = GemmTile(32, 32, tma=True, sorted_x=True)
     with pytest.raises(ValueError, match=rf"\({al.max_padded}, H\) rows; got \(8, 64\)"):
         _launch_gate_up(x, w1, h, al, tile, 1, "ieee")
+
+
+def test_the_combine_reads_y_in_either_row_order() -> None:
+    """The Gluon down writes y in the alignment's row order (TMA stores whole tiles); the combine then
+    finds slot s's row at ``slot_rows[s]``. Same values, same summation order: the same bits as from
+    y with one row per slot, and non-local slots (experts 4 and 5 live on another shard) add nothing
+    in either form."""
+    from kernels.fused_moe import launch_combine
+
+    g = torch.Generator().manual_seed(8)
+    t, k, h = 37, 3, 96
+    ids, _ = _routing(t, k, 6, seed=8)
+    al = moe_align(ids, 16, 4, 0)
+    by_slot = torch.randn(t * k, h, generator=g).to(torch.bfloat16).to(DEV)
+    by_row = torch.full((al.max_padded, h), float("nan"), dtype=torch.bfloat16, device=DEV)
+    local = al.slot_rows >= 0
+    assert not bool(local.all())
+    by_row[al.slot_rows[local].long()] = by_slot[local]  # padding rows stay NaN: never read
+    out_slot = torch.empty((t, h), dtype=torch.bfloat16, device=DEV)
+    out_row = torch.empty_like(out_slot)
+    launch_combine(by_slot, ids, out_slot, 0, 4)
+    launch_combine(by_row, ids, out_row, 0, 4, slot_rows=al.slot_rows)
+    assert not torch.isnan(out_row).any()
+    assert torch.equal(out_row, out_slot)
