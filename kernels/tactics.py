@@ -48,9 +48,11 @@ class GemmTile:
     Triton's warps per program and software-pipelining depth; ``tma``: load weight tiles (and the
     down GEMM's contiguous activation tiles) through TMA descriptors (Hopper's bulk copy engine)
     instead of per-thread pointer loads; needs 16-byte aligned rows (H and I multiples of 8 in
-    16-bit dtypes); ``gluon``: run the fp8 block-scale GEMM as the Hopper Gluon kernel
-    (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps wgmmas in flight while
-    it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`);
+    16-bit dtypes); ``gluon``: run the GEMM as the Hopper Gluon kernel (implies ``tma``; see
+    :func:`gluon_misfit`): for fp8 block scale :mod:`kernels.gluon_gate_up` and
+    :mod:`kernels.gluon_down`, which keep wgmmas in flight while they promote the previous K block;
+    for 16-bit operands the down only (:mod:`kernels.gluon_down` without scales, persistent and
+    warp-specialized, its tiles stored by TMA);
     ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
     row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
@@ -495,7 +497,9 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     ``gluon`` (the caller's device runs Gluon: :func:`kernels.gluon_support.gluon_unready` is
     ``None``) adds, for fp8 with H and I multiples of 128, the Gluon tiles at block_m 64 beside the
     Triton ones, and block_m 128 with Gluon tiles only. The two GEMMs' kernels are interchangeable
-    (same h and scales), so a tactic may mix them.
+    (same h and scales), so a tactic may mix them. For bf16/fp16 with H and I multiples of 64 it
+    adds the 16-bit Gluon down tiles (:data:`_DOWN_GLUON_16BIT`) at block_m 64 and 128 beside
+    Triton's.
     """
     h, i = problem.hidden_size, problem.intermediate_size
     fp8 = problem.dtype == "float8_e4m3fn"
@@ -577,7 +581,11 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
-    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert.
+    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
+    with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile
+    (128 x 256, 3 stages) where it fits H: on the H200 (BENCHMARKS.md, session 14, runs 39 and 41)
+    it gave Triton's bits in 0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's
+    four cases (T = 4096, 16384), the layer 1.04-1.08x faster.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
