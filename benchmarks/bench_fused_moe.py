@@ -51,7 +51,8 @@ from kernels.gluon_support import gluon_unready
 from kernels.tactics import block_m_choices
 
 GLUON = gluon_unready() is None
-"""The Gluon fp8 tiles join the fp8 sweep and default where this GPU runs them (Hopper)."""
+"""The Gluon tiles (fp8 GEMMs, the 16-bit down) join the sweeps and defaults where this GPU runs them
+(Hopper)."""
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,18 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
         _launch_gate_up(x_rows, w1, hb, al, t.gate_up, k, "tf32")
         if stage < 3:
             return None
-        y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
-        _launch_down(hb, w2, y, wts, al, t.down, "tf32")
+        if t.down.gluon:  # y in the alignment's row order
+            from kernels.gluon_down import launch_gluon_down
+
+            y = torch.empty((al.max_padded, h), dtype=x.dtype, device=dev)
+            launch_gluon_down(hb, None, w2, None, y, wts, al, t.down)
+        else:
+            y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
+            _launch_down(hb, w2, y, wts, al, t.down, "tf32")
         if stage < 4:
             return None
         out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
-        launch_combine(y, ids, out, case.offset, num_local)
+        launch_combine(y, ids, out, case.offset, num_local, slot_rows=al.slot_rows if t.down.gluon else None)
         return out
 
     layer = fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)
@@ -428,7 +435,7 @@ def run_point(
         return time_of
 
     problem = MoEProblem(num_tokens, h, i, num_local, case.top_k, "bfloat16")
-    dflt = default_tactic(problem)
+    dflt = default_tactic(problem, gluon=GLUON)
     sweep: list[dict[str, object]] = []
     ranked = coordinate_sweep(problem, dflt, sweeper(bf16_calls, 2e-2, sweep)) if args.sweep else [dflt]
     finalists = {"default": dflt}
@@ -439,6 +446,10 @@ def run_point(
         twin = replace(dflt, gate_up=replace(dflt.gate_up, sorted_x=not dflt.gate_up.sorted_x))
         if twin not in finalists.values():
             finalists["sorted_twin"] = twin
+    if args.down_twin and dflt.down.gluon:  # the default with Triton's down, same rounds
+        twin = default_tactic(problem)
+        if twin not in finalists.values():
+            finalists["down_twin"] = twin
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []
@@ -494,7 +505,8 @@ def run_point(
             "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)),
             "sweep": sweep8,
         }
-    for twin_name, default_name in (("sorted_twin", "default"), ("fp8_sorted_twin", "fp8_default")):
+    for twin_name, default_name in (("sorted_twin", "default"), ("down_twin", "default"),
+                                    ("fp8_sorted_twin", "fp8_default")):  # fmt: skip
         if twin_name in res:
             twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
             print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
@@ -581,6 +593,12 @@ def main() -> int:
         action="store_true",
         help="also time the bf16 and fp8 defaults with their gate/up's x layout flipped (sorted_x; where "
         "the gate/up reads its weights by TMA), in the same interleaved rounds",
+    )
+    ap.add_argument(
+        "--down-twin",
+        action="store_true",
+        help="where the bf16 default's down is the Gluon kernel, also time that default with Triton's down "
+        "(the default without Gluon tiles) in the same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()

@@ -96,7 +96,7 @@ if HAS_GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _gluon_down_fp8_kernel, launch_gluon_down
+    from kernels.gluon_down import LOADER_REGS, LOADER_WARPS, _gluon_down_kernel, launch_gluon_down
 
 GROUP = 128  # scale group width; BLOCK_K
 
@@ -204,17 +204,19 @@ SPILLING = {(128, 128, 4), (128, 256, 8)}
 TRITON_TILES = [(64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3)]
 
 
-def compile_gluon_down(variant: Variant) -> Any:
+def compile_gluon_down(variant: Variant, *, block_scale: bool = True) -> Any:
     """The Gluon down kernel compiled for sm_90a without a GPU, specialized like a launch on
-    deepseek-like shapes (pointers, N, K and the hs row stride 16-divisible; w2s strides not)."""
-    fn = _gluon_down_fp8_kernel
+    deepseek-like shapes (pointers, N, K and the hs row stride 16-divisible; w2s strides not); fp8
+    with ``block_scale``, else bf16 h and w2 with block_k 64 (the 16-bit tiles)."""
+    fn = _gluon_down_kernel
     b_rows = variant.block_n
-    a_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, GROUP], gl.float8e4nv)
-    b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, GROUP], gl.float8e4nv)
+    block_k, in_gl, in_name = (GROUP, gl.float8e4nv, "fp8e4nv") if block_scale else (64, gl.bfloat16, "bf16")
+    a_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, block_k], in_gl)
+    b_layout = gl.NVMMASharedLayout.get_default_for([b_rows, block_k], in_gl)
     y_layout = gl.NVMMASharedLayout.get_default_for([variant.block_m, b_rows], gl.bfloat16)
     signature = {
-        "a_desc": f"tensordesc<fp8e4nv[{variant.block_m},{GROUP}],{a_layout!r}>",
-        "b_desc": f"tensordesc<fp8e4nv[{b_rows},{GROUP}],{b_layout!r}>",
+        "a_desc": f"tensordesc<{in_name}[{variant.block_m},{block_k}],{a_layout!r}>",
+        "b_desc": f"tensordesc<{in_name}[{b_rows},{block_k}],{b_layout!r}>",
         "y_desc": f"tensordesc<bf16[{variant.block_m},{b_rows}],{y_layout!r}>",
         "hs_ptr": "*fp32", "ws_ptr": "*fp32",
         "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
@@ -222,10 +224,10 @@ def compile_gluon_down(variant: Variant) -> Any:
         "N": "i32", "K": "i32", "num_slots": "i32", "max_blocks": "i32",
         "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
-        "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr",
+        "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr", "BLOCK_SCALE": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
-                  "LOADER_REGS": LOADER_REGS}  # fmt: skip
+                  "LOADER_REGS": LOADER_REGS, "BLOCK_SCALE": block_scale}  # fmt: skip
     aligned = ("hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "topk_weights_ptr", "N", "K", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -255,13 +257,15 @@ def compile_triton_down(block_m: int, block_n: int, num_warps: int, num_stages: 
     return triton.compile(source, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-def offline_reports(variants: list[Variant] | None = None, with_triton: bool = True) -> list[CompileReport]:
-    """Compile every Gluon variant (kernel ``gluon-down``) and, with ``with_triton``, main's Triton
-    ``_down_kernel`` at its fp8 tiles (kernel ``triton-main``)."""
+def offline_reports(variants: list[Variant] | None = None, with_triton: bool = True, *,
+                    block_scale: bool = True) -> list[CompileReport]:  # fmt: skip
+    """Compile every Gluon variant (kernel ``gluon-down``; fp8, or bf16 without ``block_scale``) and,
+    with ``with_triton``, main's Triton ``_down_kernel`` at its fp8 tiles (kernel ``triton-main``)."""
     reports = []
     for v in variants if variants is not None else OFFLINE_VARIANTS:
         if HAS_GLUON:
-            reports.append(_report("gluon-down", v.tile, lambda v=v: compile_gluon_down(v)))
+            reports.append(_report("gluon-down", v.tile,
+                                   lambda v=v: compile_gluon_down(v, block_scale=block_scale)))  # fmt: skip
         else:
             reports.append(CompileReport("gluon-down", *v.tile, ok=False, error="no gluon"))
     if with_triton:

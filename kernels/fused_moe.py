@@ -14,9 +14,12 @@ Launch sequence (all device work, no host sync, CUDA-graph capturable):
    computes the gate and up tiles together and writes ``h = silu(gate) * up`` (x's dtype) at the
    block's padded rows.
 3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
-   stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer.
-4. ``_combine_kernel``: ``out[t] = sum_{j=0..k-1}`` of the local slots' rows in fixed order, fp32
-   accumulation; no atomics, so the same inputs give the same bits on every run.
+   stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer; or, for a bf16/fp16 tile with
+   ``gluon``, the persistent warp-specialized Gluon down (:mod:`kernels.gluon_down`, Hopper), which
+   stores each tile by TMA into a ``(max_padded, H)`` buffer in the alignment's row order.
+4. ``_combine_kernel``: ``out[t] = sum_{j=0..k-1}`` of the local slots' rows (found through the
+   alignment's ``slot_rows`` after the Gluon down) in fixed order, fp32 accumulation; no atomics,
+   so the same inputs give the same bits on every run.
 
 The fp8 block-scale variant lives in :mod:`kernels.quant`.
 """
@@ -29,8 +32,12 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.align import Alignment, moe_align
+from kernels.gluon_support import HAS_GLUON, gluon_unready
 from kernels.row_gather import gather_rows_sorted
-from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic
+from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, gluon_misfit
+
+if HAS_GLUON:
+    from kernels.gluon_down import launch_gluon_down
 
 ACTIVATIONS = ("silu",)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -431,6 +438,21 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
     )
 
 
+def check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
+    """``ValueError`` naming why a Gluon tile of ``tactic`` cannot run on these weights (their dtype:
+    fp8, or 16-bit with the down's kernel only; :func:`kernels.tactics.gluon_misfit`), its device
+    (:func:`kernels.gluon_support.gluon_unready`) or their strides (TMA), if one cannot."""
+    dtype = str(w1.dtype).removeprefix("torch.")
+    gemms = (("gate_up", tactic.gate_up, "w1", w1), ("down", tactic.down, "w2", w2))
+    for gemm, tile, name, weights in gemms:
+        if not tile.gluon:
+            continue
+        why = gluon_misfit(gemm, tactic.block_m, tile, h, i, dtype) or gluon_unready(w1.device)
+        if why is not None:
+            raise _err(f"tactic {tactic.name}: the {gemm} tile is a Gluon tile, but {why}")
+        _require_tma(weights, name, folded=True)  # its weights come by TMA over (L * rows, cols)
+
+
 def launch_combine(y: torch.Tensor, topk_ids: torch.Tensor, out: torch.Tensor,
                    local_expert_offset: int, num_local: int, slot_rows: torch.Tensor | None = None) -> None:
     """Deterministic top-k combine. y: (T*k, H) one row per slot, or with ``slot_rows`` (the
@@ -498,11 +520,10 @@ def fused_moe(
         check_ids=validate, num_experts=num_experts,
     )
     if tactic is None:
-        tactic = default_tactic(problem_of(x, w1, topk_ids))
+        tactic = default_tactic(problem_of(x, w1, topk_ids), gluon=gluon_unready(x.device) is None)
     elif not isinstance(tactic, Tactic):
         raise _err(f"tactic must be a kernels.Tactic, got {type(tactic).__name__}")
-    if tactic.gate_up.gluon or tactic.down.gluon:
-        raise _err(f"tactic {tactic.name} has Gluon tiles, which are fp8 only (kernels.fused_moe_fp8)")
+    check_gluon_tiles(tactic, h, i, w1, w2)
     if out is None:
         out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
     elif (
@@ -521,7 +542,12 @@ def fused_moe(
     hbuf = torch.empty((al.max_padded, i), dtype=x.dtype, device=x.device)
     x_rows = gather_rows_sorted(x, al, k)[0] if tactic.gate_up.sorted_x else x
     _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
-    y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-    _launch_down(hbuf, w2, y, topk_weights, al, tactic.down, dot_precision)
-    launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
+        y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
+        launch_gluon_down(hbuf, None, w2, None, y, topk_weights, al, tactic.down)
+        launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=al.slot_rows)
+    else:
+        y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
+        _launch_down(hbuf, w2, y, topk_weights, al, tactic.down, dot_precision)
+        launch_combine(y, topk_ids, out, local_expert_offset, num_local)
     return out

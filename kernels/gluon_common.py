@@ -52,11 +52,12 @@ def _wgmma_instr_n(block_n: int, warps_n: int) -> int:
     return n
 
 @gluon.constexpr_function
-def _mma_layout(block_m: int, block_n: int, num_warps: int) -> Any:
-    """The wgmma accumulator layout of a ``block_m x block_n`` tile on ``num_warps`` warps."""
+def _mma_layout(block_m: int, block_n: int, num_warps: int, instr_k: int = 32) -> Any:
+    """The wgmma accumulator layout of a ``block_m x block_n`` tile on ``num_warps`` warps; one wgmma
+    takes ``instr_k`` of K: 32 for fp8 operands, 16 for 16-bit ones (32 bytes either way)."""
     warps = _wgmma_warps(block_m, num_warps)
     instr_n = _wgmma_instr_n(block_n, warps[1])
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, instr_n, 32])
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, instr_n, instr_k])
 
 @gluon.jit
 def _ready_ring(NUM_STAGES: gl.constexpr):

@@ -30,13 +30,13 @@ from kernels.fused_moe import (
     _err,
     _launch_down,
     _launch_gate_up,
-    _require_tma,
+    check_gluon_tiles,
     launch_combine,
     validate_inputs,
 )
 from kernels.gluon_support import HAS_GLUON, gluon_unready
 from kernels.row_gather import gather_rows_sorted
-from kernels.tactics import MoEProblem, Tactic, default_tactic, gluon_misfit
+from kernels.tactics import MoEProblem, Tactic, default_tactic
 
 if HAS_GLUON:
     from kernels.gluon_down import launch_gluon_down
@@ -239,18 +239,6 @@ def _check_scale(name: str, s: torch.Tensor, shape: tuple[int, ...], dev: torch.
         raise _err(f"{name} must be contiguous on {dev}, got {s.device} strides {s.stride()}")
 
 
-def _check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
-    """``ValueError`` naming why a Gluon tile of ``tactic`` cannot run here, if one cannot."""
-    gemms = (("gate_up", tactic.gate_up, "w1", w1), ("down", tactic.down, "w2", w2))
-    for gemm, tile, name, weights in gemms:
-        if not tile.gluon:
-            continue
-        why = gluon_misfit(gemm, tactic.block_m, tile, h, i) or gluon_unready(w1.device)
-        if why is not None:
-            raise _err(f"tactic {tactic.name}: the {gemm} tile is a Gluon tile, but {why}")
-        _require_tma(weights, name, folded=True)  # its weights come by TMA over (L * rows, cols)
-
-
 def fused_moe_fp8(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -301,7 +289,7 @@ def fused_moe_fp8(
     if (tactic.gate_up.block_n, tactic.gate_up.block_k, tactic.down.block_k) != (128, 128, 128):
         raise _err(f"fp8 tactic needs gate_up block_n = block_k = down block_k = 128, got "
                    f"{tactic.name}")
-    _check_gluon_tiles(tactic, h, i, w1, w2)
+    check_gluon_tiles(tactic, h, i, w1, w2)
     if out is None:
         out = torch.empty((t_, h), dtype=x.dtype, device=x.device)
     elif (tuple(out.shape) != (t_, h) or out.dtype != x.dtype or out.device != x.device

@@ -48,9 +48,11 @@ class GemmTile:
     Triton's warps per program and software-pipelining depth; ``tma``: load weight tiles (and the
     down GEMM's contiguous activation tiles) through TMA descriptors (Hopper's bulk copy engine)
     instead of per-thread pointer loads; needs 16-byte aligned rows (H and I multiples of 8 in
-    16-bit dtypes); ``gluon``: run the fp8 block-scale GEMM as the Hopper Gluon kernel
-    (:mod:`kernels.gluon_gate_up`, :mod:`kernels.gluon_down`), which keeps wgmmas in flight while
-    it promotes the previous K block (fp8 only, implies ``tma``; see :func:`gluon_misfit`);
+    16-bit dtypes); ``gluon``: run the GEMM as the Hopper Gluon kernel (implies ``tma``; see
+    :func:`gluon_misfit`): for fp8 block scale :mod:`kernels.gluon_gate_up` and
+    :mod:`kernels.gluon_down`, which keep wgmmas in flight while they promote the previous K block;
+    for 16-bit operands the down only (:mod:`kernels.gluon_down` without scales, persistent and
+    warp-specialized, its tiles stored by TMA);
     ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
     row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
@@ -254,7 +256,17 @@ _DOWN_GLUON: dict[int, tuple[tuple[int, int, int, int], ...]] = {
 }
 
 
-def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int) -> str | None:
+# 16-bit Gluon down tiles (kernels/gluon_down.py without block scales: block_k 64, one 128-byte swizzle
+# row), by block_m: (block_n, block_k, num_warps, num_stages). The ring's stages and the epilogue's
+# y tile share the shared memory: 128 x 256 fits 3 stages, 128 x 128 five.
+_DOWN_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    64: ((256, 64, 8, 4), (128, 64, 4, 5)),
+    128: ((256, 64, 8, 3), (128, 64, 8, 5)),
+}
+
+
+def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
+                 dtype: str = "float8_e4m3fn") -> str | None:  # fmt: skip
     """Why the Gluon kernel cannot run ``tile`` as the ``gemm`` (``"gate_up"`` or ``"down"``) GEMM
     of a layer with this ``hidden``/``intermediate`` size at ``block_m``, or ``None`` when it can.
 
@@ -264,9 +276,17 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
     schedule gives each warpgroup one half of the h columns, at 128 the "halves" schedule one half
     of the rows); the ring needs 3 stages for gate/up (cp.async groups in flight) and 2 for down,
     and with the epilogue's buffers must fit the shared memory of an H100 block.
-    Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`."""
+    Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`.
+
+    16-bit ``dtype`` (``"bfloat16"``, ``"float16"``): only the down has a Gluon kernel, with no
+    scales: block_k 64 (one 128-byte swizzle row), block_n 64/128/256 dividing H, I a multiple of
+    64, block_m 64 or 128, 4 or 8 warps, 2 or more stages within the shared memory."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
+    if dtype not in _DTYPE_BYTES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPE_BYTES)}")
+    if dtype != "float8_e4m3fn":
+        return _gluon_misfit_16bit(gemm, block_m, tile, hidden, intermediate, dtype)
     widths = (128,) if gemm == "gate_up" else (64, 128, 256)
     min_stages = 3 if gemm == "gate_up" else 2
     if hidden % 128 or intermediate % 128:
@@ -293,7 +313,34 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
     return None
 
 
-def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
+def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
+                        dtype: str) -> str | None:  # fmt: skip
+    """:func:`gluon_misfit` for 16-bit operands (the down only)."""
+    if dtype not in ("bfloat16", "float16"):
+        return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
+    if gemm != "down":
+        return f"the 16-bit Gluon kernel is a down GEMM; a {dtype} gate/up runs Triton's kernel"
+    if intermediate % 64:
+        return f"I={intermediate} must be a multiple of 64 (the 16-bit Gluon down has no K tail)"
+    if block_m not in (64, 128):
+        return f"block_m={block_m} must be 64 or 128"
+    if tile.block_k != 64 or tile.block_n not in (64, 128, 256):
+        return f"16-bit down tile {tile.name} needs block_k 64 and block_n in (64, 128, 256)"
+    if tile.sorted_x or tile.persistent:
+        return f"down tile {tile.name}: sorted_x and persistent are gate_up options"
+    if hidden % tile.block_n:
+        return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
+    if tile.num_warps not in (4, 8):
+        return f"num_warps={tile.num_warps} must be 4 or 8"
+    if tile.num_stages < 2:
+        return f"down needs num_stages >= 2, got {tile.num_stages}"
+    smem = _gluon_smem_bytes("down", block_m, tile, elem=2)
+    if smem > _SMEM_LIMIT:
+        return f"down with {tile.num_stages} stages needs {smem} B of shared memory (> {_SMEM_LIMIT})"
+    return None
+
+
+def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) -> int:
     """Shared memory of a Gluon tile: the fp8 ring (A rows and weight rows, K = 128, per stage) and
     the epilogue's buffers. A gate/up slot holds the gate and up rows of its h columns: 256 at
     block_m 64 ("wide"), 128 at 128 ("halves": two passes of 64 h columns, the first pass's h kept
@@ -301,21 +348,27 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile) -> int:
     TMA store) reuses the drained ring (163,872 B for either block_m at 4 stages, triton 3.6),
     except in the ``persistent`` gate/up, whose ring stays live beside its two hq staging tiles
     (213,212 B at 5 stages). The persistent down stages each y tile in shared memory for its TMA
-    store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes)."""
+    store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes).
+    ``elem``: bytes per operand element (1 for fp8, 2 for the 16-bit down, whose K step is 64:
+    128 bytes per ring row either way)."""
     if gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
         out = block_m * tile.block_n if tile.persistent else 0
     else:
         slot, stash, out = tile.block_n, 0, block_m * tile.block_n * 2
-    return tile.num_stages * (block_m + slot) * 128 + stash + out
+    return tile.num_stages * (block_m + slot) * tile.block_k * elem + stash + out
 
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
     """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes; for the gate/up the
     first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 that one
     also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end."""
-    table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
+    fp8 = problem.dtype == "float8_e4m3fn"
+    if fp8:
+        table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
+    else:
+        table = {} if gemm == "gate_up" else _DOWN_GLUON_16BIT
     tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
              for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
     if gemm == "gate_up" and tiles:
@@ -323,7 +376,7 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
         if block_m == 128:
             tiles.append(replace(tiles[1], persistent=True, num_stages=_PERSISTENT_GATE_UP_STAGES))
     h, i = problem.hidden_size, problem.intermediate_size
-    return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i) is None]
+    return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i, problem.dtype) is None]
 
 
 _SORTED_X_MIN_BLOCK_M_16BIT = 128
@@ -368,11 +421,14 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
 
 
 def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:
-    """Gluon tiles apply: asked for, an fp8 problem, and sizes the kernels take (H, I % 128)."""
-    return (
-        gluon and problem.dtype == "float8_e4m3fn"
-        and problem.hidden_size % 128 == 0 and problem.intermediate_size % 128 == 0
-    )
+    """Gluon tiles apply: asked for, and sizes the kernels take: fp8 with H, I % 128 == 0; bf16/fp16
+    (the down only) with H, I % 64 == 0."""
+    if not gluon:
+        return False
+    h, i = problem.hidden_size, problem.intermediate_size
+    if problem.dtype == "float8_e4m3fn":
+        return h % 128 == 0 and i % 128 == 0
+    return problem.dtype in ("bfloat16", "float16") and h % 64 == 0 and i % 64 == 0
 
 
 def _smem_bytes(block_m: int, tile: GemmTile, elem: int, b_tiles: int) -> int:
@@ -441,7 +497,9 @@ def tactics(problem: MoEProblem, *, gluon: bool = False) -> list[Tactic]:
     ``gluon`` (the caller's device runs Gluon: :func:`kernels.gluon_support.gluon_unready` is
     ``None``) adds, for fp8 with H and I multiples of 128, the Gluon tiles at block_m 64 beside the
     Triton ones, and block_m 128 with Gluon tiles only. The two GEMMs' kernels are interchangeable
-    (same h and scales), so a tactic may mix them.
+    (same h and scales), so a tactic may mix them. For bf16/fp16 with H and I multiples of 64 it
+    adds the 16-bit Gluon down tiles (:data:`_DOWN_GLUON_16BIT`) at block_m 64 and 128 beside
+    Triton's.
     """
     h, i = problem.hidden_size, problem.intermediate_size
     fp8 = problem.dtype == "float8_e4m3fn"
@@ -523,7 +581,11 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
-    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert.
+    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
+    with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile
+    (128 x 256, 3 stages) where it fits H: on the H200 (BENCHMARKS.md, session 14, runs 39 and 41)
+    it gave Triton's bits in 0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's
+    four cases (T = 4096, 16384), the layer 1.04-1.08x faster.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
@@ -574,5 +636,7 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     # into the alignment's order is 6-14% faster from 192 rows per expert at I >= 1536 (level to 3%
     # faster at qwen3-30b's I=768); at 128 rows 3-9% slower (mixtral level), the copy not paid back.
     sorted_x = gu_tma and bm >= _SORTED_X_MIN_BLOCK_M_16BIT and m > _SORTED_X_ABOVE_ROWS_16BIT
-    return Tactic(bm, replace(gu_t, tma=gu_tma, sorted_x=sorted_x),
-                  replace(dn_t, tma=tma and dn_t.block_k * elem <= 128))
+    dn = replace(dn_t, tma=tma and dn_t.block_k * elem <= 128)
+    if bm == 128 and _uses_gluon(problem, gluon):
+        dn = next(iter(_gluon_tiles(problem, bm, "down")), dn)
+    return Tactic(bm, replace(gu_t, tma=gu_tma, sorted_x=sorted_x), dn)

@@ -5,7 +5,8 @@ stages): no register spills, no ptxas wgmma serialization (C75xx), one wgmma kep
 loop (only ``wgmma.wait_group 1`` inside it), and, the point of the warp-specialized schedule, at
 most 2 CTA barriers per two K blocks in the math warps' loop (8 when they issued the refills). The
 256-wide tile issues one m64n128 wgmma per warpgroup and picks its two w2 scales per column without
-a per-element select.
+a per-element select. The 16-bit form (bf16 h and w2, block_k 64, no scales) at the 16-bit space's
+three tiles: no spills, one wgmma in flight, m64n256k16 wgmmas for the 128 x 256 default.
 
 Compile only (no GPU, nothing is executed); a few seconds. Like tests/test_gluon_fp8_moe_compiles.py the
 compile runs in a child Python without ``TRITON_INTERPRET`` (the repo's conftest sets it on GPU-less
@@ -32,6 +33,12 @@ if down.HAS_GLUON:
     ptx = down.compile_gluon_down(variants[1]).asm["ptx"]
     out["shapes"] = sorted(set(re.findall(r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)", ptx)))
     out["selp"] = len(re.findall(r"\\bselp", ptx))
+    bf16 = [down.Variant(128, 256, 8, 3), down.Variant(128, 128, 8, 5), down.Variant(64, 256, 8, 4)]
+    reports16 = down.offline_reports(bf16, with_triton=False, block_scale=False)
+    out["bf16"] = [dataclasses.asdict(r) for r in reports16]
+    ptx16 = down.compile_gluon_down(bf16[0], block_scale=False).asm["ptx"]
+    shape = r"wgmma\\.mma_async\\.sync\\.aligned\\.(m\\d+n\\d+k\\d+)"
+    out["bf16_shapes"] = sorted(set(re.findall(shape, ptx16)))
 print(json.dumps(out))
 """
 
@@ -77,3 +84,25 @@ def test_down_256_wide_issues_m64n128_and_folds_its_scale_choice(compiled: dict[
     least 64 ``selp`` per promotion."""
     assert compiled["shapes"] == ["m64n128k32"]
     assert compiled["selp"] < 64, compiled["selp"]
+
+
+BF16_CASES = [pytest.param(0, id="bf16-128x256-s3"), pytest.param(1, id="bf16-128x128-s5"),
+              pytest.param(2, id="bf16-64x256-s4")]  # the 16-bit space's Gluon downs, the first its default
+
+
+@pytest.mark.parametrize("index", BF16_CASES)
+def test_16_bit_down_keeps_one_wgmma_in_flight_without_spills(compiled: dict[str, Any], index: int) -> None:
+    """The 16-bit form (no scales: block_k 64, the accumulator added to in place): within the shared
+    memory, no spills, no serialized wgmmas, ``wgmma.wait_group 1`` alone in the K loop."""
+    report = compiled["bf16"][index]
+    assert report["ok"], report["error"]
+    assert 0 < report["registers"] <= 255 and report["spill_stores"] == report["spill_loads"] == 0, report
+    assert report["shared_bytes"] <= 227 * 1024, report["shared_bytes"]
+    innermost = max(depth for _, depth in report["ttgir_waits"])
+    assert innermost == 2 and {p for p, d in report["ttgir_waits"] if d == innermost} == {1}, report
+    assert not [w for w in report["ptxas_warnings"] if "C75" in w or "serialized" in w], report
+
+
+def test_16_bit_down_wgmma_shape(compiled: dict[str, Any]) -> None:
+    """A 128 x 256 tile on 8 warps: each warpgroup issues 64 x 256 wgmmas of K 16 (bf16)."""
+    assert compiled["bf16_shapes"] == ["m64n256k16"]

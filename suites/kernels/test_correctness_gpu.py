@@ -184,6 +184,54 @@ def test_bf16_sorted_x_matches_its_gathered_twin(model: str, t: int) -> None:
     assert torch.equal(outs[0], outs[1]), f"{twin.name} differs from {gathered.name}"
 
 
+BF16_GLUON_POINTS = [("deepseek-r1-dep8", 1000), ("qwen3-235b-a22b-dep2", 700), ("qwen3-30b-a3b-ep1", 2000),
+                     ("qwen3-next-80b-ep4", 3000)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "t"), BF16_GLUON_POINTS, ids=[f"{m}-T{t}" for m, t in BF16_GLUON_POINTS])
+def test_bf16_every_gluon_down_matches_reference(model: str, t: int) -> None:
+    """Every 16-bit Gluon down tile of the point's bf16 space (beside the space's first gate/up at its
+    block_m) meets the reference's bounds, y read back through ``slot_rows``; at block_m 128 the
+    default takes one of them."""
+    from kernels import MoEProblem, default_tactic, fused_moe, fused_moe_reference, tactics
+
+    _skip_without_gluon()
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=t + 31)
+    x = _tokens(t, w1.shape[2], seed=t + 1031)
+    problem = MoEProblem(t, w1.shape[2], w2.shape[2], w1.shape[0], ids.shape[1], "bfloat16")
+    space = tactics(problem, gluon=True)
+    first_gate_up = {}
+    for tac in space:
+        first_gate_up.setdefault(tac.block_m, tac.gate_up)
+    chosen = [tac for tac in space if tac.down.gluon and tac.gate_up == first_gate_up[tac.block_m]]
+    assert chosen, f"no Gluon down in the bf16 space of {model} T={t}"
+    ref = fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset)
+    for tac in chosen:
+        out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+        fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
+        _check(out, ref)
+    dflt = default_tactic(problem, gluon=True)
+    assert dflt.down.gluon == (dflt.block_m == 128), dflt.name
+
+
+def test_bf16_gluon_down_fp16() -> None:
+    """fp16 x and weights through the 16-bit Gluon down (fp16 operands, y in fp16)."""
+    from kernels import MoEProblem, default_tactic, fused_moe, fused_moe_reference
+
+    _skip_without_gluon()
+    model, t = "qwen3-235b-a22b-dep2", 1500
+    w1, w2 = (w.half() for w in _weights(model))
+    ids, weights, offset = _routing(model, t, seed=5)
+    x = _tokens(t, w1.shape[2], seed=6, dtype=torch.float16)
+    problem = MoEProblem(t, w1.shape[2], w2.shape[2], w1.shape[0], ids.shape[1], "float16")
+    tac = default_tactic(problem, gluon=True)
+    assert tac.down.gluon, tac.name
+    out = torch.full_like(x, math.nan)
+    fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
+    _check(out, fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+
+
 @pytest.mark.parametrize("t", TOKENS, ids=[f"T{t}" for t in TOKENS])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_fp8_block_scale_matches_reference(model: str, t: int) -> None:

@@ -1,4 +1,5 @@
-"""The Gluon fp8 tiles in the tactic space, their size rules and the errors for tiles that cannot run.
+"""The Gluon tiles in the tactic space (fp8 GEMMs, the 16-bit down), their size rules and the errors
+for tiles that cannot run.
 
 CPU only (no kernel runs): the Gluon kernels' numerics and speed are checked on an H100
 (``suites/kernels/test_correctness_gpu.py``, BENCHMARKS.md), their compile for sm_90a by
@@ -110,11 +111,13 @@ def test_gluon_default_follows_the_tuners_winners(problem: MoEProblem, name: str
 @pytest.mark.parametrize(
     "problem",
     [
-        MoEProblem(4000, 7168, 2048, 32, 8, "bfloat16"),  # Gluon tiles are fp8 only
+        MoEProblem(4000, 7168, 2048, 32, 8, "float32"),  # no fp32 Gluon kernel
         MoEProblem(4000, 2880, 2880, 64, 4, "float8_e4m3fn"),  # gpt-oss: H, I not multiples of 128
         MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn"),  # decode: block_m 16, no wgmma tile
+        MoEProblem(64, 7168, 2048, 32, 8, "bfloat16"),  # decode: block_m 16
+        MoEProblem(4000, 7168, 2000, 32, 8, "bfloat16"),  # I % 64 != 0: the 16-bit down has no K tail
     ],
-    ids=["bf16", "H2880-fp8", "decode-fp8"],
+    ids=["fp32", "H2880-fp8", "decode-fp8", "decode-bf16", "I2000-bf16"],
 )
 def test_gluon_changes_nothing_where_its_kernels_do_not_apply(problem: MoEProblem) -> None:
     assert tactics(problem, gluon=True) == tactics(problem)
@@ -256,13 +259,87 @@ def test_a_gluon_tile_that_cannot_run_is_a_value_error_naming_why() -> None:
         fused_moe_fp8(*layer, tactic=Tactic(64, GLUON_TILE, triton_down))
 
 
-def test_gluon_tiles_are_refused_by_the_16_bit_layer() -> None:
-    x, *_ = _fp8_layer(128, 128)
+BF16_DOWN = GemmTile(256, 64, 8, 8, 3, tma=True, gluon=True)
+"""The 16-bit Gluon down's default tile at block_m 128."""
+
+
+def test_the_16_bit_layer_refuses_a_gluon_gate_up_and_a_down_it_cannot_run() -> None:
+    x = torch.zeros(4, 128, dtype=torch.bfloat16)
     w1 = torch.zeros(4, 256, 128, dtype=torch.bfloat16)
     w2 = torch.zeros(4, 128, 128, dtype=torch.bfloat16)
     ids = torch.zeros(4, 2, dtype=torch.int32)
-    with pytest.raises(ValueError, match="fp8 only"):
-        fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(64, GLUON_TILE, GLUON_TILE))
+    triton_down = GemmTile(128, 64, 8, 8, 4)
+    with pytest.raises(ValueError, match="gate_up tile is a Gluon tile, but the 16-bit Gluon kernel is a"):
+        fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(64, GLUON_TILE, triton_down))
+    with pytest.raises(ValueError, match=r"down tile is a Gluon tile, but H=128 .* block_n=256"):
+        fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(128, GemmTile(64, 64), BF16_DOWN))
+    fits = dataclasses.replace(BF16_DOWN, block_n=128)  # sizes fit: only the device (the CPU) is in the way
+    with pytest.raises(ValueError, match=re.escape(f"Gluon tile, but {gluon_unready(x.device)}")):
+        fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(128, GemmTile(64, 64), fits))
+    with pytest.raises(ValueError, match="not float32"):
+        fused_moe(x.float(), w1.float(), w2.float(), ids, torch.ones(4, 2),
+                  tactic=Tactic(128, GemmTile(64, 64), fits))  # fmt: skip
+
+
+QWEN3_235B_BF16 = MoEProblem(16384, 4096, 1536, 64, 8, "bfloat16")
+"""qwen3-235b DEP2 at 16384 tokens per rank, bf16: 2048 rows per local expert."""
+
+
+def test_16_bit_space_gains_gluon_downs_at_block_m_64_and_128_and_no_gluon_gate_up() -> None:
+    plain = tactics(QWEN3_235B_BF16)
+    space = tactics(QWEN3_235B_BF16, gluon=True)
+    assert set(plain) < set(space) and len(space) == len(set(space))
+    gluon = [t for t in space if t.down.gluon]
+    assert {t.block_m for t in gluon} == {64, 128}
+    assert not any(t.gate_up.gluon for t in space)
+    for t in gluon:
+        assert t.down.block_k == 64 and t.down.tma
+        assert gluon_misfit("down", t.block_m, t.down, 4096, 1536, "bfloat16") is None
+
+
+@pytest.mark.parametrize(
+    ("problem", "down"),
+    [
+        (QWEN3_235B_BF16, "n256k64g8w8s3tG"),  # block_m 128: the Gluon down, 128 x 256 with 3 stages
+        (MoEProblem(4096, 7168, 2048, 32, 8, "bfloat16"), "n256k64g8w8s3tG"),  # deepseek-r1 DEP8
+        (MoEProblem(4096, 2048, 768, 128, 8, "float16"), "n256k64g8w8s3tG"),  # qwen3-30b EP1, fp16
+        (MoEProblem(512, 4096, 1536, 64, 8, "bfloat16"), "n256k64g8w8s3t"),  # block_m 64: Triton's
+        (MoEProblem(4096, 2880, 2880, 64, 4, "bfloat16"), "n256k64g8w8s4t"),  # gpt-oss H=2880 % 256: Triton's
+    ],
+    ids=["q235b-2048rows", "dsr1-1024rows", "q30b-fp16", "q235b-64rows", "gpt-oss-H2880"],
+)
+def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem, down: str) -> None:
+    """H200 runs 39 and 41 (BENCHMARKS.md, session 14): the 128 x 256 Gluon down gave Triton's bits in
+    0.81-0.99x its time at the issue's four cases, T = 4096 and 16384, and the bf16 layer ran
+    1.04-1.08x faster with it; the tuner took it at 21 of 46 bf16 cases at T = 1024."""
+    d = default_tactic(problem, gluon=True)
+    assert d.down.name == down, d.name
+    assert d.down.gluon == (d.block_m == 128 and problem.hidden_size % 256 == 0)
+    assert d in tactics(problem, gluon=True)
+    assert dataclasses.replace(d, down=default_tactic(problem).down) == default_tactic(problem)
+
+
+@pytest.mark.parametrize(
+    ("block_m", "tile", "sizes", "message"),
+    [
+        (128, dataclasses.replace(BF16_DOWN, block_k=128), (4096, 1536), "needs block_k 64"),
+        (128, BF16_DOWN, (4096 + 128, 1536), "not a multiple of the down tile's block_n=256"),
+        (128, BF16_DOWN, (4096, 1536 + 32), "I=1568 must be a multiple of 64"),
+        (32, BF16_DOWN, (4096, 1536), "block_m=32"),
+        (128, dataclasses.replace(BF16_DOWN, num_stages=4), (4096, 1536), "shared memory"),
+        (128, dataclasses.replace(BF16_DOWN, num_warps=2), (4096, 1536), "num_warps=2"),
+        (128, dataclasses.replace(BF16_DOWN, num_stages=1), (4096, 1536), "num_stages >= 2"),
+    ],
+    ids=["block_k-128", "H-not-256", "I-not-64", "block_m-32", "4-stages-256-wide", "2-warps", "1-stage"],
+)
+def test_16_bit_gluon_misfits_name_the_rule(block_m: int, tile: GemmTile, sizes: tuple[int, int],
+                                            message: str) -> None:  # fmt: skip
+    assert message in (gluon_misfit("down", block_m, tile, *sizes, "bfloat16") or "")
+    assert gluon_misfit("down", 128, BF16_DOWN, 4096, 1536, "float16") is None
+    gate_up = gluon_misfit("gate_up", 128, BF16_DOWN, 4096, 1536, "bfloat16")
+    assert "gate/up runs Triton's kernel" in (gate_up or "")
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        gluon_misfit("down", 128, BF16_DOWN, 4096, 1536, "int8")
 
 
 def test_gluon_unready_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,3 +376,17 @@ print(HAS_GLUON, kernels.gluon_unready())
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("False this Triton cannot import the Gluon kernels (ImportError: no module")
+
+
+def test_gluon_down_launcher_takes_both_scales_or_neither() -> None:
+    from kernels.gluon_support import HAS_GLUON
+
+    if not HAS_GLUON:
+        pytest.skip("this Triton has no Gluon: the launcher is not importable")
+    from kernels.gluon_down import launch_gluon_down
+
+    h = torch.zeros(128, 128, dtype=torch.float8_e4m3fn)
+    al = moe_align(torch.zeros(4, 2, dtype=torch.int32), 128, 4, 0)
+    with pytest.raises(ValueError, match="hs and w2s come together"):
+        launch_gluon_down(h, torch.ones(128, 1), h.view(1, 128, 128), None, torch.zeros(128, 128),
+                          torch.ones(4, 2), al, GLUON_TILE)  # fmt: skip
