@@ -23,6 +23,9 @@ from kernels.tactics import gluon_misfit
 DSR1_PREFILL = MoEProblem(4000, 7168, 2048, 32, 8, "float8_e4m3fn")
 """deepseek-r1 DEP8 at 4000 tokens per rank: 1000 rows per local expert."""
 GLUON_TILE = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True)
+ALIGN_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+"""Where the launcher tests build their alignment: the GPU where there is one (the alignment kernel
+then compiles for it), else the CPU under the interpreter."""
 
 
 def test_without_gluon_the_space_has_no_gluon_tile_and_fp8_stops_at_block_m_64() -> None:
@@ -231,7 +234,7 @@ def test_the_gate_up_launcher_refuses_a_persistent_tile_it_cannot_run() -> None:
 
     tile = GemmTile(128, 128, 8, 8, 5, tma=True, gluon=True, sorted_x=True, persistent=True)
     for block_m, sorted_x in ((64, True), (128, False)):
-        al = moe_align(torch.zeros(4, 1, dtype=torch.int32), block_m, 2, 0)
+        al = moe_align(torch.zeros(4, 1, dtype=torch.int32, device=ALIGN_DEVICE), block_m, 2, 0)
         with pytest.raises(ValueError, match=rf"sorted_x={sorted_x}, block_m={block_m}"):
             launch_gluon_gate_up(*[torch.empty(0)] * 6, al, tile, 1, sorted_x=sorted_x)
 
@@ -386,7 +389,7 @@ def test_gluon_down_launcher_takes_both_scales_or_neither() -> None:
     from kernels.gluon_down import launch_gluon_down
 
     h = torch.zeros(128, 128, dtype=torch.float8_e4m3fn)
-    al = moe_align(torch.zeros(4, 2, dtype=torch.int32), 128, 4, 0)
+    al = moe_align(torch.zeros(4, 2, dtype=torch.int32, device=ALIGN_DEVICE), 128, 4, 0)
     with pytest.raises(ValueError, match="hs and w2s come together"):
         launch_gluon_down(h, torch.ones(128, 1), h.view(1, 128, 128), None, torch.zeros(128, 128),
                           torch.ones(4, 2), al, GLUON_TILE)  # fmt: skip

@@ -191,7 +191,8 @@ def test_export_tunes_without_gluon_tiles_and_a_gluon_tactic_has_no_vllm_config(
 
 def test_export_tunes_without_sorted_x_tiles() -> None:
     """A bf16 prefill bucket's space holds sorted-x gate/up twins at block_m 128; vLLM's kernel
-    gathers x's rows, so the export runner leaves them out and ``vllm_config`` refuses one."""
+    gathers x's rows, so the export runner leaves them out and ``vllm_config`` refuses one; it has
+    no Gluon tiles either (on Hopper the full runner's space and default have the 16-bit Gluon down)."""
     from dataclasses import replace
 
     from kernels.runner import FusedMoERunner
@@ -203,13 +204,15 @@ def test_export_tunes_without_sorted_x_tiles() -> None:
     assert sorted_tactics and {t.block_m for t in sorted_tactics} == {128}
     export = full.for_export("vllm")
     space = export.tactics(problem)
-    assert space and not any(t.gate_up.sorted_x for t in space)
-    assert {replace(t, gate_up=replace(t.gate_up, sorted_x=False)) for t in sorted_tactics} <= set(space)
+    assert space and not any(t.gate_up.sorted_x or t.gate_up.gluon or t.down.gluon for t in space)
+    triton_only = {t for t in sorted_tactics if not t.down.gluon}  # on Hopper the full space has Gluon downs
+    assert {replace(t, gate_up=replace(t.gate_up, sorted_x=False)) for t in triton_only} <= set(space)
     with pytest.raises(ValueError, match="copied into the alignment's order"):
         full.vllm_config(sorted_tactics[0])
     # the default reads sorted x at this bucket's 1024 rows per expert; the export's default gathers
     dflt, export_dflt = full.default_tactic(problem), export.default_tactic(problem)
     assert dflt.gate_up.sorted_x and not export_dflt.gate_up.sorted_x
-    assert export_dflt == replace(dflt, gate_up=replace(dflt.gate_up, sorted_x=False))
+    assert export_dflt.block_m == dflt.block_m and not export_dflt.down.gluon
+    assert export_dflt.gate_up == replace(dflt.gate_up, sorted_x=False)
     assert export_dflt in space
     export.vllm_config(export_dflt)
