@@ -504,7 +504,10 @@ def fused_moe(
         topk_weights: ``(T, k)`` float32 contiguous routing weights.
         local_expert_offset: global id of local expert 0.
         activation: ``"silu"`` (``silu(gate) * up``).
-        tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic`.
+        tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic` (with the 16-bit
+            Gluon down where the device runs Gluon). A Gluon down tile needs a Hopper GPU and the
+            sizes of :func:`kernels.tactics.gluon_misfit` (bf16/fp16); a Gluon gate/up tile is fp8
+            only (:func:`kernels.fused_moe_fp8`).
         validate: also check the id range on the host (``0 <= id < num_experts``); this reads
             ``topk_ids`` back, so it is a host sync and is off by default (out-of-shard ids are
             dropped by the kernels anyway, so memory safety never depends on it).

@@ -582,10 +582,11 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
     (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
-    with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile
-    (128 x 256, 3 stages) where it fits H: on the H200 (BENCHMARKS.md, session 14, runs 39 and 41)
-    it gave Triton's bits in 0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's
-    four cases (T = 4096, 16384), the layer 1.04-1.08x faster.
+    with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile that
+    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0).
+    On the H200 (BENCHMARKS.md, session 14, runs 39 and 41) the 128 x 256 tile gave Triton's bits in
+    0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's four cases (T = 4096,
+    16384; the 128 x 128 one 0.90-1.06x), the layer up to 1.10x faster.
     """
     m = problem.rows_per_expert
     h, i = problem.hidden_size, problem.intermediate_size
