@@ -19,7 +19,6 @@ Gluon/Triton ratio and TFLOP/s (``2 R I H``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
+from benchmarks.bench_fused_moe import Case, balanced_topk
+from benchmarks.points import ISSUE_CASES, each_point
 from kernels import MoEProblem, default_tactic
 from kernels.align import moe_align
 from kernels.fused_moe import _launch_down
@@ -36,7 +36,6 @@ from kernels.tactics import GemmTile, gluon_misfit
 from pytest_moetune.timing import CudaGraphTimer
 
 BLOCK_M = 128
-ISSUE_CASES = "deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1"
 
 
 def parse_tiles(spec: str) -> list[GemmTile]:
@@ -121,19 +120,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tiles = parse_tiles(args.tiles)
-    rows = []
-    for name in args.cases.split(","):
-        if name not in CASES:
-            raise SystemExit(f"unknown case {name!r}: choose from {sorted(CASES)}")
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            row = compare(CASES[name], tokens, tiles, args.passes)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-
+    each_point(args.cases, args.tokens, lambda case, t: [compare(case, t, tiles, args.passes)], args.json)
 
 if __name__ == "__main__":
     main()

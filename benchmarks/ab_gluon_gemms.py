@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import math
 import statistics
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import kernels_old.gluon_gate_up as old_gate_up
 import torch
 
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
+from benchmarks.points import each_point
 from kernels import MoEProblem, default_tactic
 from kernels.align import Alignment, moe_align
 from kernels.gluon_down import launch_gluon_down
@@ -212,19 +212,12 @@ def main() -> None:
     unknown = [g for g in gemms if g not in GEMMS]
     if unknown:
         raise SystemExit(f"unknown --gemms {unknown}: choose from {sorted(GEMMS)}")
-    rows = []
-    for name in args.cases.split(","):
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            p = make_point(CASES[name], tokens)
-            for gemm in gemms:
-                row = compare(p, gemm, args.passes, stages)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-            del p
-            torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+
+    def measure(case: Case, tokens: int) -> list[dict[str, Any]]:
+        p = make_point(case, tokens)
+        return [compare(p, gemm, args.passes, stages) for gemm in gemms]
+
+    each_point(args.cases, args.tokens, measure, args.json)
 
 
 if __name__ == "__main__":

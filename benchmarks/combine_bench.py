@@ -16,7 +16,6 @@ local slots' rows of y read once, out written once).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 from typing import Any
@@ -24,12 +23,11 @@ from typing import Any
 import torch
 import triton
 
-from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
+from benchmarks.bench_fused_moe import Case, balanced_topk
+from benchmarks.points import ISSUE_CASES, each_point
 from kernels.align import moe_align
 from kernels.fused_moe import _combine_kernel, launch_combine
 from pytest_moetune.timing import CudaGraphTimer
-
-ISSUE_CASES = "deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1"
 
 
 def parse_configs(spec: str) -> list[tuple[int, int, int]]:
@@ -94,19 +92,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     configs = parse_configs(args.configs)
-    rows = []
-    for name in args.cases.split(","):
-        if name not in CASES:
-            raise SystemExit(f"unknown case {name!r}: choose from {sorted(CASES)}")
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            row = compare(CASES[name], tokens, configs, args.passes)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-
+    each_point(args.cases, args.tokens, lambda case, t: [compare(case, t, configs, args.passes)], args.json)
 
 if __name__ == "__main__":
     main()
