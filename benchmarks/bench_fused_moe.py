@@ -47,8 +47,9 @@ from kernels import (
     quantize_fp8_block,
     tactics,
 )
+from kernels.align import Alignment
 from kernels.gluon_support import gluon_unready
-from kernels.tactics import block_m_choices
+from kernels.tactics import GemmTile, block_m_choices
 
 GLUON = gluon_unready() is None
 """The Gluon tiles (fp8 GEMMs, the 16-bit down) join the sweeps and defaults where this GPU runs them
@@ -214,13 +215,44 @@ def time_prefixes(
     return {name: tm.median for name, tm in timers.items()}
 
 
+def _down_rows(h: torch.Tensor, w2: torch.Tensor, wts: torch.Tensor, al: Alignment, tile: GemmTile,
+               out_dtype: torch.dtype,
+               scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """The layer's down GEMM as the breakdowns run it, into a fresh y: ``(max_padded, H)`` in the
+    alignment's row order for a Gluon tile (``kernels.gluon_down``), else ``(T*k, H)`` one row per
+    slot (Triton's ``_down_kernel``); ``scales = (hs, w2s)`` for fp8 h and w2."""
+    from kernels.fused_moe import _launch_down
+
+    n = w2.shape[1]
+    if tile.gluon:
+        from kernels.gluon_down import launch_gluon_down
+
+        y = torch.empty((al.max_padded, n), dtype=out_dtype, device=h.device)
+        hs, w2s = scales if scales is not None else (None, None)
+        launch_gluon_down(h, hs, w2, w2s, y, wts, al, tile)
+    else:
+        y = torch.empty((al.num_slots, n), dtype=out_dtype, device=h.device)
+        _launch_down(h, w2, y, wts, al, tile, "tf32", scales=scales)
+    return y
+
+
+def _combined(y: torch.Tensor, ids: torch.Tensor, al: Alignment, tile: GemmTile, offset: int,
+              num_local: int) -> torch.Tensor:  # fmt: skip
+    """The layer's combine of :func:`_down_rows`'s y into a fresh ``(T, H)`` out."""
+    from kernels.fused_moe import launch_combine
+
+    out = torch.empty((ids.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
+    launch_combine(y, ids, out, offset, num_local, slot_rows=al.slot_rows if tile.gluon else None)
+    return out
+
+
 def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float) -> dict[str, float]:
     """Median us of the layer's stage prefixes (align; +x's rows copied into the alignment's order,
     for a ``sorted_x`` gate/up tile, else nothing; +gate_up; +down; +combine), one graph each, in
     the order ``kernels.fused_moe`` runs them with tactic ``t``; differences give each stage's
     share. The full prefix must give the layer's bits (``RuntimeError`` otherwise)."""
     from kernels.align import moe_align
-    from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
+    from kernels.fused_moe import _launch_gate_up
     from kernels.row_gather import gather_rows_sorted
 
     dev = torch.device("cuda")
@@ -241,19 +273,10 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
         _launch_gate_up(x_rows, w1, hb, al, t.gate_up, k, "tf32")
         if stage < 3:
             return None
-        if t.down.gluon:  # y in the alignment's row order
-            from kernels.gluon_down import launch_gluon_down
-
-            y = torch.empty((al.max_padded, h), dtype=x.dtype, device=dev)
-            launch_gluon_down(hb, None, w2, None, y, wts, al, t.down)
-        else:
-            y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
-            _launch_down(hb, w2, y, wts, al, t.down, "tf32")
+        y = _down_rows(hb, w2, wts, al, t.down, x.dtype)
         if stage < 4:
             return None
-        out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
-        launch_combine(y, ids, out, case.offset, num_local, slot_rows=al.slot_rows if t.down.gluon else None)
-        return out
+        return _combined(y, ids, al, t.down, case.offset, num_local)
 
     layer = fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)
     if not torch.equal(upto(4), layer):
@@ -271,11 +294,10 @@ def breakdown_fp8(
     its two GEMMs. The full prefix must give the layer's bits (``RuntimeError`` otherwise): the
     stages are the layer, not a copy that drifted from it."""
     from kernels.align import moe_align
-    from kernels.fused_moe import _launch_down, _launch_gate_up, launch_combine
+    from kernels.fused_moe import _launch_gate_up
     from kernels.quant import quantize_fp8_groups, quantize_fp8_groups_sorted
 
     if GLUON:
-        from kernels.gluon_down import launch_gluon_down
         from kernels.gluon_gate_up import launch_gluon_gate_up
     dev = torch.device("cuda")
     h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
@@ -300,17 +322,10 @@ def breakdown_fp8(
             _launch_gate_up(xq, w1q, hq, al, t.gate_up, k, "tf32", scales=(xs, w1s, hs))
         if stage < 3:
             return None
-        if t.down.gluon:  # y in the alignment's row order
-            y = torch.empty((al.max_padded, h), dtype=x.dtype, device=dev)
-            launch_gluon_down(hq, hs, w2q, w2s, y, wts, al, t.down)
-        else:
-            y = torch.empty((num_tokens * k, h), dtype=x.dtype, device=dev)
-            _launch_down(hq, w2q, y, wts, al, t.down, "tf32", scales=(hs, w2s))
+        y = _down_rows(hq, w2q, wts, al, t.down, x.dtype, scales=(hs, w2s))
         if stage < 4:
             return None
-        out = torch.empty((num_tokens, h), dtype=x.dtype, device=dev)
-        launch_combine(y, ids, out, case.offset, num_local, slot_rows=al.slot_rows if t.down.gluon else None)
-        return out
+        return _combined(y, ids, al, t.down, case.offset, num_local)
 
     layer = fused_moe_fp8(x, *weights, ids, wts, local_expert_offset=case.offset, tactic=t)
     if not torch.equal(upto(4), layer):
