@@ -12,7 +12,8 @@ Launch sequence (all device work, no host sync, CUDA-graph capturable):
    straight from ``x`` (no permuted copy) or, for a tile with ``sorted_x``, reads them by TMA from a
    copy of x's rows in the alignment's order (:func:`kernels.row_gather.gather_rows_sorted`),
    computes the gate and up tiles together and writes ``h = silu(gate) * up`` (x's dtype) at the
-   block's padded rows.
+   block's padded rows. A bf16/fp16 ``persistent`` Gluon tile runs the warp-specialized Gluon
+   gate/up of :mod:`kernels.gluon_gate_up_ws` on that copy instead (Hopper).
 3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
    stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer; or, for a bf16/fp16 tile with
    ``gluon``, the persistent warp-specialized Gluon down (:mod:`kernels.gluon_down`, Hopper), which
@@ -38,6 +39,7 @@ from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, gluon_
 
 if HAS_GLUON:
     from kernels.gluon_down import launch_gluon_down
+    from kernels.gluon_gate_up_ws import launch_gluon_gate_up_ws_16bit
 
 ACTIVATIONS = ("silu",)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -505,9 +507,9 @@ def fused_moe(
         local_expert_offset: global id of local expert 0.
         activation: ``"silu"`` (``silu(gate) * up``).
         tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic` (with the 16-bit
-            Gluon down where the device runs Gluon). A Gluon down tile needs a Hopper GPU and the
-            sizes of :func:`kernels.tactics.gluon_misfit` (bf16/fp16); a Gluon gate/up tile is fp8
-            only (:func:`kernels.fused_moe_fp8`).
+            Gluon down where the device runs Gluon). A Gluon tile needs a Hopper GPU and the sizes
+            of :func:`kernels.tactics.gluon_misfit` (bf16/fp16: the down, and the persistent
+            ``sorted_x`` gate/up at block_m 128).
         validate: also check the id range on the host (``0 <= id < num_experts``); this reads
             ``topk_ids`` back, so it is a host sync and is off by default (out-of-shard ids are
             dropped by the kernels anyway, so memory safety never depends on it).
@@ -544,7 +546,10 @@ def fused_moe(
     al = moe_align(topk_ids, tactic.block_m, num_local, local_expert_offset)
     hbuf = torch.empty((al.max_padded, i), dtype=x.dtype, device=x.device)
     x_rows = gather_rows_sorted(x, al, k)[0] if tactic.gate_up.sorted_x else x
-    _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
+    if tactic.gate_up.gluon:  # the persistent 16-bit Gluon gate/up (always sorted_x)
+        launch_gluon_gate_up_ws_16bit(x_rows, w1, hbuf, al, tactic.gate_up)
+    else:
+        _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
     if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
         y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
         launch_gluon_down(hbuf, None, w2, None, y, topk_weights, al, tactic.down)

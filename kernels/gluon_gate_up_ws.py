@@ -47,23 +47,28 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     tma,
 )
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
 from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
 from kernels.gluon_down import (
+    _GL_DTYPES,
     LOADER_REGS,
     LOADER_WARPS,
     _sm_count,
     _ws_barriers,
     _ws_fill,
     _ws_k_loop,
+    _ws_k_loop_plain,
     _ws_schedule,
 )
 from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
-"""h columns per pass (and gate rows, and up rows, per ring slot)."""
+"""h columns per pass of the fp8 kernel (and gate rows, and up rows, per ring slot)."""
+TILE_N = gl.constexpr(128)
+"""h columns per tile (the fp8 kernel's e4m3 group; the 16-bit kernel's one pass)."""
 
 
 @gluon.jit
@@ -75,16 +80,19 @@ def _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M: gl.constexpr):
 @gluon.jit
 def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Loader partition: both passes' K blocks of every tile of this program, in order, into the
-    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, 64, 128)`` weight box."""
+    """Loader partition: every pass's K blocks of every tile of this program, in order, into the
+    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, ROWS, BLOCK_K)`` weight
+    box, ROWS gate rows then the same up rows; a tile's 128 h columns take ``128 / ROWS`` passes (two
+    for the fp8 halves, one for the 16-bit tile)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    ROWS: gl.constexpr = b_bufs.shape[2]
     f = 0
     for tile in range(pid, total, step):
         pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
         off_m = pid_m * BLOCK_M
-        for p in gl.static_range(2):
-            n = pid_n * (2 * HALF) + p * HALF
+        for p in gl.static_range(TILE_N // ROWS):
+            n = pid_n * TILE_N + p * ROWS
             for kb in range(num_k):
                 k0 = kb * BLOCK_K
                 _ws_fill(x_desc, [off_m, k0], w_desc, [2 * e, n, k0], a_bufs, b_bufs, ready, empty, f)
@@ -209,6 +217,93 @@ def launch_gluon_gate_up_ws(
     _gluon_gate_up_ws_kernel[(programs,)](
         x_desc, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded,
         i, h, xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
+        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
+        num_warps=tile.num_warps,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# 16-bit (bf16/fp16) persistent gate/up
+# --------------------------------------------------------------------------------------------------
+@gluon.jit
+def _ws_math_16bit(a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total, num_m,
+                   num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+    """Default partition of the 16-bit kernel: per tile one K loop (:func:`kernels.gluon_down.
+    _ws_k_loop_plain`) into a ``[128, 256]`` accumulator (128 gate columns, then the same 128 up
+    columns), ``silu(gate) * up`` in the accumulator's threads, rounded once to h's dtype and stored
+    by TMA; the store runs on during the next tile's K loop."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
+    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps(), 16)
+    base = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, _ = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        acc = _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout)
+        base += num_k
+        h = _halves_h(acc).to(h_smem.dtype)
+        tma.store_wait(pendings=0)  # the previous tile's h has left h_smem
+        gl.thread_barrier()
+        h_smem.store(h)
+        fence_async_shared()
+        gl.thread_barrier()  # all of the tile is in h_smem before one thread issues its store
+        tma.async_copy_shared_to_global(h_desc, [pid_m * BLOCK_M, pid_n * TILE_N], h_smem)
+    tma.store_wait(pendings=0)
+
+@gluon.jit
+def _gluon_gate_up_ws_16bit_kernel(
+    x_desc, w_desc, h_desc,  # TMA: x in the alignment's order (max_padded, H), box (128, 64); w1 as
+                             # (2L, I, H), box (2, 128, 64); h (max_padded, I), box (128, 128); one dtype
+    expert_ids_ptr, num_padded_ptr,  # int32 (max_blocks,), (1,)
+    N, K,  # N = I, K = H
+    NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    """Persistent 16-bit gate/up: grid ``G`` <= the number of SMs; the launch's 8 warps do the
+    math, ``LOADER_WARPS`` more load (:func:`_ws_loader`, one pass per tile). I a multiple of 128,
+    H of 64."""
+    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x box (128, 64): one 128-byte row per K step")
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
+                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES)
+    gl.warp_specialize([
+        (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
+                          num_m, num_pid_n, num_k, GROUP_M)),
+        (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
+                      num_pid_n, num_k, GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+
+
+def launch_gluon_gate_up_ws_16bit(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alignment,
+                                  tile: GemmTile) -> None:  # fmt: skip
+    """16-bit gate/up GEMM + ``silu(gate) * up`` into ``h``, on at most one persistent program per SM
+    (``tile.num_warps`` = 8 math warps and :data:`kernels.gluon_down.LOADER_WARPS` loader warps).
+
+    x: (al.max_padded, H) bf16/fp16 contiguous, x's rows in the alignment's order
+    (:func:`kernels.row_gather.gather_rows_sorted`); w1: (L, 2I, H) x's dtype contiguous, rows
+    ``[0, I)`` gate, ``[I, 2I)`` up; h: (al.max_padded, I) x's dtype contiguous, row r padded row
+    r's ``silu(x[r] @ W1g^T) * (x[r] @ W1u^T)`` (rows past ``num_padded`` untouched). I a multiple of
+    128, H of 64, ``al.block_m`` 128, ``tile`` 128 x 64 with 8 warps (the caller,
+    ``kernels.fused_moe.fused_moe``, checks this with ``kernels.tactics.gluon_misfit``)."""
+    num_local, two_i, hidden = w1.shape
+    i = two_i // 2
+    dtype = _GL_DTYPES[x.dtype]
+    cols = TILE_N.value
+    x_box, w_box, h_box = [al.block_m, tile.block_k], [2, cols, tile.block_k], [al.block_m, cols]
+    x_desc = TensorDescriptor.from_tensor(x, x_box, gl.NVMMASharedLayout.get_default_for(x_box, dtype))
+    w_desc = TensorDescriptor.from_tensor(w1.view(num_local * 2, i, hidden), w_box,
+                                          gl.NVMMASharedLayout.get_default_for(w_box, dtype))  # fmt: skip
+    h_desc = TensorDescriptor.from_tensor(h, h_box, gl.NVMMASharedLayout.get_default_for(h_box, dtype))
+    programs = min(al.max_blocks * (i // cols), _sm_count(x.device.index))
+    _gluon_gate_up_ws_16bit_kernel[(programs,)](
+        x_desc, w_desc, h_desc, al.expert_ids, al.num_padded, i, hidden,
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
         num_warps=tile.num_warps,
     )  # fmt: skip

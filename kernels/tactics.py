@@ -263,6 +263,11 @@ _DOWN_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((256, 64, 8, 4), (128, 64, 4, 5)),
     128: ((256, 64, 8, 3), (128, 64, 8, 5)),
 }
+# The 16-bit persistent gate/up (kernels/gluon_gate_up_ws.py): 128 h columns per tile, a ring slot
+# the x box and 128 gate rows then the same 128 up rows; always sorted_x and persistent.
+_GATE_UP_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    128: ((128, 64, 8, 3),),
+}
 
 
 def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
@@ -318,25 +323,32 @@ def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, in
     """:func:`gluon_misfit` for 16-bit operands (the down only)."""
     if dtype not in ("bfloat16", "float16"):
         return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
-    if gemm != "down":
-        return f"the 16-bit Gluon kernel is a down GEMM; a {dtype} gate/up runs Triton's kernel"
-    if intermediate % 64:
-        return f"I={intermediate} must be a multiple of 64 (the 16-bit Gluon down has no K tail)"
-    if block_m not in (64, 128):
-        return f"block_m={block_m} must be 64 or 128"
-    if tile.block_k != 64 or tile.block_n not in (64, 128, 256):
-        return f"16-bit down tile {tile.name} needs block_k 64 and block_n in (64, 128, 256)"
-    if tile.sorted_x or tile.persistent:
-        return f"down tile {tile.name}: sorted_x and persistent are gate_up options"
-    if hidden % tile.block_n:
-        return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
-    if tile.num_warps not in (4, 8):
-        return f"num_warps={tile.num_warps} must be 4 or 8"
+    if gemm == "gate_up":
+        if not (tile.sorted_x and tile.persistent) or block_m != 128:
+            return (f"the 16-bit Gluon gate/up is the persistent sorted_x tile at block_m 128, got "
+                    f"{tile.name} at block_m={block_m}")  # fmt: skip
+        if tile.block_n != 128 or tile.block_k != 64 or tile.num_warps != 8:
+            return f"16-bit gate/up tile {tile.name} needs block_n 128, block_k 64 and 8 warps"
+        if intermediate % 128 or hidden % 64:
+            return f"H={hidden} and I={intermediate} must be multiples of 64 and 128 (no tails)"
+    else:
+        if intermediate % 64:
+            return f"I={intermediate} must be a multiple of 64 (the 16-bit Gluon down has no K tail)"
+        if block_m not in (64, 128):
+            return f"block_m={block_m} must be 64 or 128"
+        if tile.block_k != 64 or tile.block_n not in (64, 128, 256):
+            return f"16-bit down tile {tile.name} needs block_k 64 and block_n in (64, 128, 256)"
+        if tile.sorted_x or tile.persistent:
+            return f"down tile {tile.name}: sorted_x and persistent are gate_up options"
+        if hidden % tile.block_n:
+            return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
+        if tile.num_warps not in (4, 8):
+            return f"num_warps={tile.num_warps} must be 4 or 8"
     if tile.num_stages < 2:
-        return f"down needs num_stages >= 2, got {tile.num_stages}"
-    smem = _gluon_smem_bytes("down", block_m, tile, elem=2)
+        return f"{gemm} needs num_stages >= 2, got {tile.num_stages}"
+    smem = _gluon_smem_bytes(gemm, block_m, tile, elem=2)
     if smem > _SMEM_LIMIT:
-        return f"down with {tile.num_stages} stages needs {smem} B of shared memory (> {_SMEM_LIMIT})"
+        return f"{gemm} with {tile.num_stages} stages needs {smem} B of shared memory (> {_SMEM_LIMIT})"
     return None
 
 
@@ -351,7 +363,9 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
     store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes).
     ``elem``: bytes per operand element (1 for fp8, 2 for the 16-bit down, whose K step is 64:
     128 bytes per ring row either way)."""
-    if gemm == "gate_up":
+    if gemm == "gate_up" and elem == 2:  # the 16-bit persistent tile: one pass, h staged for TMA
+        slot, stash, out = 2 * tile.block_n, 0, block_m * tile.block_n * 2
+    elif gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
         out = block_m * tile.block_n if tile.persistent else 0
@@ -368,10 +382,12 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     if fp8:
         table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
     else:
-        table = {} if gemm == "gate_up" else _DOWN_GLUON_16BIT
-    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
+        table = _GATE_UP_GLUON_16BIT if gemm == "gate_up" else _DOWN_GLUON_16BIT
+    persistent_16 = not fp8 and gemm == "gate_up"
+    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True, sorted_x=persistent_16,
+                      persistent=persistent_16)
              for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
-    if gemm == "gate_up" and tiles:
+    if fp8 and gemm == "gate_up" and tiles:
         tiles.insert(1, replace(tiles[0], sorted_x=True))
         if block_m == 128:
             tiles.append(replace(tiles[1], persistent=True, num_stages=_PERSISTENT_GATE_UP_STAGES))

@@ -215,6 +215,36 @@ def test_bf16_every_gluon_down_matches_reference(model: str, t: int) -> None:
     assert dflt.down.gluon == (dflt.block_m == 128), dflt.name
 
 
+BF16_SORTED_POINTS = [("deepseek-r1-dep8", 1000), ("qwen3-235b-a22b-dep2", 1500), ("qwen3-30b-a3b-ep1", 3000)]
+"""Prefill points above 128 rows per expert (250, 187.5, 187.5), where the bf16 default reads x in
+the alignment's order at block_m 128; not multiples of 128 rows, so every expert has padding rows."""
+
+
+@pytest.mark.parametrize(("model", "t"), BF16_SORTED_POINTS, ids=[f"{m}-T{t}" for m, t in BF16_SORTED_POINTS])
+def test_bf16_persistent_gluon_gate_up_gives_its_triton_twins_bits(model: str, t: int) -> None:
+    """The 16-bit persistent Gluon gate/up (block_m 128, x in the alignment's order) beside the
+    default's down gives the bits of the same tactic with Triton's sorted 128 x 64 gate/up: both add
+    the same k16 products of each output element in the same K order and write
+    ``silu(gate) * up`` with the same fp32 expression before one rounding."""
+    from kernels import MoEProblem, default_tactic, fused_moe, fused_moe_reference, tactics
+
+    _skip_without_gluon()
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=t + 41)
+    x = _tokens(t, w1.shape[2], seed=t + 1041)
+    problem = MoEProblem(t, w1.shape[2], w2.shape[2], w1.shape[0], ids.shape[1], "bfloat16")
+    dflt = default_tactic(problem, gluon=True)
+    gate_up = next(tac.gate_up for tac in tactics(problem, gluon=True) if tac.gate_up.gluon)
+    assert dflt.block_m == 128 and dflt.gate_up.sorted_x and dflt.gate_up.block_n == 128, dflt.name
+    outs = []
+    for tac in (dflt, replace(dflt, gate_up=gate_up)):
+        out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+        fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
+        outs.append(out)
+    _check(outs[1], fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+    assert torch.equal(outs[0], outs[1]), f"{gate_up.name} differs from {dflt.gate_up.name}"
+
+
 def test_bf16_gluon_down_fp16() -> None:
     """fp16 x and weights through the 16-bit Gluon down (fp16 operands, y in fp16)."""
     from kernels import MoEProblem, default_tactic, fused_moe, fused_moe_reference
