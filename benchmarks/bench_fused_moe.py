@@ -465,6 +465,10 @@ def run_point(
         twin = default_tactic(problem)
         if twin not in finalists.values():
             finalists["down_twin"] = twin
+    gluon_gate_ups = [t.gate_up for t in tactics(problem, gluon=GLUON)
+                      if t.gate_up.gluon and t.block_m == dflt.block_m]  # fmt: skip
+    if args.gate_up_twin and gluon_gate_ups and not dflt.gate_up.gluon:  # the default, Gluon gate/up
+        finalists["gate_up_twin"] = replace(dflt, gate_up=gluon_gate_ups[0])
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []
@@ -520,8 +524,9 @@ def run_point(
             "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)),
             "sweep": sweep8,
         }
-    for twin_name, default_name in (("sorted_twin", "default"), ("down_twin", "default"),
-                                    ("fp8_sorted_twin", "fp8_default")):  # fmt: skip
+    twins = (("sorted_twin", "default"), ("down_twin", "default"), ("gate_up_twin", "default"),
+             ("fp8_sorted_twin", "fp8_default"))
+    for twin_name, default_name in twins:
         if twin_name in res:
             twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
             print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
@@ -614,6 +619,12 @@ def main() -> int:
         action="store_true",
         help="where the bf16 default's down is the Gluon kernel, also time that default with Triton's down "
         "(the default without Gluon tiles) in the same interleaved rounds",
+    )
+    ap.add_argument(
+        "--gate-up-twin",
+        action="store_true",
+        help="where the bf16 space has a Gluon gate/up at the default's block_m (the persistent 16-bit one), "
+        "also time the default with it in the same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()
