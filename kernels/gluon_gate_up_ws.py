@@ -1,4 +1,4 @@
-"""fp8 block-scale MoE gate/up for Hopper in Gluon, persistent and warp-specialized: the block_m 128
+"""MoE gate/up for Hopper in Gluon, persistent and warp-specialized: for fp8 block scale the block_m 128
 ``halves`` schedule of :mod:`kernels.gluon_gate_up` on x already in the alignment's row order
 (the ``sorted_x`` Gluon tiles), run the way :mod:`kernels.gluon_down` runs the down.
 
@@ -36,6 +36,14 @@ qwen3-235b and deepseek-r1 T=16384, slower at mixtral's I = 14336.
 Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
 barriers around them) and pays the ring's fill in every program; the down's warp-specialized
 persistent form was 1.07-1.15x its non-persistent one on the H200 (BENCHMARKS.md, session 10).
+
+16-bit form (``_gluon_gate_up_ws_16bit_kernel``, bf16/fp16 x and w1, no scales): the same loader and
+schedule with one pass per 128-column tile, a ring slot holding the x box ``(128, 64)`` and the
+weight box ``(2, 128, 64)`` (128 gate rows, then the same 128 up rows: one ``m64n256k16`` wgmma per
+warpgroup and K step), the K loop accumulating in place
+(:func:`kernels.gluon_down._ws_k_loop_plain`), and ``silu(gate) * up`` rounded once to h's dtype and
+stored by TMA. It is the bf16/fp16 space's ``persistent`` gate/up tile at block_m 128 (Triton's
+16-bit gate/up keeps the default until the GPU says otherwise).
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ class GemmTile:
     16-bit dtypes); ``gluon``: run the GEMM as the Hopper Gluon kernel (implies ``tma``; see
     :func:`gluon_misfit`): for fp8 block scale :mod:`kernels.gluon_gate_up` and
     :mod:`kernels.gluon_down`, which keep wgmmas in flight while they promote the previous K block;
-    for 16-bit operands the down only (:mod:`kernels.gluon_down` without scales, persistent and
-    warp-specialized, its tiles stored by TMA);
+    for 16-bit operands the down (:mod:`kernels.gluon_down` without scales, persistent and
+    warp-specialized, its tiles stored by TMA) and the persistent ``sorted_x`` gate/up at block_m 128
+    (:mod:`kernels.gluon_gate_up_ws`);
     ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
     row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
@@ -283,9 +284,10 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
     and with the epilogue's buffers must fit the shared memory of an H100 block.
     Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`.
 
-    16-bit ``dtype`` (``"bfloat16"``, ``"float16"``): only the down has a Gluon kernel, with no
-    scales: block_k 64 (one 128-byte swizzle row), block_n 64/128/256 dividing H, I a multiple of
-    64, block_m 64 or 128, 4 or 8 warps, 2 or more stages within the shared memory."""
+    16-bit ``dtype`` (``"bfloat16"``, ``"float16"``), no scales, block_k 64 (one 128-byte swizzle
+    row): the down with block_n 64/128/256 dividing H, I a multiple of 64, block_m 64 or 128, 4 or 8
+    warps; the gate/up only as the persistent ``sorted_x`` tile at block_m 128 (128 h columns, 8
+    warps, I a multiple of 128, H of 64); 2 or more stages within the shared memory."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
     if dtype not in _DTYPE_BYTES:
@@ -320,7 +322,7 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
 
 def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
                         dtype: str) -> str | None:  # fmt: skip
-    """:func:`gluon_misfit` for 16-bit operands (the down only)."""
+    """:func:`gluon_misfit` for 16-bit operands."""
     if dtype not in ("bfloat16", "float16"):
         return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
     if gemm == "gate_up":
