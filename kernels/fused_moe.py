@@ -440,6 +440,25 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
     )
 
 
+def launch_down_rows(h: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, al: Alignment,
+                     tile: GemmTile, out_dtype: torch.dtype, dot_precision: str,
+                     scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """The down GEMM + routing weight into a new y for :func:`launch_combine`: for a Gluon tile
+    (:mod:`kernels.gluon_down`) ``(al.max_padded, H)`` in the alignment's row order, stored by TMA
+    (the combine then reads slot s's row at ``al.slot_rows[s]``), else ``(T*k, H)`` one row per slot
+    (``_down_kernel``). h: ``(al.max_padded, I)``; w2: ``(L, H, I)``; ``scales = (h_scale,
+    w2_scale)`` for fp8 h and w2; y in ``out_dtype``."""
+    n = w2.shape[1]
+    if tile.gluon:
+        y = torch.empty((al.max_padded, n), dtype=out_dtype, device=h.device)
+        hs, w2s = scales if scales is not None else (None, None)
+        launch_gluon_down(h, hs, w2, w2s, y, topk_weights, al, tile)
+    else:
+        y = torch.empty((al.num_slots, n), dtype=out_dtype, device=h.device)
+        _launch_down(h, w2, y, topk_weights, al, tile, dot_precision, scales=scales)
+    return y
+
+
 def check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
     """``ValueError`` naming why a Gluon tile of ``tactic`` cannot run on these weights (their dtype:
     fp8, or 16-bit with the down's kernel only; :func:`kernels.tactics.gluon_misfit`), its device
@@ -550,12 +569,7 @@ def fused_moe(
         launch_gluon_gate_up_ws_16bit(x_rows, w1, hbuf, al, tactic.gate_up)
     else:
         _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
-    if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
-        y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
-        launch_gluon_down(hbuf, None, w2, None, y, topk_weights, al, tactic.down)
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=al.slot_rows)
-    else:
-        y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-        _launch_down(hbuf, w2, y, topk_weights, al, tactic.down, dot_precision)
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    y = launch_down_rows(hbuf, w2, topk_weights, al, tactic.down, x.dtype, dot_precision)
+    slot_rows = al.slot_rows if tactic.down.gluon else None
+    launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=slot_rows)
     return out
