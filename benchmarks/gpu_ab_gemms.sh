@@ -8,24 +8,15 @@
 #
 #   bash benchmarks/gpu_ab_gemms.sh [ARGS for ab_gluon_gemms.py ...]
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=.
-OUT=${OUT:-out}; deadline=${DEADLINE:-570}
-mkdir -p "$OUT/abg"
-left() { echo $((deadline - SECONDS)); }
-source benchmarks/device_install.sh
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/abg/gpu.txt"
-if [ "${TESTS:-1}" = 1 ]; then
-  timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "fp8 or gluon" -q \
-      -p no:cacheprovider > "$OUT/abg/tests.log" 2>&1
-  echo "tests: rc $?, $SECONDS s"; tail -2 "$OUT/abg/tests.log"
-fi
-PYTHONPATH=.:.ab timeout "$(left)" python3 benchmarks/ab_gluon_gemms.py --json "$OUT/abg/ab.json" "$@" \
-    2>&1 | tee "$OUT/abg/ab.log" | cut -c1-400
+RESULTS=abg; TESTS_K="fp8 or gluon"
+source benchmarks/device_steps.sh
+PYTHONPATH=.:.ab timeout "$(left)" python3 benchmarks/ab_gluon_gemms.py --json "$RES/ab.json" "$@" \
+    2>&1 | tee "$RES/ab.log" | cut -c1-400
 echo "ab: rc ${PIPESTATUS[0]}, $SECONDS s"
 if [ "${LAYER:-0}" = 1 ]; then
   tokens=${TOKENS:-4096,16384}
   timeout "$(left)" python3 benchmarks/bench_fused_moe.py \
       --cases deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1 --tokens "$tokens" \
-      --fp8-tokens "$tokens" --no-sweep --json "$OUT/abg/layer.json" > "$OUT/abg/layer.log" 2>&1
-  echo "layer: rc $?, $SECONDS s"; tail -25 "$OUT/abg/layer.log"
+      --fp8-tokens "$tokens" --no-sweep --json "$RES/layer.json" > "$RES/layer.log" 2>&1
+  echo "layer: rc $?, $SECONDS s"; tail -25 "$RES/layer.log"
 fi

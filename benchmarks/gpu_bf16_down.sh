@@ -6,24 +6,15 @@
 #
 #   bash benchmarks/gpu_bf16_down.sh [ARGS for ab_bf16_down.py ...]
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=.
-OUT=${OUT:-out}; deadline=${DEADLINE:-570}
-mkdir -p "$OUT/bd"
-left() { echo $((deadline - SECONDS)); }
-source benchmarks/device_install.sh
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/bd/gpu.txt"
-if [ "${TESTS:-1}" = 1 ]; then
-  timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "bf16 or gluon" -q \
-      -p no:cacheprovider > "$OUT/bd/tests.log" 2>&1
-  echo "tests: rc $?, $SECONDS s"; tail -3 "$OUT/bd/tests.log"
-fi
-timeout "$(left)" python3 benchmarks/ab_bf16_down.py --json "$OUT/bd/ab.json" "$@" 2>&1 | tee "$OUT/bd/ab.log" \
+RESULTS=bd; TESTS_K="bf16 or gluon"
+source benchmarks/device_steps.sh
+timeout "$(left)" python3 benchmarks/ab_bf16_down.py --json "$RES/ab.json" "$@" 2>&1 | tee "$RES/ab.log" \
     | cut -c1-600
 echo "ab: rc ${PIPESTATUS[0]}, $SECONDS s"
 if [ "${LAYER:-1}" = 1 ]; then
   timeout "$(left)" python3 benchmarks/bench_fused_moe.py \
       --cases deepseek-r1-dep8,qwen3-235b-a22b-dep2,mixtral-8x7b-ep1,qwen3-30b-a3b-ep1 \
       --tokens "${TOKENS:-4096,16384}" --fp8-tokens "${FP8_TOKENS:-}" --no-sweep --down-twin --breakdown \
-      --json "$OUT/bd/layer.json" > "$OUT/bd/layer.log" 2>&1
-  echo "layer: rc $?, $SECONDS s"; grep -v "^  fp8" "$OUT/bd/layer.log" | tail -30
+      --json "$RES/layer.json" > "$RES/layer.log" 2>&1
+  echo "layer: rc $?, $SECONDS s"; grep -v "^  fp8" "$RES/layer.log" | tail -30
 fi
