@@ -117,16 +117,19 @@ def gate_up_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Ca
 def down_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Callable[[], object]],
                                                                  Callable[[], bool]]:  # fmt: skip
     """Down launches on the new gate/up's h, each into its own y: "old" at its default tile and the
-    new revision at each of ``tiles``; and a check that the rows of real slots agree. The old
-    revision (main before session 13's TMA-store epilogue) writes y with one row per slot, the new
-    one in the alignment's row order."""
+    new revision at each of ``tiles``; and a check that the rows of real slots agree. The new
+    revision writes y in the alignment's row order; so does an old one with the TMA-store epilogue
+    (its kernel takes ``y_desc``, main since session 14), an older one one row per slot."""
     i, h = p.w1q.shape[1] // 2, p.w1q.shape[2]
     hq = torch.empty((p.al.max_padded, i), dtype=torch.float8_e4m3fn, device=p.xq.device)
     hs = torch.empty((p.al.max_padded, i // GROUP), device=p.xq.device)
     launch_gluon_gate_up(p.xq, p.xs, p.w1q, p.w1s, hq, hs, p.al, p.gate_up, p.case.top_k,
                          sorted_x=p.gate_up.sorted_x)  # fmt: skip
     ys = {name: torch.zeros((p.al.max_padded, h), dtype=torch.bfloat16, device=p.xq.device) for name in tiles}
-    ys["old"] = torch.zeros((p.tokens * p.case.top_k, h), dtype=torch.bfloat16, device=p.xq.device)
+    old_kernel = getattr(old_down, "_gluon_down_kernel", None) or old_down._gluon_down_fp8_kernel
+    old_by_rows = "y_desc" in old_kernel.arg_names
+    ys["old"] = torch.zeros((p.al.max_padded if old_by_rows else p.tokens * p.case.top_k, h),
+                            dtype=torch.bfloat16, device=p.xq.device)  # fmt: skip
     launches: dict[str, Callable[[], object]] = {
         "old": lambda: old_down.launch_gluon_down(hq, hs, p.w2q, p.w2s, ys["old"], p.weights, p.al,
                                                   p.old_down),
@@ -138,7 +141,7 @@ def down_launches(p: Point, tiles: dict[str, GemmTile]) -> tuple[dict[str, Calla
     def same() -> bool:
         slots = p.al.sorted_ids[: int(p.al.num_padded.item())].long()
         rows = torch.nonzero(slots < p.al.num_slots).squeeze(1)  # padded rows of real slots
-        old_bits = ys["old"][slots[rows]].view(torch.int16)
+        old_bits = ys["old"][rows if old_by_rows else slots[rows]].view(torch.int16)
         return all(torch.equal(old_bits, ys[name][rows].view(torch.int16)) for name in tiles)
 
     return launches, same
