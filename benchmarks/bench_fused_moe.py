@@ -447,8 +447,10 @@ def run_point(
             finalists["down_twin"] = twin
     gluon_gate_ups = [t.gate_up for t in tactics(problem, gluon=GLUON)
                       if t.gate_up.gluon and t.block_m == dflt.block_m]  # fmt: skip
-    if args.gate_up_twin and gluon_gate_ups and not dflt.gate_up.gluon:  # the default, Gluon gate/up
-        finalists["gate_up_twin"] = replace(dflt, gate_up=gluon_gate_ups[0])
+    for gate_up in gluon_gate_ups if args.gate_up_twin else ():  # the default with each Gluon gate/up
+        twin = replace(dflt, gate_up=gate_up)
+        if twin not in finalists.values():
+            finalists["gate_up_twin_sorted" if gate_up.sorted_x else "gate_up_twin"] = twin
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []
@@ -505,7 +507,7 @@ def run_point(
             "sweep": sweep8,
         }
     twins = (("sorted_twin", "default"), ("down_twin", "default"), ("gate_up_twin", "default"),
-             ("fp8_sorted_twin", "fp8_default"))
+             ("gate_up_twin_sorted", "default"), ("fp8_sorted_twin", "fp8_default"))
     for twin_name, default_name in twins:
         if twin_name in res:
             twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
@@ -603,8 +605,8 @@ def main() -> int:
     ap.add_argument(
         "--gate-up-twin",
         action="store_true",
-        help="where the bf16 space has a Gluon gate/up at the default's block_m (the persistent 16-bit one), "
-        "also time the default with it in the same interleaved rounds",
+        help="where the bf16 space has Gluon gate/ups at the default's block_m (the persistent 16-bit ones: "
+        "gathering x's rows, and sorted_x), also time the default with each in the same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()

@@ -373,7 +373,11 @@ def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alig
                     scales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
     """Gate/up GEMM. ``scales = (x_scale, w1_scale, h_scale out)`` selects fp8 block scaling.
     With ``tile.sorted_x``, ``x`` (and ``x_scale``) are ``(al.max_padded, H)`` in the alignment's
-    row order (:func:`kernels.row_gather.gather_rows_sorted`), read by TMA."""
+    row order (:func:`kernels.row_gather.gather_rows_sorted`), read by TMA. A 16-bit Gluon tile runs
+    the persistent Gluon gate/up (:mod:`kernels.gluon_gate_up_ws`)."""
+    if tile.gluon and scales is None:
+        launch_gluon_gate_up_ws_16bit(x, w1, h, al, tile, top_k)
+        return
     n, kdim = w1.shape[1] // 2, w1.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
     w1_arg: torch.Tensor | TensorDescriptor = w1
@@ -565,10 +569,7 @@ def fused_moe(
     al = moe_align(topk_ids, tactic.block_m, num_local, local_expert_offset)
     hbuf = torch.empty((al.max_padded, i), dtype=x.dtype, device=x.device)
     x_rows = gather_rows_sorted(x, al, k)[0] if tactic.gate_up.sorted_x else x
-    if tactic.gate_up.gluon:  # the persistent 16-bit Gluon gate/up (always sorted_x)
-        launch_gluon_gate_up_ws_16bit(x_rows, w1, hbuf, al, tactic.gate_up)
-    else:
-        _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
+    _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
     y = launch_down_rows(hbuf, w2, topk_weights, al, tactic.down, x.dtype, dot_precision)
     slot_rows = al.slot_rows if tactic.down.gluon else None
     launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=slot_rows)

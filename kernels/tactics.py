@@ -52,16 +52,18 @@ class GemmTile:
     :func:`gluon_misfit`): for fp8 block scale :mod:`kernels.gluon_gate_up` and
     :mod:`kernels.gluon_down`, which keep wgmmas in flight while they promote the previous K block;
     for 16-bit operands the down (:mod:`kernels.gluon_down` without scales, persistent and
-    warp-specialized, its tiles stored by TMA) and the persistent ``sorted_x`` gate/up at block_m 128
-    (:mod:`kernels.gluon_gate_up_ws`);
+    warp-specialized, its tiles stored by TMA) and the persistent gate/up at block_m 128
+    (:mod:`kernels.gluon_gate_up_ws`: with ``sorted_x`` by TMA, without it gathering x's rows by
+    ``cp.async`` in its loader warps);
     ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
     row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
     ``kernels.row_gather``) and the gate/up reads them by TMA, one box per K step, instead of
     gathering rows with per-row loads; for the Gluon fp8 gate/up that ran ~1.2x faster on the H100
-    (BENCHMARKS.md, run 63); ``persistent`` (Gluon ``sorted_x`` gate/up tiles at block_m 128): run
-    the halves schedule as one persistent program per SM with a loader warpgroup
-    (:mod:`kernels.gluon_gate_up_ws`, the same bits), as the Gluon down always runs.
+    (BENCHMARKS.md, run 63); ``persistent`` (Gluon gate/up tiles at block_m 128; fp8 only with
+    ``sorted_x``): run the gate/up as one persistent program per SM with a loader warpgroup
+    (:mod:`kernels.gluon_gate_up_ws`; for fp8 the halves schedule, the same bits), as the Gluon down
+    always runs.
     """
 
     block_n: int
@@ -93,9 +95,9 @@ class GemmTile:
                              "sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
         if not isinstance(self.persistent, bool):
             raise ValueError(f"persistent must be a bool, got {self.persistent!r}")
-        if self.persistent and not (self.gluon and self.sorted_x):
+        if self.persistent and not self.gluon:
             raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
-                             "persistent is the Gluon sorted_x gate/up's option: it needs gluon and sorted_x")
+                             "persistent is a Gluon gate/up option: it needs gluon=True")
 
     @property
     def name(self) -> str:
@@ -265,7 +267,8 @@ _DOWN_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     128: ((256, 64, 8, 3), (128, 64, 8, 5)),
 }
 # The 16-bit persistent gate/up (kernels/gluon_gate_up_ws.py): 128 h columns per tile, a ring slot
-# the x box and 128 gate rows then the same 128 up rows; always sorted_x and persistent.
+# the x block and 128 gate rows then the same 128 up rows; always persistent, offered gathering x's
+# rows and with sorted_x.
 _GATE_UP_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     128: ((128, 64, 8, 3),),
 }
@@ -286,8 +289,9 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
 
     16-bit ``dtype`` (``"bfloat16"``, ``"float16"``), no scales, block_k 64 (one 128-byte swizzle
     row): the down with block_n 64/128/256 dividing H, I a multiple of 64, block_m 64 or 128, 4 or 8
-    warps; the gate/up only as the persistent ``sorted_x`` tile at block_m 128 (128 h columns, 8
-    warps, I a multiple of 128, H of 64); 2 or more stages within the shared memory."""
+    warps; the gate/up only as a persistent tile at block_m 128 (128 h columns, 8 warps, I a
+    multiple of 128, H of 64; x gathered or ``sorted_x``); 2 or more stages within the shared
+    memory."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
     if dtype not in _DTYPE_BYTES:
@@ -304,8 +308,11 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"{gemm} tile {tile.name} needs block_k 128 and block_n in {widths}"
     if gemm == "down" and tile.sorted_x:
         return f"down tile {tile.name}: sorted_x is a gate_up option (the down reads h, already sorted)"
-    if tile.persistent and block_m != 128:  # a persistent tile is sorted_x: a gate_up tile
+    if tile.persistent and block_m != 128:
         return f"{gemm} tile {tile.name} at block_m={block_m}: persistent is a block_m 128 gate_up option"
+    if tile.persistent and not tile.sorted_x:
+        return (f"{gemm} tile {tile.name}: the persistent fp8 gate/up reads x quantized in the alignment's "
+                "order (sorted_x)")
     if gemm == "down" and hidden % tile.block_n:
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
@@ -326,8 +333,8 @@ def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, in
     if dtype not in ("bfloat16", "float16"):
         return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
     if gemm == "gate_up":
-        if not (tile.sorted_x and tile.persistent) or block_m != 128:
-            return (f"the 16-bit Gluon gate/up is the persistent sorted_x tile at block_m 128, got "
+        if not tile.persistent or block_m != 128:
+            return (f"the 16-bit Gluon gate/up is a persistent tile at block_m 128, got "
                     f"{tile.name} at block_m={block_m}")  # fmt: skip
         if tile.block_n != 128 or tile.block_k != 64 or tile.num_warps != 8:
             return f"16-bit gate/up tile {tile.name} needs block_n 128, block_k 64 and 8 warps"
@@ -377,18 +384,20 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
 
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
-    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes; for the gate/up the
+    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes. fp8 gate/up: the
     first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 that one
-    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end."""
+    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end. 16-bit gate/up:
+    each table tile persistent, gathering x's rows, then with ``sorted_x``."""
     fp8 = problem.dtype == "float8_e4m3fn"
     if fp8:
         table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
     else:
         table = _GATE_UP_GLUON_16BIT if gemm == "gate_up" else _DOWN_GLUON_16BIT
     persistent_16 = not fp8 and gemm == "gate_up"
-    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True, sorted_x=persistent_16,
+    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True, sorted_x=sorted_x,
                       persistent=persistent_16)
-             for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
+             for bn, bk, warps, stages in table.get(block_m, ())
+             for sorted_x in ((False, True) if persistent_16 else (False,))]  # fmt: skip
     if fp8 and gemm == "gate_up" and tiles:
         tiles.insert(1, replace(tiles[0], sorted_x=True))
         if block_m == 128:

@@ -205,16 +205,18 @@ def test_the_space_has_a_sorted_x_twin_of_the_first_gluon_gate_up_tile(block_m: 
 
 
 def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
-    """``persistent`` (``kernels.gluon_gate_up_ws``) runs only the sorted halves gate/up: other tiles
-    and block sizes are refused with the reason, and the flag survives the JSON round trip."""
+    """``persistent`` (``kernels.gluon_gate_up_ws``) runs only Gluon gate/ups at block_m 128, for fp8
+    only the sorted halves one: other tiles and block sizes are refused with the reason, and the
+    flag survives the JSON round trip."""
     tile = GemmTile(128, 128, 8, 8, 5, tma=True, gluon=True, sorted_x=True, persistent=True)
     assert tile.name == "n128k128g8w8s5tGSP"
     tactic = Tactic(128, tile, dataclasses.replace(GLUON_TILE, num_stages=5))
     assert Tactic.from_dict(tactic.to_dict()) == tactic
     assert gluon_misfit("gate_up", 128, tile, 7168, 2048) is None
-    for bad in ({"sorted_x": False}, {"gluon": False, "sorted_x": True}):
-        with pytest.raises(ValueError, match="persistent is the Gluon sorted_x gate/up's option"):
-            GemmTile(128, 128, 8, 8, 5, tma=True, **{"gluon": True, **bad}, persistent=True)
+    with pytest.raises(ValueError, match="persistent is a Gluon gate/up option: it needs gluon=True"):
+        GemmTile(128, 128, 8, 8, 5, tma=True, sorted_x=True, persistent=True)
+    why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, sorted_x=False), 7168, 2048)
+    assert why is not None and "the persistent fp8 gate/up reads x quantized in the alignment's order" in why
     with pytest.raises(ValueError, match="persistent must be a bool"):
         GemmTile(128, 128, tma=True, gluon=True, sorted_x=True, persistent=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is a gate_up option"):  # sorted_x is checked first
@@ -272,8 +274,8 @@ def test_the_16_bit_layer_refuses_gluon_tiles_it_cannot_run() -> None:
     w2 = torch.zeros(4, 128, 128, dtype=torch.bfloat16)
     ids = torch.zeros(4, 2, dtype=torch.int32)
     triton_down = GemmTile(128, 64, 8, 8, 4)
-    with pytest.raises(ValueError, match="gate_up tile is a Gluon tile, but the 16-bit Gluon gate/up is the "
-                       "persistent sorted_x tile at block_m 128"):  # fmt: skip
+    with pytest.raises(ValueError, match="gate_up tile is a Gluon tile, but the 16-bit Gluon gate/up is a "
+                       "persistent tile at block_m 128"):  # fmt: skip
         fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(64, GLUON_TILE, triton_down))
     with pytest.raises(ValueError, match=r"down tile is a Gluon tile, but H=128 .* block_n=256"):
         fused_moe(x, w1, w2, ids, torch.ones(4, 2), tactic=Tactic(128, GemmTile(64, 64), BF16_DOWN))
@@ -290,10 +292,12 @@ QWEN3_235B_BF16 = MoEProblem(16384, 4096, 1536, 64, 8, "bfloat16")
 
 
 BF16_GATE_UP = GemmTile(128, 64, 8, 8, 3, tma=True, gluon=True, sorted_x=True, persistent=True)
-"""The 16-bit persistent Gluon gate/up's tile (block_m 128)."""
+"""The 16-bit persistent Gluon gate/up's tile (block_m 128) reading x in the alignment's order."""
+BF16_GATHERING_GATE_UP = dataclasses.replace(BF16_GATE_UP, sorted_x=False)
+"""The same kernel gathering x's rows by ``cp.async`` in its loader warps."""
 
 
-def test_16_bit_space_gains_gluon_downs_and_the_persistent_gate_up() -> None:
+def test_16_bit_space_gains_gluon_downs_and_the_persistent_gate_ups() -> None:
     plain = tactics(QWEN3_235B_BF16)
     space = tactics(QWEN3_235B_BF16, gluon=True)
     assert set(plain) < set(space) and len(space) == len(set(space))
@@ -303,9 +307,11 @@ def test_16_bit_space_gains_gluon_downs_and_the_persistent_gate_up() -> None:
         assert t.down.block_k == 64 and t.down.tma
         assert gluon_misfit("down", t.block_m, t.down, 4096, 1536, "bfloat16") is None
     gate_ups = {t.gate_up for t in space if t.gate_up.gluon}
-    assert gate_ups == {BF16_GATE_UP}
+    assert gate_ups == {BF16_GATE_UP, BF16_GATHERING_GATE_UP}
+    assert BF16_GATHERING_GATE_UP.name == "n128k64g8w8s3tGP"
     assert {t.block_m for t in space if t.gate_up.gluon} == {128}
-    assert gluon_misfit("gate_up", 128, BF16_GATE_UP, 4096, 1536, "bfloat16") is None
+    for tile in gate_ups:
+        assert gluon_misfit("gate_up", 128, tile, 4096, 1536, "bfloat16") is None
     # not the default until it is measured on a GPU
     assert not default_tactic(QWEN3_235B_BF16, gluon=True).gate_up.gluon
 
@@ -334,28 +340,30 @@ def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem,
 
 
 @pytest.mark.parametrize(
-    ("block_m", "tile", "sizes", "message"),
+    ("gemm", "block_m", "tile", "sizes", "message"),
     [
-        (128, dataclasses.replace(BF16_DOWN, block_k=128), (4096, 1536), "needs block_k 64"),
-        (128, BF16_DOWN, (4096 + 128, 1536), "not a multiple of the down tile's block_n=256"),
-        (128, BF16_DOWN, (4096, 1536 + 32), "I=1568 must be a multiple of 64"),
-        (32, BF16_DOWN, (4096, 1536), "block_m=32"),
-        (128, dataclasses.replace(BF16_DOWN, num_stages=4), (4096, 1536), "shared memory"),
-        (128, dataclasses.replace(BF16_DOWN, num_warps=2), (4096, 1536), "num_warps=2"),
-        (128, dataclasses.replace(BF16_DOWN, num_stages=1), (4096, 1536), "num_stages >= 2"),
-        (128, dataclasses.replace(BF16_GATE_UP, persistent=False), (4096, 1536), "persistent sorted_x tile"),
-        (64, BF16_GATE_UP, (4096, 1536), "at block_m=64"),
-        (128, dataclasses.replace(BF16_GATE_UP, block_n=64), (4096, 1536), "needs block_n 128, block_k 64"),
-        (128, BF16_GATE_UP, (4096, 1536 + 64), "must be multiples of 64 and 128"),
-        (128, dataclasses.replace(BF16_GATE_UP, num_stages=4), (4096, 1536), "shared memory"),
+        ("down", 128, dataclasses.replace(BF16_DOWN, block_k=128), (4096, 1536), "needs block_k 64"),
+        ("down", 128, BF16_DOWN, (4096 + 128, 1536), "not a multiple of the down tile's block_n=256"),
+        ("down", 128, BF16_DOWN, (4096, 1536 + 32), "I=1568 must be a multiple of 64"),
+        ("down", 32, BF16_DOWN, (4096, 1536), "block_m=32"),
+        ("down", 128, dataclasses.replace(BF16_DOWN, num_stages=4), (4096, 1536), "shared memory"),
+        ("down", 128, dataclasses.replace(BF16_DOWN, num_warps=2), (4096, 1536), "num_warps=2"),
+        ("down", 128, dataclasses.replace(BF16_DOWN, num_stages=1), (4096, 1536), "num_stages >= 2"),
+        ("gate_up", 128, dataclasses.replace(BF16_GATE_UP, persistent=False), (4096, 1536),
+         "is a persistent tile at block_m 128"),
+        ("gate_up", 64, BF16_GATHERING_GATE_UP, (4096, 1536), "at block_m=64"),
+        ("gate_up", 128, dataclasses.replace(BF16_GATE_UP, block_n=64), (4096, 1536),
+         "needs block_n 128, block_k 64"),
+        ("gate_up", 128, BF16_GATHERING_GATE_UP, (4096, 1536 + 64), "must be multiples of 64 and 128"),
+        ("gate_up", 128, dataclasses.replace(BF16_GATHERING_GATE_UP, num_stages=4), (4096, 1536),
+         "shared memory"),
     ],
     ids=["block_k-128", "H-not-256", "I-not-64", "block_m-32", "4-stages-256-wide", "2-warps", "1-stage",
          "gate-up-not-persistent", "gate-up-block_m-64", "gate-up-block_n-64", "gate-up-I-not-128",
          "gate-up-4-stages"],
-)
-def test_16_bit_gluon_misfits_name_the_rule(block_m: int, tile: GemmTile, sizes: tuple[int, int],
+)  # fmt: skip
+def test_16_bit_gluon_misfits_name_the_rule(gemm: str, block_m: int, tile: GemmTile, sizes: tuple[int, int],
                                             message: str) -> None:  # fmt: skip
-    gemm = "gate_up" if tile.sorted_x else "down"
     assert message in (gluon_misfit(gemm, block_m, tile, *sizes, "bfloat16") or "")
     assert gluon_misfit("down", 128, BF16_DOWN, 4096, 1536, "float16") is None
     assert gluon_misfit("gate_up", 128, BF16_GATE_UP, 4096, 1536, "float16") is None
