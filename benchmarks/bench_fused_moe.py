@@ -450,7 +450,7 @@ def run_point(
     for gate_up in gluon_gate_ups if args.gate_up_twin else ():  # the default with each Gluon gate/up
         twin = replace(dflt, gate_up=gate_up)
         if twin not in finalists.values():
-            finalists["gate_up_twin_sorted" if gate_up.sorted_x else "gate_up_twin"] = twin
+            finalists[f"gate_up_twin_{gate_up.name}"] = twin
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []
@@ -506,13 +506,11 @@ def run_point(
             "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)),
             "sweep": sweep8,
         }
-    twins = (("sorted_twin", "default"), ("down_twin", "default"), ("gate_up_twin", "default"),
-             ("gate_up_twin_sorted", "default"), ("fp8_sorted_twin", "fp8_default"))
-    for twin_name, default_name in twins:
-        if twin_name in res:
-            twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
-            print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
-                  f"{default_us:.1f} us (same rounds)", flush=True)  # fmt: skip
+    for twin_name in (name for name in res if "_twin" in name):
+        default_name = "fp8_default" if twin_name.startswith("fp8_") else "default"
+        twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
+        print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
+              f"{default_us:.1f} us (same rounds)", flush=True)  # fmt: skip
     del variants
     torch.cuda.empty_cache()
     if args.breakdown:

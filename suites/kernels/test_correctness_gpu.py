@@ -226,11 +226,11 @@ the slots on the other DEP rank; 1-2 rows per expert, 8 experts)."""
 @pytest.mark.parametrize(("model", "t"), BF16_GLUON_GATE_UP_POINTS,
                          ids=[f"{m}-T{t}" for m, t in BF16_GLUON_GATE_UP_POINTS])  # fmt: skip
 def test_bf16_persistent_gluon_gate_ups_give_their_triton_twins_bits(model: str, t: int) -> None:
-    """Both 16-bit persistent Gluon gate/ups of the space (block_m 128: gathering x's rows by
-    ``cp.async``, and x in the alignment's order by TMA) beside the 128 x 256 Gluon down give the
-    bits of the same tactic with Triton's sorted 128 x 64 gate/up: all add the same k16 products of
-    each output element in the same K order and write ``silu(gate) * up`` with the same fp32
-    expression before one rounding; padding rows (zeros when gathered) reach no token."""
+    """The 16-bit persistent Gluon gate/ups of the space (block_m 128: gathering x's rows by
+    ``cp.async``, and x in the alignment's order by TMA; 3 and 4 stages) beside the 128 x 256 Gluon
+    down give the bits of the same tactic with Triton's sorted 128 x 64 gate/up: all add the same
+    k16 products of each output element in the same K order and write ``silu(gate) * up`` with the
+    same fp32 expression before one rounding; padding rows (zeros when gathered) reach no token."""
     from kernels import Tactic, fused_moe, fused_moe_reference
     from kernels.tactics import GemmTile
 
@@ -239,7 +239,7 @@ def test_bf16_persistent_gluon_gate_ups_give_their_triton_twins_bits(model: str,
     ids, weights, offset = _routing(model, t, seed=t + 41)
     x = _tokens(t, w1.shape[2], seed=t + 1041)
     gathering = GemmTile(128, 64, 8, 8, 3, tma=True, gluon=True, persistent=True)
-    gate_ups = [gathering, replace(gathering, sorted_x=True)]
+    gate_ups = [replace(gathering, sorted_x=s, num_stages=n) for s in (False, True) for n in (3, 4)]
     base = Tactic(128, GemmTile(128, 64, 8, 8, 4, tma=True, sorted_x=True),
                   GemmTile(256, 64, 8, 8, 3, tma=True, gluon=True))  # fmt: skip
     outs = []
