@@ -422,6 +422,14 @@ _SORTED_X_ABOVE_ROWS_16BIT = 128
 gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_gather`."""
 
 
+_GATHERING_GLUON_GATE_UP_MAX_I = 1024
+"""Up to this I the 16-bit default's gate/up, where it would read x copied into the alignment's
+order, is the persistent Gluon one gathering x's rows itself (4 stages; no copy of x). H200, run 3
+of session 15 (BENCHMARKS.md), the layer with each Gluon gate/up beside the default in the same
+rounds: 0.917x / 0.968x the time at qwen3-30b (I = 768) T = 4096 / 16384, but 1.01-1.06x at
+qwen3-235b (I = 1536), deepseek-r1 (I = 2048) and mixtral (I = 14336), where the copy is a smaller
+share of the layer and Triton's sorted gate/up is the faster GEMM."""
+
 _PERSISTENT_GATE_UP_STAGES = 5
 """Ring depth of the persistent gate/up tile: 5 stages were level with 4 to 9% faster at the six
 points of H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted,
@@ -614,7 +622,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
     (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
     with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile that
-    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0).
+    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0),
+    and up to :data:`_GATHERING_GLUON_GATE_UP_MAX_I` their ``sorted_x`` gate/up is the persistent
+    Gluon one gathering x's rows instead.
     On the H200 (BENCHMARKS.md, session 14, runs 39 and 41) the 128 x 256 tile gave Triton's bits in
     0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's four cases (T = 4096,
     16384; the 128 x 128 one 0.90-1.06x), the layer up to 1.10x faster.
@@ -669,6 +679,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     # faster at qwen3-30b's I=768); at 128 rows 3-9% slower (mixtral level), the copy not paid back.
     sorted_x = gu_tma and bm >= _SORTED_X_MIN_BLOCK_M_16BIT and m > _SORTED_X_ABOVE_ROWS_16BIT
     dn = replace(dn_t, tma=tma and dn_t.block_k * elem <= 128)
+    gu = replace(gu_t, tma=gu_tma, sorted_x=sorted_x)
     if bm == 128 and _uses_gluon(problem, gluon):
         dn = next(iter(_gluon_tiles(problem, bm, "down")), dn)
-    return Tactic(bm, replace(gu_t, tma=gu_tma, sorted_x=sorted_x), dn)
+        if sorted_x and i <= _GATHERING_GLUON_GATE_UP_MAX_I:
+            gu = next((t for t in _gluon_tiles(problem, bm, "gate_up") if not t.sorted_x), gu)
+    return Tactic(bm, gu, dn)

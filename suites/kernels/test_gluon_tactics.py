@@ -337,7 +337,34 @@ def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem,
     assert d.down.name == down, d.name
     assert d.down.gluon == (d.block_m == 128 and problem.hidden_size % 128 == 0)
     assert d in tactics(problem, gluon=True)
-    assert dataclasses.replace(d, down=default_tactic(problem).down) == default_tactic(problem)
+    plain = default_tactic(problem)
+    gate_up = plain.gate_up if d.gate_up.gluon else d.gate_up
+    assert dataclasses.replace(d, down=plain.down, gate_up=gate_up) == plain
+
+
+@pytest.mark.parametrize(
+    ("problem", "gate_up"),
+    [
+        (MoEProblem(4096, 2048, 768, 128, 8, "bfloat16"), "n128k64g8w8s4tGP"),  # qwen3-30b EP1, 256 rows
+        (MoEProblem(16384, 2048, 768, 128, 8, "float16"), "n128k64g8w8s4tGP"),  # 1024 rows, fp16
+        (MoEProblem(16384, 2048, 512, 512, 10, "bfloat16"), "n128k64g8w8s4tGP"),  # qwen3-next I=512, 320 rows
+        (MoEProblem(512, 2048, 768, 128, 8, "bfloat16"), "n64k256g8w4s3"),  # 32 rows: block_m 32
+        (MoEProblem(1600, 2048, 768, 128, 8, "bfloat16"), "n128k64g8w8s4t"),  # 100 rows: x not sorted
+        (QWEN3_235B_BF16, "n128k64g8w8s4tS"),  # I = 1536: Triton's sorted gate/up
+        (MoEProblem(4096, 7168, 2048, 32, 8, "bfloat16"), "n128k64g8w8s4tS"),  # deepseek-r1 I = 2048
+    ],
+    ids=["q30b-256rows", "q30b-1024rows-fp16", "qnext-320rows", "q30b-32rows", "q30b-100rows", "q235b",
+         "dsr1"],
+)
+def test_16_bit_default_gathers_x_in_the_gluon_gate_up_up_to_i_1024(problem: MoEProblem,
+                                                                    gate_up: str) -> None:  # fmt: skip
+    """Session 15's H200 run 3: where the 16-bit default would copy x into the alignment's order
+    (block_m 128, over 128 rows per expert), the persistent Gluon gate/up gathering x's rows took
+    0.92-0.97x the layer's time at qwen3-30b (I = 768) and 1.01-1.06x at I >= 1536."""
+    d = default_tactic(problem, gluon=True)
+    assert d.gate_up.name == gate_up, d.name
+    assert d in tactics(problem, gluon=True)
+    assert not default_tactic(problem).gate_up.gluon
 
 
 @pytest.mark.parametrize(
