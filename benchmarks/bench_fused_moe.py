@@ -48,6 +48,7 @@ from kernels import (
     tactics,
 )
 from kernels.align import Alignment
+from kernels.fused_moe import launch_down_rows
 from kernels.gluon_support import gluon_unready
 from kernels.tactics import GemmTile, block_m_choices
 
@@ -215,30 +216,9 @@ def time_prefixes(
     return {name: tm.median for name, tm in timers.items()}
 
 
-def _down_rows(h: torch.Tensor, w2: torch.Tensor, wts: torch.Tensor, al: Alignment, tile: GemmTile,
-               out_dtype: torch.dtype,
-               scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
-    """The layer's down GEMM as the breakdowns run it, into a fresh y: ``(max_padded, H)`` in the
-    alignment's row order for a Gluon tile (``kernels.gluon_down``), else ``(T*k, H)`` one row per
-    slot (Triton's ``_down_kernel``); ``scales = (hs, w2s)`` for fp8 h and w2."""
-    from kernels.fused_moe import _launch_down
-
-    n = w2.shape[1]
-    if tile.gluon:
-        from kernels.gluon_down import launch_gluon_down
-
-        y = torch.empty((al.max_padded, n), dtype=out_dtype, device=h.device)
-        hs, w2s = scales if scales is not None else (None, None)
-        launch_gluon_down(h, hs, w2, w2s, y, wts, al, tile)
-    else:
-        y = torch.empty((al.num_slots, n), dtype=out_dtype, device=h.device)
-        _launch_down(h, w2, y, wts, al, tile, "tf32", scales=scales)
-    return y
-
-
 def _combined(y: torch.Tensor, ids: torch.Tensor, al: Alignment, tile: GemmTile, offset: int,
               num_local: int) -> torch.Tensor:  # fmt: skip
-    """The layer's combine of :func:`_down_rows`'s y into a fresh ``(T, H)`` out."""
+    """The layer's combine of ``kernels.fused_moe.launch_down_rows``'s y into a fresh ``(T, H)`` out."""
     from kernels.fused_moe import launch_combine
 
     out = torch.empty((ids.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
@@ -273,7 +253,7 @@ def breakdown(case: Case, num_tokens: int, t: Tactic, rounds: int, target: float
         _launch_gate_up(x_rows, w1, hb, al, t.gate_up, k, "tf32")
         if stage < 3:
             return None
-        y = _down_rows(hb, w2, wts, al, t.down, x.dtype)
+        y = launch_down_rows(hb, w2, wts, al, t.down, x.dtype, "tf32")
         if stage < 4:
             return None
         return _combined(y, ids, al, t.down, case.offset, num_local)
@@ -322,7 +302,7 @@ def breakdown_fp8(
             _launch_gate_up(xq, w1q, hq, al, t.gate_up, k, "tf32", scales=(xs, w1s, hs))
         if stage < 3:
             return None
-        y = _down_rows(hq, w2q, wts, al, t.down, x.dtype, scales=(hs, w2s))
+        y = launch_down_rows(hq, w2q, wts, al, t.down, x.dtype, "tf32", scales=(hs, w2s))
         if stage < 4:
             return None
         return _combined(y, ids, al, t.down, case.offset, num_local)
@@ -465,6 +445,12 @@ def run_point(
         twin = default_tactic(problem)
         if twin not in finalists.values():
             finalists["down_twin"] = twin
+    gluon_gate_ups = [t.gate_up for t in tactics(problem, gluon=GLUON)
+                      if t.gate_up.gluon and t.block_m == dflt.block_m]  # fmt: skip
+    for gate_up in gluon_gate_ups if args.gate_up_twin else ():  # the default with each Gluon gate/up
+        twin = replace(dflt, gate_up=gate_up)
+        if twin not in finalists.values():
+            finalists[f"gate_up_twin_{gate_up.name}"] = twin
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []
@@ -520,12 +506,11 @@ def run_point(
             "best_rel_err_vs_peer": err_vs_peer(fp8_calls(b8)),
             "sweep": sweep8,
         }
-    for twin_name, default_name in (("sorted_twin", "default"), ("down_twin", "default"),
-                                    ("fp8_sorted_twin", "fp8_default")):  # fmt: skip
-        if twin_name in res:
-            twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
-            print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
-                  f"{default_us:.1f} us (same rounds)", flush=True)  # fmt: skip
+    for twin_name in (name for name in res if "_twin" in name):
+        default_name = "fp8_default" if twin_name.startswith("fp8_") else "default"
+        twin_us, default_us = res[twin_name]["median_us"], res[default_name]["median_us"]
+        print(f"  {twin_name}: {twin_us:.1f} us, {twin_us / default_us:.3f}x the default's "
+              f"{default_us:.1f} us (same rounds)", flush=True)  # fmt: skip
     del variants
     torch.cuda.empty_cache()
     if args.breakdown:
@@ -614,6 +599,12 @@ def main() -> int:
         action="store_true",
         help="where the bf16 default's down is the Gluon kernel, also time that default with Triton's down "
         "(the default without Gluon tiles) in the same interleaved rounds",
+    )
+    ap.add_argument(
+        "--gate-up-twin",
+        action="store_true",
+        help="where the bf16 space has Gluon gate/ups at the default's block_m (the persistent 16-bit ones: "
+        "gathering x's rows, and sorted_x), also time the default with each in the same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args()

@@ -33,8 +33,13 @@ if HAS_GLUON:
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from kernels.gluon_down import LOADER_REGS, LOADER_WARPS
+    from kernels.gluon_gate_up_ws import (
+        GATHER_REGS,
+        _gluon_gate_up_ws_16bit_gather_kernel,
+        _gluon_gate_up_ws_16bit_kernel,
+        _gluon_gate_up_ws_kernel,
+    )
     from kernels.gluon_gate_up_ws import HALF as _HALF
-    from kernels.gluon_gate_up_ws import _gluon_gate_up_ws_kernel
 
     HALF = _HALF.value
 
@@ -68,8 +73,55 @@ def compile_ws(num_stages: int = 4) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
 
 
-def offline(stages: list[int]) -> list[dict[str, Any]]:
-    """One compile report per ring depth (registers, spills, wgmma waits, shared memory, K-loop SASS)."""
+def compile_ws_16bit(num_stages: int = 3) -> Any:
+    """The 16-bit (bf16) persistent gate/up compiled for sm_90a without a GPU: x box (128, 64), weight
+    box (2, 128, 64), h box (128, 128); N and K 16-divisible."""
+    fn = _gluon_gate_up_ws_16bit_kernel
+    boxes = {"x_desc": [128, 64], "w_desc": [2, 128, 64], "h_desc": [128, 128]}
+    signature = {name: f"tensordesc<bf16[{','.join(map(str, box))}],"
+                       f"{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+                 for name, box in boxes.items()}  # fmt: skip
+    signature.update({"expert_ids_ptr": "*i32", "num_padded_ptr": "*i32", "N": "i32", "K": "i32",
+                      "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
+                      "LOADER_REGS": "constexpr"})  # fmt: skip
+    constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
+                  "LOADER_REGS": LOADER_REGS}  # fmt: skip
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("expert_ids_ptr", "num_padded_ptr",
+                                                                            "N", "K")}  # fmt: skip
+    source = GluonASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
+
+
+def compile_ws_16bit_gather(num_stages: int = 3) -> Any:
+    """The gathering 16-bit (bf16) persistent gate/up compiled for sm_90a without a GPU: x (T, H) by
+    pointer with a 16-divisible row stride, top_k 8, weight box (2, 128, 64), h box (128, 128)."""
+    fn = _gluon_gate_up_ws_16bit_gather_kernel
+    boxes = {"w_desc": [2, 128, 64], "h_desc": [128, 128]}
+    signature = {name: f"tensordesc<bf16[{','.join(map(str, box))}],"
+                       f"{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+                 for name, box in boxes.items()}  # fmt: skip
+    signature.update({"x_ptr": "*bf16", "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32",
+                      "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+                      "num_slots": "i32"})  # fmt: skip
+    signature.update({name: "constexpr" for name in ("X_LAYOUT", "TOP_K", "NUM_STAGES", "GROUP_M",
+                                                     "LOADER_WARPS", "LOADER_REGS")})  # fmt: skip
+    constexprs = {"X_LAYOUT": gl.NVMMASharedLayout.get_default_for([128, 64], gl.bfloat16), "TOP_K": 8,
+                  "NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
+                  "LOADER_REGS": GATHER_REGS}  # fmt: skip
+    aligned = ("x_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr", "N", "K", "stride_xm")
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = GluonASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
+
+
+def offline(stages: list[int], *, bits: int = 8, gather: bool = False) -> list[dict[str, Any]]:
+    """One compile report per ring depth (registers, spills, wgmma waits, shared memory, K-loop SASS)
+    of the fp8 kernel, or with ``bits=16`` of the 16-bit one (four m64n256k16 wgmmas per K block)."""
+    if bits == 16:
+        name, build = ("gluon-gate-up-ws-16bit-gather", compile_ws_16bit_gather) if gather else \
+            ("gluon-gate-up-ws-16bit", compile_ws_16bit)
+        return [dataclasses.asdict(_report(name, (128, 128, 8, s), lambda s=s: build(s), mma_per_iteration=4))
+                for s in stages]  # fmt: skip
     return [dataclasses.asdict(_report("gluon-gate-up-ws", (128, 128, 8, s), lambda s=s: compile_ws(s)))
             for s in stages]  # fmt: skip
 

@@ -12,7 +12,8 @@ Launch sequence (all device work, no host sync, CUDA-graph capturable):
    straight from ``x`` (no permuted copy) or, for a tile with ``sorted_x``, reads them by TMA from a
    copy of x's rows in the alignment's order (:func:`kernels.row_gather.gather_rows_sorted`),
    computes the gate and up tiles together and writes ``h = silu(gate) * up`` (x's dtype) at the
-   block's padded rows.
+   block's padded rows. A bf16/fp16 ``persistent`` Gluon tile runs the warp-specialized Gluon
+   gate/up of :mod:`kernels.gluon_gate_up_ws` on that copy instead (Hopper).
 3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
    stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer; or, for a bf16/fp16 tile with
    ``gluon``, the persistent warp-specialized Gluon down (:mod:`kernels.gluon_down`, Hopper), which
@@ -38,6 +39,7 @@ from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, gluon_
 
 if HAS_GLUON:
     from kernels.gluon_down import launch_gluon_down
+    from kernels.gluon_gate_up_ws import launch_gluon_gate_up_ws_16bit
 
 ACTIVATIONS = ("silu",)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -371,7 +373,11 @@ def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alig
                     scales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
     """Gate/up GEMM. ``scales = (x_scale, w1_scale, h_scale out)`` selects fp8 block scaling.
     With ``tile.sorted_x``, ``x`` (and ``x_scale``) are ``(al.max_padded, H)`` in the alignment's
-    row order (:func:`kernels.row_gather.gather_rows_sorted`), read by TMA."""
+    row order (:func:`kernels.row_gather.gather_rows_sorted`), read by TMA. A 16-bit Gluon tile runs
+    the persistent Gluon gate/up (:mod:`kernels.gluon_gate_up_ws`)."""
+    if tile.gluon and scales is None:
+        launch_gluon_gate_up_ws_16bit(x, w1, h, al, tile, top_k)
+        return
     n, kdim = w1.shape[1] // 2, w1.shape[2]
     grid = (al.max_blocks * triton.cdiv(n, tile.block_n),)
     w1_arg: torch.Tensor | TensorDescriptor = w1
@@ -436,6 +442,25 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
         BLOCK_SCALE=scales is not None,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
+
+
+def launch_down_rows(h: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, al: Alignment,
+                     tile: GemmTile, out_dtype: torch.dtype, dot_precision: str,
+                     scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """The down GEMM + routing weight into a new y for :func:`launch_combine`: for a Gluon tile
+    (:mod:`kernels.gluon_down`) ``(al.max_padded, H)`` in the alignment's row order, stored by TMA
+    (the combine then reads slot s's row at ``al.slot_rows[s]``), else ``(T*k, H)`` one row per slot
+    (``_down_kernel``). h: ``(al.max_padded, I)``; w2: ``(L, H, I)``; ``scales = (h_scale,
+    w2_scale)`` for fp8 h and w2; y in ``out_dtype``."""
+    n = w2.shape[1]
+    if tile.gluon:
+        y = torch.empty((al.max_padded, n), dtype=out_dtype, device=h.device)
+        hs, w2s = scales if scales is not None else (None, None)
+        launch_gluon_down(h, hs, w2, w2s, y, topk_weights, al, tile)
+    else:
+        y = torch.empty((al.num_slots, n), dtype=out_dtype, device=h.device)
+        _launch_down(h, w2, y, topk_weights, al, tile, dot_precision, scales=scales)
+    return y
 
 
 def check_gluon_tiles(tactic: Tactic, h: int, i: int, w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -505,9 +530,9 @@ def fused_moe(
         local_expert_offset: global id of local expert 0.
         activation: ``"silu"`` (``silu(gate) * up``).
         tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic` (with the 16-bit
-            Gluon down where the device runs Gluon). A Gluon down tile needs a Hopper GPU and the
-            sizes of :func:`kernels.tactics.gluon_misfit` (bf16/fp16); a Gluon gate/up tile is fp8
-            only (:func:`kernels.fused_moe_fp8`).
+            Gluon down where the device runs Gluon). A Gluon tile needs a Hopper GPU and the sizes
+            of :func:`kernels.tactics.gluon_misfit` (bf16/fp16: the down, and the persistent
+            ``sorted_x`` gate/up at block_m 128).
         validate: also check the id range on the host (``0 <= id < num_experts``); this reads
             ``topk_ids`` back, so it is a host sync and is off by default (out-of-shard ids are
             dropped by the kernels anyway, so memory safety never depends on it).
@@ -545,12 +570,7 @@ def fused_moe(
     hbuf = torch.empty((al.max_padded, i), dtype=x.dtype, device=x.device)
     x_rows = gather_rows_sorted(x, al, k)[0] if tactic.gate_up.sorted_x else x
     _launch_gate_up(x_rows, w1, hbuf, al, tactic.gate_up, k, dot_precision)
-    if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
-        y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
-        launch_gluon_down(hbuf, None, w2, None, y, topk_weights, al, tactic.down)
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=al.slot_rows)
-    else:
-        y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-        _launch_down(hbuf, w2, y, topk_weights, al, tactic.down, dot_precision)
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    y = launch_down_rows(hbuf, w2, topk_weights, al, tactic.down, x.dtype, dot_precision)
+    slot_rows = al.slot_rows if tactic.down.gluon else None
+    launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=slot_rows)
     return out

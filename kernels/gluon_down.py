@@ -102,14 +102,15 @@ def _ws_schedule(num_padded_ptr, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.conste
     return num_m, num_pid_n, num_m * num_pid_n, gl.cdiv(K, BLOCK_K), gl.program_id(0), gl.num_programs(0)
 
 @gluon.jit
-def _ws_barriers(NUM_STAGES: gl.constexpr):
+def _ws_barriers(NUM_STAGES: gl.constexpr, READY_ARRIVALS: gl.constexpr = 1):
     """The warp-specialized ring's mbarriers, ``(NUM_STAGES, 1)`` int64 each: ``ready[s]`` completes
-    on the loader's expect-tx arrival and its copies' bytes, ``empty[s]`` on an arrival of every math
-    thread (the launch's warps)."""
+    on ``READY_ARRIVALS`` arrivals (the loader's expect-tx arrival; a gathering loader adds one per
+    thread when its ``cp.async`` copies land) and its TMA copies' bytes, ``empty[s]`` on an arrival of
+    every math thread (the launch's warps)."""
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(ready.index(s), count=READY_ARRIVALS)
         mbarrier.init(empty.index(s), count=32 * gl.num_warps())
     return ready, empty
 
@@ -144,15 +145,19 @@ def _down_loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N
             f += 1
 
 @gluon.jit
-def _ws_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr):
+def _ws_issue(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr,
+              FENCE: gl.constexpr = False):  # fmt: skip
     """Wait for flat K block ``f``'s slot and issue its wgmma asynchronously into ``spare``'s registers:
     with ``USE_ACC`` added to them (the 16-bit loop's accumulator), else overwriting them (a block-scaled
     loop's temporary, already promoted). A 3-D weight slot (the
     gate/up's ``(2, 64, 128)`` box: 64 gate rows, then the same 64 up rows) is read as its 128 rows:
     the same bytes, since the 128-byte swizzle follows the address. TMA writes and wgmma reads are
-    both async-proxy accesses, ordered by the slot's transaction count: no fence."""
+    both async-proxy accesses, ordered by the slot's transaction count: no fence. ``FENCE``: the slot's
+    A operand was written by ``cp.async`` (the generic proxy), so a proxy fence follows the wait."""
     slot = f % NUM_STAGES
     mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
+    if FENCE:
+        fence_async_shared()
     b = b_bufs.index(slot)
     if len(b.shape) == 3:
         b = b.reshape([b.shape[0] * b.shape[1], b.shape[2]])
@@ -214,19 +219,20 @@ def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_pt
     return acc
 
 @gluon.jit
-def _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout: gl.constexpr):
+def _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout: gl.constexpr,
+                     FENCE: gl.constexpr = False):  # fmt: skip
     """The math warps' 16-bit K loop over flat ring blocks ``base .. base + num_k - 1``: no scales,
     so every wgmma accumulates in place (``use_acc``) and one stays in flight: block k is issued,
     ``wgmma.wait_group 1`` retires block k-1's and every math thread releases its slot (``empty``).
-    Returns the fp32 accumulator in ``mma_layout``."""
+    Returns the fp32 accumulator in ``mma_layout``. ``FENCE`` as in :func:`_ws_issue`."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
     acc = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                    NUM_STAGES, False)  # fmt: skip
+                    NUM_STAGES, False, FENCE)  # fmt: skip
     acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # block 0 stays in flight
     for kb in range(1, num_k):
-        acc = _ws_issue(a_bufs, b_bufs, ready, base + kb, acc, NUM_STAGES, True)
+        acc = _ws_issue(a_bufs, b_bufs, ready, base + kb, acc, NUM_STAGES, True, FENCE)
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # block kb-1 complete
         _down_release(empty, base + kb - 1, NUM_STAGES)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))

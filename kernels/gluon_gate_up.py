@@ -265,12 +265,14 @@ def _quantize_store_h(gate, up, layout: gl.constexpr, off_m, off_n, pid_n, N, h_
 
 @gluon.jit
 def _halves_h(acc):
-    """``silu(gate) * up`` of a ``[BLOCK_M, 128]`` halves accumulator (columns: 64 gate, then 64 up)
-    as ``[BLOCK_M, 64]`` fp32. In the wgmma layout a thread holds column c and column c + 64 of its
-    rows, so the split is a register renaming: h stays in the accumulator's threads (no layout
-    conversion through shared memory)."""
+    """``silu(gate) * up`` of a ``[BLOCK_M, 2 W]`` accumulator whose columns are W gate columns, then
+    the same W up columns (W = 64 for the fp8 halves tile, 128 for the 16-bit persistent one), as
+    ``[BLOCK_M, W]`` fp32. In the wgmma layout a thread holds column c and column c + W of its rows,
+    so the split is a register renaming: h stays in the accumulator's threads (no layout conversion
+    through shared memory)."""
     BLOCK_M: gl.constexpr = acc.shape[0]
-    gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, 64]), (0, 2, 1)))
+    W: gl.constexpr = acc.shape[1] // 2
+    gate, up = gl.split(gl.permute(gl.reshape(acc, [BLOCK_M, 2, W]), (0, 2, 1)))
     return _silu_mul(gate, up)
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])

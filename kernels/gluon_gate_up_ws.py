@@ -1,4 +1,4 @@
-"""fp8 block-scale MoE gate/up for Hopper in Gluon, persistent and warp-specialized: the block_m 128
+"""MoE gate/up for Hopper in Gluon, persistent and warp-specialized: for fp8 block scale the block_m 128
 ``halves`` schedule of :mod:`kernels.gluon_gate_up` on x already in the alignment's row order
 (the ``sorted_x`` Gluon tiles), run the way :mod:`kernels.gluon_down` runs the down.
 
@@ -36,6 +36,14 @@ qwen3-235b and deepseek-r1 T=16384, slower at mixtral's I = 14336.
 Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
 barriers around them) and pays the ring's fill in every program; the down's warp-specialized
 persistent form was 1.07-1.15x its non-persistent one on the H200 (BENCHMARKS.md, session 10).
+
+16-bit form (``_gluon_gate_up_ws_16bit_kernel``, bf16/fp16 x and w1, no scales): the same loader and
+schedule with one pass per 128-column tile, a ring slot holding the x box ``(128, 64)`` and the
+weight box ``(2, 128, 64)`` (128 gate rows, then the same 128 up rows: one ``m64n256k16`` wgmma per
+warpgroup and K step), the K loop accumulating in place
+(:func:`kernels.gluon_down._ws_k_loop_plain`), and ``silu(gate) * up`` rounded once to h's dtype and
+stored by TMA. It is the bf16/fp16 space's ``persistent`` gate/up tile at block_m 128 (Triton's
+16-bit gate/up keeps the default until the GPU says otherwise).
 """
 
 from __future__ import annotations
@@ -43,27 +51,34 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
+    mbarrier,
     tma,
 )
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
 from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
 from kernels.gluon_down import (
+    _GL_DTYPES,
     LOADER_REGS,
     LOADER_WARPS,
     _sm_count,
     _ws_barriers,
     _ws_fill,
     _ws_k_loop,
+    _ws_k_loop_plain,
     _ws_schedule,
 )
 from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
-"""h columns per pass (and gate rows, and up rows, per ring slot)."""
+"""h columns per pass of the fp8 kernel (and gate rows, and up rows, per ring slot)."""
+TILE_N = gl.constexpr(128)
+"""h columns per tile (the fp8 kernel's e4m3 group; the 16-bit kernel's one pass)."""
 
 
 @gluon.jit
@@ -75,16 +90,19 @@ def _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M: gl.constexpr):
 @gluon.jit
 def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
-    """Loader partition: both passes' K blocks of every tile of this program, in order, into the
-    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, 64, 128)`` weight box."""
+    """Loader partition: every pass's K blocks of every tile of this program, in order, into the
+    ring (``kernels.gluon_down._ws_fill``): the x box and the pass's ``(2, ROWS, BLOCK_K)`` weight
+    box, ROWS gate rows then the same up rows; a tile's 128 h columns take ``128 / ROWS`` passes (two
+    for the fp8 halves, one for the 16-bit tile)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    ROWS: gl.constexpr = b_bufs.shape[2]
     f = 0
     for tile in range(pid, total, step):
         pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
         off_m = pid_m * BLOCK_M
-        for p in gl.static_range(2):
-            n = pid_n * (2 * HALF) + p * HALF
+        for p in gl.static_range(TILE_N // ROWS):
+            n = pid_n * TILE_N + p * ROWS
             for kb in range(num_k):
                 k0 = kb * BLOCK_K
                 _ws_fill(x_desc, [off_m, k0], w_desc, [2 * e, n, k0], a_bufs, b_bufs, ready, empty, f)
@@ -211,4 +229,177 @@ def launch_gluon_gate_up_ws(
         i, h, xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
         num_warps=tile.num_warps,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# 16-bit (bf16/fp16) persistent gate/up
+# --------------------------------------------------------------------------------------------------
+@gluon.jit
+def _ws_math_16bit(a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total, num_m,
+                   num_pid_n, num_k, GROUP_M: gl.constexpr, FENCE: gl.constexpr):  # fmt: skip
+    """Default partition of the 16-bit kernel: per tile one K loop (:func:`kernels.gluon_down.
+    _ws_k_loop_plain`) into a ``[128, 256]`` accumulator (128 gate columns, then the same 128 up
+    columns), ``silu(gate) * up`` in the accumulator's threads, rounded once to h's dtype and stored
+    by TMA; the store runs on during the next tile's K loop. ``FENCE``: x's ring slots were written by
+    ``cp.async`` (:func:`_ws_gather_loader`)."""
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
+    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps(), 16)
+    base = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, _ = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        acc = _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout, FENCE)
+        base += num_k
+        h = _halves_h(acc).to(h_smem.dtype)
+        tma.store_wait(pendings=0)  # the previous tile's h has left h_smem
+        gl.thread_barrier()
+        h_smem.store(h)
+        fence_async_shared()
+        gl.thread_barrier()  # all of the tile is in h_smem before one thread issues its store
+        tma.async_copy_shared_to_global(h_desc, [pid_m * BLOCK_M, pid_n * TILE_N], h_smem)
+    tma.store_wait(pendings=0)
+
+@gluon.jit
+def _gluon_gate_up_ws_16bit_kernel(
+    x_desc, w_desc, h_desc,  # TMA: x in the alignment's order (max_padded, H), box (128, 64); w1 as
+                             # (2L, I, H), box (2, 128, 64); h (max_padded, I), box (128, 128); one dtype
+    expert_ids_ptr, num_padded_ptr,  # int32 (max_blocks,), (1,)
+    N, K,  # N = I, K = H
+    NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    """Persistent 16-bit gate/up: grid ``G`` <= the number of SMs; the launch's 8 warps do the
+    math, ``LOADER_WARPS`` more load (:func:`_ws_loader`, one pass per tile). I a multiple of 128,
+    H of 64."""
+    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x box (128, 64): one 128-byte row per K step")
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
+                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES)
+    gl.warp_specialize([
+        (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
+                          num_m, num_pid_n, num_k, GROUP_M, False)),
+        (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
+                      num_pid_n, num_k, GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+
+
+GATHER_REGS = 64
+"""Registers per thread of the gathering loader (:func:`_ws_gather_loader`): its 128 threads hold
+the tile's 8 row addresses each across the K loop; the math warps keep 224."""
+
+
+@gluon.jit
+def _ws_gather_loader(x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr, expert_ids_ptr,
+                      num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K: gl.constexpr,
+                      GROUP_M: gl.constexpr):  # fmt: skip
+    """Loader partition of the gathering 16-bit kernel: per tile, the padded rows' tokens
+    (``sorted_ids[r] // TOP_K``; padding rows, ``>= num_slots``, read nothing and land as zeros);
+    per K block, after the slot's ``empty`` wait, the weight box by TMA (the expect-tx arrival) and x's
+    ``(128, 64)`` block by ``cp.async``, 16 bytes per copy, 8 per thread, each thread arriving on
+    ``ready`` when its copies have landed (``cp.async.mbarrier.arrive.noinc``)."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    VEC: gl.constexpr = 8  # 16 bytes of a 16-bit row
+    layout: gl.constexpr = gl.BlockedLayout([1, VEC], [32 * VEC // BLOCK_K, BLOCK_K // VEC],
+                                            [gl.num_warps(), 1], [1, 0])  # fmt: skip
+    rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    cols = gl.expand_dims(gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout)), 0)
+    f = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        slots = gl.load(sorted_ids_ptr + pid_m * BLOCK_M + rows)
+        real = gl.expand_dims(slots < num_slots, 1)
+        tokens = gl.where(slots < num_slots, slots // TOP_K, 0)
+        row_ptrs = x_ptr + gl.expand_dims(tokens.to(gl.int64) * stride_xm, 1) + cols
+        n = pid_n * TILE_N
+        for kb in range(num_k):
+            slot = f % NUM_STAGES
+            mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
+            bar = ready.index(slot)
+            mbarrier.expect(bar, w_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(w_desc, [2 * e, n, kb * BLOCK_K], bar, b_bufs.index(slot))
+            async_copy.async_copy_global_to_shared(a_bufs.index(slot), row_ptrs + kb * BLOCK_K, mask=real)
+            async_copy.mbarrier_arrive(bar, increment_count=False)
+            f += 1
+
+@gluon.jit
+def _gluon_gate_up_ws_16bit_gather_kernel(
+    x_ptr, w_desc, h_desc,  # x (T, H) row stride stride_xm; TMA: w1 as (2L, I, H), box (2, 128, 64);
+                            # h (max_padded, I), box (128, 128); one 16-bit dtype
+    sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
+    N, K, stride_xm, num_slots,  # N = I, K = H, num_slots = T * TOP_K
+    X_LAYOUT: gl.constexpr, TOP_K: gl.constexpr, NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+    LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    """:func:`_gluon_gate_up_ws_16bit_kernel` reading x's rows where they are, through the alignment
+    (:func:`_ws_gather_loader`), into ring slots of ``X_LAYOUT`` (the 128-byte swizzle wgmma reads)."""
+    BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
+    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x block (128, 64): one 128-byte row per K step")
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
+                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
+    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, BLOCK_M, BLOCK_K], X_LAYOUT)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES, 1 + 32 * LOADER_WARPS)
+    gl.warp_specialize([
+        (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
+                          num_m, num_pid_n, num_k, GROUP_M, True)),
+        (_ws_gather_loader, (x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr,
+                             expert_ids_ptr, num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K,
+                             GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+
+
+def launch_gluon_gate_up_ws_16bit(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alignment,
+                                  tile: GemmTile, top_k: int) -> None:  # fmt: skip
+    """16-bit gate/up GEMM + ``silu(gate) * up`` into ``h``, on at most one persistent program per SM
+    (``tile.num_warps`` = 8 math warps and :data:`kernels.gluon_down.LOADER_WARPS` loader warps).
+
+    x: with ``tile.sorted_x``, (al.max_padded, H) bf16/fp16 contiguous, x's rows in the alignment's
+    order (:func:`kernels.row_gather.gather_rows_sorted`), read by TMA; without, the layer's (T, H)
+    x (unit column stride), its rows gathered through ``al.sorted_ids`` (``top_k`` slots per token)
+    by the loader warps. w1: (L, 2I, H) x's dtype contiguous, rows ``[0, I)`` gate, ``[I, 2I)`` up;
+    h: (al.max_padded, I) x's dtype contiguous, row r padded row r's ``silu(x[r] @ W1g^T) * (x[r] @
+    W1u^T)`` (rows past ``num_padded`` untouched). I a multiple of 128, H of 64, ``al.block_m`` 128,
+    ``tile`` 128 x 64 with 8 warps (the caller, ``kernels.fused_moe.fused_moe``, checks this with
+    ``kernels.tactics.gluon_misfit``)."""
+    num_local, two_i, hidden = w1.shape
+    i = two_i // 2
+    dtype = _GL_DTYPES[x.dtype]
+    cols = TILE_N.value
+    x_box, w_box, h_box = [al.block_m, tile.block_k], [2, cols, tile.block_k], [al.block_m, cols]
+    x_layout = gl.NVMMASharedLayout.get_default_for(x_box, dtype)
+    w_desc = TensorDescriptor.from_tensor(w1.view(num_local * 2, i, hidden), w_box,
+                                          gl.NVMMASharedLayout.get_default_for(w_box, dtype))  # fmt: skip
+    h_desc = TensorDescriptor.from_tensor(h, h_box, gl.NVMMASharedLayout.get_default_for(h_box, dtype))
+    programs = min(al.max_blocks * (i // cols), _sm_count(x.device.index))
+    common = dict(NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS,
+                  num_warps=tile.num_warps)  # fmt: skip
+    if tile.sorted_x:
+        x_desc = TensorDescriptor.from_tensor(x, x_box, x_layout)
+        _gluon_gate_up_ws_16bit_kernel[(programs,)](
+            x_desc, w_desc, h_desc, al.expert_ids, al.num_padded, i, hidden, LOADER_REGS=LOADER_REGS, **common
+        )  # fmt: skip
+        return
+    if x.stride(1) != 1:
+        raise ValueError(f"the gathering Gluon gate/up copies 16-byte pieces of x's rows: x's column stride "
+                         f"must be 1, got {x.stride(1)}")  # fmt: skip
+    _gluon_gate_up_ws_16bit_gather_kernel[(programs,)](
+        x, w_desc, h_desc, al.sorted_ids, al.expert_ids, al.num_padded, i, hidden, x.stride(0), al.num_slots,
+        X_LAYOUT=x_layout, TOP_K=top_k, LOADER_REGS=GATHER_REGS, **common,
     )  # fmt: skip

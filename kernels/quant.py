@@ -28,10 +28,10 @@ import triton.language as tl
 from kernels.align import Alignment, moe_align
 from kernels.fused_moe import (
     _err,
-    _launch_down,
     _launch_gate_up,
     check_gluon_tiles,
     launch_combine,
+    launch_down_rows,
     validate_inputs,
 )
 from kernels.gluon_support import HAS_GLUON, gluon_unready
@@ -39,7 +39,6 @@ from kernels.row_gather import gather_rows_sorted
 from kernels.tactics import MoEProblem, Tactic, default_tactic
 
 if HAS_GLUON:
-    from kernels.gluon_down import launch_gluon_down
     from kernels.gluon_gate_up import launch_gluon_gate_up
 
 FP8 = torch.float8_e4m3fn
@@ -307,12 +306,7 @@ def fused_moe_fp8(
         launch_gluon_gate_up(xq, xs, w1, w1_scale, hq, hs, al, tactic.gate_up, k, sorted_x=sorted_x)
     else:
         _launch_gate_up(xq, w1, hq, al, tactic.gate_up, k, "tf32", scales=(xs, w1_scale, hs))
-    if tactic.down.gluon:  # y in the alignment's row order, stored by TMA
-        y = torch.empty((al.max_padded, h), dtype=x.dtype, device=x.device)
-        launch_gluon_down(hq, hs, w2, w2_scale, y, topk_weights, al, tactic.down)
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=al.slot_rows)
-    else:
-        y = torch.empty((t_ * k, h), dtype=x.dtype, device=x.device)
-        _launch_down(hq, w2, y, topk_weights, al, tactic.down, "tf32", scales=(hs, w2_scale))
-        launch_combine(y, topk_ids, out, local_expert_offset, num_local)
+    y = launch_down_rows(hq, w2, topk_weights, al, tactic.down, x.dtype, "tf32", scales=(hs, w2_scale))
+    slot_rows = al.slot_rows if tactic.down.gluon else None
+    launch_combine(y, topk_ids, out, local_expert_offset, num_local, slot_rows=slot_rows)
     return out

@@ -20,6 +20,9 @@ _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8_e4m3fn": 1}
 _BLOCK_M_CHOICES = (16, 32, 64, 128)
 # Shared memory an H100 block may use (227 KiB), less a margin for the epilogue's scratch.
 _SMEM_LIMIT = 220 * 1024
+_SMEM_LIMIT_16BIT_GLUON = 227 * 1024
+"""The 16-bit Gluon kernels allocate exactly their ring, staging tile and mbarriers (no compiler
+scratch), so they may use a Hopper block's whole opt-in shared memory (232,448 B)."""
 
 
 def _is_pow2(v: int) -> bool:
@@ -51,16 +54,19 @@ class GemmTile:
     16-bit dtypes); ``gluon``: run the GEMM as the Hopper Gluon kernel (implies ``tma``; see
     :func:`gluon_misfit`): for fp8 block scale :mod:`kernels.gluon_gate_up` and
     :mod:`kernels.gluon_down`, which keep wgmmas in flight while they promote the previous K block;
-    for 16-bit operands the down only (:mod:`kernels.gluon_down` without scales, persistent and
-    warp-specialized, its tiles stored by TMA);
+    for 16-bit operands the down (:mod:`kernels.gluon_down` without scales, persistent and
+    warp-specialized, its tiles stored by TMA) and the persistent gate/up at block_m 128
+    (:mod:`kernels.gluon_gate_up_ws`: with ``sorted_x`` by TMA, without it gathering x's rows by
+    ``cp.async`` in its loader warps);
     ``sorted_x`` (gate/up tiles with ``tma``): the layer first writes x's rows in the alignment's
     row order (``top_k`` rows per token instead of one: the fp8 layer quantizes straight into it,
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
     ``kernels.row_gather``) and the gate/up reads them by TMA, one box per K step, instead of
     gathering rows with per-row loads; for the Gluon fp8 gate/up that ran ~1.2x faster on the H100
-    (BENCHMARKS.md, run 63); ``persistent`` (Gluon ``sorted_x`` gate/up tiles at block_m 128): run
-    the halves schedule as one persistent program per SM with a loader warpgroup
-    (:mod:`kernels.gluon_gate_up_ws`, the same bits), as the Gluon down always runs.
+    (BENCHMARKS.md, run 63); ``persistent`` (Gluon gate/up tiles at block_m 128; fp8 only with
+    ``sorted_x``): run the gate/up as one persistent program per SM with a loader warpgroup
+    (:mod:`kernels.gluon_gate_up_ws`; for fp8 the halves schedule, the same bits), as the Gluon down
+    always runs.
     """
 
     block_n: int
@@ -92,9 +98,9 @@ class GemmTile:
                              "sorted_x reads x's rows in the alignment's order by TMA: it needs tma=True")
         if not isinstance(self.persistent, bool):
             raise ValueError(f"persistent must be a bool, got {self.persistent!r}")
-        if self.persistent and not (self.gluon and self.sorted_x):
+        if self.persistent and not self.gluon:
             raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
-                             "persistent is the Gluon sorted_x gate/up's option: it needs gluon and sorted_x")
+                             "persistent is a Gluon gate/up option: it needs gluon=True")
 
     @property
     def name(self) -> str:
@@ -263,6 +269,12 @@ _DOWN_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
     64: ((256, 64, 8, 4), (128, 64, 4, 5)),
     128: ((256, 64, 8, 3), (128, 64, 8, 5)),
 }
+# The 16-bit persistent gate/up (kernels/gluon_gate_up_ws.py): 128 h columns per tile, a ring slot
+# the x block and 128 gate rows then the same 128 up rows; always persistent, offered gathering x's
+# rows and with sorted_x.
+_GATE_UP_GLUON_16BIT: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+    128: ((128, 64, 8, 4), (128, 64, 8, 3)),
+}
 
 
 def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
@@ -278,9 +290,11 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
     and with the epilogue's buffers must fit the shared memory of an H100 block.
     Whether the device can run Gluon at all is :func:`kernels.gluon_support.gluon_unready`.
 
-    16-bit ``dtype`` (``"bfloat16"``, ``"float16"``): only the down has a Gluon kernel, with no
-    scales: block_k 64 (one 128-byte swizzle row), block_n 64/128/256 dividing H, I a multiple of
-    64, block_m 64 or 128, 4 or 8 warps, 2 or more stages within the shared memory."""
+    16-bit ``dtype`` (``"bfloat16"``, ``"float16"``), no scales, block_k 64 (one 128-byte swizzle
+    row): the down with block_n 64/128/256 dividing H, I a multiple of 64, block_m 64 or 128, 4 or 8
+    warps; the gate/up only as a persistent tile at block_m 128 (128 h columns, 8 warps, I a
+    multiple of 128, H of 64; x gathered or ``sorted_x``); 2 or more stages within the shared
+    memory."""
     if gemm not in ("gate_up", "down"):
         raise ValueError(f"gemm must be 'gate_up' or 'down', got {gemm!r}")
     if dtype not in _DTYPE_BYTES:
@@ -297,8 +311,11 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"{gemm} tile {tile.name} needs block_k 128 and block_n in {widths}"
     if gemm == "down" and tile.sorted_x:
         return f"down tile {tile.name}: sorted_x is a gate_up option (the down reads h, already sorted)"
-    if tile.persistent and block_m != 128:  # a persistent tile is sorted_x: a gate_up tile
+    if tile.persistent and block_m != 128:
         return f"{gemm} tile {tile.name} at block_m={block_m}: persistent is a block_m 128 gate_up option"
+    if tile.persistent and not tile.sorted_x:
+        return (f"{gemm} tile {tile.name}: the persistent fp8 gate/up reads x quantized in the alignment's "
+                "order (sorted_x)")
     if gemm == "down" and hidden % tile.block_n:
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
@@ -315,28 +332,36 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
 
 def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermediate: int,
                         dtype: str) -> str | None:  # fmt: skip
-    """:func:`gluon_misfit` for 16-bit operands (the down only)."""
+    """:func:`gluon_misfit` for 16-bit operands."""
     if dtype not in ("bfloat16", "float16"):
         return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
-    if gemm != "down":
-        return f"the 16-bit Gluon kernel is a down GEMM; a {dtype} gate/up runs Triton's kernel"
-    if intermediate % 64:
-        return f"I={intermediate} must be a multiple of 64 (the 16-bit Gluon down has no K tail)"
-    if block_m not in (64, 128):
-        return f"block_m={block_m} must be 64 or 128"
-    if tile.block_k != 64 or tile.block_n not in (64, 128, 256):
-        return f"16-bit down tile {tile.name} needs block_k 64 and block_n in (64, 128, 256)"
-    if tile.sorted_x or tile.persistent:
-        return f"down tile {tile.name}: sorted_x and persistent are gate_up options"
-    if hidden % tile.block_n:
-        return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
-    if tile.num_warps not in (4, 8):
-        return f"num_warps={tile.num_warps} must be 4 or 8"
+    if gemm == "gate_up":
+        if not tile.persistent or block_m != 128:
+            return (f"the 16-bit Gluon gate/up is a persistent tile at block_m 128, got "
+                    f"{tile.name} at block_m={block_m}")  # fmt: skip
+        if tile.block_n != 128 or tile.block_k != 64 or tile.num_warps != 8:
+            return f"16-bit gate/up tile {tile.name} needs block_n 128, block_k 64 and 8 warps"
+        if intermediate % 128 or hidden % 64:
+            return f"H={hidden} and I={intermediate} must be multiples of 64 and 128 (no tails)"
+    else:
+        if intermediate % 64:
+            return f"I={intermediate} must be a multiple of 64 (the 16-bit Gluon down has no K tail)"
+        if block_m not in (64, 128):
+            return f"block_m={block_m} must be 64 or 128"
+        if tile.block_k != 64 or tile.block_n not in (64, 128, 256):
+            return f"16-bit down tile {tile.name} needs block_k 64 and block_n in (64, 128, 256)"
+        if tile.sorted_x or tile.persistent:
+            return f"down tile {tile.name}: sorted_x and persistent are gate_up options"
+        if hidden % tile.block_n:
+            return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
+        if tile.num_warps not in (4, 8):
+            return f"num_warps={tile.num_warps} must be 4 or 8"
     if tile.num_stages < 2:
-        return f"down needs num_stages >= 2, got {tile.num_stages}"
-    smem = _gluon_smem_bytes("down", block_m, tile, elem=2)
-    if smem > _SMEM_LIMIT:
-        return f"down with {tile.num_stages} stages needs {smem} B of shared memory (> {_SMEM_LIMIT})"
+        return f"{gemm} needs num_stages >= 2, got {tile.num_stages}"
+    smem = _gluon_smem_bytes(gemm, block_m, tile, elem=2)
+    if smem > _SMEM_LIMIT_16BIT_GLUON:
+        return (f"{gemm} with {tile.num_stages} stages needs {smem} B of shared memory "
+                f"(> {_SMEM_LIMIT_16BIT_GLUON})")  # fmt: skip
     return None
 
 
@@ -351,7 +376,9 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
     store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes).
     ``elem``: bytes per operand element (1 for fp8, 2 for the 16-bit down, whose K step is 64:
     128 bytes per ring row either way)."""
-    if gemm == "gate_up":
+    if gemm == "gate_up" and elem == 2:  # the 16-bit persistent tile: one pass, h staged for TMA
+        slot, stash, out = 2 * tile.block_n, 0, block_m * tile.block_n * 2
+    elif gemm == "gate_up":
         slot = 2 * tile.block_n if block_m == 64 else tile.block_n
         stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
         out = block_m * tile.block_n if tile.persistent else 0
@@ -361,17 +388,21 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
 
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
-    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes; for the gate/up the
+    """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes. fp8 gate/up: the
     first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 that one
-    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end."""
+    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end. 16-bit gate/up:
+    each table tile persistent, gathering x's rows, then with ``sorted_x``."""
     fp8 = problem.dtype == "float8_e4m3fn"
     if fp8:
         table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
     else:
-        table = {} if gemm == "gate_up" else _DOWN_GLUON_16BIT
-    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True)
-             for bn, bk, warps, stages in table.get(block_m, ())]  # fmt: skip
-    if gemm == "gate_up" and tiles:
+        table = _GATE_UP_GLUON_16BIT if gemm == "gate_up" else _DOWN_GLUON_16BIT
+    persistent_16 = not fp8 and gemm == "gate_up"
+    tiles = [GemmTile(bn, bk, 8, warps, stages, tma=True, gluon=True, sorted_x=sorted_x,
+                      persistent=persistent_16)
+             for bn, bk, warps, stages in table.get(block_m, ())
+             for sorted_x in ((False, True) if persistent_16 else (False,))]  # fmt: skip
+    if fp8 and gemm == "gate_up" and tiles:
         tiles.insert(1, replace(tiles[0], sorted_x=True))
         if block_m == 128:
             tiles.append(replace(tiles[1], persistent=True, num_stages=_PERSISTENT_GATE_UP_STAGES))
@@ -390,6 +421,14 @@ _SORTED_X_ABOVE_ROWS_16BIT = 128
 """Above this many rows per expert (more than one block_m-128 block each) the 16-bit default's
 gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_gather`."""
 
+
+_GATHERING_GLUON_GATE_UP_MAX_I = 1024
+"""Up to this I the 16-bit default's gate/up, where it would read x copied into the alignment's
+order, is the persistent Gluon one gathering x's rows itself (4 stages; no copy of x). H200, run 3
+of session 15 (BENCHMARKS.md), the layer with each Gluon gate/up beside the default in the same
+rounds: 0.917x / 0.968x the time at qwen3-30b (I = 768) T = 4096 / 16384, but 1.01-1.06x at
+qwen3-235b (I = 1536), deepseek-r1 (I = 2048) and mixtral (I = 14336), where the copy is a smaller
+share of the layer and Triton's sorted gate/up is the faster GEMM."""
 
 _PERSISTENT_GATE_UP_STAGES = 5
 """Ring depth of the persistent gate/up tile: 5 stages were level with 4 to 9% faster at the six
@@ -583,7 +622,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
     (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
     with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile that
-    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0).
+    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0),
+    and up to :data:`_GATHERING_GLUON_GATE_UP_MAX_I` their ``sorted_x`` gate/up is the persistent
+    Gluon one gathering x's rows instead.
     On the H200 (BENCHMARKS.md, session 14, runs 39 and 41) the 128 x 256 tile gave Triton's bits in
     0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's four cases (T = 4096,
     16384; the 128 x 128 one 0.90-1.06x), the layer up to 1.10x faster.
@@ -638,6 +679,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     # faster at qwen3-30b's I=768); at 128 rows 3-9% slower (mixtral level), the copy not paid back.
     sorted_x = gu_tma and bm >= _SORTED_X_MIN_BLOCK_M_16BIT and m > _SORTED_X_ABOVE_ROWS_16BIT
     dn = replace(dn_t, tma=tma and dn_t.block_k * elem <= 128)
+    gu = replace(gu_t, tma=gu_tma, sorted_x=sorted_x)
     if bm == 128 and _uses_gluon(problem, gluon):
         dn = next(iter(_gluon_tiles(problem, bm, "down")), dn)
-    return Tactic(bm, replace(gu_t, tma=gu_tma, sorted_x=sorted_x), dn)
+        if sorted_x and i <= _GATHERING_GLUON_GATE_UP_MAX_I:
+            gu = next((t for t in _gluon_tiles(problem, bm, "gate_up") if not t.sorted_x), gu)
+    return Tactic(bm, gu, dn)

@@ -215,6 +215,43 @@ def test_bf16_every_gluon_down_matches_reference(model: str, t: int) -> None:
     assert dflt.down.gluon == (dflt.block_m == 128), dflt.name
 
 
+BF16_GLUON_GATE_UP_POINTS = [("deepseek-r1-dep8", 1000), ("qwen3-235b-a22b-dep2", 1500),
+                             ("qwen3-30b-a3b-ep1", 3000), ("qwen3-235b-a22b-dep2", 64),
+                             ("mixtral-8x7b-ep1", 5)]  # fmt: skip
+"""Prefill points above 128 rows per expert (250, 187.5, 187.5 rows), not multiples of 128, so every
+expert has padding rows; then two where padding is most of each block (4 rows per expert with half
+the slots on the other DEP rank; 1-2 rows per expert, 8 experts)."""
+
+
+@pytest.mark.parametrize(("model", "t"), BF16_GLUON_GATE_UP_POINTS,
+                         ids=[f"{m}-T{t}" for m, t in BF16_GLUON_GATE_UP_POINTS])  # fmt: skip
+def test_bf16_persistent_gluon_gate_ups_give_their_triton_twins_bits(model: str, t: int) -> None:
+    """The 16-bit persistent Gluon gate/ups of the space (block_m 128: gathering x's rows by
+    ``cp.async``, and x in the alignment's order by TMA; 3 and 4 stages) beside the 128 x 256 Gluon
+    down give the bits of the same tactic with Triton's sorted 128 x 64 gate/up: all add the same
+    k16 products of each output element in the same K order and write ``silu(gate) * up`` with the
+    same fp32 expression before one rounding; padding rows (zeros when gathered) reach no token."""
+    from kernels import Tactic, fused_moe, fused_moe_reference
+    from kernels.tactics import GemmTile
+
+    _skip_without_gluon()
+    w1, w2 = _weights(model)
+    ids, weights, offset = _routing(model, t, seed=t + 41)
+    x = _tokens(t, w1.shape[2], seed=t + 1041)
+    gathering = GemmTile(128, 64, 8, 8, 3, tma=True, gluon=True, persistent=True)
+    gate_ups = [replace(gathering, sorted_x=s, num_stages=n) for s in (False, True) for n in (3, 4)]
+    base = Tactic(128, GemmTile(128, 64, 8, 8, 4, tma=True, sorted_x=True),
+                  GemmTile(256, 64, 8, 8, 3, tma=True, gluon=True))  # fmt: skip
+    outs = []
+    for tac in (base, *(replace(base, gate_up=g) for g in gate_ups)):
+        out = torch.full((t, w1.shape[2]), math.nan, device="cuda", dtype=torch.bfloat16)
+        fused_moe(x, w1, w2, ids, weights, local_expert_offset=offset, tactic=tac, out=out)
+        outs.append(out)
+    _check(outs[0], fused_moe_reference(x, w1, w2, ids, weights, local_expert_offset=offset))
+    for gate_up, out in zip(gate_ups, outs[1:], strict=True):
+        assert torch.equal(outs[0], out), f"{gate_up.name} differs from {base.gate_up.name}"
+
+
 def test_bf16_gluon_down_fp16() -> None:
     """fp16 x and weights through the 16-bit Gluon down (fp16 operands, y in fp16)."""
     from kernels import MoEProblem, default_tactic, fused_moe, fused_moe_reference

@@ -192,7 +192,8 @@ def test_export_tunes_without_gluon_tiles_and_a_gluon_tactic_has_no_vllm_config(
 def test_export_tunes_without_sorted_x_tiles() -> None:
     """A bf16 prefill bucket's space holds sorted-x gate/up twins at block_m 128; vLLM's kernel
     gathers x's rows, so the export runner leaves them out and ``vllm_config`` refuses one; it has
-    no Gluon tiles either (on Hopper the full runner's space and default have the 16-bit Gluon down)."""
+    no Gluon tiles either (on Hopper the full runner's space has 16-bit Gluon tiles, its default the
+    Gluon down)."""
     from dataclasses import replace
 
     from kernels.runner import FusedMoERunner
@@ -205,7 +206,8 @@ def test_export_tunes_without_sorted_x_tiles() -> None:
     export = full.for_export("vllm")
     space = export.tactics(problem)
     assert space and not any(t.gate_up.sorted_x or t.gate_up.gluon or t.down.gluon for t in space)
-    triton_only = {t for t in sorted_tactics if not t.down.gluon}  # on Hopper the full space has Gluon downs
+    # on Hopper the full space also has 16-bit Gluon tiles (downs, the persistent gate/up)
+    triton_only = {t for t in sorted_tactics if not (t.down.gluon or t.gate_up.gluon)}
     assert {replace(t, gate_up=replace(t.gate_up, sorted_x=False)) for t in triton_only} <= set(space)
     with pytest.raises(ValueError, match="copied into the alignment's order"):
         full.vllm_config(sorted_tactics[0])
