@@ -42,8 +42,15 @@ schedule with one pass per 128-column tile, a ring slot holding the x box ``(128
 weight box ``(2, 128, 64)`` (128 gate rows, then the same 128 up rows: one ``m64n256k16`` wgmma per
 warpgroup and K step), the K loop accumulating in place
 (:func:`kernels.gluon_down._ws_k_loop_plain`), and ``silu(gate) * up`` rounded once to h's dtype and
-stored by TMA. It is the bf16/fp16 space's ``persistent`` gate/up tile at block_m 128 (Triton's
-16-bit gate/up keeps the default until the GPU says otherwise).
+stored by TMA. x comes either copied into the alignment's order, by TMA (``sorted_x``), or straight
+from the layer's x: the gathering loader (:func:`_ws_gather_loader`) looks up each padded row's token
+and copies its 128-byte pieces with ``cp.async``, and the math warps fence the generic-proxy writes
+before their wgmmas. Both are the bf16/fp16 space's ``persistent`` gate/up tiles at block_m 128 (3
+or 4 stages); the gathering one with 4 stages is the 16-bit default's gate/up up to I = 1024. On the
+H200 (BENCHMARKS.md, session 15, runs 45-47) all give the bits of Triton's sorted gate/up; the layer
+with the gathering one took 0.917x / 0.968x the default's time at qwen3-30b (I = 768) T = 4096 /
+16384 and 1.01-1.06x at I >= 1536, where the copy weighs less and Triton's sorted kernel is the
+faster GEMM.
 """
 
 from __future__ import annotations
