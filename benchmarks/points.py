@@ -1,7 +1,7 @@
 """The loop of the per-point GPU benchmarks: each case at each token count, one JSON row per line.
 
-Shared by ``benchmarks/ab_gluon_gemms.py``, ``benchmarks/ab_bf16_down.py`` and
-``benchmarks/combine_bench.py``.
+Shared by ``benchmarks/ab_gluon_gemms.py``, ``benchmarks/ab_bf16_down.py``,
+``benchmarks/ab_bf16_gate_up.py`` and ``benchmarks/combine_bench.py``.
 """
 
 from __future__ import annotations
