@@ -6,7 +6,11 @@ For each case and token count (balanced routing as in ``bench_fused_moe``), the 
 fp8 block-scale layer run their default tactics: a few warm-up calls, then ``--iters`` calls under
 ``torch.profiler`` (CUDA activity only). Prints each kernel's mean device time per layer call, the
 sum, and the wall time per call from CUDA events around the same loop, so a stage that runs slower
-inside the layer than alone shows up against its standalone figure (``y_order_bench.py``).
+inside the layer than alone shows up against its standalone figure (``y_order_bench.py``,
+``ab_bf16_gate_up.py``). The defaults are the layers' own (with Gluon tiles where the GPU runs them);
+``--gate-up-twins`` also runs the bf16 default with each Gluon gate/up of its block_m, to see which
+kernel of the layer moves when only the gate/up changes (session 15: the Gluon gate/up was faster
+alone but not in the layer).
 """
 
 from __future__ import annotations
@@ -43,12 +47,23 @@ def kernel_times(fn: Callable[[], None], iters: int) -> tuple[dict[str, float], 
     return dict(per_kernel), start.elapsed_time(end) * 1e3 / iters
 
 
-def one_case(name: str, token_counts: list[int], iters: int) -> list[dict[str, object]]:
-    """Profile both layers' default tactics of one case at each token count; print and return."""
+def one_case(name: str, token_counts: list[int], iters: int,
+             gate_up_twins: bool = False) -> list[dict[str, object]]:  # fmt: skip
+    """Profile both layers' default tactics of one case at each token count (and with
+    ``gate_up_twins`` the bf16 default with each Gluon gate/up); print and return."""
     from benchmarks.bench_fused_moe import CASES, balanced_topk
-    from kernels import Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block
+    from kernels import (
+        Tactic,
+        default_tactic,
+        fused_moe,
+        fused_moe_fp8,
+        gluon_unready,
+        quantize_fp8_block,
+        tactics,
+    )
     from kernels.fused_moe import problem_of
 
+    gluon = gluon_unready() is None
     dev = torch.device("cuda")
     case = CASES[name]
     h, i, num_local = case.hidden, case.intermediate, case.local_experts
@@ -61,18 +76,23 @@ def one_case(name: str, token_counts: list[int], iters: int) -> list[dict[str, o
         x = torch.randn(tokens, h, device=dev).to(torch.bfloat16)
         ids, wts = balanced_topk(tokens, case, 0, dev)
         problem = problem_of(x, w1, ids)
-        t16 = default_tactic(problem)
-        t8 = default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=True)
+        t16 = default_tactic(problem, gluon=gluon)
+        t8 = default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon)
+        bf16_tactics = [t16]
+        if gate_up_twins:
+            gate_ups = dict.fromkeys(t.gate_up for t in tactics(problem, gluon=gluon)
+                                     if t.gate_up.gluon and t.block_m == t16.block_m)  # fmt: skip
+            bf16_tactics += [replace(t16, gate_up=g) for g in gate_ups if g != t16.gate_up]
 
-        def bf16(x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts,
-                 t: Tactic = t16) -> None:
+        def bf16(t: Tactic, x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts) -> None:
             fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)
 
         def fp8(x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts,
                 t: Tactic = t8) -> None:
             fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, wts, local_expert_offset=case.offset, tactic=t)
 
-        for label, fn in ((f"bf16 {t16.name}", bf16), (f"fp8 {t8.name}", fp8)):
+        runs = [(f"bf16 {t.name}", lambda t=t: bf16(t)) for t in bf16_tactics] + [(f"fp8 {t8.name}", fp8)]
+        for label, fn in runs:
             kernels, wall = kernel_times(fn, iters)
             print(f"{name} T={tokens} {label}: {wall:.1f} us per call (events), "
                   f"kernels sum {sum(kernels.values()):.1f} us")
@@ -87,10 +107,13 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES_DEFAULT))
     ap.add_argument("--tokens", default="4096,16384")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--gate-up-twins", action="store_true",
+                    help="also the bf16 default with each Gluon gate/up at its block_m")  # fmt: skip
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     token_counts = [int(t) for t in args.tokens.split(",")]
-    rows = [row for name in args.cases.split(",") for row in one_case(name, token_counts, args.iters)]
+    rows = [row for name in args.cases.split(",")
+            for row in one_case(name, token_counts, args.iters, args.gate_up_twins)]  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
