@@ -13,7 +13,8 @@ Launch sequence (all device work, no host sync, CUDA-graph capturable):
    copy of x's rows in the alignment's order (:func:`kernels.row_gather.gather_rows_sorted`),
    computes the gate and up tiles together and writes ``h = silu(gate) * up`` (x's dtype) at the
    block's padded rows. A bf16/fp16 ``persistent`` Gluon tile runs the warp-specialized Gluon
-   gate/up of :mod:`kernels.gluon_gate_up_ws` on that copy instead (Hopper).
+   gate/up of :mod:`kernels.gluon_gate_up_ws` instead (Hopper), on that copy with ``sorted_x``,
+   else gathering x's rows itself.
 3. ``_down_kernel``: ``h @ W2[e]^T`` per row block, scaled by the slot's routing weight in fp32,
    stored (x's dtype) at the slot's row of a ``(T*k, H)`` buffer; or, for a bf16/fp16 tile with
    ``gluon``, the persistent warp-specialized Gluon down (:mod:`kernels.gluon_down`, Hopper), which
@@ -532,7 +533,7 @@ def fused_moe(
         tactic: tile config; ``None`` uses :func:`kernels.tactics.default_tactic` (with the 16-bit
             Gluon down where the device runs Gluon). A Gluon tile needs a Hopper GPU and the sizes
             of :func:`kernels.tactics.gluon_misfit` (bf16/fp16: the down, and the persistent
-            ``sorted_x`` gate/up at block_m 128).
+            gate/up at block_m 128).
         validate: also check the id range on the host (``0 <= id < num_experts``); this reads
             ``topk_ids`` back, so it is a host sync and is off by default (out-of-shard ids are
             dropped by the kernels anyway, so memory safety never depends on it).

@@ -49,8 +49,8 @@ before their wgmmas. Both are the bf16/fp16 space's ``persistent`` gate/up tiles
 or 4 stages); the gathering one with 4 stages is the 16-bit default's gate/up up to I = 1024. On the
 H200 (BENCHMARKS.md, session 15, runs 45-47) all give the bits of Triton's sorted gate/up; the layer
 with the gathering one took 0.917x / 0.968x the default's time at qwen3-30b (I = 768) T = 4096 /
-16384 and 1.01-1.06x at I >= 1536, where the copy weighs less and Triton's sorted kernel is the
-faster GEMM.
+16384 and 1.01-1.06x at I >= 1536, where the copy weighs less. Alone (run 56) the sorted one is the
+faster GEMM than Triton's at every point (0.91-0.99x its time), but not in the layer (open).
 """
 
 from __future__ import annotations
@@ -301,7 +301,8 @@ def _gluon_gate_up_ws_16bit_kernel(
 
 GATHER_REGS = 64
 """Registers per thread of the gathering loader (:func:`_ws_gather_loader`): its 128 threads hold
-the tile's 8 row addresses each across the K loop; the math warps keep 224."""
+the tile's 8 row addresses each across the K loop; the math warps drop to 216 for it (the PTX's
+``setmaxnreg``; the kernel needs 168)."""
 
 
 @gluon.jit

@@ -424,11 +424,12 @@ gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_ga
 
 _GATHERING_GLUON_GATE_UP_MAX_I = 1024
 """Up to this I the 16-bit default's gate/up, where it would read x copied into the alignment's
-order, is the persistent Gluon one gathering x's rows itself (4 stages; no copy of x). H200, run 3
+order, is the persistent Gluon one gathering x's rows itself (4 stages; no copy of x). H200, run 47
 of session 15 (BENCHMARKS.md), the layer with each Gluon gate/up beside the default in the same
 rounds: 0.917x / 0.968x the time at qwen3-30b (I = 768) T = 4096 / 16384, but 1.01-1.06x at
 qwen3-235b (I = 1536), deepseek-r1 (I = 2048) and mixtral (I = 14336), where the copy is a smaller
-share of the layer and Triton's sorted gate/up is the faster GEMM."""
+share of the layer. (Alone, run 56, the Gluon sorted gate/up is the faster GEMM at every point; why
+the layer does not follow is open: BENCHMARKS.md, runs 55-57.)"""
 
 _PERSISTENT_GATE_UP_STAGES = 5
 """Ring depth of the persistent gate/up tile: 5 stages were level with 4 to 9% faster at the six

@@ -358,7 +358,7 @@ def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem,
 )
 def test_16_bit_default_gathers_x_in_the_gluon_gate_up_up_to_i_1024(problem: MoEProblem,
                                                                     gate_up: str) -> None:  # fmt: skip
-    """Session 15's H200 run 3: where the 16-bit default would copy x into the alignment's order
+    """Session 15's H200 run 47: where the 16-bit default would copy x into the alignment's order
     (block_m 128, over 128 rows per expert), the persistent Gluon gate/up gathering x's rows took
     0.92-0.97x the layer's time at qwen3-30b (I = 768) and 1.01-1.06x at I >= 1536."""
     d = default_tactic(problem, gluon=True)
