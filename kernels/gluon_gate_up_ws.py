@@ -226,6 +226,41 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
     tma.store_wait(pendings=0)
 
 @gluon.jit
+def _ws_gate_up_ring(a_bufs, w_desc, h_desc, num_padded_ptr, N, K, READY_ARRIVALS: gl.constexpr):
+    """What every persistent gate/up kernel here does after allocating x's ring ``a_bufs``
+    ``(NUM_STAGES, 128, BLOCK_K)`` (128-byte rows): the checks on its boxes, its walk
+    (:func:`kernels.gluon_down._ws_schedule` over 128-column tiles) and the rest of its ring, the
+    weight slots ``(NUM_STAGES, 2, ROWS, BLOCK_K)`` and the barriers. h's box is ``(128, ROWS)``
+    (ROWS = 64 for the fp8 halves, 128 for the 16-bit tile). Returns ``(num_m, num_pid_n, total,
+    num_k, pid, step, b_bufs, ready, empty)``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    ROWS: gl.constexpr = w_desc.block_type.shape[1]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K * a_bufs.dtype.primitive_bitwidth == 1024,
+                     "x block (128, BLOCK_K) of 128-byte rows (fp8: one scale group per K step)")  # fmt: skip
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[2] == BLOCK_K
+                     and TILE_N % ROWS == 0,
+                     "weight box (2, ROWS, BLOCK_K): ROWS gate rows, then the same ROWS up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[0] == BLOCK_M and h_desc.block_type.shape[1] == ROWS,
+                     "h box (128, ROWS): one pass's columns")  # fmt: skip
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, ROWS, BLOCK_K], w_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES, READY_ARRIVALS)
+    return num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty
+
+@gluon.jit
+def _ws_h_staging(h_desc):
+    """The fp8 kernels' epilogue buffers: pass 0's h as fp32 ``(128, 64)`` and the two hq halves."""
+    stash = gl.allocate_shared_memory(gl.float32, [h_desc.block_type.shape[0], HALF],
+                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
+    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    return stash, h_lo, h_hi
+
+@gluon.jit
 def _gluon_gate_up_ws_kernel(
     x_desc, w_desc, h_desc,  # TMA: x in the alignment's order (max_padded, H), box (128, 128); w1 as
                              # (2L, I, H), box (2, 64, 128); hq (max_padded, I), box (128, 64)
@@ -237,22 +272,11 @@ def _gluon_gate_up_ws_kernel(
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs. The launch's ``num_warps`` (8) are the math
     warps, ``LOADER_WARPS`` more load. H and I multiples of 128."""
-    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 128, "x box (128, 128): one scale group per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == HALF,
-                     "weight box (2, 64, 128): 64 gate rows, then the same 64 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, 2 * HALF, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
-    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
-                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
+                                                      x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
+    stash, h_lo, h_hi = _ws_h_staging(h_desc)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, None, None, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
@@ -276,22 +300,11 @@ def _gluon_gate_up_ws_gather_kernel(
     """:func:`_gluon_gate_up_ws_kernel` reading x's quantized rows and scales where they are, through
     the alignment: the loader gathers the codes (:func:`_ws_gather_loader`), the math warps read each
     row's scales at its token. No copy of x in the alignment's order."""
-    BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 128, "x block (128, 128): one scale group per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == HALF,
-                     "weight box (2, 64, 128): 64 gate rows, then the same 64 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, 2 * HALF, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, BLOCK_M, BLOCK_K], X_LAYOUT)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
-    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
-                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES, 1 + 32 * LOADER_WARPS)
+    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
+                                       X_LAYOUT)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
+    stash, h_lo, h_hi = _ws_h_staging(h_desc)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn,
@@ -389,19 +402,11 @@ def _gluon_gate_up_ws_16bit_kernel(
     """Persistent 16-bit gate/up: grid ``G`` <= the number of SMs; the launch's 8 warps do the
     math, ``LOADER_WARPS`` more load (:func:`_ws_loader`, one pass per tile). I a multiple of 128,
     H of 64."""
-    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x box (128, 64): one 128-byte row per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
-                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
+                                                      x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
                           num_m, num_pid_n, num_k, GROUP_M, False)),
@@ -421,19 +426,11 @@ def _gluon_gate_up_ws_16bit_gather_kernel(
 ):  # fmt: skip
     """:func:`_gluon_gate_up_ws_16bit_kernel` reading x's rows where they are, through the alignment
     (:func:`_ws_gather_loader`), into ring slots of ``X_LAYOUT`` (the 128-byte swizzle wgmma reads)."""
-    BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x block (128, 64): one 128-byte row per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
-                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, BLOCK_M, BLOCK_K], X_LAYOUT)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
+                                       X_LAYOUT)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES, 1 + 32 * LOADER_WARPS)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
                           num_m, num_pid_n, num_k, GROUP_M, True)),
