@@ -172,7 +172,7 @@ def _launch(kind: str, xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1
         if "-" in kind:
             stages, group_m = (int(part[1:]) for part in kind.split("-")[1:])
             tile = dataclasses.replace(TILE, num_stages=stages, group_m=group_m)
-        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
+        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile, top_k)
     else:
         launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, TILE, top_k, sorted_x=True)
     return hq, hs
