@@ -40,14 +40,16 @@ WGMMAS_PER_K_BLOCK = 4  # per warp: a 64 x 256 slice, K 64 in steps of 16
 
 
 @gluon.jit
-def _issue_without_wait(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr):
+def _issue_without_wait(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr,
+                        FENCE: gl.constexpr = False):  # fmt: skip
     slot = f % NUM_STAGES
     return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare, use_acc=USE_ACC,
                          is_async=True)  # fmt: skip
 
 
 @gluon.jit
-def _issue_with_wait(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr):
+def _issue_with_wait(a_bufs, b_bufs, ready, f, spare, NUM_STAGES: gl.constexpr, USE_ACC: gl.constexpr,
+                     FENCE: gl.constexpr = False):  # fmt: skip
     slot = f % NUM_STAGES
     mbarrier.wait(ready.index(slot), (f // NUM_STAGES) & 1)
     return warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), spare, use_acc=USE_ACC,
