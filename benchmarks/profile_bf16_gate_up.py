@@ -23,13 +23,11 @@ import math
 
 import torch
 
-from kernels.tactics import GemmTile
+from benchmarks.ab_bf16_gate_up import TILES as AB_TILES
 
-TILES = {
-    "triton-sorted": GemmTile(128, 64, 8, 8, 4, tma=True, sorted_x=True),
-    "gluon-sorted": GemmTile(128, 64, 8, 8, 4, tma=True, gluon=True, sorted_x=True, persistent=True),
-    "gluon-gather": GemmTile(128, 64, 8, 8, 4, tma=True, gluon=True, persistent=True),
-}
+TILES = {"triton-sorted": AB_TILES["triton"], "gluon-sorted": AB_TILES["gluon-sorted"],
+         "gluon-gather": AB_TILES["gluon-gather"]}  # fmt: skip
+"""The variants of ``benchmarks/ab_bf16_gate_up.py``, under the names ``gpu_profile.sh`` is given."""
 
 
 def main() -> None:
