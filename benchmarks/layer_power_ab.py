@@ -51,7 +51,7 @@ class Sampler:
     """``nvidia-smi`` polling GPU 0 every ``period_ms`` into a temp file, read back per time window."""
 
     def __init__(self, period_ms: int = 20) -> None:
-        self.file = tempfile.NamedTemporaryFile("w+", suffix=".csv")
+        self.file = tempfile.NamedTemporaryFile("w+", suffix=".csv")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             ["nvidia-smi", "-i", "0", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits",
              f"-lms={period_ms}"], stdout=self.file, stderr=subprocess.STDOUT)  # fmt: skip
@@ -60,6 +60,7 @@ class Sampler:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
+        self.file.close()
 
     def window(self, start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
         """Mean clock and power of the samples taken in ``[start, end]`` and the OR of their reasons."""
@@ -148,7 +149,8 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
         start = datetime.datetime.now()
         per_call = sustained(tm, args.sustain_s)
         rows[label]["sustained_us"] = statistics.median(per_call)
-        rows[label]["sustained_first_last_us"] = [statistics.median(per_call[:5]), statistics.median(per_call[-5:])]
+        rows[label]["sustained_first_last_us"] = [statistics.median(per_call[:5]),
+                                                  statistics.median(per_call[-5:])]  # fmt: skip
         rows[label]["sustained_power"] = sampler.window(start, datetime.datetime.now())
         time.sleep(args.rest_s)  # let the clock recover before the next variant
     for label, tm in timed.items():
@@ -156,13 +158,13 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
     base = rows["default"]
     print(f"\n{name} T={tokens}")
     for label, row in rows.items():
-        sp = row["sustained_power"]
+        sp, inter_us, sus_us = row["sustained_power"], row["interleaved_us"], row["sustained_us"]
         kern = ", ".join(f"{k.split('(')[0][:34]} {v:.1f}" for k, v in
                          sorted(row["kernels_us"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
-        print(f"  {label:32s} interleaved {row['interleaved_us']:8.1f} us "
-              f"({row['interleaved_us'] / base['interleaved_us']:.3f}x) | sustained {row['sustained_us']:8.1f} us "
-              f"({row['sustained_us'] / base['sustained_us']:.3f}x) at {sp['sm_mhz']:.0f} MHz {sp['watts']:.0f} W "
-              f"reasons {sp['reasons']} | kernels sum {sum(row['kernels_us'].values()):.1f}: {kern}")  # fmt: skip
+        print(f"  {label:32s} interleaved {inter_us:8.1f} us ({inter_us / base['interleaved_us']:.3f}x) | "
+              f"sustained {sus_us:8.1f} us ({sus_us / base['sustained_us']:.3f}x) at {sp['sm_mhz']:.0f} MHz "
+              f"{sp['watts']:.0f} W reasons {sp['reasons']} | kernels sum "
+              f"{sum(row['kernels_us'].values()):.1f}: {kern}")  # fmt: skip
     print(f"  interleaved window: {base['interleaved_power']}")
     return {"case": name, "tokens": tokens, "variants": rows}
 
