@@ -11,8 +11,10 @@ of back-to-back layer calls cycling over 4 routings):
 
 1. ``interleaved``: ``--rounds`` rounds, the variants alternating replay by replay (the benchmark's
    and the tuner's way);
-2. ``sustained``: the variant's graph replayed back to back for ``--sustain-s`` seconds, so the
-   clock settles where the variant's power draw puts it;
+2. ``sustained``: ``--blocks`` passes over the variants, each replaying its graph back to back for
+   ``--sustain-s`` seconds with no rest in between; only the replays after the first ``--settle-s``
+   count, when the clock has settled where this variant's power draw puts it (session 16: the H200
+   runs these layers at its power cap, ~1.5 GHz, and rests or order bias an unsettled window);
 3. ``kernels``: per-kernel device time per layer call inside two graph replays, read by
    ``torch.profiler``.
 
@@ -25,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
+import operator
 import statistics
 import subprocess
 import tempfile
@@ -44,42 +48,58 @@ from kernels import default_tactic, fused_moe, tactics
 from kernels.fused_moe import problem_of
 from kernels.gluon_support import gluon_unready
 
-QUERY = "timestamp,clocks.sm,power.draw,clocks_event_reasons.active"
+QUERIES = (  # the instantaneous power where nvidia-smi has it; power.draw is a 1 s average on Hopper
+    "timestamp,clocks.sm,power.draw.instant,temperature.gpu,clocks_event_reasons.active",
+    "timestamp,clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active",
+)
 
 
 class Sampler:
     """``nvidia-smi`` polling GPU 0 every ``period_ms`` into a temp file, read back per time window."""
 
     def __init__(self, period_ms: int = 20) -> None:
-        self.file = tempfile.NamedTemporaryFile("w+", suffix=".csv")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(
-            ["nvidia-smi", "-i", "0", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits",
-             f"-lms={period_ms}"], stdout=self.file, stderr=subprocess.STDOUT)  # fmt: skip
-        time.sleep(0.5)
+        for query in QUERIES:
+            self.file = tempfile.NamedTemporaryFile("w+", suffix=".csv")  # noqa: SIM115 (closed in close())
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "-i", "0", f"--query-gpu={query}", "--format=csv,noheader,nounits",
+                 f"-lms={period_ms}"], stdout=self.file, stderr=subprocess.STDOUT)  # fmt: skip
+            time.sleep(0.5)
+            if self.samples():
+                self.query = query
+                print(f"sampling {query}")
+                return
+            self.close()
+        raise RuntimeError(f"nvidia-smi answers none of {QUERIES}")
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
         self.file.close()
 
-    def window(self, start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
-        """Mean clock and power of the samples taken in ``[start, end]`` and the OR of their reasons."""
+    def samples(self) -> list[tuple[datetime.datetime, float, float, float, int]]:
+        """(time, SM MHz, W, deg C, clock-event reasons) of every sample so far."""
         self.file.flush()
         self.file.seek(0)
-        clocks, watts, reasons = [], [], 0
+        out = []
         for line in self.file.read().splitlines():
             parts = [p.strip() for p in line.split(",")]
             try:
                 stamp = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f")
-                clock, watt, reason = float(parts[1]), float(parts[2]), int(parts[3], 16)
+                out.append((stamp, float(parts[1]), float(parts[2]), float(parts[3]), int(parts[4], 16)))
             except (ValueError, IndexError):
                 continue  # nvidia-smi's own messages, a torn last line
-            if start <= stamp <= end:
-                clocks.append(clock)
-                watts.append(watt)
-                reasons |= reason
-        return {"samples": len(clocks), "sm_mhz": statistics.fmean(clocks) if clocks else math.nan,
-                "watts": statistics.fmean(watts) if watts else math.nan, "reasons": hex(reasons)}  # fmt: skip
+        return out
+
+    def window(self, start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
+        """Means of the samples taken in ``[start, end]`` and the OR of their reasons."""
+        inside = [s for s in self.samples() if start <= s[0] <= end]
+
+        def mean(j: int) -> float:
+            return statistics.fmean(s[j] for s in inside) if inside else math.nan
+
+        reasons = functools.reduce(operator.or_, (s[4] for s in inside), 0)
+        return {"samples": len(inside), "sm_mhz": mean(1), "watts": mean(2), "temp_c": mean(3),
+                "reasons": hex(reasons)}  # fmt: skip
 
 
 def graph_kernels(tm: Timed, replays: int = 2) -> dict[str, float]:
@@ -95,20 +115,25 @@ def graph_kernels(tm: Timed, replays: int = 2) -> dict[str, float]:
     return dict(per_kernel)
 
 
-def sustained(tm: Timed, seconds: float) -> list[float]:
-    """Per-call us of each replay of ``tm``'s graph, replayed back to back for ``seconds``."""
+def sustained(tm: Timed, seconds: float, settle_s: float) -> tuple[list[float], datetime.datetime]:
+    """Per-call us of the replays of ``tm``'s graph, replayed back to back for ``seconds``, that start
+    after the first ``settle_s`` (when the clock has settled at this variant's power), and the wall
+    time the settled part began."""
     pairs = []
-    stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
+    begin = time.monotonic()
+    settled_at = datetime.datetime.now()
+    while (now := time.monotonic()) < begin + seconds:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         tm.graph.replay()
         end.record()
-        pairs.append((start, end))
-        if len(pairs) % 8 == 0:
-            end.synchronize()  # keep the queue short so the wall window matches the GPU's
+        pairs.append((now - begin >= settle_s, start, end))
+        if len(pairs) % 4 == 0:
+            end.synchronize()  # keep the queue short so the wall clock follows the GPU's
+        if now - begin < settle_s:
+            settled_at = datetime.datetime.now()
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) * 1000.0 / tm.n for s, e in pairs]
+    return [s.elapsed_time(e) * 1000.0 / tm.n for keep, s, e in pairs if keep], settled_at
 
 
 def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
@@ -145,26 +170,33 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
     for label in timed:
         rows[label]["interleaved_us"] = statistics.median(inter[label])
         rows[label]["interleaved_power"] = power  # one window for all: they alternate
-    for label, tm in timed.items():
-        start = datetime.datetime.now()
-        per_call = sustained(tm, args.sustain_s)
-        rows[label]["sustained_us"] = statistics.median(per_call)
-        rows[label]["sustained_first_last_us"] = [statistics.median(per_call[:5]),
-                                                  statistics.median(per_call[-5:])]  # fmt: skip
-        rows[label]["sustained_power"] = sampler.window(start, datetime.datetime.now())
-        time.sleep(args.rest_s)  # let the clock recover before the next variant
+    settled: dict[str, list[list[float]]] = {label: [] for label in timed}
+    windows: dict[str, list[dict[str, Any]]] = {label: [] for label in timed}
+    for _ in range(args.blocks):  # blocks of each variant in turn, no rest: each starts where the last left
+        for label, tm in timed.items():
+            per_call, settled_at = sustained(tm, args.sustain_s, args.settle_s)
+            settled[label].append(per_call)
+            windows[label].append(sampler.window(settled_at, datetime.datetime.now()))
+    for label in timed:
+        rows[label]["sustained_us"] = statistics.median(us for block in settled[label] for us in block)
+        rows[label]["sustained_block_medians_us"] = [statistics.median(block) for block in settled[label]]
+        rows[label]["sustained_windows"] = windows[label]
+        rows[label]["sustained_power"] = {
+            key: statistics.fmean(w[key] for w in windows[label]) for key in ("sm_mhz", "watts", "temp_c")
+        } | {"reasons": hex(functools.reduce(operator.or_, (int(w["reasons"], 16) for w in windows[label])))}
     for label, tm in timed.items():
         rows[label]["kernels_us"] = graph_kernels(tm)
     base = rows["default"]
     print(f"\n{name} T={tokens}")
     for label, row in rows.items():
         sp, inter_us, sus_us = row["sustained_power"], row["interleaved_us"], row["sustained_us"]
+        blocks = " ".join(f"{b:.0f}" for b in row["sustained_block_medians_us"])
         kern = ", ".join(f"{k.split('(')[0][:34]} {v:.1f}" for k, v in
                          sorted(row["kernels_us"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
         print(f"  {label:32s} interleaved {inter_us:8.1f} us ({inter_us / base['interleaved_us']:.3f}x) | "
               f"sustained {sus_us:8.1f} us ({sus_us / base['sustained_us']:.3f}x) at {sp['sm_mhz']:.0f} MHz "
-              f"{sp['watts']:.0f} W reasons {sp['reasons']} | kernels sum "
-              f"{sum(row['kernels_us'].values()):.1f}: {kern}")  # fmt: skip
+              f"{sp['watts']:.0f} W {sp['temp_c']:.0f} C reasons {sp['reasons']} (blocks {blocks}) | "
+              f"kernels sum {sum(row['kernels_us'].values()):.1f}: {kern}")  # fmt: skip
     print(f"  interleaved window: {base['interleaved_power']}")
     return {"case": name, "tokens": tokens, "variants": rows}
 
@@ -174,8 +206,9 @@ def main() -> None:
     ap.add_argument("--cases", default="qwen3-235b-a22b-dep2,deepseek-r1-dep8")
     ap.add_argument("--tokens", default="4096")
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--sustain-s", type=float, default=1.5)
-    ap.add_argument("--rest-s", type=float, default=1.0)
+    ap.add_argument("--blocks", type=int, default=3, help="sustained blocks per variant")
+    ap.add_argument("--sustain-s", type=float, default=2.0, help="seconds per sustained block")
+    ap.add_argument("--settle-s", type=float, default=1.0, help="seconds of each block not timed")
     ap.add_argument("--target-ms", type=float, default=20.0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
