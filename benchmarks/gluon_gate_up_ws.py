@@ -35,8 +35,10 @@ if HAS_GLUON:
     from kernels.gluon_down import LOADER_REGS, LOADER_WARPS
     from kernels.gluon_gate_up_ws import (
         GATHER_REGS,
+        GATHER_REGS_FP8,
         _gluon_gate_up_ws_16bit_gather_kernel,
         _gluon_gate_up_ws_16bit_kernel,
+        _gluon_gate_up_ws_gather_kernel,
         _gluon_gate_up_ws_kernel,
     )
     from kernels.gluon_gate_up_ws import HALF as _HALF
@@ -114,6 +116,33 @@ def compile_ws_16bit_gather(num_stages: int = 3) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
 
 
+def compile_ws_gather(num_stages: int = 5) -> Any:
+    """The gathering fp8 persistent gate/up compiled for sm_90a without a GPU: xq (T, H) e4m3 by
+    pointer with a 16-divisible row stride, top_k 8, otherwise as :func:`compile_ws`."""
+    fn = _gluon_gate_up_ws_gather_kernel
+    w_layout = gl.NVMMASharedLayout.get_default_for([2, HALF, GROUP], gl.float8e4nv)
+    h_layout = gl.NVMMASharedLayout.get_default_for([128, HALF], gl.float8e4nv)
+    signature = {
+        "x_ptr": "*fp8e4nv",
+        "w_desc": f"tensordesc<fp8e4nv[2,{HALF},{GROUP}],{w_layout!r}>",
+        "h_desc": f"tensordesc<fp8e4nv[128,{HALF}],{h_layout!r}>",
+        "xs_ptr": "*fp32", "ws_ptr": "*fp32", "hs_ptr": "*fp32", "sorted_ids_ptr": "*i32",
+        "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+        "num_slots": "i32", "stride_xsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
+        "stride_wsk": "i32", "stride_hsm": "i32",
+    }  # fmt: skip
+    signature.update({name: "constexpr" for name in ("X_LAYOUT", "TOP_K", "NUM_STAGES", "GROUP_M",
+                                                     "LOADER_WARPS", "LOADER_REGS")})  # fmt: skip
+    constexprs = {"X_LAYOUT": gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2),
+                  "TOP_K": 8, "NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
+                  "LOADER_REGS": GATHER_REGS_FP8}  # fmt: skip
+    aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
+               "N", "K", "stride_xm", "stride_xsm", "stride_hsm")  # fmt: skip
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = GluonASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
+
+
 def offline(stages: list[int], *, bits: int = 8, gather: bool = False) -> list[dict[str, Any]]:
     """One compile report per ring depth (registers, spills, wgmma waits, shared memory, K-loop SASS)
     of the fp8 kernel, or with ``bits=16`` of the 16-bit one (four m64n256k16 wgmmas per K block)."""
@@ -122,8 +151,9 @@ def offline(stages: list[int], *, bits: int = 8, gather: bool = False) -> list[d
             ("gluon-gate-up-ws-16bit", compile_ws_16bit)
         return [dataclasses.asdict(_report(name, (128, 128, 8, s), lambda s=s: build(s), mma_per_iteration=4))
                 for s in stages]  # fmt: skip
-    return [dataclasses.asdict(_report("gluon-gate-up-ws", (128, 128, 8, s), lambda s=s: compile_ws(s)))
-            for s in stages]  # fmt: skip
+    name, build = ("gluon-gate-up-ws-gather", compile_ws_gather) if gather else \
+        ("gluon-gate-up-ws", compile_ws)
+    return [dataclasses.asdict(_report(name, (128, 128, 8, s), lambda s=s: build(s))) for s in stages]
 
 
 def _launch(kind: str, xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1s: torch.Tensor, al: Any,
@@ -142,7 +172,7 @@ def _launch(kind: str, xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1
         if "-" in kind:
             stages, group_m = (int(part[1:]) for part in kind.split("-")[1:])
             tile = dataclasses.replace(TILE, num_stages=stages, group_m=group_m)
-        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
+        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile, top_k)
     else:
         launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, TILE, top_k, sorted_x=True)
     return hq, hs

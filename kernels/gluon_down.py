@@ -171,7 +171,8 @@ def _down_release(empty, f, NUM_STAGES: gl.constexpr):
 
 @gluon.jit
 def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k, sb_hi_off,
-               is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr):  # fmt: skip
+               is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
+               FENCE: gl.constexpr = False):  # fmt: skip
     """The math warps' block-scaled K loop over flat ring blocks ``base .. base + num_k - 1``, shared by
     the warp-specialized down (per tile) and gate/up (``kernels.gluon_gate_up_ws``, per pass): block
     k's wgmma is issued asynchronously, ``wgmma.wait_group 1`` retires block k-1's, every math thread
@@ -180,30 +181,30 @@ def _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_pt
     with ``SPLIT``) while block k runs. Two temporaries with fixed registers, T0 the even K blocks,
     T1 the odd ones, the loop unrolled by two (see :func:`kernels.gluon_common._gluon_mainloop`:
     role swaps at the back-edge serialize the wgmmas). Returns the fp32 accumulator in
-    ``mma_layout``."""
+    ``mma_layout``. ``FENCE`` as in :func:`_ws_issue`."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
     acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
     spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
     t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                   NUM_STAGES, False)  # fmt: skip
+                   NUM_STAGES, False, FENCE)  # fmt: skip
     scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False)
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False, FENCE)
         scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         _down_release(empty, base + kb - 1, NUM_STAGES)
         acc = _gluon_pin(acc + done0 * scale0)
 
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False)
+        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False, FENCE)
         scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
         _down_release(empty, base + kb, NUM_STAGES)
         acc = _gluon_pin(acc + spare1 * scale1)
     if num_k % 2 == 0:
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False)
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False, FENCE)
         scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, stride_sb_k, sb_hi_off, is_hi,
                                     SPLIT)  # fmt: skip
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))

@@ -438,15 +438,16 @@ def launch_gluon_gate_up(
     H and I multiples of 128, ``al.block_m`` in :data:`SCHEMES`, 8 warps, ``tile`` 128 x 128
     (the caller, ``kernels.quant.fused_moe_fp8``, checks all of this with
     ``kernels.tactics.gluon_misfit``). Rows at or past ``num_padded`` are not written. A
-    ``tile.persistent`` (sorted, block_m 128) runs :mod:`kernels.gluon_gate_up_ws` instead.
+    ``tile.persistent`` (block_m 128) runs :mod:`kernels.gluon_gate_up_ws` instead.
     """
     if tile.persistent:
         from kernels.gluon_gate_up_ws import launch_gluon_gate_up_ws  # it imports this module's helpers
 
-        if not sorted_x or al.block_m != 128:
-            raise ValueError(f"a persistent gate/up tile ({tile.name}) needs sorted x at block_m 128, "
-                             f"got sorted_x={sorted_x}, block_m={al.block_m}")  # fmt: skip
-        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile)
+        if sorted_x != tile.sorted_x or al.block_m != 128:
+            raise ValueError(f"a persistent gate/up tile ({tile.name}) runs at block_m 128 on x in the "
+                             f"layout its sorted_x names, got sorted_x={sorted_x}, "
+                             f"block_m={al.block_m}")  # fmt: skip
+        launch_gluon_gate_up_ws(xq, xs, w1q, w1s, hq, hs, al, tile, top_k)
         return
     h, i = w1q.shape[2], w1q.shape[1] // 2
     scheme = SCHEMES[al.block_m]

@@ -115,6 +115,54 @@ def _ws_loader(x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid
                 _ws_fill(x_desc, [off_m, k0], w_desc, [2 * e, n, k0], a_bufs, b_bufs, ready, empty, f)
                 f += 1
 
+GATHER_REGS = 64
+"""Registers per thread of the 16-bit kernel's gathering loader (:func:`_ws_gather_loader`): its 128
+threads hold the tile's 8 row addresses each across the K loop; the math warps drop to 216 for it
+(the PTX's ``setmaxnreg``; the kernel needs 168)."""
+GATHER_REGS_FP8 = 48
+"""The same for the fp8 kernel, whose math warps (two accumulators and the promotion) spill at 216:
+offline sm_90a compiles at 5 stages spill 36 / 4 / 0 / 0 / 12 bytes with 32 / 40 / 48 / 56 / 64
+loader registers."""
+
+
+@gluon.jit
+def _ws_gather_loader(x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr, expert_ids_ptr,
+                      num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K: gl.constexpr,
+                      GROUP_M: gl.constexpr):  # fmt: skip
+    """Loader partition of the gathering kernels (16-bit, and fp8's halves): per tile, the padded
+    rows' tokens (``sorted_ids[r] // TOP_K``; padding rows, ``>= num_slots``, read nothing and land
+    as zeros); per pass (:func:`_ws_loader`'s) and K block, after the slot's ``empty`` wait, the
+    weight box by TMA (the expect-tx arrival) and x's ``(128, BLOCK_K)`` block of 128-byte rows by
+    ``cp.async``, 16 bytes per copy, 8 per thread, each thread arriving on ``ready`` when its copies
+    have landed (``cp.async.mbarrier.arrive.noinc``)."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    ROWS: gl.constexpr = b_bufs.shape[2]
+    VEC: gl.constexpr = 128 // a_bufs.dtype.primitive_bitwidth  # 16 bytes of a row
+    layout: gl.constexpr = gl.BlockedLayout([1, VEC], [32 * VEC // BLOCK_K, BLOCK_K // VEC],
+                                            [gl.num_warps(), 1], [1, 0])  # fmt: skip
+    rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    cols = gl.expand_dims(gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout)), 0)
+    f = 0
+    for tile in range(pid, total, step):
+        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
+        slots = gl.load(sorted_ids_ptr + pid_m * BLOCK_M + rows)
+        real = gl.expand_dims(slots < num_slots, 1)
+        tokens = gl.where(slots < num_slots, slots // TOP_K, 0)
+        row_ptrs = x_ptr + gl.expand_dims(tokens.to(gl.int64) * stride_xm, 1) + cols
+        for p in gl.static_range(TILE_N // ROWS):
+            n = pid_n * TILE_N + p * ROWS
+            for kb in range(num_k):
+                slot = f % NUM_STAGES
+                mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
+                bar = ready.index(slot)
+                mbarrier.expect(bar, w_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(w_desc, [2 * e, n, kb * BLOCK_K], bar, b_bufs.index(slot))
+                async_copy.async_copy_global_to_shared(a_bufs.index(slot), row_ptrs + kb * BLOCK_K, mask=real)
+                async_copy.mbarrier_arrive(bar, increment_count=False)
+                f += 1
+
 @gluon.jit
 def _ws_quantize(h, h_scale, h_smem):
     """``h`` divided by its row scales (IEEE), clamped to +-448, as e4m3 into ``h_smem``."""
@@ -123,11 +171,14 @@ def _ws_quantize(h, h_scale, h_smem):
 
 @gluon.jit
 def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
-             N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m,
-             num_pid_n, num_k, GROUP_M: gl.constexpr):  # fmt: skip
+             sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid,
+             step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr, TOP_K: gl.constexpr,
+             GATHER: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile pass 0 (h columns ``off_n ..``), silu * up into
     the fp32 stash, pass 1 (``off_n + 64 ..``), then the group scale to ``hs`` and both halves' codes
-    to ``hq`` by TMA."""
+    to ``hq`` by TMA. ``GATHER``: x's ring slots were gathered from the tokens' rows by ``cp.async``
+    (:func:`_ws_gather_loader`), so the x scales are read at the token's row (``sorted_ids[r] //
+    TOP_K``; padding rows at row 0, their x codes zeros) and the K loop fences the slots."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = 2 * b_bufs.shape[2]
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps())
@@ -138,7 +189,11 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
         off_m = pid_m * BLOCK_M
         off_n = pid_n * (2 * HALF)
         rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
-        sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
+        x_rows = rows
+        if GATHER:
+            slots = gl.load(sorted_ids_ptr + rows)
+            x_rows = gl.where(slots < num_slots, slots // TOP_K, 0)
+        sa_ptrs = xs_ptr + x_rows.to(gl.int64) * stride_xsm
         ws_e = ws_ptr + e.to(gl.int64) * stride_wse
         row_ok = rows < num_m * BLOCK_M  # all true: the tile's rows are below max_padded
         # The tile's 128 h columns are one weight scale block row for both passes: the gate's at
@@ -148,11 +203,11 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
 
         # Pass p: h columns off_n + 64p .., flat ring blocks base + p num_k ..
         acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
-                         up_off, is_up, True, mma_layout)  # fmt: skip
+                         up_off, is_up, True, mma_layout, GATHER)  # fmt: skip
         stash.store(_halves_h(acc))  # each thread reads back only what it wrote: no barrier
         base += num_k
         acc = _ws_k_loop(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, gs_ptr, stride_wsk,
-                         up_off, is_up, True, mma_layout)  # fmt: skip
+                         up_off, is_up, True, mma_layout, GATHER)  # fmt: skip
         base += num_k
         h_hi_val = _halves_h(acc)
         h_layout: gl.constexpr = h_hi_val.type.layout
@@ -171,6 +226,41 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
     tma.store_wait(pendings=0)
 
 @gluon.jit
+def _ws_gate_up_ring(a_bufs, w_desc, h_desc, num_padded_ptr, N, K, READY_ARRIVALS: gl.constexpr):
+    """What every persistent gate/up kernel here does after allocating x's ring ``a_bufs``
+    ``(NUM_STAGES, 128, BLOCK_K)`` (128-byte rows): the checks on its boxes, its walk
+    (:func:`kernels.gluon_down._ws_schedule` over 128-column tiles) and the rest of its ring, the
+    weight slots ``(NUM_STAGES, 2, ROWS, BLOCK_K)`` and the barriers. h's box is ``(128, ROWS)``
+    (ROWS = 64 for the fp8 halves, 128 for the 16-bit tile). Returns ``(num_m, num_pid_n, total,
+    num_k, pid, step, b_bufs, ready, empty)``."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_K: gl.constexpr = a_bufs.shape[2]
+    ROWS: gl.constexpr = w_desc.block_type.shape[1]
+    gl.static_assert(BLOCK_M == 128 and BLOCK_K * a_bufs.dtype.primitive_bitwidth == 1024,
+                     "x block (128, BLOCK_K) of 128-byte rows (fp8: one scale group per K step)")  # fmt: skip
+    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[2] == BLOCK_K
+                     and TILE_N % ROWS == 0,
+                     "weight box (2, ROWS, BLOCK_K): ROWS gate rows, then the same ROWS up rows")  # fmt: skip
+    gl.static_assert(h_desc.block_type.shape[0] == BLOCK_M and h_desc.block_type.shape[1] == ROWS,
+                     "h box (128, ROWS): one pass's columns")  # fmt: skip
+    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
+    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
+    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
+    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, ROWS, BLOCK_K], w_desc.layout)
+    ready, empty = _ws_barriers(NUM_STAGES, READY_ARRIVALS)
+    return num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty
+
+@gluon.jit
+def _ws_h_staging(h_desc):
+    """The fp8 kernels' epilogue buffers: pass 0's h as fp32 ``(128, 64)`` and the two hq halves."""
+    stash = gl.allocate_shared_memory(gl.float32, [h_desc.block_type.shape[0], HALF],
+                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
+    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
+    return stash, h_lo, h_hi
+
+@gluon.jit
 def _gluon_gate_up_ws_kernel(
     x_desc, w_desc, h_desc,  # TMA: x in the alignment's order (max_padded, H), box (128, 128); w1 as
                              # (2L, I, H), box (2, 64, 128); hq (max_padded, I), box (128, 64)
@@ -182,28 +272,46 @@ def _gluon_gate_up_ws_kernel(
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs. The launch's ``num_warps`` (8) are the math
     warps, ``LOADER_WARPS`` more load. H and I multiples of 128."""
-    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 128, "x box (128, 128): one scale group per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == HALF,
-                     "weight box (2, 64, 128): 64 gate rows, then the same 64 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == HALF, "hq box (128, 64): one pass's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, 2 * HALF, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, HALF, BLOCK_K], w_desc.layout)
-    stash = gl.allocate_shared_memory(gl.float32, [BLOCK_M, HALF],
-                                      gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))  # fmt: skip
-    h_lo = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    h_hi = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
+                                                      x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
+    stash, h_lo, h_hi = _ws_h_staging(h_desc)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
-                    expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step,
-                    total, num_m, num_pid_n, num_k, GROUP_M)),
+                    expert_ids_ptr, None, None, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
+                    pid, step, total, num_m, num_pid_n, num_k, GROUP_M, None, False)),
         (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                       num_pid_n, num_k, GROUP_M)),
+    ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
+
+
+@gluon.jit
+def _gluon_gate_up_ws_gather_kernel(
+    x_ptr, w_desc, h_desc,  # xq (T, H) e4m3, row stride stride_xm; TMA: w1 as (2L, I, H), box (2, 64, 128);
+                            # hq (max_padded, I), box (128, 64)
+    xs_ptr, ws_ptr, hs_ptr,  # fp32: xs (T, H/128), w1s (L, 2I/128, H/128), hs (max_padded, I/128)
+    sorted_ids_ptr, expert_ids_ptr, num_padded_ptr,  # int32 (max_padded,), (max_blocks,), (1,)
+    N, K, stride_xm, num_slots,  # N = I, K = H, num_slots = T * TOP_K
+    stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
+    X_LAYOUT: gl.constexpr, TOP_K: gl.constexpr, NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
+    LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
+):  # fmt: skip
+    """:func:`_gluon_gate_up_ws_kernel` reading x's quantized rows and scales where they are, through
+    the alignment: the loader gathers the codes (:func:`_ws_gather_loader`), the math warps read each
+    row's scales at its token. No copy of x in the alignment's order."""
+    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
+                                       X_LAYOUT)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
+    stash, h_lo, h_hi = _ws_h_staging(h_desc)
+    gl.warp_specialize([
+        (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
+                    expert_ids_ptr, sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn,
+                    stride_wsk, stride_hsm, pid, step, total, num_m, num_pid_n, num_k, GROUP_M, TOP_K, True)),
+        (_ws_gather_loader, (x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr,
+                             expert_ids_ptr, num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K,
+                             GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
 
@@ -216,26 +324,42 @@ def launch_gluon_gate_up_ws(
     hs: torch.Tensor,
     al: Alignment,
     tile: GemmTile,
+    top_k: int,
 ) -> None:
     """Gate/up GEMM + silu * up + e4m3 group quantization of h, on at most one persistent program per
     SM (``tile.num_warps`` = 8 math warps and :data:`kernels.gluon_down.LOADER_WARPS` loader warps).
 
-    xq: (al.max_padded, H) float8_e4m3fn contiguous, x's rows in the alignment's order
-    (``kernels.quant.quantize_fp8_groups_sorted``); xs: (al.max_padded, H/128) float32; w1q: (L, 2I,
-    H) float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I)
-    float8_e4m3fn contiguous; hs: (al.max_padded, I/128) float32. H and I multiples of 128,
-    ``al.block_m`` 128, ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the
-    sizes; :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here).
+    With ``tile.sorted_x``: xq (al.max_padded, H) float8_e4m3fn contiguous, x's rows in the
+    alignment's order (``kernels.quant.quantize_fp8_groups_sorted``), xs (al.max_padded, H/128)
+    float32. Without: xq (T, H) and xs (T, H/128) of ``kernels.quant.quantize_fp8_groups`` (unit
+    stride in H), gathered through ``al.sorted_ids`` (``top_k`` slots per token). w1q: (L, 2I, H)
+    float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I) float8_e4m3fn
+    contiguous; hs: (al.max_padded, I/128) float32. H and I multiples of 128, ``al.block_m`` 128,
+    ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the sizes;
+    :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here).
     """
     h, i = w1q.shape[2], w1q.shape[1] // 2
-    x_desc, w_desc, h_desc = gate_up_descriptors(xq, w1q, hq, al.block_m, HALF.value, HALF.value, True)
+    x_src, w_desc, h_desc = gate_up_descriptors(xq, w1q, hq, al.block_m, HALF.value, HALF.value,
+                                                tile.sorted_x)  # fmt: skip
     tiles = al.max_blocks * (i // SCALE_GROUP)
     programs = min(tiles, _sm_count(xq.device.index))
-    _gluon_gate_up_ws_kernel[(programs,)](
-        x_desc, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded,
-        i, h, xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
-        NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
-        num_warps=tile.num_warps,
+    strides = (xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0))
+    common = dict(NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS,
+                  num_warps=tile.num_warps)  # fmt: skip
+    if tile.sorted_x:
+        _gluon_gate_up_ws_kernel[(programs,)](
+            x_src, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded, i, h, *strides,
+            LOADER_REGS=LOADER_REGS, **common,
+        )  # fmt: skip
+        return
+    if xq.stride(1) != 1:
+        raise ValueError(f"the gathering Gluon gate/up copies 16-byte pieces of x's rows: xq's column stride "
+                         f"must be 1, got {xq.stride(1)}")  # fmt: skip
+    x_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+    _gluon_gate_up_ws_gather_kernel[(programs,)](
+        xq, w_desc, h_desc, xs, w1s, hs, al.sorted_ids, al.expert_ids, al.num_padded,
+        i, h, xq.stride(0), al.num_slots, *strides,
+        X_LAYOUT=x_layout, TOP_K=top_k, LOADER_REGS=GATHER_REGS_FP8, **common,
     )  # fmt: skip
 
 
@@ -278,19 +402,11 @@ def _gluon_gate_up_ws_16bit_kernel(
     """Persistent 16-bit gate/up: grid ``G`` <= the number of SMs; the launch's 8 warps do the
     math, ``LOADER_WARPS`` more load (:func:`_ws_loader`, one pass per tile). I a multiple of 128,
     H of 64."""
-    BLOCK_M: gl.constexpr = x_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[1]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x box (128, 64): one 128-byte row per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
-                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
+                                                      x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
                           num_m, num_pid_n, num_k, GROUP_M, False)),
@@ -298,47 +414,6 @@ def _gluon_gate_up_ws_16bit_kernel(
                       num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
 
-
-GATHER_REGS = 64
-"""Registers per thread of the gathering loader (:func:`_ws_gather_loader`): its 128 threads hold
-the tile's 8 row addresses each across the K loop; the math warps drop to 216 for it (the PTX's
-``setmaxnreg``; the kernel needs 168)."""
-
-
-@gluon.jit
-def _ws_gather_loader(x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr, expert_ids_ptr,
-                      num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K: gl.constexpr,
-                      GROUP_M: gl.constexpr):  # fmt: skip
-    """Loader partition of the gathering 16-bit kernel: per tile, the padded rows' tokens
-    (``sorted_ids[r] // TOP_K``; padding rows, ``>= num_slots``, read nothing and land as zeros);
-    per K block, after the slot's ``empty`` wait, the weight box by TMA (the expect-tx arrival) and x's
-    ``(128, 64)`` block by ``cp.async``, 16 bytes per copy, 8 per thread, each thread arriving on
-    ``ready`` when its copies have landed (``cp.async.mbarrier.arrive.noinc``)."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    BLOCK_K: gl.constexpr = a_bufs.shape[2]
-    VEC: gl.constexpr = 8  # 16 bytes of a 16-bit row
-    layout: gl.constexpr = gl.BlockedLayout([1, VEC], [32 * VEC // BLOCK_K, BLOCK_K // VEC],
-                                            [gl.num_warps(), 1], [1, 0])  # fmt: skip
-    rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-    cols = gl.expand_dims(gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout)), 0)
-    f = 0
-    for tile in range(pid, total, step):
-        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
-        slots = gl.load(sorted_ids_ptr + pid_m * BLOCK_M + rows)
-        real = gl.expand_dims(slots < num_slots, 1)
-        tokens = gl.where(slots < num_slots, slots // TOP_K, 0)
-        row_ptrs = x_ptr + gl.expand_dims(tokens.to(gl.int64) * stride_xm, 1) + cols
-        n = pid_n * TILE_N
-        for kb in range(num_k):
-            slot = f % NUM_STAGES
-            mbarrier.wait(empty.index(slot), ((f // NUM_STAGES) & 1) ^ 1)
-            bar = ready.index(slot)
-            mbarrier.expect(bar, w_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(w_desc, [2 * e, n, kb * BLOCK_K], bar, b_bufs.index(slot))
-            async_copy.async_copy_global_to_shared(a_bufs.index(slot), row_ptrs + kb * BLOCK_K, mask=real)
-            async_copy.mbarrier_arrive(bar, increment_count=False)
-            f += 1
 
 @gluon.jit
 def _gluon_gate_up_ws_16bit_gather_kernel(
@@ -351,19 +426,11 @@ def _gluon_gate_up_ws_16bit_gather_kernel(
 ):  # fmt: skip
     """:func:`_gluon_gate_up_ws_16bit_kernel` reading x's rows where they are, through the alignment
     (:func:`_ws_gather_loader`), into ring slots of ``X_LAYOUT`` (the 128-byte swizzle wgmma reads)."""
-    BLOCK_M: gl.constexpr = h_desc.block_type.shape[0]
-    BLOCK_K: gl.constexpr = w_desc.block_type.shape[2]
-    gl.static_assert(BLOCK_M == 128 and BLOCK_K == 64, "x block (128, 64): one 128-byte row per K step")
-    gl.static_assert(w_desc.block_type.shape[0] == 2 and w_desc.block_type.shape[1] == TILE_N,
-                     "weight box (2, 128, 64): 128 gate rows, then the same 128 up rows")  # fmt: skip
-    gl.static_assert(h_desc.block_type.shape[1] == TILE_N, "h box (128, 128): the tile's columns")
-    gl.static_assert(gl.num_warps() == 8, "8 math warps: two wgmma warpgroups")
-    gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, TILE_N, BLOCK_K)
-    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, BLOCK_M, BLOCK_K], X_LAYOUT)
-    b_bufs = gl.allocate_shared_memory(w_desc.dtype, [NUM_STAGES, 2, TILE_N, BLOCK_K], w_desc.layout)
+    a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
+                                       X_LAYOUT)  # fmt: skip
+    num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
+        a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
-    ready, empty = _ws_barriers(NUM_STAGES, 1 + 32 * LOADER_WARPS)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
                           num_m, num_pid_n, num_k, GROUP_M, True)),

@@ -168,7 +168,9 @@ class FusedMoERunner:
         """Nanoseconds of extra work: ``slowdown`` x this launch's own time, measured on first use
         (outside any graph capture: the timers launch once before) the way the gate times it: a
         CUDA graph of back-to-back launches replayed between CUDA events, so that eager launch gaps
-        do not inflate the injected slowdown."""
+        do not inflate the injected slowdown; one untimed replay first, then the median of 9. (Session
+        15's run 53 once injected 7.4% for a 5% slowdown, calibrated on the median of 5 replays with
+        no untimed one first; the cause is not known, and this is a hardening, not a fix of it.)"""
         key = (id(inputs), tactic)
         if key not in self._spin_ns:
             if torch.cuda.is_current_stream_capturing():
@@ -183,8 +185,9 @@ class FusedMoERunner:
                     for _ in range(calls):
                         self._launch(inputs, tactic)
             torch.cuda.current_stream().wait_stream(stream)
+            graph.replay()  # untimed: the first replay uploads the graph
             times = []
-            for _ in range(5):
+            for _ in range(9):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 graph.replay()

@@ -63,10 +63,10 @@ class GemmTile:
     ``kernels.quant.quantize_fp8_groups_sorted``; the 16-bit layer copies the rows,
     ``kernels.row_gather``) and the gate/up reads them by TMA, one box per K step, instead of
     gathering rows with per-row loads; for the Gluon fp8 gate/up that ran ~1.2x faster on the H100
-    (BENCHMARKS.md, run 63); ``persistent`` (Gluon gate/up tiles at block_m 128; fp8 only with
-    ``sorted_x``): run the gate/up as one persistent program per SM with a loader warpgroup
-    (:mod:`kernels.gluon_gate_up_ws`; for fp8 the halves schedule, the same bits), as the Gluon down
-    always runs.
+    (BENCHMARKS.md, run 63); ``persistent`` (Gluon gate/up tiles at block_m 128): run the gate/up as
+    one persistent program per SM with a loader warpgroup (:mod:`kernels.gluon_gate_up_ws`; for fp8
+    the halves schedule, the same bits), as the Gluon down always runs; without ``sorted_x`` its
+    loader warps gather x's rows by ``cp.async``.
     """
 
     block_n: int
@@ -313,9 +313,6 @@ def gluon_misfit(gemm: str, block_m: int, tile: GemmTile, hidden: int, intermedi
         return f"down tile {tile.name}: sorted_x is a gate_up option (the down reads h, already sorted)"
     if tile.persistent and block_m != 128:
         return f"{gemm} tile {tile.name} at block_m={block_m}: persistent is a block_m 128 gate_up option"
-    if tile.persistent and not tile.sorted_x:
-        return (f"{gemm} tile {tile.name}: the persistent fp8 gate/up reads x quantized in the alignment's "
-                "order (sorted_x)")
     if gemm == "down" and hidden % tile.block_n:
         return f"H={hidden} is not a multiple of the down tile's block_n={tile.block_n}"
     if tile.num_warps not in (4, 8):
@@ -389,9 +386,10 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
 
 def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]:
     """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes. fp8 gate/up: the
-    first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 that one
-    also ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end. 16-bit gate/up:
-    each table tile persistent, gathering x's rows, then with ``sorted_x``."""
+    first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 both also
+    ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end (sorted, then
+    gathering). 16-bit gate/up: each table tile persistent, gathering x's rows, then with
+    ``sorted_x``."""
     fp8 = problem.dtype == "float8_e4m3fn"
     if fp8:
         table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
@@ -405,7 +403,8 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     if fp8 and gemm == "gate_up" and tiles:
         tiles.insert(1, replace(tiles[0], sorted_x=True))
         if block_m == 128:
-            tiles.append(replace(tiles[1], persistent=True, num_stages=_PERSISTENT_GATE_UP_STAGES))
+            stages = _PERSISTENT_GATE_UP_STAGES
+            tiles += [replace(t, persistent=True, num_stages=stages) for t in (tiles[1], tiles[0])]
     h, i = problem.hidden_size, problem.intermediate_size
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i, problem.dtype) is None]
 

@@ -384,8 +384,9 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
     Triton tile: the kernels exchange h and its scales) matches the reference; a ``sorted_x``
     gate/up (x quantized into the alignment's order, read by TMA) gives its gathering twin's bits, a
-    persistent one (``kernels.gluon_gate_up_ws``) the non-persistent sorted tile's; and the default
-    gives the same bits twice."""
+    persistent one (``kernels.gluon_gate_up_ws``) the non-persistent sorted tile's, a persistent one
+    gathering x's rows itself the persistent sorted tile's; and the default gives the same bits
+    twice."""
     from kernels import GemmTile, MoEProblem, default_tactic, fused_moe_fp8, tactics
 
     _skip_without_gluon()
@@ -403,15 +404,17 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     sorted_tiles = {tac.gate_up for tac in chosen if tac.gate_up.sorted_x and not tac.gate_up.persistent}
 
     def twin_of(gate_up: GemmTile) -> GemmTile:
-        """A persistent gate/up's twin: the space's non-persistent sorted tile; a sorted one's: the
-        same tile gathering x."""
-        if gate_up.persistent:
+        """A persistent gate/up's twin: with sorted x the space's non-persistent sorted tile, else
+        the same persistent tile with sorted x; a sorted one's: the same tile gathering x."""
+        if gate_up.persistent and gate_up.sorted_x:
             return next(t for t in sorted_tiles if t.block_n == gate_up.block_n)
-        return replace(gate_up, sorted_x=False)
+        return replace(gate_up, sorted_x=not gate_up.sorted_x)
 
-    twins = [(tac, replace(tac, gate_up=twin_of(tac.gate_up))) for tac in chosen if tac.gate_up.sorted_x]
+    twins = [(tac, replace(tac, gate_up=twin_of(tac.gate_up))) for tac in chosen
+             if tac.gate_up.sorted_x or tac.gate_up.persistent]  # fmt: skip
     assert twins and all(twin in outs for _, twin in twins)
-    assert any(tac.gate_up.persistent for tac, _ in twins)
+    kinds = {(tac.gate_up.persistent, tac.gate_up.sorted_x) for tac, _ in twins}
+    assert kinds >= {(True, True), (True, False)}, kinds
     for tac, twin in twins:
         assert torch.equal(outs[tac], outs[twin]), f"{tac.name} differs from {twin.name}"
     dflt = default_tactic(problem, gluon=True)

@@ -197,17 +197,19 @@ def test_the_space_has_a_sorted_x_twin_of_the_first_gluon_gate_up_tile(block_m: 
     gate_ups = list(dict.fromkeys(t.gate_up for t in tactics(DSR1_PREFILL, gluon=True)
                                   if t.block_m == block_m and t.gate_up.gluon))  # fmt: skip
     flags = [(g.sorted_x, g.persistent) for g in gate_ups]
-    assert flags == [(False, False), (True, False), (False, False)] + [(True, True)] * (block_m == 128), flags
+    persistent = [(True, True), (False, True)] if block_m == 128 else []
+    assert flags == [(False, False), (True, False), (False, False), *persistent], flags
     assert gate_ups[1] == dataclasses.replace(gate_ups[0], sorted_x=True)
-    if block_m == 128:  # the sorted twin again, persistent with a 5-stage ring
+    if block_m == 128:  # the sorted twin and the first tile again, persistent with a 5-stage ring
         assert gate_ups[3] == dataclasses.replace(gate_ups[1], persistent=True, num_stages=5)
+        assert gate_ups[4] == dataclasses.replace(gate_ups[0], persistent=True, num_stages=5)
     assert not any(t.down.sorted_x or t.down.persistent for t in tactics(DSR1_PREFILL, gluon=True))
 
 
 def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
-    """``persistent`` (``kernels.gluon_gate_up_ws``) runs only Gluon gate/ups at block_m 128, for fp8
-    only the sorted halves one: other tiles and block sizes are refused with the reason, and the
-    flag survives the JSON round trip."""
+    """``persistent`` (``kernels.gluon_gate_up_ws``) runs only Gluon gate/ups at block_m 128 (for fp8
+    the halves one, sorted or gathering x's rows): other tiles and block sizes are refused with the
+    reason, and the flag survives the JSON round trip."""
     tile = GemmTile(128, 128, 8, 8, 5, tma=True, gluon=True, sorted_x=True, persistent=True)
     assert tile.name == "n128k128g8w8s5tGSP"
     tactic = Tactic(128, tile, dataclasses.replace(GLUON_TILE, num_stages=5))
@@ -215,8 +217,7 @@ def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
     assert gluon_misfit("gate_up", 128, tile, 7168, 2048) is None
     with pytest.raises(ValueError, match="persistent is a Gluon gate/up option: it needs gluon=True"):
         GemmTile(128, 128, 8, 8, 5, tma=True, sorted_x=True, persistent=True)
-    why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, sorted_x=False), 7168, 2048)
-    assert why is not None and "the persistent fp8 gate/up reads x quantized in the alignment's order" in why
+    assert gluon_misfit("gate_up", 128, dataclasses.replace(tile, sorted_x=False), 7168, 2048) is None
     with pytest.raises(ValueError, match="persistent must be a bool"):
         GemmTile(128, 128, tma=True, gluon=True, sorted_x=True, persistent=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is a gate_up option"):  # sorted_x is checked first
