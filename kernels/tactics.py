@@ -423,12 +423,21 @@ gate/up reads x's rows copied into the alignment's order by :mod:`kernels.row_ga
 
 _GATHERING_GLUON_GATE_UP_MAX_I = 1024
 """Up to this I the 16-bit default's gate/up, where it would read x copied into the alignment's
-order, is the persistent Gluon one gathering x's rows itself (4 stages; no copy of x). H200, run 47
-of session 15 (BENCHMARKS.md), the layer with each Gluon gate/up beside the default in the same
-rounds: 0.917x / 0.968x the time at qwen3-30b (I = 768) T = 4096 / 16384, but 1.01-1.06x at
-qwen3-235b (I = 1536), deepseek-r1 (I = 2048) and mixtral (I = 14336), where the copy is a smaller
-share of the layer. (Alone, run 56, the Gluon sorted gate/up is the faster GEMM at every point; why
-the layer does not follow is open: BENCHMARKS.md, runs 55-57.)"""
+order, is the persistent Gluon one gathering x's rows itself (no copy of x); above it, the persistent
+Gluon one reading the copy. H200, run 47 of session 15 (BENCHMARKS.md), the layer with each Gluon
+gate/up beside the default in the same rounds: gathering 0.917x / 0.968x the time at qwen3-30b
+(I = 768) T = 4096 / 16384, but 1.01-1.06x at qwen3-235b (I = 1536), deepseek-r1 (I = 2048) and
+mixtral (I = 14336), where the copy is a smaller share of the layer."""
+
+_GATHERING_GLUON_GATE_UP_STAGES = 4
+"""Ring depth of the 16-bit default's gathering Gluon gate/up (run 47: the 4-stage tile)."""
+
+_SORTED_GLUON_GATE_UP_STAGES = 3
+"""Ring depth of the 16-bit default's Gluon gate/up reading x's copy, above
+:data:`_GATHERING_GLUON_GATE_UP_MAX_I`. H200 run 60 of session 16 (``benchmarks/layer_power_ab.py``,
+T = 4096): against Triton's sorted gate/up in the same layer, 0.970-1.000x the time in interleaved
+20 ms rounds and 0.963-0.983x sustained (the card at its 700 W cap, ~1.5 GHz) at qwen3-235b,
+deepseek-r1 and mixtral; 4 stages the same within 1%. Alone it was the faster GEMM in runs 55-56."""
 
 _PERSISTENT_GATE_UP_STAGES = 5
 """Ring depth of the persistent gate/up tile: 5 stages were level with 4 to 9% faster at the six
@@ -623,8 +632,8 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
     with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile that
     fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0),
-    and up to :data:`_GATHERING_GLUON_GATE_UP_MAX_I` their ``sorted_x`` gate/up is the persistent
-    Gluon one gathering x's rows instead.
+    and their ``sorted_x`` gate/up is the persistent Gluon one, gathering x's rows itself up to
+    :data:`_GATHERING_GLUON_GATE_UP_MAX_I`, else reading the copy (where the tiles fit H and I).
     On the H200 (BENCHMARKS.md, session 14, runs 39 and 41) the 128 x 256 tile gave Triton's bits in
     0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's four cases (T = 4096,
     16384; the 128 x 128 one 0.90-1.06x), the layer up to 1.10x faster.
@@ -682,6 +691,9 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     gu = replace(gu_t, tma=gu_tma, sorted_x=sorted_x)
     if bm == 128 and _uses_gluon(problem, gluon):
         dn = next(iter(_gluon_tiles(problem, bm, "down")), dn)
-        if sorted_x and i <= _GATHERING_GLUON_GATE_UP_MAX_I:
-            gu = next((t for t in _gluon_tiles(problem, bm, "gate_up") if not t.sorted_x), gu)
+        if sorted_x:  # the Gluon gate/up, gathering x's rows itself up to a small I
+            gather = i <= _GATHERING_GLUON_GATE_UP_MAX_I
+            stages = _GATHERING_GLUON_GATE_UP_STAGES if gather else _SORTED_GLUON_GATE_UP_STAGES
+            gu = next((t for t in _gluon_tiles(problem, bm, "gate_up")
+                       if t.sorted_x != gather and t.num_stages == stages), gu)  # fmt: skip
     return Tactic(bm, gu, dn)

@@ -314,8 +314,8 @@ def test_16_bit_space_gains_gluon_downs_and_the_persistent_gate_ups() -> None:
     assert {t.block_m for t in space if t.gate_up.gluon} == {128}
     for tile in gate_ups:
         assert gluon_misfit("gate_up", 128, tile, 4096, 1536, "bfloat16") is None
-    # not the default at I = 1536: the layer ran 1.01-1.06x slower with it (run 47, session 15)
-    assert not default_tactic(QWEN3_235B_BF16, gluon=True).gate_up.gluon
+    # the default at I = 1536 reads x's copy (run 60, session 16; gathering: 1.01-1.06x, run 47)
+    assert default_tactic(QWEN3_235B_BF16, gluon=True).gate_up == BF16_GATE_UP
 
 
 @pytest.mark.parametrize(
@@ -351,17 +351,21 @@ def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem,
         (MoEProblem(16384, 2048, 512, 512, 10, "bfloat16"), "n128k64g8w8s4tGP"),  # qwen3-next I=512, 320 rows
         (MoEProblem(512, 2048, 768, 128, 8, "bfloat16"), "n64k256g8w4s3"),  # 32 rows: block_m 32
         (MoEProblem(1600, 2048, 768, 128, 8, "bfloat16"), "n128k64g8w8s4t"),  # 100 rows: x not sorted
-        (QWEN3_235B_BF16, "n128k64g8w8s4tS"),  # I = 1536: Triton's sorted gate/up
-        (MoEProblem(4096, 7168, 2048, 32, 8, "bfloat16"), "n128k64g8w8s4tS"),  # deepseek-r1 I = 2048
+        (QWEN3_235B_BF16, "n128k64g8w8s3tGSP"),  # I = 1536: the Gluon gate/up reading x's copy
+        (MoEProblem(4096, 7168, 2048, 32, 8, "bfloat16"), "n128k64g8w8s3tGSP"),  # deepseek-r1 I = 2048
+        (MoEProblem(4096, 4096, 14336, 8, 2, "bfloat16"), "n128k64g8w8s3tGSP"),  # mixtral I = 14336
+        (MoEProblem(4096, 2880, 2880, 64, 4, "bfloat16"), "n128k64g8w8s4tS"),  # H % 128 != 0: Triton's
     ],
     ids=["q30b-256rows", "q30b-1024rows-fp16", "qnext-320rows", "q30b-32rows", "q30b-100rows", "q235b",
-         "dsr1"],
+         "dsr1", "mixtral", "gpt-oss-H2880"],
 )
-def test_16_bit_default_gathers_x_in_the_gluon_gate_up_up_to_i_1024(problem: MoEProblem,
-                                                                    gate_up: str) -> None:  # fmt: skip
-    """Session 15's H200 run 47: where the 16-bit default would copy x into the alignment's order
-    (block_m 128, over 128 rows per expert), the persistent Gluon gate/up gathering x's rows took
-    0.92-0.97x the layer's time at qwen3-30b (I = 768) and 1.01-1.06x at I >= 1536."""
+def test_16_bit_default_takes_the_gluon_gate_up_where_it_sorts_x(problem: MoEProblem,
+                                                                  gate_up: str) -> None:  # fmt: skip
+    """Where the 16-bit default would copy x into the alignment's order (block_m 128, over 128 rows
+    per expert) its gate/up is the persistent Gluon one. Up to I = 1024 it gathers x's rows itself
+    (session 15's H200 run 47: 0.92-0.97x the layer's time at qwen3-30b, I = 768, but 1.01-1.06x at
+    I >= 1536); above, it reads the copy (session 16's run 60: 0.97-1.00x interleaved, 0.96-0.98x
+    sustained at qwen3-235b, deepseek-r1 and mixtral, T = 4096)."""
     d = default_tactic(problem, gluon=True)
     assert d.gate_up.name == gate_up, d.name
     assert d in tactics(problem, gluon=True)
