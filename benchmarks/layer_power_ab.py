@@ -1,7 +1,13 @@
-"""The bf16 layer with its default gate/up against the same layer with each Gluon gate/up, timed three
-ways in one process while ``nvidia-smi`` samples the SM clock and the board power.
+"""Layers (and the roofline's dense matmuls) timed three ways in one process while ``nvidia-smi``
+samples the SM clock and the board power: is a variant faster per clock, or does it move the clock?
 
-    PYTHONPATH=. python3 benchmarks/layer_power_ab.py [--cases A,B] [--tokens 4096] [--json FILE]
+    PYTHONPATH=. python3 benchmarks/layer_power_ab.py [--cases A,B] [--tokens 4096] [--gate-up-twins]
+        [--fp8] [--dense] [--json FILE]
+
+Variants per point: the bf16 default; with ``--gate-up-twins`` the same layer with each Gluon
+gate/up of its block_m; with ``--fp8`` the fp8 default layer; with ``--dense`` a first point of bf16
+``torch.mm`` and fp8 ``torch._scaled_mm`` at 8192^3 (``bench_fused_moe.measure_ceilings``'s ceilings).
+The first variant of each point is the base of the printed ratios.
 
 Why: in session 15 the persistent Gluon gate/up was the faster GEMM alone (Nsight Compute, CUDA-graph
 A/B) but not in the layer timed by ``bench_fused_moe.py`` (interleaved CUDA-graph rounds), while in
@@ -44,7 +50,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.bench_fused_moe import CASES, VARIANTS, Timed, balanced_topk
-from kernels import default_tactic, fused_moe, tactics
+from kernels import Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block, tactics
 from kernels.fused_moe import problem_of
 from kernels.gluon_support import gluon_unready
 
@@ -136,30 +142,11 @@ def sustained(tm: Timed, seconds: float, settle_s: float) -> tuple[list[float], 
     return [s.elapsed_time(e) * 1000.0 / tm.n for keep, s, e in pairs if keep], settled_at
 
 
-def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
-    """All three timings of the bf16 default and its Gluon gate/up twins at one point."""
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    case = CASES[name]
-    h, i, num_local = case.hidden, case.intermediate, case.local_experts
-    w1 = (torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)).to(torch.bfloat16)
-    w2 = (torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).to(torch.bfloat16)
-    xs = [torch.randn(tokens, h, device=dev).to(torch.bfloat16) for _ in range(VARIANTS)]
-    routes = [balanced_topk(tokens, case, v * tokens * case.top_k, dev) for v in range(VARIANTS)]
-    gluon = gluon_unready() is None
-    problem = problem_of(xs[0], w1, routes[0][0])
-    dflt = default_tactic(problem, gluon=gluon)
-    variants = {"default": dflt}
-    for t in tactics(problem, gluon=gluon):
-        if t.gate_up.gluon and t.block_m == dflt.block_m and t.gate_up != dflt.gate_up:
-            variants[f"gate_up_{t.gate_up.name}"] = replace(dflt, gate_up=t.gate_up)
-
-    def calls(t: Any) -> list[Callable[[], object]]:
-        return [(lambda v=v: fused_moe(xs[v], w1, w2, *routes[v], local_expert_offset=case.offset, tactic=t))
-                for v in range(VARIANTS)]  # fmt: skip
-
-    timed = {label: Timed(calls(t), args.target_ms * 1000.0) for label, t in variants.items()}
-    rows: dict[str, dict[str, Any]] = {label: {"tactic": t.name} for label, t in variants.items()}
+def time_variants(timed: dict[str, Timed], args: argparse.Namespace, sampler: Sampler,
+                  flops: dict[str, float]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Interleaved, sustained and per-kernel times of each variant (the first is the baseline of
+    the printed ratios); ``flops`` per call, where known, adds TFLOP/s at the sustained time."""
+    rows: dict[str, dict[str, Any]] = {label: {} for label in timed}
     inter: dict[str, list[float]] = {label: [] for label in timed}
     start = datetime.datetime.now()
     for _ in range(args.rounds):
@@ -184,21 +171,84 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
         rows[label]["sustained_power"] = {
             key: statistics.fmean(w[key] for w in windows[label]) for key in ("sm_mhz", "watts", "temp_c")
         } | {"reasons": hex(functools.reduce(operator.or_, (int(w["reasons"], 16) for w in windows[label])))}
+        if label in flops:
+            rows[label]["sustained_tflops"] = flops[label] / rows[label]["sustained_us"] * 1e-6
     for label, tm in timed.items():
         rows[label]["kernels_us"] = graph_kernels(tm)
-    base = rows["default"]
-    print(f"\n{name} T={tokens}")
+    base = next(iter(rows.values()))
     for label, row in rows.items():
         sp, inter_us, sus_us = row["sustained_power"], row["interleaved_us"], row["sustained_us"]
         blocks = " ".join(f"{b:.0f}" for b in row["sustained_block_medians_us"])
+        rate = f" {row['sustained_tflops']:.0f} TFLOP/s" if "sustained_tflops" in row else ""
         kern = ", ".join(f"{k.split('(')[0][:34]} {v:.1f}" for k, v in
                          sorted(row["kernels_us"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
         print(f"  {label:32s} interleaved {inter_us:8.1f} us ({inter_us / base['interleaved_us']:.3f}x) | "
-              f"sustained {sus_us:8.1f} us ({sus_us / base['sustained_us']:.3f}x) at {sp['sm_mhz']:.0f} MHz "
-              f"{sp['watts']:.0f} W {sp['temp_c']:.0f} C reasons {sp['reasons']} (blocks {blocks}) | "
+              f"sustained {sus_us:8.1f} us ({sus_us / base['sustained_us']:.3f}x){rate} at "
+              f"{sp['sm_mhz']:.0f} MHz {sp['watts']:.0f} W {sp['temp_c']:.0f} C reasons {sp['reasons']} "
+              f"(blocks {blocks}) | "
               f"kernels sum {sum(row['kernels_us'].values()):.1f}: {kern}")  # fmt: skip
     print(f"  interleaved window: {base['interleaved_power']}")
+    return rows
+
+
+def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+    """The bf16 default, and with ``--gate-up-twins`` its Gluon gate/up twins, with ``--fp8`` the
+    fp8 default, at one point."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    case = CASES[name]
+    h, i, num_local = case.hidden, case.intermediate, case.local_experts
+    w1 = (torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)).to(torch.bfloat16)
+    w2 = (torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).to(torch.bfloat16)
+    xs = [torch.randn(tokens, h, device=dev).to(torch.bfloat16) for _ in range(VARIANTS)]
+    routes = [balanced_topk(tokens, case, v * tokens * case.top_k, dev) for v in range(VARIANTS)]
+    gluon = gluon_unready() is None
+    problem = problem_of(xs[0], w1, routes[0][0])
+    dflt = default_tactic(problem, gluon=gluon)
+    variants = {"default": dflt}
+    for t in tactics(problem, gluon=gluon) if args.gate_up_twins else ():
+        if t.gate_up.gluon and t.block_m == dflt.block_m and t.gate_up != dflt.gate_up:
+            variants[f"gate_up_{t.gate_up.name}"] = replace(dflt, gate_up=t.gate_up)
+
+    def calls(t: Tactic) -> list[Callable[[], object]]:
+        return [(lambda v=v: fused_moe(xs[v], w1, w2, *routes[v], local_expert_offset=case.offset, tactic=t))
+                for v in range(VARIANTS)]  # fmt: skip
+
+    timed = {label: Timed(calls(t), args.target_ms * 1000.0) for label, t in variants.items()}
+    names = {label: t.name for label, t in variants.items()}
+    if args.fp8:
+        w1q, w1s = quantize_fp8_block(w1)
+        w2q, w2s = quantize_fp8_block(w2)
+        t8 = default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon)
+        timed["fp8 default"] = Timed([(lambda v=v: fused_moe_fp8(xs[v], w1q, w1s, w2q, w2s, *routes[v],
+                                                                 local_expert_offset=case.offset, tactic=t8))
+                                      for v in range(VARIANTS)], args.target_ms * 1000.0)  # fmt: skip
+        names["fp8 default"] = t8.name
+    print(f"\n{name} T={tokens}")
+    rows = time_variants(timed, args, sampler, {})
+    for label, row in rows.items():
+        row["tactic"] = names[label]
     return {"case": name, "tokens": tokens, "variants": rows}
+
+
+def dense_point(args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+    """The roofline's dense matmuls (``bench_fused_moe.measure_ceilings``: bf16 ``torch.mm`` and fp8
+    ``torch._scaled_mm``, 8192^3) under the same interleaved and sustained timing."""
+    size = 8192
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
+    one = torch.ones((), device="cuda", dtype=torch.float32)
+    target = args.target_ms * 1000.0
+    timed = {
+        "bf16 mm 8192": Timed([lambda: torch.mm(a, b)], target),
+        "fp8 _scaled_mm 8192": Timed(
+            [lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)], target
+        ),
+    }
+    print("\ndense matmuls")
+    rows = time_variants(timed, args, sampler, dict.fromkeys(timed, 2.0 * size**3))
+    return {"case": "dense", "tokens": size, "variants": rows}
 
 
 def main() -> None:
@@ -210,12 +260,16 @@ def main() -> None:
     ap.add_argument("--sustain-s", type=float, default=2.0, help="seconds per sustained block")
     ap.add_argument("--settle-s", type=float, default=1.0, help="seconds of each block not timed")
     ap.add_argument("--target-ms", type=float, default=20.0)
+    ap.add_argument("--gate-up-twins", action="store_true", help="the bf16 default with each Gluon gate/up")
+    ap.add_argument("--fp8", action="store_true", help="also the fp8 default layer")
+    ap.add_argument("--dense", action="store_true", help="also the roofline's dense bf16 and fp8 matmuls")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     sampler = Sampler()
     try:
-        points = [one_point(name, int(t), args, sampler)
-                  for name in args.cases.split(",") for t in args.tokens.split(",")]  # fmt: skip
+        points = [dense_point(args, sampler)] if args.dense else []
+        points += [one_point(name, int(t), args, sampler)
+                   for name in args.cases.split(",") if name for t in args.tokens.split(",")]  # fmt: skip
     finally:
         sampler.close()
     if args.json:
