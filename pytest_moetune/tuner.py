@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -225,6 +225,17 @@ def _first_line(err: BaseException, limit: int = 300) -> str:
     return f"{type(err).__name__}: {text[0][:limit] if text else ''}"
 
 
+def routed_local_slots(draws: Sequence[tuple[Any, Any]], problem: TuningProblem, bucket: int) -> float:
+    """Mean (token, slot) pairs of ``draws`` (``(topk_ids, topk_weights)``) that land in ``problem``'s
+    shard, capped at the bucket's ``bucket * top_k`` (a dispatched draw can deliver more rows than
+    the bucket's ``T``; the kernels' problem has ``T`` rows). The tactic space and the default
+    follow it, so a rank that a skewed distribution loads gets the row blocks its load needs."""
+    from pytest_moetune.routing import routing_stats
+
+    slots = [sum(routing_stats(topk_ids, problem.topology).rows_per_local_expert) for topk_ids, _ in draws]
+    return min(statistics.fmean(slots), float(bucket * problem.topology.top_k)) if slots else 0.0
+
+
 class Tuner:
     """Tunes any registered runner.
 
@@ -380,7 +391,9 @@ class Tuner:
             if hit is not None:
                 results[bucket] = hit
                 continue
-            bucket_problem = problem.at(bucket)
+            draws = self.draws_for(problem.at(bucket), problem)
+            slots = routed_local_slots(draws, problem, bucket)
+            bucket_problem = replace(problem.at(bucket), routed_local_slots=slots)
             if not self.runner.supports(bucket_problem):
                 raise ValueError(f"runner {self.runner.name!r} does not support {problem.describe()}")
             space = list(dict.fromkeys(self.runner.tactics(bucket_problem)))
@@ -388,10 +401,10 @@ class Tuner:
                 raise ValueError(f"runner {self.runner.name!r} offers no tactic for bucket {bucket}")
             start = self.stagger[0] * len(space) // self.stagger[1]
             space = space[start:] + space[:start]
-            todo.append((bucket, bucket_problem, space))
-        with self._progress(problem, sum(2 * len(space) for _, _, space in todo)) as advance:
-            for bucket, bucket_problem, space in todo:
-                result = self._tune_bucket(problem, bucket_problem, space, advance)
+            todo.append((bucket, bucket_problem, space, draws))
+        with self._progress(problem, sum(2 * len(space) for _, _, space, _ in todo)) as advance:
+            for bucket, bucket_problem, space, draws in todo:
+                result = self._tune_bucket(problem, bucket_problem, space, advance, draws)
                 results[bucket] = result
                 self.store.put_many({self.key(problem, bucket).id: self._entry(result)})
         ordered = [results[b] for b in problem.buckets if b in results]
@@ -408,17 +421,28 @@ class Tuner:
             "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
 
-    def input_sets_for(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[Any]:
-        """The inputs a bucket is timed on: the routing hook's ``topk`` for that token count and
-        topology, one per routing draw, made into at least ``input_sets`` sets (more than one when
-        timing cold L2); set ``i`` uses draw ``i % routing_draws``. Each set has as many rows as its
-        draw routes (``T`` for dummy routing, the delivered rows for dispatched routing)."""
+    def draws_for(self, bucket_problem: BucketProblem, problem: TuningProblem) -> list[tuple[Any, Any]]:
+        """The routing hook's ``(topk_ids, topk_weights)`` for the bucket's token count and topology,
+        one per routing draw (seeds ``seed``, ``seed + 1``, ...), on the tuner's device."""
         draws = []
         for draw in range(self.routing_draws):
             topk_ids, topk_weights = self.routing(
                 bucket_problem.num_tokens, problem.topology, problem.distribution, self.seed + draw
             )
             draws.append((topk_ids.to(self.device), topk_weights.to(self.device)))
+        return draws
+
+    def input_sets_for(
+        self,
+        bucket_problem: BucketProblem,
+        problem: TuningProblem,
+        draws: Sequence[tuple[Any, Any]] | None = None,
+    ) -> list[Any]:
+        """The inputs a bucket is timed on: the routing ``draws`` (default :meth:`draws_for`)
+        made into at least ``input_sets`` sets (more than one when timing cold L2); set ``i`` uses
+        draw ``i % routing_draws``. Each set has as many rows as its draw routes (``T`` for dummy
+        routing, the delivered rows for dispatched routing)."""
+        draws = list(draws) if draws is not None else self.draws_for(bucket_problem, problem)
 
         def inputs(draw: tuple[Any, Any]) -> Any:
             rows = int(draw[0].shape[0])
@@ -511,9 +535,10 @@ class Tuner:
         bucket_problem: BucketProblem,
         space: list[Hashable],
         advance: Callable[[str], None],
+        draws: Sequence[tuple[Any, Any]],
     ) -> BucketResult:
         start = time.perf_counter()
-        input_sets = self.input_sets_for(bucket_problem, problem)
+        input_sets = self.input_sets_for(bucket_problem, problem, draws)
         reference = self.runner.reference(input_sets[0]) if self.check else None
         tolerance = self.runner.max_relative_error(bucket_problem)
         timings: dict[str, float] = {}

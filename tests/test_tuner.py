@@ -16,8 +16,8 @@ from pytest_moetune.dispatch import dispatch_topk
 from pytest_moetune.distributions import Distribution
 from pytest_moetune.export import read_vllm_config, vllm_file_name, vllm_table, write_vllm_config
 from pytest_moetune.models import ModelShape, get_model
-from pytest_moetune.problem import TuningProblem, token_buckets
-from pytest_moetune.routing import dummy_topk
+from pytest_moetune.problem import BucketProblem, TuningProblem, token_buckets
+from pytest_moetune.routing import dummy_topk, routing_stats
 from pytest_moetune.testing import FakeRunner, FakeTactic, FakeTimer
 from pytest_moetune.topology import Topology
 from pytest_moetune.tuner import MoetuneTuningWarning, Tuner, TuningKey, finalists
@@ -543,3 +543,54 @@ def test_input_sets_rotate_through_distinct_inputs() -> None:
     tuner.tune(TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=2))
     assert made == [1, 1, 1, 2, 2, 2]  # three input sets per bucket
     assert set(timer.launch_counts) == {3}  # every measurement cycles through all three
+
+
+class SpaceSpy(FakeRunner):
+    """A fake runner that records the bucket problems its tactic space is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[BucketProblem] = []
+
+    def tactics(self, problem: BucketProblem) -> list[FakeTactic]:
+        self.asked.append(problem)
+        return super().tactics(problem)
+
+
+@pytest.mark.parametrize(
+    ("layout", "distribution", "even_share"),
+    [("ep8", "zipf:1.2", False), ("ep8", "balanced", True), ("dep8", "zipf:1.2", True)],
+    ids=["ep8-zipf", "ep8-balanced", "dep8-zipf"],
+)
+def test_the_tactic_space_sees_the_slots_the_tuning_routing_sends_to_the_rank(
+    layout: str, distribution: str, even_share: bool
+) -> None:
+    """The space and the default are sized by the rank's (token, slot) pairs. Under pure EP a skewed
+    distribution puts its hottest shard on the measured rank (DESIGN.md), so the rank computes
+    several times its even share; the tuner counts them in its own routing draws (session 16: the
+    deepseek-r1 ep8 zipf:1.2 case was tuned among block_m 16-32 tiles for ~180 rows per expert)."""
+    runner = SpaceSpy()
+    problem = TuningProblem(
+        DSR1, Topology.parse(layout, 256, 8), "bf16", distribution, tune_max_num_tokens=64
+    )
+    tuner = make_tuner(runner, routing_draws=2, seed=3)
+    tuner.tune(problem, buckets=[64])
+    (asked,) = runner.asked
+    draws = [dummy_topk(64, problem.topology, problem.distribution, seed)[0] for seed in (3, 4)]
+    counted = [sum(routing_stats(ids, problem.topology).rows_per_local_expert) for ids in draws]
+    assert asked.routed_local_slots == pytest.approx(sum(counted) / 2)
+    even = 64 * problem.topology.local_slots_per_row
+    if even_share:
+        assert asked.expected_local_slots == pytest.approx(even)
+    else:
+        assert asked.expected_local_slots > 3 * even
+    assert asked.expected_rows_per_local_expert == pytest.approx(asked.expected_local_slots / 32)
+
+
+@pytest.mark.parametrize("slots", [-1.0, 64 * 8 + 1.0])
+def test_routed_local_slots_outside_the_buckets_slots_are_refused(slots: float) -> None:
+    problem = TuningProblem(DSR1, Topology.parse("ep8", 256, 8))
+    with pytest.raises(
+        ValueError, match=rf"routed_local_slots={slots!r} is not in \[0, num_tokens \* top_k = 512\]"
+    ):
+        dataclasses.replace(problem.at(64), routed_local_slots=slots)

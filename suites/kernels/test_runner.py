@@ -6,6 +6,8 @@ by the host clock; the GPU test tunes a real model with CUDA-graph timing.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from pytest_moetune import Topology, get_model
 from pytest_moetune.dispatch import dispatch_topk
 from pytest_moetune.models import ModelShape
 from pytest_moetune.problem import TuningProblem
+from pytest_moetune.routing import dummy_topk, routing_stats
 from pytest_moetune.runner import RunnerRegistry
 from pytest_moetune.testing import HostClockTimer
 from pytest_moetune.tuner import Tuner
@@ -218,3 +221,23 @@ def test_export_tunes_without_sorted_x_tiles() -> None:
     assert export_dflt.gate_up == replace(dflt.gate_up, sorted_x=False)
     assert export_dflt in space
     export.vllm_config(export_dflt)
+
+
+def test_a_rank_that_skewed_routing_loads_gets_the_row_blocks_of_its_load() -> None:
+    """deepseek-r1 under pure EP8 with zipf:1.2 at T = 1024: the measured rank holds the hottest shard
+    and computes ~5.7x its even share of slots (~180 rows per expert, not 32). Sized by the even
+    share the space stopped at block_m 32, and the tuned layer lost to the torch._grouped_mm peer
+    (0.90x, H200 runs 61-62); sized by the tuner's counted slots it reaches block_m 128."""
+    from kernels.runner import FusedMoERunner
+
+    model = get_model("deepseek-r1")
+    problem = TuningProblem(model, Topology.parse("ep8", model.num_experts, model.top_k), "bf16", "zipf:1.2")
+    runner = FusedMoERunner()
+    ids, _ = dummy_topk(1024, problem.topology, problem.distribution, 0)
+    slots = sum(routing_stats(ids, problem.topology).rows_per_local_expert)
+    assert slots > 4 * 1024 * problem.topology.local_slots_per_row
+    even = {t.block_m for t in runner.tactics(problem.at(1024))}
+    loaded = replace(problem.at(1024), routed_local_slots=float(slots))
+    assert max(even) == 32
+    assert max(t.block_m for t in runner.tactics(loaded)) == 128
+    assert runner.default_tactic(loaded).block_m == 128
