@@ -4,6 +4,8 @@ BENCHMARKS.md and, with ``--plot``, one figure (speedup over the peer and fracti
 case, a row of panels per model).
 
     python3 benchmarks/peer_table.py REPORT.json [REPORT.json ...] [--plot PATH.png]
+
+A case in several reports is taken from the last one given.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 
 def load(paths: list[Path]) -> list[dict[str, Any]]:
-    results = [r for path in paths for r in json.loads(path.read_text())["results"]]
+    """The reports' results by case; a case in several reports takes the last report's (a shard
+    re-run after a full profile replaces its cases)."""
+    by_case = {r["case"]: r for path in paths for r in json.loads(path.read_text())["results"]}
+    results = list(by_case.values())
     missing = [r["case"] for r in results if r.get("peer_median_us") is None]
     if missing:
         raise SystemExit(f"no peer timing for {len(missing)} cases (run with --moetune-peer): {missing[:3]}")

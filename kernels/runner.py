@@ -42,16 +42,19 @@ _MAX_RELATIVE_ERROR = {"bf16": 1e-2, "fp16": 2e-3, "fp8_w8a8": 2e-2}
 
 
 def kernel_problem(problem: Any) -> MoEProblem:
-    """The kernels' static problem for a tuner bucket: expected local slots from the topology."""
+    """The kernels' static problem for a tuner bucket: its expected local slots (the tuner's count of
+    what its routing sends to the rank, else the topology's expectation). Where dispatched traffic
+    brings more slots than the bucket's ``T * top_k``, the problem has the rows that carry them."""
     topology, model = problem.topology, problem.model
+    slots = round(problem.expected_local_slots)
     return MoEProblem(
-        num_tokens=problem.num_tokens,
+        num_tokens=max(problem.num_tokens, math.ceil(slots / model.top_k)),
         hidden_size=model.hidden,
         intermediate_size=model.intermediate,
         num_local_experts=topology.local_num_experts,
         top_k=model.top_k,
         dtype=_KERNEL_DTYPES[problem.dtype],
-        num_local_slots=round(problem.expected_local_slots),
+        num_local_slots=slots,
     )
 
 

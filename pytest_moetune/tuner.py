@@ -225,15 +225,14 @@ def _first_line(err: BaseException, limit: int = 300) -> str:
     return f"{type(err).__name__}: {text[0][:limit] if text else ''}"
 
 
-def routed_local_slots(draws: Sequence[tuple[Any, Any]], problem: TuningProblem, bucket: int) -> float:
+def routed_local_slots(draws: Sequence[tuple[Any, Any]], problem: TuningProblem) -> float:
     """Mean (token, slot) pairs of ``draws`` (``(topk_ids, topk_weights)``) that land in ``problem``'s
-    shard, capped at the bucket's ``bucket * top_k`` (a dispatched draw can deliver more rows than
-    the bucket's ``T``; the kernels' problem has ``T`` rows). The tactic space and the default
-    follow it, so a rank that a skewed distribution loads gets the row blocks its load needs."""
+    shard. The tactic space and the default follow it, so a rank that a skewed distribution loads
+    gets the row blocks its load needs (a dispatched draw can deliver more than the bucket's rows)."""
     from pytest_moetune.routing import routing_stats
 
     slots = [sum(routing_stats(topk_ids, problem.topology).rows_per_local_expert) for topk_ids, _ in draws]
-    return min(statistics.fmean(slots), float(bucket * problem.topology.top_k)) if slots else 0.0
+    return statistics.fmean(slots) if slots else 0.0
 
 
 class Tuner:
@@ -392,7 +391,7 @@ class Tuner:
                 results[bucket] = hit
                 continue
             draws = self.draws_for(problem.at(bucket), problem)
-            slots = routed_local_slots(draws, problem, bucket)
+            slots = routed_local_slots(draws, problem)
             bucket_problem = replace(problem.at(bucket), routed_local_slots=slots)
             if not self.runner.supports(bucket_problem):
                 raise ValueError(f"runner {self.runner.name!r} does not support {problem.describe()}")

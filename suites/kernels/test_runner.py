@@ -241,3 +241,8 @@ def test_a_rank_that_skewed_routing_loads_gets_the_row_blocks_of_its_load() -> N
     assert max(even) == 32
     assert max(t.block_m for t in runner.tactics(loaded)) == 128
     assert runner.default_tactic(loaded).block_m == 128
+    # dispatched traffic: more slots than the bucket's T * top_k, carried by more rows
+    dispatched = replace(problem.at(64), routed_local_slots=5.7 * 64 * model.top_k)
+    assert max(t.block_m for t in runner.tactics(dispatched)) > max(
+        t.block_m for t in runner.tactics(problem.at(64))
+    )
