@@ -46,11 +46,13 @@ stored by TMA. x comes either copied into the alignment's order, by TMA (``sorte
 from the layer's x: the gathering loader (:func:`_ws_gather_loader`) looks up each padded row's token
 and copies its 128-byte pieces with ``cp.async``, and the math warps fence the generic-proxy writes
 before their wgmmas. Both are the bf16/fp16 space's ``persistent`` gate/up tiles at block_m 128 (3
-or 4 stages); the gathering one with 4 stages is the 16-bit default's gate/up up to I = 1024. On the
-H200 (BENCHMARKS.md, session 15, runs 45-47) all give the bits of Triton's sorted gate/up; the layer
-with the gathering one took 0.917x / 0.968x the default's time at qwen3-30b (I = 768) T = 4096 /
-16384 and 1.01-1.06x at I >= 1536, where the copy weighs less. Alone (run 56) the sorted one is the
-faster GEMM than Triton's at every point (0.91-0.99x its time), but not in the layer (open).
+or 4 stages); the 16-bit default's gate/up where it reads x's copy is the gathering one with 4 stages
+up to I = 1024 and the sorted one with 3 stages above. On the H200 (BENCHMARKS.md, session 15, runs
+45-47) all give the bits of Triton's sorted gate/up; the layer with the gathering one took 0.917x /
+0.968x the then default's time at qwen3-30b (I = 768) T = 4096 / 16384 and 1.01-1.06x at I >= 1536,
+where the copy weighs less. Alone (run 56) the sorted one is the faster GEMM than Triton's at every
+point (0.91-0.99x its time); in the layer (session 16, run 60, the card at its 700 W power cap) it
+took 0.96-0.98x Triton's layer time sustained and 0.97-1.00x in interleaved 20 ms rounds.
 """
 
 from __future__ import annotations
