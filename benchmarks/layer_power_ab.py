@@ -60,6 +60,36 @@ QUERIES = (  # the instantaneous power where nvidia-smi has it; power.draw is a 
 )
 
 
+Sample = tuple[datetime.datetime, float, float, float, int]
+"""(time, SM MHz, W, deg C, clock-event reasons bit mask) of one ``nvidia-smi`` line."""
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """The samples of ``nvidia-smi --format=csv,noheader,nounits`` output with the :data:`QUERIES`
+    fields; other lines (nvidia-smi's own messages, a torn last line) are skipped."""
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            stamp = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f")
+            out.append((stamp, float(parts[1]), float(parts[2]), float(parts[3]), int(parts[4], 16)))
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def summarize(samples: list[Sample], start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
+    """Means of the samples taken in ``[start, end]`` (NaN without any) and the OR of their reasons."""
+    inside = [s for s in samples if start <= s[0] <= end]
+
+    def mean(j: int) -> float:
+        return statistics.fmean(s[j] for s in inside) if inside else math.nan
+
+    reasons = functools.reduce(operator.or_, (s[4] for s in inside), 0)
+    return {"samples": len(inside), "sm_mhz": mean(1), "watts": mean(2), "temp_c": mean(3),
+            "reasons": hex(reasons)}  # fmt: skip
+
+
 class Sampler:
     """``nvidia-smi`` polling GPU 0 every ``period_ms`` into a temp file, read back per time window."""
 
@@ -82,30 +112,15 @@ class Sampler:
         self.proc.wait()
         self.file.close()
 
-    def samples(self) -> list[tuple[datetime.datetime, float, float, float, int]]:
-        """(time, SM MHz, W, deg C, clock-event reasons) of every sample so far."""
+    def samples(self) -> list[Sample]:
+        """Every sample so far."""
         self.file.flush()
         self.file.seek(0)
-        out = []
-        for line in self.file.read().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            try:
-                stamp = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f")
-                out.append((stamp, float(parts[1]), float(parts[2]), float(parts[3]), int(parts[4], 16)))
-            except (ValueError, IndexError):
-                continue  # nvidia-smi's own messages, a torn last line
-        return out
+        return parse_samples(self.file.read())
 
     def window(self, start: datetime.datetime, end: datetime.datetime) -> dict[str, Any]:
-        """Means of the samples taken in ``[start, end]`` and the OR of their reasons."""
-        inside = [s for s in self.samples() if start <= s[0] <= end]
-
-        def mean(j: int) -> float:
-            return statistics.fmean(s[j] for s in inside) if inside else math.nan
-
-        reasons = functools.reduce(operator.or_, (s[4] for s in inside), 0)
-        return {"samples": len(inside), "sm_mhz": mean(1), "watts": mean(2), "temp_c": mean(3),
-                "reasons": hex(reasons)}  # fmt: skip
+        """:func:`summarize` of the samples taken in ``[start, end]``."""
+        return summarize(self.samples(), start, end)
 
 
 def graph_kernels(tm: Timed, replays: int = 2) -> dict[str, float]:
