@@ -1,0 +1,184 @@
+"""What the block-scale promotion costs the fp8 layer at the power cap: the fp8 default layer as
+committed against the same layer with its warp-specialized K loops' promotion taken out (a probe:
+wrong results, real timing).
+
+    PYTHONPATH=. python3 benchmarks/fp8_promotion_probe.py [--cases A,B] [--tokens 4096] [--json F]
+    env -u TRITON_INTERPRET PYTHONPATH=. python3 benchmarks/fp8_promotion_probe.py --offline   # no GPU
+
+The probe swaps ``_ws_k_loop`` (the math warps' block-scaled K loop of the warp-specialized Gluon down
+and the persistent Gluon gate/up) for :func:`_ws_k_loop_unscaled`: the same ring, waits and slot
+releases, but every wgmma accumulates in place, as the 16-bit K loop does, and no scale is loaded,
+multiplied or added. The layer's other kernels, the quantization of x and h included, stay as they
+are. So the time the probe saves is what the per-K-block promotion (two scale loads, a multiply and
+an FMA per accumulator element, the second temporary's registers) costs in the layer.
+
+Why (BENCHMARKS.md, session 16, run 63): at T = 4096 on the H200 both layers run at the 700 W cap;
+there the bf16 layers sustain 88-102% of the dense bf16 matmul's rate and the fp8 layers only 67-77%
+of the dense fp8 one's, so fp8 misses 1.5x bf16. The promotion is one suspect, the bytes moved from
+L2 into shared memory per FLOP the other.
+
+Each variant compiles in its own child process (Triton keys its compile cache on a kernel's
+dependencies as first resolved), in the order committed, probe, committed, probe, so a drift of the
+card's temperature shows as a difference between the two runs of one variant. On the GPU each child
+times the fp8 default at each point by :func:`benchmarks.layer_power_ab.time_variants` (interleaved
+rounds and settled sustained blocks, with the SM clock and power). ``--offline`` compiles the
+persistent fp8 gate/up both ways for sm_90a and prints registers and the K loop's instructions per K
+block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from functools import partial
+from typing import Any
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+import kernels.gluon_down as gluon_down
+import kernels.gluon_gate_up_ws as gluon_gate_up_ws
+
+VARIANTS = ("committed", "unscaled")
+
+
+@gluon.jit
+def _ws_k_loop_unscaled(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                        sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
+                        FENCE: gl.constexpr = False):  # fmt: skip
+    """:func:`kernels.gluon_down._ws_k_loop`'s signature over :func:`kernels.gluon_down._ws_k_loop_plain`
+    (the scale arguments unused): a probe, not a correct kernel."""
+    return gluon_down._ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout, FENCE)
+
+
+def use(variant: str) -> None:
+    """Swap the probe's K loop into both modules that call it (before anything compiles)."""
+    if variant == "unscaled":
+        gluon_down._ws_k_loop = _ws_k_loop_unscaled
+        gluon_gate_up_ws._ws_k_loop = _ws_k_loop_unscaled
+
+
+def offline_report(variant: str) -> dict[str, Any]:
+    """Registers and K-loop SASS of the persistent fp8 gate/up (5 stages) compiled with ``variant``;
+    ``instructions_per_k_block`` divides the loop by the K blocks it holds (the committed loop is
+    unrolled by two K blocks, eight k32 wgmmas per warp; the plain one holds one, four)."""
+    from benchmarks.gluon_fp8_gemm import _report
+    from benchmarks.gluon_gate_up_ws import compile_ws
+
+    use(variant)
+    k_blocks = 2 if variant == "committed" else 1
+    report = _report(
+        "gluon-gate-up-ws", (128, 128, 8, 5), lambda: compile_ws(5), mma_per_iteration=4 * k_blocks
+    )
+    row = {"variant": variant, "registers": report.registers, "spills": report.spill_stores,
+           "loop_instructions": report.loop_instructions, "loop_barriers": report.loop_barriers,
+           "error": report.error}  # fmt: skip
+    if report.loop_instructions is not None:
+        row["instructions_per_k_block"] = report.loop_instructions / k_blocks
+    return row
+
+
+def gpu_report(
+    variant: str, cases: list[str], tokens: list[int], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The fp8 default layer's times at each point with ``variant``'s K loop."""
+    import math
+
+    import torch
+
+    from benchmarks.bench_fused_moe import CASES, Timed, balanced_topk
+    from benchmarks.bench_fused_moe import VARIANTS as ROUTINGS
+    from benchmarks.layer_power_ab import Sampler, time_variants
+    from kernels import MoEProblem, default_tactic, fused_moe_fp8, quantize_fp8_block
+    from kernels.gluon_support import gluon_unready
+
+    use(variant)
+    gluon = gluon_unready() is None
+    dev = torch.device("cuda")
+    sampler = Sampler()
+    rows = []
+    try:
+        for name in cases:
+            case = CASES[name]
+            h, i, num_local = case.hidden, case.intermediate, case.local_experts
+            torch.manual_seed(0)
+            w1q, w1s = quantize_fp8_block(torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h))
+            w2q, w2s = quantize_fp8_block(torch.randn(num_local, h, i, device=dev) / math.sqrt(i))
+            for t in tokens:
+                xs = [torch.randn(t, h, device=dev).to(torch.bfloat16) for _ in range(ROUTINGS)]
+                routes = [balanced_topk(t, case, v * t * case.top_k, dev) for v in range(ROUTINGS)]
+                tactic = default_tactic(
+                    MoEProblem(t, h, i, num_local, case.top_k, "float8_e4m3fn"), gluon=gluon
+                )
+                layer = partial(fused_moe_fp8, local_expert_offset=case.offset, tactic=tactic)
+                pairs = zip(xs, routes, strict=True)
+                calls = [partial(layer, x, w1q, w1s, w2q, w2s, *route) for x, route in pairs]
+                print(f"\n{variant}: {name} T={t} {tactic.name}")
+                timed = {variant: Timed(calls, args.target_ms * 1000.0)}
+                (row,) = time_variants(timed, args, sampler, {}).values()
+                rows.append({"variant": variant, "case": name, "tokens": t, "tactic": tactic.name} | row)
+                del timed
+                torch.cuda.empty_cache()
+    finally:
+        sampler.close()
+    return rows
+
+
+def child(variant: str, argv: list[str]) -> list[dict[str, Any]]:
+    """Run this script for one ``variant`` in a fresh process; its last stdout line is its JSON."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--variant", variant, *argv], capture_output=True, text=True
+    )
+    if out.returncode:
+        raise SystemExit(
+            f"{variant} child failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        )
+    print(out.stdout.rsplit("\n", 2)[0])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--offline", action="store_true", help="compile both variants for sm_90a, no GPU")
+    ap.add_argument("--cases", default="deepseek-r1-dep8,qwen3-235b-a22b-dep2,qwen3-30b-a3b-ep1")
+    ap.add_argument("--tokens", default="4096")
+    ap.add_argument("--passes", type=int, default=2, help="runs of each variant, alternating")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--blocks", type=int, default=3)
+    ap.add_argument("--sustain-s", type=float, default=2.0)
+    ap.add_argument("--settle-s", type=float, default=1.0)
+    ap.add_argument("--target-ms", type=float, default=20.0)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # a child's one variant
+    args, _ = ap.parse_known_args()
+    if args.variant:
+        if args.offline:
+            result: Any = [offline_report(args.variant)]
+        else:
+            result = gpu_report(
+                args.variant, args.cases.split(","), [int(t) for t in args.tokens.split(",")], args
+            )
+        print(json.dumps(result))
+        return
+    argv = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    order = VARIANTS if args.offline else VARIANTS * args.passes
+    rows = [row for variant in order for row in child(variant, argv)]
+    if args.offline:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print("\n| variant | case | T | interleaved µs | sustained µs | SM MHz | W |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            sp = row["sustained_power"]
+            print(f"| {row['variant']} | {row['case']} | {row['tokens']} | {row['interleaved_us']:.1f} | "
+                  f"{row['sustained_us']:.1f} | {sp['sm_mhz']:.0f} | {sp['watts']:.0f} |")  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
