@@ -29,10 +29,10 @@ block.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
-from functools import partial
 from typing import Any
 
 from triton.experimental import gluon
@@ -84,42 +84,33 @@ def gpu_report(
     variant: str, cases: list[str], tokens: list[int], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """The fp8 default layer's times at each point with ``variant``'s K loop."""
-    import math
-
     import torch
 
-    from benchmarks.bench_fused_moe import CASES, Timed, balanced_topk
-    from benchmarks.bench_fused_moe import VARIANTS as ROUTINGS
-    from benchmarks.layer_power_ab import Sampler, time_variants
-    from kernels import MoEProblem, default_tactic, fused_moe_fp8, quantize_fp8_block
+    from benchmarks.bench_fused_moe import CASES, Timed
+    from benchmarks.layer_power_ab import Sampler, layer_calls, layer_inputs, time_variants
+    from kernels import default_tactic, fused_moe_fp8, quantize_fp8_block
+    from kernels.fused_moe import problem_of
     from kernels.gluon_support import gluon_unready
 
     use(variant)
     gluon = gluon_unready() is None
-    dev = torch.device("cuda")
     sampler = Sampler()
     rows = []
     try:
         for name in cases:
             case = CASES[name]
-            h, i, num_local = case.hidden, case.intermediate, case.local_experts
-            torch.manual_seed(0)
-            w1q, w1s = quantize_fp8_block(torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h))
-            w2q, w2s = quantize_fp8_block(torch.randn(num_local, h, i, device=dev) / math.sqrt(i))
             for t in tokens:
-                xs = [torch.randn(t, h, device=dev).to(torch.bfloat16) for _ in range(ROUTINGS)]
-                routes = [balanced_topk(t, case, v * t * case.top_k, dev) for v in range(ROUTINGS)]
-                tactic = default_tactic(
-                    MoEProblem(t, h, i, num_local, case.top_k, "float8_e4m3fn"), gluon=gluon
-                )
-                layer = partial(fused_moe_fp8, local_expert_offset=case.offset, tactic=tactic)
-                pairs = zip(xs, routes, strict=True)
-                calls = [partial(layer, x, w1q, w1s, w2q, w2s, *route) for x, route in pairs]
+                w1, w2, xs, routes = layer_inputs(case, t)
+                problem = problem_of(xs[0], w1, routes[0][0])
+                tactic = default_tactic(dataclasses.replace(problem, dtype="float8_e4m3fn"), gluon=gluon)
+                weights = (*quantize_fp8_block(w1), *quantize_fp8_block(w2))
+                calls = layer_calls(fused_moe_fp8, weights, xs, routes, case, tactic)
                 print(f"\n{variant}: {name} T={t} {tactic.name}")
-                timed = {variant: Timed(calls, args.target_ms * 1000.0)}
-                (row,) = time_variants(timed, args, sampler, {}).values()
+                (row,) = time_variants(
+                    {variant: Timed(calls, args.target_ms * 1000.0)}, args, sampler, {}
+                ).values()
                 rows.append({"variant": variant, "case": name, "tokens": t, "tactic": tactic.name} | row)
-                del timed
+                del calls, weights, w1, w2, xs
                 torch.cuda.empty_cache()
     finally:
         sampler.close()

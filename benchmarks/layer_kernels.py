@@ -40,11 +40,17 @@ def kernel_times(fn: Callable[[], None], iters: int) -> tuple[dict[str, float], 
             fn()
         end.record()
         torch.cuda.synchronize()
+    return per_kernel_us(prof, iters), start.elapsed_time(end) * 1e3 / iters
+
+
+def per_kernel_us(prof: profile, calls: int, width: int = 60) -> dict[str, float]:
+    """Device us per call of each CUDA kernel ``prof`` recorded over ``calls`` calls (names cut to
+    ``width`` characters, those that then agree summed)."""
     per_kernel: dict[str, float] = defaultdict(float)
     for ev in prof.events():
         if ev.device_type == torch.autograd.DeviceType.CUDA:
-            per_kernel[ev.name[:60]] += ev.device_time / iters
-    return dict(per_kernel), start.elapsed_time(end) * 1e3 / iters
+            per_kernel[ev.name[:width]] += ev.device_time / calls
+    return dict(per_kernel)
 
 
 def one_case(name: str, token_counts: list[int], iters: int,
@@ -87,15 +93,18 @@ def one_case(name: str, token_counts: list[int], iters: int,
         def bf16(t: Tactic, x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts) -> None:
             fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)
 
-        def fp8(x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts,
-                t: Tactic = t8) -> None:
+        def fp8(
+            x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts, t: Tactic = t8
+        ) -> None:
             fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, wts, local_expert_offset=case.offset, tactic=t)
 
         runs = [(f"bf16 {t.name}", lambda t=t: bf16(t)) for t in bf16_tactics] + [(f"fp8 {t8.name}", fp8)]
         for label, fn in runs:
             kernels, wall = kernel_times(fn, iters)
-            print(f"{name} T={tokens} {label}: {wall:.1f} us per call (events), "
-                  f"kernels sum {sum(kernels.values()):.1f} us")
+            print(
+                f"{name} T={tokens} {label}: {wall:.1f} us per call (events), "
+                f"kernels sum {sum(kernels.values()):.1f} us"
+            )
             for kname, us in sorted(kernels.items(), key=lambda kv: -kv[1]):
                 print(f"    {us:9.1f} us  {kname}")
             rows.append({"case": name, "tokens": tokens, "layer": label, "wall_us": wall, "kernels": kernels})

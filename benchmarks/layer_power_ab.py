@@ -41,15 +41,16 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_fused_moe import CASES, VARIANTS, Timed, balanced_topk
+from benchmarks.bench_fused_moe import CASES, VARIANTS, Case, Timed, balanced_topk
+from benchmarks.layer_kernels import per_kernel_us
 from kernels import Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block, tactics
 from kernels.fused_moe import problem_of
 from kernels.gluon_support import gluon_unready
@@ -129,11 +130,7 @@ def graph_kernels(tm: Timed, replays: int = 2) -> dict[str, float]:
         for _ in range(replays):
             tm.graph.replay()
         torch.cuda.synchronize()
-    per_kernel: dict[str, float] = defaultdict(float)
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            per_kernel[ev.name[:48]] += ev.device_time / (replays * tm.n)
-    return dict(per_kernel)
+    return per_kernel_us(prof, replays * tm.n, width=48)
 
 
 def sustained(tm: Timed, seconds: float, settle_s: float) -> tuple[list[float], datetime.datetime]:
@@ -206,17 +203,31 @@ def time_variants(timed: dict[str, Timed], args: argparse.Namespace, sampler: Sa
     return rows
 
 
-def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
-    """The bf16 default, and with ``--gate-up-twins`` its Gluon gate/up twins, with ``--fp8`` the
-    fp8 default, at one point."""
+def layer_inputs(case: Case, tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[Any]]:
+    """Seeded bf16 ``w1 (L, 2I, H)``, ``w2 (L, H, I)`` and :data:`~benchmarks.bench_fused_moe.VARIANTS`
+    pairs of ``x (T, H)`` and its balanced routing ``(topk_ids, topk_weights)``, on the GPU."""
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    case = CASES[name]
     h, i, num_local = case.hidden, case.intermediate, case.local_experts
     w1 = (torch.randn(num_local, 2 * i, h, device=dev) / math.sqrt(h)).to(torch.bfloat16)
     w2 = (torch.randn(num_local, h, i, device=dev) / math.sqrt(i)).to(torch.bfloat16)
     xs = [torch.randn(tokens, h, device=dev).to(torch.bfloat16) for _ in range(VARIANTS)]
     routes = [balanced_topk(tokens, case, v * tokens * case.top_k, dev) for v in range(VARIANTS)]
+    return w1, w2, xs, routes
+
+
+def layer_calls(layer: Callable[..., object], weights: tuple[torch.Tensor, ...], xs: list[torch.Tensor],
+                routes: list[Any], case: Case, tactic: Tactic) -> list[Callable[[], object]]:  # fmt: skip
+    """One call of ``layer`` (``fused_moe`` or ``fused_moe_fp8``) per x and its routing."""
+    return [partial(layer, x, *weights, *route, local_expert_offset=case.offset, tactic=tactic)
+            for x, route in zip(xs, routes, strict=True)]  # fmt: skip
+
+
+def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+    """The bf16 default, and with ``--gate-up-twins`` its Gluon gate/up twins, with ``--fp8`` the
+    fp8 default, at one point."""
+    case = CASES[name]
+    w1, w2, xs, routes = layer_inputs(case, tokens)
     gluon = gluon_unready() is None
     problem = problem_of(xs[0], w1, routes[0][0])
     dflt = default_tactic(problem, gluon=gluon)
@@ -224,20 +235,14 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
     for t in tactics(problem, gluon=gluon) if args.gate_up_twins else ():
         if t.gate_up.gluon and t.block_m == dflt.block_m and t.gate_up != dflt.gate_up:
             variants[f"gate_up_{t.gate_up.name}"] = replace(dflt, gate_up=t.gate_up)
-
-    def calls(t: Tactic) -> list[Callable[[], object]]:
-        return [(lambda v=v: fused_moe(xs[v], w1, w2, *routes[v], local_expert_offset=case.offset, tactic=t))
-                for v in range(VARIANTS)]  # fmt: skip
-
-    timed = {label: Timed(calls(t), args.target_ms * 1000.0) for label, t in variants.items()}
+    target = args.target_ms * 1000.0
+    timed = {label: Timed(layer_calls(fused_moe, (w1, w2), xs, routes, case, t), target)
+             for label, t in variants.items()}  # fmt: skip
     names = {label: t.name for label, t in variants.items()}
     if args.fp8:
-        w1q, w1s = quantize_fp8_block(w1)
-        w2q, w2s = quantize_fp8_block(w2)
         t8 = default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon)
-        timed["fp8 default"] = Timed([(lambda v=v: fused_moe_fp8(xs[v], w1q, w1s, w2q, w2s, *routes[v],
-                                                                 local_expert_offset=case.offset, tactic=t8))
-                                      for v in range(VARIANTS)], args.target_ms * 1000.0)  # fmt: skip
+        weights8 = (*quantize_fp8_block(w1), *quantize_fp8_block(w2))
+        timed["fp8 default"] = Timed(layer_calls(fused_moe_fp8, weights8, xs, routes, case, t8), target)
         names["fp8 default"] = t8.name
     print(f"\n{name} T={tokens}")
     rows = time_variants(timed, args, sampler, {})
