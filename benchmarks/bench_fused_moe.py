@@ -313,6 +313,14 @@ def breakdown_fp8(
     return time_prefixes(upto, ("align", "+quant_x", "+gate_up", "+down", "+combine"), rounds, target)
 
 
+def gluon_gate_up_twins(problem: MoEProblem, dflt: Tactic, gluon: bool) -> list[Tactic]:
+    """``dflt`` with each other Gluon gate/up of ``problem``'s space at its block_m (the persistent
+    16-bit ones for bf16/fp16: gathering and ``sorted_x``, 3 and 4 stages), in the space's order."""
+    gate_ups = dict.fromkeys(t.gate_up for t in tactics(problem, gluon=gluon)
+                             if t.gate_up.gluon and t.block_m == dflt.block_m)  # fmt: skip
+    return [replace(dflt, gate_up=g) for g in gate_ups if g != dflt.gate_up]
+
+
 def roofline_us(
     case: Case, num_tokens: int, ceilings: dict[str, float], fp8: bool = False
 ) -> dict[str, float]:
@@ -445,12 +453,9 @@ def run_point(
         twin = default_tactic(problem)
         if twin not in finalists.values():
             finalists["down_twin"] = twin
-    gluon_gate_ups = [t.gate_up for t in tactics(problem, gluon=GLUON)
-                      if t.gate_up.gluon and t.block_m == dflt.block_m]  # fmt: skip
-    for gate_up in gluon_gate_ups if args.gate_up_twin else ():  # the default with each Gluon gate/up
-        twin = replace(dflt, gate_up=gate_up)
+    for twin in gluon_gate_up_twins(problem, dflt, GLUON) if args.gate_up_twin else ():
         if twin not in finalists.values():
-            finalists[f"gate_up_twin_{gate_up.name}"] = twin
+            finalists[f"gate_up_twin_{twin.gate_up.name}"] = twin
     variants = {name: Timed(bf16_calls(t), target) for name, t in finalists.items()}
     variants["peer"] = Timed(peer_calls, target)
     sweep8: list[dict[str, object]] = []

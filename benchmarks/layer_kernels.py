@@ -57,7 +57,7 @@ def one_case(name: str, token_counts: list[int], iters: int,
              gate_up_twins: bool = False) -> list[dict[str, object]]:  # fmt: skip
     """Profile both layers' default tactics of one case at each token count (and with
     ``gate_up_twins`` the bf16 default with each Gluon gate/up); print and return."""
-    from benchmarks.bench_fused_moe import CASES, balanced_topk
+    from benchmarks.bench_fused_moe import CASES, balanced_topk, gluon_gate_up_twins
     from kernels import (
         Tactic,
         default_tactic,
@@ -65,7 +65,6 @@ def one_case(name: str, token_counts: list[int], iters: int,
         fused_moe_fp8,
         gluon_unready,
         quantize_fp8_block,
-        tactics,
     )
     from kernels.fused_moe import problem_of
 
@@ -86,9 +85,7 @@ def one_case(name: str, token_counts: list[int], iters: int,
         t8 = default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon)
         bf16_tactics = [t16]
         if gate_up_twins:
-            gate_ups = dict.fromkeys(t.gate_up for t in tactics(problem, gluon=gluon)
-                                     if t.gate_up.gluon and t.block_m == t16.block_m)  # fmt: skip
-            bf16_tactics += [replace(t16, gate_up=g) for g in gate_ups if g != t16.gate_up]
+            bf16_tactics += gluon_gate_up_twins(problem, t16, gluon)
 
         def bf16(t: Tactic, x: torch.Tensor = x, ids: torch.Tensor = ids, wts: torch.Tensor = wts) -> None:
             fused_moe(x, w1, w2, ids, wts, local_expert_offset=case.offset, tactic=t)

@@ -49,9 +49,9 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_fused_moe import CASES, VARIANTS, Case, Timed, balanced_topk
+from benchmarks.bench_fused_moe import CASES, VARIANTS, Case, Timed, balanced_topk, gluon_gate_up_twins
 from benchmarks.layer_kernels import per_kernel_us
-from kernels import Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block, tactics
+from kernels import Tactic, default_tactic, fused_moe, fused_moe_fp8, quantize_fp8_block
 from kernels.fused_moe import problem_of
 from kernels.gluon_support import gluon_unready
 
@@ -232,9 +232,8 @@ def one_point(name: str, tokens: int, args: argparse.Namespace, sampler: Sampler
     problem = problem_of(xs[0], w1, routes[0][0])
     dflt = default_tactic(problem, gluon=gluon)
     variants = {"default": dflt}
-    for t in tactics(problem, gluon=gluon) if args.gate_up_twins else ():
-        if t.gate_up.gluon and t.block_m == dflt.block_m and t.gate_up != dflt.gate_up:
-            variants[f"gate_up_{t.gate_up.name}"] = replace(dflt, gate_up=t.gate_up)
+    for t in gluon_gate_up_twins(problem, dflt, gluon) if args.gate_up_twins else ():
+        variants[f"gate_up_{t.gate_up.name}"] = t
     target = args.target_ms * 1000.0
     timed = {label: Timed(layer_calls(fused_moe, (w1, w2), xs, routes, case, t), target)
              for label, t in variants.items()}  # fmt: skip
