@@ -37,11 +37,14 @@ from typing import Any
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 
 import kernels.gluon_down as gluon_down
 import kernels.gluon_gate_up_ws as gluon_gate_up_ws
+from kernels.gluon_common import _gluon_block_scale, _gluon_pin
+from kernels.gluon_down import _down_release, _slot_rows, _ws_issue
 
-VARIANTS = ("committed", "unscaled")
+VARIANTS = ("committed", "unscaled", "prefetch", "noload")
 
 
 @gluon.jit
@@ -53,11 +56,104 @@ def _ws_k_loop_unscaled(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_
     return gluon_down._ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout, FENCE)
 
 
+@gluon.jit
+def _ws_k_loop_prefetch(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                        sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
+                        FENCE: gl.constexpr = False):  # fmt: skip
+    """:func:`kernels.gluon_down._ws_k_loop` with each K block's scale loaded two wgmmas before its
+    promotion instead of one (a candidate, correct): on entry to a pass of the loop both scales of
+    the pair it promotes are in registers, and the next pair's are loaded behind this pair's issues
+    (the index clamped to the last K block, whose scale a tail may load twice)."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
+    last = num_k - 1
+    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
+                              NUM_STAGES, False, FENCE)  # fmt: skip
+    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    kb1 = gl.minimum(last, 1)
+    scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    for j in range(0, (num_k - 1) // 2):
+        kb = 2 * j + 1
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False, FENCE)
+        next0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
+        _down_release(empty, base + kb - 1, NUM_STAGES)
+        acc = _gluon_pin(acc + done0 * scale0)
+
+        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False, FENCE)
+        kb2 = gl.minimum(kb + 2, last)
+        next1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb2, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
+        _down_release(empty, base + kb, NUM_STAGES)
+        acc = _gluon_pin(acc + spare1 * scale1)
+        scale0 = next0
+        scale1 = next1
+    if num_k % 2 == 0:
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False, FENCE)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _down_release(empty, base + num_k - 2, NUM_STAGES)
+        acc = acc + done0 * scale0
+        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done1 * scale1
+    else:
+        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done0 * scale0
+    return acc
+
+
+@gluon.jit
+def _ws_k_loop_noload(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                      sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
+                      FENCE: gl.constexpr = False):  # fmt: skip
+    """A probe, not a correct kernel: :func:`kernels.gluon_down._ws_k_loop`'s promotion with every K
+    block scaled by block 0's scale, loaded once per tile, so the loop keeps the FMAs and temporaries
+    but loses the per-block scale loads and their latency."""
+    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
+    BLOCK_M: gl.constexpr = a_bufs.shape[1]
+    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
+    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
+                              NUM_STAGES, False, FENCE)  # fmt: skip
+    scale = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    for j in range(0, (num_k - 1) // 2):
+        kb = 2 * j + 1
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False, FENCE)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _down_release(empty, base + kb - 1, NUM_STAGES)
+        acc = _gluon_pin(acc + done0 * scale)
+        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False, FENCE)
+        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))
+        _down_release(empty, base + kb, NUM_STAGES)
+        acc = _gluon_pin(acc + spare1 * scale)
+    if num_k % 2 == 0:
+        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False, FENCE)
+        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
+        _down_release(empty, base + num_k - 2, NUM_STAGES)
+        acc = acc + done0 * scale
+        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done1 * scale
+    else:
+        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
+        _down_release(empty, base + num_k - 1, NUM_STAGES)
+        acc = acc + done0 * scale
+    return acc
+
+
+_K_LOOPS = {"unscaled": _ws_k_loop_unscaled, "prefetch": _ws_k_loop_prefetch, "noload": _ws_k_loop_noload}
+
+
 def use(variant: str) -> None:
-    """Swap the probe's K loop into both modules that call it (before anything compiles)."""
-    if variant == "unscaled":
-        gluon_down._ws_k_loop = _ws_k_loop_unscaled
-        gluon_gate_up_ws._ws_k_loop = _ws_k_loop_unscaled
+    """Swap ``variant``'s K loop into both modules that call it (before anything compiles)."""
+    if variant in _K_LOOPS:
+        gluon_down._ws_k_loop = _K_LOOPS[variant]
+        gluon_gate_up_ws._ws_k_loop = _K_LOOPS[variant]
 
 
 def offline_report(variant: str) -> dict[str, Any]:
@@ -68,7 +164,7 @@ def offline_report(variant: str) -> dict[str, Any]:
     from benchmarks.gluon_gate_up_ws import compile_ws
 
     use(variant)
-    k_blocks = 2 if variant == "committed" else 1
+    k_blocks = 1 if variant == "unscaled" else 2
     report = _report(
         "gluon-gate-up-ws", (128, 128, 8, 5), lambda: compile_ws(5), mma_per_iteration=4 * k_blocks
     )
@@ -135,6 +231,7 @@ def main() -> None:
     ap.add_argument("--offline", action="store_true", help="compile both variants for sm_90a, no GPU")
     ap.add_argument("--cases", default="deepseek-r1-dep8,qwen3-235b-a22b-dep2,qwen3-30b-a3b-ep1")
     ap.add_argument("--tokens", default="4096")
+    ap.add_argument("--variants", default="committed,unscaled", help=f"of {','.join(VARIANTS)}")
     ap.add_argument("--passes", type=int, default=2, help="runs of each variant, alternating")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--blocks", type=int, default=3)
@@ -154,7 +251,10 @@ def main() -> None:
         print(json.dumps(result))
         return
     argv = [a for a in sys.argv[1:] if not a.startswith("--json")]
-    order = VARIANTS if args.offline else VARIANTS * args.passes
+    variants = args.variants.split(",")
+    if bad := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"--variants: unknown {bad}; known: {', '.join(VARIANTS)}")
+    order = variants if args.offline else variants * args.passes
     rows = [row for variant in order for row in child(variant, argv)]
     if args.offline:
         for row in rows:
