@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -205,7 +206,10 @@ def gpu_report(
                 (row,) = time_variants(
                     {variant: Timed(calls, args.target_ms * 1000.0)}, args, sampler, {}
                 ).values()
-                rows.append({"variant": variant, "case": name, "tokens": t, "tactic": tactic.name} | row)
+                out = calls[0]()  # the layer's bits, to compare across variants
+                sha = hashlib.sha256(out.contiguous().view(torch.uint8).cpu().numpy().tobytes()).hexdigest()
+                rows.append({"variant": variant, "case": name, "tokens": t, "tactic": tactic.name,
+                             "out_sha256": sha} | row)  # fmt: skip
                 del calls, weights, w1, w2, xs
                 torch.cuda.empty_cache()
     finally:
@@ -266,6 +270,12 @@ def main() -> None:
             sp = row["sustained_power"]
             print(f"| {row['variant']} | {row['case']} | {row['tokens']} | {row['interleaved_us']:.1f} | "
                   f"{row['sustained_us']:.1f} | {sp['sm_mhz']:.0f} | {sp['watts']:.0f} |")  # fmt: skip
+        print("\nbits (sha256 of the first call's output) against the committed loop's:")
+        for key in sorted({(row["case"], row["tokens"]) for row in rows}):
+            shas = {row["variant"]: row["out_sha256"] for row in rows if (row["case"], row["tokens"]) == key}
+            ref = shas.get("committed")
+            same = [f"{v} {'same' if s == ref else 'differ'}" for v, s in shas.items() if v != "committed"]
+            print(f"  {key[0]} T={key[1]}: " + ", ".join(same))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
