@@ -23,6 +23,11 @@ SOURCES = (
 )  # fmt: skip
 """The files of this package whose code decides the layer's speed and results."""
 
+RUNNER_SOURCES = ("runner.py",)
+"""The files whose code decides what the tuner times but not the layer's speed or results: the
+runner's tactic space (sized by the routed slots), default and inputs. They key tuning caches
+(:func:`runner_hash`), not baselines."""
+
 
 def code_text(source: str) -> str:
     """``source`` (Python) without docstrings, other bare string statements, comments and empty
@@ -48,11 +53,22 @@ def code_text(source: str) -> str:
     return "\n".join(line for line in kept if line) + "\n"
 
 
-def source_hash(folder: Path | None = None) -> str:
-    """sha256 (first 16 hex digits) of the code of :data:`SOURCES` in ``folder`` (this package's
-    by default), each file through :func:`code_text`."""
+def _code_hash(names: tuple[str, ...], folder: Path | None) -> str:
+    """sha256 (first 16 hex digits) of the code of ``names`` in ``folder`` (this package's by
+    default), each file through :func:`code_text`."""
     folder = folder or Path(__file__).parent
     digest = hashlib.sha256()
-    for name in SOURCES:
+    for name in names:
         digest.update(code_text((folder / name).read_text()).encode())
     return digest.hexdigest()[:16]
+
+
+def source_hash(folder: Path | None = None) -> str:
+    """The kernels' hash: the code of :data:`SOURCES` (baselines record it; caches are keyed on it)."""
+    return _code_hash(SOURCES, folder)
+
+
+def runner_hash(folder: Path | None = None) -> str:
+    """The tuning runner's hash: the code of :data:`RUNNER_SOURCES` (caches are keyed on it, so a
+    change in how the runner builds its tactic space re-tunes; baselines do not record it)."""
+    return _code_hash(RUNNER_SOURCES, folder)

@@ -86,7 +86,10 @@ class MoERunner(Protocol):
 #       it its own ``name`` so that its tuning cache entries stay apart;
 #   compile_units(problem, tactic) -> list of hashables with a stable repr: the kernels that running
 #       ``tactic`` compiles (tactics that share a kernel name it alike), so parallel tuners split the
-#       compiling between them (pytest_moetune.compile_claims).
+#       compiling between them (pytest_moetune.compile_claims);
+#   space_hash: str: a hash of the code that decides the tactic space, default and inputs but not the
+#       kernel's speed or results (kept out of ``source_hash``, which baselines record); tuning cache
+#       keys include it, so a change there re-tunes without flagging baselines.
 
 
 _REQUIRED = (

@@ -51,6 +51,8 @@ class FakeRunner:
         broken: tactics whose launch raises (like a tile that needs too much shared memory).
         wrong: tactics whose output is off (like a miscompiled tile); the tuner's check rejects them.
         source_hash: the "kernel source" hash (change it to simulate a kernel edit).
+        space_hash: the hash of the code that builds the tactic space (change it to simulate an edit
+            of the runner's space: caches re-tune, baselines stay unflagged).
         slowdown: multiplies every cost (simulate a slower kernel).
         variants: the tactic variants per block_m (``for_export`` keeps only ``b``, as a runner
             whose fastest kernels have no equivalent in the export format would).
@@ -69,6 +71,7 @@ class FakeRunner:
         broken: Sequence[FakeTactic] = (),
         wrong: Sequence[FakeTactic] = (),
         source_hash: str = "fake-source-1",
+        space_hash: str = "fake-space-1",
         slowdown: float = 1.0,
         cost_model: str = "mean-rows",
         variants: Sequence[str] = ("a", "b"),
@@ -81,6 +84,7 @@ class FakeRunner:
         self.broken = set(broken)
         self.wrong = set(wrong)
         self.source_hash = source_hash
+        self.space_hash = space_hash
         self.slowdown = slowdown
         self.last_cost_us = math.nan
         self.calls: list[tuple[FakeTactic, int]] = []
@@ -104,6 +108,7 @@ class FakeRunner:
             broken=[t for t in self.broken if t.variant == "b"],
             wrong=[t for t in self.wrong if t.variant == "b"],
             source_hash=self.source_hash,
+            space_hash=self.space_hash,
             slowdown=self.slowdown,
             cost_model=self.cost_model,
             variants=("b",),

@@ -106,6 +106,7 @@ class TuningKey:
 
     op: str
     source_hash: str
+    space_hash: str
     dtype: str
     hidden: int
     intermediate: int
@@ -137,6 +138,7 @@ class TuningKey:
         return cls(
             op=runner.name,
             source_hash=runner.source_hash,
+            space_hash=getattr(runner, "space_hash", ""),
             dtype=problem.dtype,
             hidden=m.hidden,
             intermediate=m.intermediate,

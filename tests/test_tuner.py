@@ -319,6 +319,24 @@ def test_a_second_tune_reuses_the_store() -> None:
     assert tuner.tune(p, force=True).buckets[0].from_cache is False
 
 
+def test_an_edit_of_the_runners_space_re_tunes_from_the_same_store() -> None:
+    """A cache entry tuned over one tactic space is not reused over another (e.g. one sized by the
+    routed slots): the runner's ``space_hash`` is in the key, so the same store re-tunes."""
+    p = TuningProblem(DSR1, Topology.parse("ep8", 256, 8), tune_max_num_tokens=4)
+    store = make_tuner(FakeRunner(space_hash="space-1")).store
+    make_tuner(FakeRunner(space_hash="space-1"), store=store).tune(p)
+    same, edited = FakeRunner(space_hash="space-1"), FakeRunner(space_hash="space-2")
+    assert all(b.from_cache for b in make_tuner(same, store=store).tune(p).buckets) and same.calls == []
+    assert not any(b.from_cache for b in make_tuner(edited, store=store).tune(p).buckets) and edited.calls
+
+
+def test_a_runner_without_a_space_hash_still_keys() -> None:
+    """``space_hash`` is optional (looked up with getattr): a runner without one keys on ``""``."""
+    plain = FakeRunner()
+    del plain.space_hash
+    assert TuningKey.of(plain, BASE, 16, "t", 0).space_hash == ""
+
+
 def test_stats_per_bucket() -> None:
     result = make_tuner().tune(TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=8))
     assert [b.bucket for b in result.buckets] == [1, 2, 4, 8]
@@ -375,13 +393,18 @@ def test_changing_any_problem_field_changes_the_key(field: str) -> None:
     assert key_of(VARIATIONS[field]()) != key_of(BASE)
 
 
-@given(st.sampled_from(["source_hash", "bucket", "timer", "seed", "routing_draws"]), st.integers(1, 1000))
-def test_changing_the_kernel_bucket_timer_seed_or_draws_changes_the_key(what: str, value: int) -> None:
+@given(
+    st.sampled_from(["source_hash", "space_hash", "bucket", "timer", "seed", "routing_draws"]),
+    st.integers(1, 1000),
+)
+def test_changing_the_kernel_space_bucket_timer_seed_or_draws_changes_the_key(what: str, value: int) -> None:
     base = key_of(BASE)
     if what == "routing_draws":
         assert key_of(BASE, routing_draws=1 + value) != base
     elif what == "source_hash":
         assert key_of(BASE, runner=FakeRunner(source_hash=f"other-{value}")) != base
+    elif what == "space_hash":
+        assert key_of(BASE, runner=FakeRunner(space_hash=f"other-{value}")) != base
     elif what == "bucket":
         assert key_of(BASE, bucket=16 + value) != base
     elif what == "timer":
