@@ -560,22 +560,62 @@ def fmt_row(p: dict[str, object]) -> str:
     res = p["results"]
     d, b, pe = (res[k]["median_us"] for k in ("default", "best", "peer"))
     roof = p["roofline_us"]
-    bt = Tactic.from_dict(p["best_tactic"]).name
+    bound = "mem" if p["mem_us"] >= p["mm_us"] else "mma"
+    dt, bt = (Tactic.from_dict(p[k]).name for k in ("default_tactic", "best_tactic"))
+    best = "= default" if bt == dt else f"`{bt}`"
     return (
         f"| {p['case']} | {p['tokens']} | {p['rows']} | {d:.1f} | {b:.1f} | {pe:.1f} | "
-        f"{roof:.1f} | {pe / b:.2f}x | {100 * roof / b:.0f}% | {100 * roof / pe:.0f}% | "
-        f"`{bt}` |"
+        f"{roof:.1f} ({bound}) | {pe / b:.2f}x | {100 * roof / b:.0f}% | {100 * roof / pe:.0f}% | "
+        f"`{dt}` | {best} |"
     )
 
 
 HEADER = (
-    "| case | T/rank | rows R | default µs | best µs | peer µs | roofline µs | "
-    "best vs peer | best % roofline | peer % roofline | best tactic |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "| case | T/rank | rows R | default µs | best µs | peer µs | roofline µs (bound) | "
+    "best vs peer | best % roofline | peer % roofline | default tactic | best tactic |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
-def main() -> int:
+def print_tables(points: list[dict[str, object]]) -> None:
+    """The bf16 table, then the fp8 one, of ``points`` (a report's; failed points left out)."""
+    print(HEADER)
+    for p in points:
+        if "error" not in p:
+            print(fmt_row(p))
+    if any("fp8" in p for p in points):
+        print()
+        print(FP8_HEADER)
+        for p in points:
+            if "fp8" in p:
+                print(fmt_fp8_row(p))
+
+
+def reprint(paths: list[str]) -> None:
+    """The tables of saved ``--json`` reports, merged (a later report's point replaces an earlier
+    one's), ordered by case as in :data:`CASES` and by T; each report's card, date and ceilings
+    first, so every row can be traced to its run. Needs no GPU."""
+    merged: dict[tuple[str, int], dict[str, object]] = {}
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        env, c = report["env"], report["ceilings"]
+        where = ", ".join(f"{p['case']} T={p['tokens']}" for p in report["points"])
+        rates = (
+            c["copy_bytes_per_s"] / 1e12,
+            c["matmul_flops_per_s"] / 1e12,
+            c["fp8_matmul_flops_per_s"] / 1e12,
+        )
+        print(f"# {path}: {env['device']}, {env['date']}; copy %.2f TB/s, bf16 %.0f TFLOP/s, fp8 %.0f "
+              "TFLOP/s; points: %s" % (*rates, where))  # fmt: skip
+        for p in report["points"]:
+            merged[(str(p["case"]), int(p["tokens"]))] = p
+    order = {name: n for n, name in enumerate(CASES)}
+    print()
+    print_tables([merged[k] for k in sorted(merged, key=lambda k: (order.get(k[0], len(order)), k[1]))])
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES), help="comma list of " + ",".join(CASES))
     ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
@@ -612,7 +652,13 @@ def main() -> int:
         "gathering x's rows, and sorted_x), also time the default with each in the same interleaved rounds",
     )
     ap.add_argument("--json", default=None, help="write all numbers here")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--from-json", nargs="+", metavar="REPORT", help="print the tables of saved --json reports (no GPU)"
+    )
+    args = ap.parse_args(argv)
+    if args.from_json:
+        reprint(args.from_json)
+        return 0
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -661,16 +707,7 @@ def main() -> int:
                 with open(args.json, "w") as f:
                     json.dump(report, f, indent=1)
     print()
-    print(HEADER)
-    for p in points:
-        if "error" not in p:
-            print(fmt_row(p))
-    if any("fp8" in p for p in points):
-        print()
-        print(FP8_HEADER)
-        for p in points:
-            if "fp8" in p:
-                print(fmt_fp8_row(p))
+    print_tables(points)
     return 0
 
 

@@ -1,0 +1,48 @@
+"""``bench_fused_moe.py --from-json``: saved reports' tables reprinted, merged and ordered, without a
+GPU (a later report's point replaces an earlier one's; every report's run is named first)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_fused_moe import main
+from kernels import MoEProblem, default_tactic
+
+CEILINGS = {"copy_bytes_per_s": 4.27e12, "matmul_flops_per_s": 7.88e14, "fp8_matmul_flops_per_s": 1.265e15}
+
+
+def _point(case: str, tokens: int, best_us: float, best_block_m: int | None = None) -> dict[str, object]:
+    dflt = default_tactic(MoEProblem(tokens, 4096, 1536, 64, 8, "bfloat16"))
+    best = default_tactic(MoEProblem(best_block_m or tokens, 4096, 1536, 64, 8, "bfloat16"))
+    return {
+        "case": case, "tokens": tokens, "rows": tokens * 8, "mem_us": 500.0, "mm_us": 400.0,
+        "roofline_us": 500.0, "default_tactic": dflt.to_dict(), "best_tactic": best.to_dict(),
+        "results": {"default": {"median_us": 700.0}, "best": {"median_us": best_us},
+                    "peer": {"median_us": 1000.0}},
+    }  # fmt: skip
+
+
+def _report(path: Path, date: str, points: list[dict[str, object]]) -> str:
+    path.write_text(json.dumps({"env": {"device": "NVIDIA H200", "date": date}, "ceilings": CEILINGS,
+                                "points": points}))  # fmt: skip
+    return str(path)
+
+
+def test_reports_merge_later_wins_in_case_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = _report(tmp_path / "a.json", "day-1", [
+        _point("mixtral-8x7b-ep1", 16, 600.0, 1024), _point("qwen3-235b-a22b-dep2", 4096, 800.0),
+        {"case": "deepseek-r1-dep8", "tokens": 1, "error": "RuntimeError('no')"},
+    ])  # fmt: skip
+    second = _report(tmp_path / "b.json", "day-2", [_point("qwen3-235b-a22b-dep2", 4096, 625.0, 4096)])
+    assert main(["--from-json", first, second]) == 0
+    out = capsys.readouterr().out
+    assert f"# {first}: NVIDIA H200, day-1; copy 4.27 TB/s, bf16 788 TFLOP/s, fp8 1265 TFLOP/s" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert [row.split(" | ")[:2] for row in rows] == [["| qwen3-235b-a22b-dep2", "4096"],
+                                                      ["| mixtral-8x7b-ep1", "16"]]  # fmt: skip
+    assert " 625.0 | 1000.0 | 500.0 (mem) | 1.60x | 80% | 50% |" in rows[0]
+    assert rows[0].endswith("| = default |") and not rows[1].endswith("| = default |")
+    assert "deepseek" not in "".join(rows)  # a failed point has no row
