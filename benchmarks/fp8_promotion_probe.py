@@ -58,13 +58,14 @@ def _ws_k_loop_unscaled(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_
 
 
 @gluon.jit
-def _ws_k_loop_prefetch(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
-                        sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
-                        FENCE: gl.constexpr = False):  # fmt: skip
-    """:func:`kernels.gluon_down._ws_k_loop` with each K block's scale loaded two wgmmas before its
-    promotion instead of one (a candidate, correct): on entry to a pass of the loop both scales of
-    the pair it promotes are in registers, and the next pair's are loaded behind this pair's issues
-    (the index clamped to the last K block, whose scale a tail may load twice)."""
+def _ws_k_loop_ahead(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                     sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr, FENCE: gl.constexpr,
+                     LOAD: gl.constexpr):  # fmt: skip
+    """:func:`kernels.gluon_down._ws_k_loop` with each K block's scale in registers two wgmmas before
+    its promotion instead of one: on entry to a pass of the loop both scales of the pair it promotes
+    are loaded, and the next pair's are loaded behind this pair's issues (the index clamped to the
+    last K block, whose scale a tail may load twice). ``LOAD`` False keeps block 0's scale for every
+    K block instead (no loads in the loop: a probe, not a correct kernel)."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
@@ -72,21 +73,28 @@ def _ws_k_loop_prefetch(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_
     acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
     spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
     t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                              NUM_STAGES, False, FENCE)  # fmt: skip
+                   NUM_STAGES, False, FENCE)  # fmt: skip
     scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
-    kb1 = gl.minimum(last, 1)
-    scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+    scale1 = scale0
+    if LOAD:
+        kb1 = gl.minimum(last, 1)
+        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
     for j in range(0, (num_k - 1) // 2):
         kb = 2 * j + 1
         t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False, FENCE)
-        next0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        next0 = scale0
+        if LOAD:
+            kb1 = kb + 1
+            next0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb1, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
         done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))  # block kb-1 complete
         _down_release(empty, base + kb - 1, NUM_STAGES)
         acc = _gluon_pin(acc + done0 * scale0)
 
         t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False, FENCE)
-        kb2 = gl.minimum(kb + 2, last)
-        next1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb2, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
+        next1 = scale1
+        if LOAD:
+            kb2 = gl.minimum(kb + 2, last)
+            next1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb2, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
         spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))  # block kb complete
         _down_release(empty, base + kb, NUM_STAGES)
         acc = _gluon_pin(acc + spare1 * scale1)
@@ -108,43 +116,23 @@ def _ws_k_loop_prefetch(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_
 
 
 @gluon.jit
+def _ws_k_loop_prefetch(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                        sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
+                        FENCE: gl.constexpr = False):  # fmt: skip
+    """The ``prefetch`` candidate (correct): :func:`_ws_k_loop_ahead` loading every K block's scale."""
+    return _ws_k_loop_ahead(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                            sb_hi_off, is_hi, SPLIT, mma_layout, FENCE, True)  # fmt: skip
+
+
+@gluon.jit
 def _ws_k_loop_noload(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
                       sb_hi_off, is_hi, SPLIT: gl.constexpr, mma_layout: gl.constexpr,
                       FENCE: gl.constexpr = False):  # fmt: skip
-    """A probe, not a correct kernel: :func:`kernels.gluon_down._ws_k_loop`'s promotion with every K
-    block scaled by block 0's scale, loaded once per tile, so the loop keeps the FMAs and temporaries
-    but loses the per-block scale loads and their latency."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
-    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout),
-                              NUM_STAGES, False, FENCE)  # fmt: skip
-    scale = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, SPLIT)
-    for j in range(0, (num_k - 1) // 2):
-        kb = 2 * j + 1
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False, FENCE)
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _down_release(empty, base + kb - 1, NUM_STAGES)
-        acc = _gluon_pin(acc + done0 * scale)
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False, FENCE)
-        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))
-        _down_release(empty, base + kb, NUM_STAGES)
-        acc = _gluon_pin(acc + spare1 * scale)
-    if num_k % 2 == 0:
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False, FENCE)
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _down_release(empty, base + num_k - 2, NUM_STAGES)
-        acc = acc + done0 * scale
-        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done1 * scale
-    else:
-        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done0 * scale
-    return acc
+    """The ``noload`` probe (not a correct kernel): :func:`_ws_k_loop_ahead` with block 0's scale for
+    every K block, loaded once per tile: the promotion's FMAs and temporaries without the per-block
+    scale loads and their latency."""
+    return _ws_k_loop_ahead(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
+                            sb_hi_off, is_hi, SPLIT, mma_layout, FENCE, False)  # fmt: skip
 
 
 _K_LOOPS = {"unscaled": _ws_k_loop_unscaled, "prefetch": _ws_k_loop_prefetch, "noload": _ws_k_loop_noload}
