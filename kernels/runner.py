@@ -29,7 +29,7 @@ from kernels.quant import (
     quantize_fp8_groups,
 )
 from kernels.reference import fused_moe_reference
-from kernels.source_hash import runner_hash, source_hash
+from kernels.source_hash import source_hash, space_hash
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, tactics
 
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_w8a8": torch.bfloat16}
@@ -88,7 +88,7 @@ class FusedMoERunner:
 
     def __init__(self, *, allow_gluon: bool = True) -> None:
         self.source_hash = source_hash()
-        self.space_hash = runner_hash()
+        self.space_hash = space_hash()
         """Keys the tuning cache beside ``source_hash``: this module decides the tactic space."""
         self.slowdown = slowdown_from_env()
         self._spin_ns: dict[tuple[int, Tactic], int] = {}

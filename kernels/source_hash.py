@@ -23,10 +23,10 @@ SOURCES = (
 )  # fmt: skip
 """The files of this package whose code decides the layer's speed and results."""
 
-RUNNER_SOURCES = ("runner.py",)
+SPACE_SOURCES = ("runner.py",)
 """The files whose code decides what the tuner times but not the layer's speed or results: the
 runner's tactic space (sized by the routed slots), default and inputs. They key tuning caches
-(:func:`runner_hash`), not baselines."""
+(:func:`space_hash`), not baselines."""
 
 
 def code_text(source: str) -> str:
@@ -68,7 +68,7 @@ def source_hash(folder: Path | None = None) -> str:
     return _code_hash(SOURCES, folder)
 
 
-def runner_hash(folder: Path | None = None) -> str:
-    """The tuning runner's hash: the code of :data:`RUNNER_SOURCES` (caches are keyed on it, so a
+def space_hash(folder: Path | None = None) -> str:
+    """The tactic space's hash: the code of :data:`SPACE_SOURCES` (caches are keyed on it, so a
     change in how the runner builds its tactic space re-tunes; baselines do not record it)."""
-    return _code_hash(RUNNER_SOURCES, folder)
+    return _code_hash(SPACE_SOURCES, folder)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from kernels.source_hash import RUNNER_SOURCES, SOURCES, code_text, runner_hash, source_hash
+from kernels.source_hash import SOURCES, SPACE_SOURCES, code_text, source_hash, space_hash
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 
 
 @pytest.fixture
 def sources(tmp_path: Path) -> Path:
-    for name in SOURCES + RUNNER_SOURCES:
+    for name in SOURCES + SPACE_SOURCES:
         shutil.copy(KERNELS / name, tmp_path / name)
     return tmp_path
 
@@ -32,19 +32,19 @@ def _edit(folder: Path, name: str, old: str, new: str) -> None:
 
 def test_the_copy_hashes_like_the_package(sources: Path) -> None:
     assert source_hash(sources) == source_hash()
-    assert runner_hash(sources) == runner_hash()
-    assert len(source_hash()) == 16 and len(runner_hash()) == 16
+    assert space_hash(sources) == space_hash()
+    assert len(source_hash()) == 16 and len(space_hash()) == 16
 
 
-def test_a_runner_edit_moves_the_runner_hash_not_the_kernels(sources: Path) -> None:
+def test_a_runner_edit_moves_the_space_hash_not_the_kernels(sources: Path) -> None:
     """runner.py decides the tactic space (it keys tuning caches) but not the kernels' speed or
     results (baselines record only the kernel hash); its prose moves neither."""
-    kernels, runner = source_hash(sources), runner_hash(sources)
+    kernels, runner = source_hash(sources), space_hash(sources)
     _edit(sources, "runner.py", '"""``kernels.fused_moe`` (bf16/fp16)', '"""Reworded: ``kernels.fused_moe``')
-    assert (source_hash(sources), runner_hash(sources)) == (kernels, runner)
+    assert (source_hash(sources), space_hash(sources)) == (kernels, runner)
     _edit(sources, "runner.py", "space = tactics(kernel_problem(problem), gluon=self.gluon)",
           "space = tactics(kernel_problem(problem), gluon=self.gluon)[:1]")  # fmt: skip
-    assert source_hash(sources) == kernels and runner_hash(sources) != runner
+    assert source_hash(sources) == kernels and space_hash(sources) != runner
 
 
 def test_docstrings_and_comments_do_not_move_the_hash(sources: Path) -> None:
