@@ -38,3 +38,20 @@ def test_the_unscaled_probe_keeps_the_ring_and_drops_the_promotion(
     assert committed["registers"] == unscaled["registers"] == 168
     assert unscaled["loop_barriers"] >= 1  # the ring's wait and release, as committed
     assert unscaled["instructions_per_k_block"] < committed["instructions_per_k_block"] / 2
+
+
+def test_noload_keeps_the_promotion_but_not_its_loads_and_prefetch_compiles_alike(
+    gluon_child: Callable[[str], dict[str, Any]],
+) -> None:
+    """Session 17's two variants of the same loop (``_ws_k_loop_ahead``): ``noload`` keeps the 64 FMAs
+    per K block and warp but no scale loads (112.5 instructions against the committed 131.5),
+    ``prefetch`` loads every scale two wgmmas ahead (139); both at the committed registers."""
+    committed = gluon_child(CHILD.format(variant="committed"))["report"]
+    noload = gluon_child(CHILD.format(variant="noload"))["report"]
+    prefetch = gluon_child(CHILD.format(variant="prefetch"))["report"]
+    for report in (noload, prefetch):
+        assert report["error"] == "" and report["spills"] == 0, report
+        assert report["registers"] == committed["registers"] and report["loop_barriers"] == 2
+    per_block = {r["variant"]: r["instructions_per_k_block"] for r in (committed, noload, prefetch)}
+    assert per_block["noload"] < per_block["committed"] < per_block["prefetch"], per_block
+    assert per_block["noload"] >= 64 + 40, per_block  # the FMAs are still there (the unscaled loop: 49)
