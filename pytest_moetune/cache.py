@@ -28,7 +28,7 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,13 +201,73 @@ class TuningCache:
                 document = None
             merged = {**document.entries, **checked} if document else checked
             created = document.created if document else datetime.now(_UTC).isoformat("T", "seconds")
-            body = {
-                "schema": SCHEMA_VERSION,
-                "metadata": {**self._fingerprint.to_dict(), "created": created},
-                "entries": merged,
-            }
-            atomic_write_text(self._path, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
+            self._write_locked(merged, created)
         self._entries = merged
+
+    @classmethod
+    def of_file(
+        cls, path: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    ) -> TuningCache:
+        """The cache of an existing file, bound to the environment the file records (so it can be read
+        and pruned on any machine, without reading as stale).
+
+        Raises:
+            ValueError: no such file, or it is not a valid cache (the message says why; the file is
+                left as it is).
+        """
+        try:
+            document = _read_document(Path(path))
+        except _CorruptCacheError as err:
+            raise ValueError(f"tuning cache {path} is not valid: {err}") from None
+        if document is None:
+            raise ValueError(f"no tuning cache at {path}")
+        return cls(path, document.fingerprint, lock_timeout=lock_timeout)
+
+    @property
+    def created(self) -> str | None:
+        """When the file was first written (UTC, ISO 8601), ``None`` if there is no valid file."""
+        try:
+            document = _read_document(self._path)
+        except _CorruptCacheError:
+            return None
+        return document.created if document else None
+
+    def remove_many(self, keys: Iterable[str]) -> list[str]:
+        """Delete ``keys`` from the file (those it holds; the others are ignored) and return the ones
+        deleted, sorted. Same lock, re-read and atomic replace as :meth:`put_many`, so entries other
+        processes wrote meanwhile stay.
+
+        Raises:
+            ValueError: the file was tuned in another environment than this instance's (nothing is
+                written; open it with :meth:`of_file`).
+            TimeoutError: the lock could not be had within ``lock_timeout`` seconds.
+        """
+        wanted = set(keys)
+        with self._locked():
+            document = self._read_locked()
+            if document is None:
+                self._entries, self._loaded = {}, True
+                return []
+            if document.fingerprint != self._fingerprint:
+                raise ValueError(
+                    f"tuning cache {self._path} was tuned in another environment "
+                    f"({'; '.join(document.fingerprint.mismatches(self._fingerprint))}): nothing removed"
+                )
+            removed = sorted(wanted & document.entries.keys())
+            kept = {key: entry for key, entry in document.entries.items() if key not in wanted}
+            if removed:
+                self._write_locked(kept, document.created)
+        self._entries, self._loaded, self._stale_reason = kept, True, None
+        return removed
+
+    def _write_locked(self, entries: dict[str, dict[str, Any]], created: str) -> None:
+        """Replace the file atomically with ``entries`` under this environment (the lock is held)."""
+        body = {
+            "schema": SCHEMA_VERSION,
+            "metadata": {**self._fingerprint.to_dict(), "created": created},
+            "entries": entries,
+        }
+        atomic_write_text(self._path, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pytest_moetune import __version__, baseline_command, tune_command
+from pytest_moetune import __version__, baseline_command, cache_command, tune_command
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
 from pytest_moetune.distributions import ENV_VAR, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     baseline = sub.add_parser("baseline", help="update, prune, show or diff the throughput baselines")
     baseline_command.add_arguments(baseline)
     baseline.set_defaults(func=baseline_command.run)
+
+    cache = sub.add_parser("cache", help="show a tuning cache, or prune its entries of old kernels")
+    cache_command.add_arguments(cache)
+    cache.set_defaults(func=cache_command.run)
     return parser
 
 

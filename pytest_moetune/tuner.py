@@ -160,6 +160,16 @@ class TuningKey:
     def id(self) -> str:
         return "|".join(f"{name}={value}" for name, value in asdict(self).items())
 
+    @staticmethod
+    def fields_of(key_id: str) -> dict[str, str] | None:
+        """The ``name: value`` text fields of a key :attr:`id`, or ``None`` for a key of another form
+        (a cache written by other code, or before a field existed: such keys lack ``space_hash``)."""
+        parts = [part.partition("=") for part in key_id.split("|")]
+        if not all(sep for _, sep, _ in parts):
+            return None
+        fields = {name: value for name, _, value in parts}
+        return fields if "op" in fields and "source_hash" in fields else None
+
 
 @dataclass
 class BucketResult:
