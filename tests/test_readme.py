@@ -42,7 +42,7 @@ def test_moetune_commands_parse_and_run(capsys: pytest.CaptureFixture[str]) -> N
     text = "\n".join(blocks("bash")).replace("\\\n", " ")
     commands = [line.split("#")[0].strip() for line in text.splitlines()]
     commands = [c for c in commands if c.startswith("moetune ")]
-    assert {shlex.split(c)[1] for c in commands} == {"models", "routing", "tune", "baseline"}
+    assert {shlex.split(c)[1] for c in commands} == {"models", "routing", "tune", "baseline", "cache"}
     for command in commands:
         argv = shlex.split(command)[1:]
         args, unknown = build_parser().parse_known_args(argv)
