@@ -1,7 +1,8 @@
 """Repo-wide test setup.
 
-Hypothesis profiles: ``ci`` (derandomized, so a CI failure reproduces; chosen when ``$CI`` is set) and
-``dev`` (random exploration). ``HYPOTHESIS_PROFILE`` picks one explicitly.
+Hypothesis profiles: ``ci`` (derandomized, so a CI failure reproduces; chosen when ``$CI`` is set),
+``dev`` (random exploration) and ``thorough`` (10x dev's examples, for a bug hunt before a release:
+``HYPOTHESIS_PROFILE=thorough pytest suites/properties``). ``HYPOTHESIS_PROFILE`` picks one explicitly.
 
 Where no CUDA GPU exists, Triton runs in its CPU interpreter: ``TRITON_INTERPRET`` is set here, before
 any test module imports ``kernels`` or ``triton`` (Triton reads it at import and launch). The GPU
@@ -23,8 +24,10 @@ if not visible_gpus():
 
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
-
 
 
 @pytest.hookimpl(optionalhook=True)  # the hook exists only where pytest-moetune is installed
