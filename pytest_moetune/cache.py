@@ -19,6 +19,9 @@ Rules (DESIGN.md section 3, issue 4 item 5):
   aside to ``<name>.stale-<UTC timestamp>`` before writing a fresh file.
 - Writes take a cross-process lock (``<name>.lock``), re-read the file and merge (so concurrent tuners
   lose no entries), and replace the file atomically.
+- Entries leave the file only when asked (:meth:`TuningCache.remove_many`, ``moetune cache prune``),
+  under the same lock and atomic replace; :meth:`TuningCache.of_file` opens a file with the
+  environment it records, so that works on any machine.
 """
 
 from __future__ import annotations
