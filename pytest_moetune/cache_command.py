@@ -49,12 +49,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             runner: MoERunner | None = resolve_runner(args.runner, Path.cwd())
         except (ValueError, ImportError) as err:  # show what the file holds even without the runner
             runner, why = None, f"{type(err).__name__}: {err}"
-        _show(cache, runner)
+        _show(cache, None if runner is None else _Current(runner))
         if runner is None:
             print(f"(no runner to compare with: {why})")
         return 0
-    runner = resolve_runner(args.runner, Path.cwd())
-    stale = [key for key in cache if _is_stale(_group(key), runner)]
+    current = _Current(resolve_runner(args.runner, Path.cwd()))
+    stale = [key for key in cache if current.stale(_group(key))]
     if args.dry_run:
         print(f"would remove {len(stale)} of {len(cache)} entries from {cache.path}")
         for key in stale:
@@ -72,22 +72,23 @@ def _group(key: str) -> _Group:
     return (fields["op"], fields["source_hash"], fields.get("space_hash", "-"))
 
 
-def _ops(runner: MoERunner) -> set[str]:
-    """The op names ``runner``'s entries are stored under: its own and its export runners'."""
-    restrict = getattr(runner, "for_export", None)
-    return {runner.name} | ({restrict(fmt).name for fmt in EXPORT_FORMATS} if restrict else set())
+class _Current:
+    """What ``runner`` reads now: the op names its entries are stored under (its own and its export
+    runners') and its ``(source_hash, space_hash)``. Built once per command: an export runner's
+    hashes come from reading and parsing the kernel sources."""
+
+    def __init__(self, runner: MoERunner) -> None:
+        restrict = getattr(runner, "for_export", None)
+        self.ops = {runner.name} | ({restrict(fmt).name for fmt in EXPORT_FORMATS} if restrict else set())
+        self.hashes = (runner.source_hash, getattr(runner, "space_hash", ""))
+
+    def stale(self, group: _Group) -> bool:
+        """The group is this runner's and of other hashes (``-``: a key from before ``space_hash``)."""
+        op, source, space = group
+        return op in self.ops and (source, "" if space == "-" else space) != self.hashes
 
 
-def _current(runner: MoERunner) -> tuple[str, str]:
-    return runner.source_hash, getattr(runner, "space_hash", "")
-
-
-def _is_stale(group: _Group, runner: MoERunner) -> bool:
-    op, source, space = group
-    return op in _ops(runner) and (source, "" if space == "-" else space) != _current(runner)
-
-
-def _show(cache: TuningCache, runner: MoERunner | None) -> None:
+def _show(cache: TuningCache, current: _Current | None) -> None:
     fp = cache.fingerprint
     print(f"tuning cache {cache.path}: {fp.gpu_name} (sm {fp.sm}, driver {fp.driver}, torch {fp.torch}, "
           f"triton {fp.triton}, pytest-moetune {fp.plugin}), created {cache.created}")  # fmt: skip
@@ -98,6 +99,6 @@ def _show(cache: TuningCache, runner: MoERunner | None) -> None:
     print(f"{'op':<24} {'source_hash':<18} {'space_hash':<18} {'entries':>7}")
     for (op, source, space), count in sorted(groups.items()):
         mark = ""
-        if runner is not None and op in _ops(runner):
-            mark = "  stale: `moetune cache prune`" if _is_stale((op, source, space), runner) else "  current"
+        if current is not None and op in current.ops:
+            mark = "  stale: `moetune cache prune`" if current.stale((op, source, space)) else "  current"
         print(f"{op:<24} {source:<18} {space:<18} {count:>7}{mark}")
