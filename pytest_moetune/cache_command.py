@@ -15,11 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from pytest_moetune.cache import TuningCache, default_cache_path
+from pytest_moetune.export import EXPORT_FORMATS
 from pytest_moetune.runner import MoERunner
 from pytest_moetune.tuner import TuningKey
-
-EXPORT_FORMATS = ("vllm",)
-"""The ``moetune tune --export`` formats; a runner's ``for_export`` runner tunes under its own op name."""
 
 _Group = tuple[str, str, str]  # (op, source_hash, space_hash); "?" for a key of another form
 

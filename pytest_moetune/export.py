@@ -18,6 +18,10 @@ from typing import Any
 
 from pytest_moetune.fileio import atomic_write_text
 
+EXPORT_FORMATS = ("vllm",)
+"""The formats ``moetune tune --export FORMAT`` writes; a runner's ``for_export(FORMAT)`` runner tunes
+under its own op name."""
+
 VLLM_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
 

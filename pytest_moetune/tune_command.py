@@ -175,10 +175,11 @@ def print_table(tuner: Tuner, result: TuningResult) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -> int:
-    from pytest_moetune.export import vllm_file_name, vllm_table, write_vllm_config
+    from pytest_moetune.export import EXPORT_FORMATS, vllm_file_name, vllm_table, write_vllm_config
 
-    if args.export and args.export[0] != "vllm":
-        parser.error(f"--export format {args.export[0]!r} is not supported; supported: vllm")
+    if args.export and args.export[0] not in EXPORT_FORMATS:
+        supported = ", ".join(EXPORT_FORMATS)
+        parser.error(f"--export format {args.export[0]!r} is not supported; supported: {supported}")
     try:
         topology = args.topology.bind(model.num_experts, model.top_k, args.rank)
     except ValueError as err:
