@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-block-m", type=int, default=32)
     ap.add_argument("--dtype", default="bf16")
     args = ap.parse_args(argv)
-    rows = compare(json.loads(args.baselines.read_text())["entries"], args.dtype, args.max_block_m)
+    entries = json.loads(args.baselines.read_text())["entries"]
+    dtypes = sorted({e["dtype"] for e in entries.values()})
+    if args.dtype not in dtypes:
+        ap.error(f"--dtype {args.dtype!r}: {args.baselines} has entries of {', '.join(dtypes)}")
+    rows = compare(entries, args.dtype, args.max_block_m)
     print(f"{args.baselines}: {len(rows)} {args.dtype} cases tuned at block_m <= {args.max_block_m}")
     for gemm in ("gate_up", "down"):
         picked = Counter(tile(getattr(tuned, gemm)) for _, tuned, _ in rows)

@@ -409,6 +409,28 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i, problem.dtype) is None]
 
 
+_SMS = 132
+"""Streaming multiprocessors of an H100 SXM or H200: the default's launch-size rules count programs
+against them."""
+
+_WIDE_DECODE_GATE_UP_MIN_PROGRAMS = 64
+"""At ``block_m <= 32`` the 16-bit default's gate/up is 128 x 128 with 3 stages where that launches at
+least this many programs (row blocks x I / 128), else 64 x 128 with 4 stages. H200 run 73
+(``benchmarks/default_ab.py``, BENCHMARKS.md), this change alone over the full profile's 53 bf16 cases
+at block_m <= 32: 0.982x the old default's time (geomean), 0.90x at best, 1.018x at worst (gpt-oss-120b
+EP1 T = 64, where I = 2880 leaves a half-empty 128-wide column tile). The session-16 baselines' tuner
+had taken this tile at 30 of 48 such cases; run 69's sweep had it 6% slower at qwen3-30b T = 1
+(8 experts x 6 column tiles = 48 programs)."""
+
+_WIDE_DECODE_DOWN_MAX_I = 1536
+"""At ``block_m = 16`` the 16-bit default's down is 128 x 128 with 3 stages (instead of 64 x 256) where
+its reduction (I) is at most this long and it launches at least one program per SM; at ``block_m = 32``
+at any I. H200 run 73, that tile against the rule's other downs in the same rounds: 0.86-1.01x the
+time at the 25 cases where it now applies, but 1.01-1.03x at deepseek-r1 and gpt-oss T = 1 (I = 2048,
+2880) and up to 1.21x at mixtral T = 1 (32-64 programs), where it does not. Both 16-bit rules and the
+block_m rule together (run 74): 0.952x over the full profile's 44 bf16 cases whose default changed,
+1.022x at worst (gpt-oss-120b EP1 T = 64)."""
+
 _SORTED_X_MIN_BLOCK_M_16BIT = 128
 """The 16-bit space offers each TMA gate/up tile also with ``sorted_x`` from this block_m (the
 tensor-core-bound regime, where the gathered x rows hold the GEMM back)."""
@@ -622,9 +644,14 @@ def _gluon_down_default(problem: MoEProblem, block_m: int) -> GemmTile:
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
-    ``block_m`` follows the expected rows per expert (16 for decode, up to 128 for prefill); in the
-    bandwidth-bound regime ``block_n`` is narrowed until each GEMM launches at least ~2 programs
-    per SM of an H100 (132 SMs), so enough weight loads are in flight; from ``block_m = 64`` the
+    ``block_m`` follows the expected rows per expert: 16 or 32 where one block holds them (each
+    expert's weights read once), 64 up to 96 rows, else 128. (H200 run 74: at 33-48 rows per expert,
+    where block_m 32 took two blocks and read the weights twice, block_m 64 was 0.59-0.90x the time,
+    bf16 and fp8, at all 34 such cases tried.) In the
+    bandwidth-bound regime (``block_m <= 32``) the 16-bit tiles are 128 x 128 where they launch
+    enough programs (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
+    :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with more programs,
+    so enough weight loads are in flight; from ``block_m = 64`` the
     weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
     ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
@@ -642,7 +669,7 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     h, i = problem.hidden_size, problem.intermediate_size
     if m <= 16:
         bm = 16
-    elif m <= 48:
+    elif m <= 32:
         bm = 32
     elif m <= 96:
         bm = 64
@@ -671,11 +698,13 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
                 dn = _gluon_down_default(problem, bm)
         return Tactic(bm, gu, dn)
     if bm <= 32:
-        gu_raw, dn_raw = (64, 256, 4, 3), (64, 256, 4, 3)
-        if blocks * math.ceil(i / 64) < 264:
-            gu_raw = (64, 128, 4, 4)
-        if blocks * math.ceil(h / 64) < 264:
+        gu_raw, dn_raw = (64, 128, 4, 4), (64, 256, 4, 3)
+        if blocks * math.ceil(i / 128) >= _WIDE_DECODE_GATE_UP_MIN_PROGRAMS:
+            gu_raw = (128, 128, 4, 3)
+        if blocks * math.ceil(h / 64) < 2 * _SMS:
             dn_raw = (64, 128, 4, 4)
+        elif (bm == 32 or i <= _WIDE_DECODE_DOWN_MAX_I) and blocks * math.ceil(h / 128) >= _SMS:
+            dn_raw = (128, 128, 4, 3)
     elif bm == 64:
         gu_raw, dn_raw = (64, 128, 4, 4), (256, 64, 8, 3)
     else:

@@ -37,3 +37,11 @@ def test_only_cases_of_the_dtype_and_block_m_asked() -> None:
     assert compare(entries, "bf16", 32) == [] and compare(entries, "fp8_w8a8", 128) == []
     ((case, tuned, dflt),) = compare(entries, "bf16", 64)
     assert case.endswith("T=1") and tuned.block_m == 64 and dflt.block_m == 16
+
+
+def test_a_dtype_the_file_lacks_is_named_with_the_ones_it_has(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dtype", "fp8"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dtype 'fp8'" in err and "entries of bf16, fp8_w8a8" in err

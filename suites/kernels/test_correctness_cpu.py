@@ -185,6 +185,53 @@ def test_16bit_default_reads_sorted_x_above_128_rows_per_expert(problem: MoEProb
     assert d in tactics(problem)
 
 
+@pytest.mark.parametrize(
+    ("rows", "block_m"),
+    [(1, 16), (16, 16), (17, 32), (32, 32), (33, 64), (48, 64), (96, 64), (97, 128), (512, 128)],
+)
+def test_default_block_m_holds_each_experts_rows_in_one_block_up_to_64(rows: int, block_m: int) -> None:
+    """block_m 16 or 32 only where one block holds an expert's expected rows: at 33-48 rows block_m 32
+    took two blocks, so read each expert's weights twice (H200 run 74: block_m 64 was 0.59-0.90x the
+    time at all 34 such cases tried). 64 then serves up to 96 rows, as before."""
+    for dtype in ("bfloat16", "float8_e4m3fn"):
+        problem = MoEProblem(16 * rows, 2048, 768, 128, 8, dtype)  # qwen3-30b EP1: T / 16 rows per expert
+        assert problem.rows_per_expert == rows
+        assert default_tactic(problem).block_m == min(block_m, 64 if dtype == "float8_e4m3fn" else 128)
+
+
+@pytest.mark.parametrize(
+    ("problem", "gate_up", "down"),
+    [
+        # qwen3-235b DEP2 T=1: 8 experts x 12 column tiles of 128 = 96 programs; I = 1536
+        (MoEProblem(1, 4096, 1536, 64, 8), "n128k128g8w4s3", "n128k128g8w4s3"),
+        # qwen3-30b EP1 T=1: 8 x 6 = 48 gate/up programs, under 64: the narrow tile
+        (MoEProblem(1, 2048, 768, 128, 8), "n64k128g8w4s4", "n64k128g8w4s4"),
+        # deepseek-r1 DEP8 T=1: I = 2048 > 1536 at block_m 16: the down keeps 64 x 256
+        (MoEProblem(1, 7168, 2048, 32, 8), "n128k128g8w4s3", "n64k256g8w4s3"),
+        # deepseek-r1 EP8 T=1024: 32 rows, block_m 32: the wide down at any I
+        (MoEProblem(1024, 7168, 2048, 32, 8, num_local_slots=1024), "n128k128g8w4s3", "n128k128g8w4s3"),
+        # mixtral EP8 T=1: one expert, 32 down programs of 128 columns (under one per SM): 64 x 128
+        (MoEProblem(1, 4096, 14336, 1, 2, num_local_slots=1), "n128k128g8w4s3", "n64k128g8w4s4"),
+    ],
+    ids=["q235b-T1", "q30b-T1", "dsr1-T1", "dsr1-ep8-32rows", "mixtral-ep8-T1"],
+)
+def test_16bit_decode_default_tiles(problem: MoEProblem, gate_up: str, down: str) -> None:
+    """At block_m <= 32 the 16-bit default takes the 128 x 128 gate/up from 64 programs, and the
+    128 x 128 down at I <= 1536 (any I at block_m 32) from one program per SM (H200 runs 73-74:
+    0.952x the old default's time over the full profile's 44 changed bf16 cases)."""
+    d = default_tactic(problem)
+    assert d.block_m <= 32
+    assert (d.gate_up.name, d.down.name) == (gate_up, down), d.name
+    assert d in tactics(problem)
+
+
+def test_fp8_decode_default_keeps_its_tiles() -> None:
+    """The fp8 decode default was left as it was: 4 gate/up stages were 0.90-1.06x the time at the
+    full profile's 25 fp8 cases (H200 run 73), no rule separating the two sides."""
+    d = default_tactic(MoEProblem(64, 7168, 2048, 32, 8, "float8_e4m3fn"))
+    assert (d.block_m, d.gate_up.name, d.down.name) == (16, "n128k128g8w4s3", "n64k128g8w4s4")
+
+
 def test_problem_validation() -> None:
     with pytest.raises(ValueError, match="dtype"):
         MoEProblem(1, 64, 64, 4, 2, "int8")

@@ -349,7 +349,7 @@ def test_16_bit_default_takes_the_gluon_down_at_block_m_128(problem: MoEProblem,
         (MoEProblem(4096, 2048, 768, 128, 8, "bfloat16"), "n128k64g8w8s4tGP"),  # qwen3-30b EP1, 256 rows
         (MoEProblem(16384, 2048, 768, 128, 8, "float16"), "n128k64g8w8s4tGP"),  # 1024 rows, fp16
         (MoEProblem(16384, 2048, 512, 512, 10, "bfloat16"), "n128k64g8w8s4tGP"),  # qwen3-next I=512, 320 rows
-        (MoEProblem(512, 2048, 768, 128, 8, "bfloat16"), "n64k256g8w4s3"),  # 32 rows: block_m 32
+        (MoEProblem(512, 2048, 768, 128, 8, "bfloat16"), "n128k128g8w4s3"),  # 32 rows: block_m 32
         (MoEProblem(1600, 2048, 768, 128, 8, "bfloat16"), "n128k64g8w8s4t"),  # 100 rows: x not sorted
         (QWEN3_235B_BF16, "n128k64g8w8s3tGSP"),  # I = 1536: the Gluon gate/up reading x's copy
         (MoEProblem(4096, 7168, 2048, 32, 8, "bfloat16"), "n128k64g8w8s3tGSP"),  # deepseek-r1 I = 2048

@@ -1,0 +1,57 @@
+"""``benchmarks/default_ab.py`` without a GPU: variants, the case selection and ``--write-defaults``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.default_ab import chosen_cases, defaults, main, parse_variant, profile_cases, with_tile
+from kernels.tactics import GemmTile, Tactic
+from suites.perf.cases import full_cases
+
+
+def test_a_variant_replaces_one_gemms_tile_and_keeps_its_flags() -> None:
+    tactic = Tactic(64, GemmTile(64, 128, 8, 4, 4, tma=True), GemmTile(256, 64, 8, 8, 3, tma=True))
+    variant = parse_variant("down=128x128w4s3")
+    assert variant == ("down", 128, 128, 4, 3)
+    changed = with_tile(tactic, variant)
+    assert changed.gate_up == tactic.gate_up
+    assert changed.down == GemmTile(128, 128, 8, 4, 3, tma=True)
+
+
+@pytest.mark.parametrize("text", ["down=128x128", "up=128x128w4s3", "down:128x128w4s3", "down=128x128w4s3x"])
+def test_a_malformed_variant_is_named(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=f"--variant '{text}'"):
+        parse_variant(text)
+
+
+def test_tokens_put_each_balanced_case_at_each_count() -> None:
+    cases = profile_cases([128, 192])
+    balanced = {c.id.rsplit("/", 1)[0] for c in full_cases() if "/balanced/" in c.id}
+    assert {c.id.rsplit("/", 1)[0] for c in cases} == balanced
+    assert len(cases) == 2 * len(balanced) and {c.num_tokens for c in cases} == {128, 192}
+    assert profile_cases([]) == full_cases()
+
+
+def test_the_selection_takes_small_blocks_and_with_changed_only_the_changed_defaults() -> None:
+    cases = profile_cases([64, 1024])
+    old = defaults(cases)
+    one = next(c for c in cases if old[c.id]["block_m"] == 16)
+    new = {**old, one.id: {**old[one.id], "block_m": 32}}
+    small = chosen_cases(cases, old, new, 32, {"bf16", "fp8_w8a8"}, changed_only=False)
+    assert one in small and all(min(old[c.id]["block_m"], new[c.id]["block_m"]) <= 32 for c in small)
+    assert chosen_cases(cases, old, new, 128, {one.dtype}, changed_only=True) == [one]
+    with pytest.raises(ValueError, match="--old lacks 1 of the cases"):
+        chosen_cases(cases, {k: v for k, v in old.items() if k != one.id}, new, 32, {"bf16"}, False)
+
+
+def test_write_defaults_records_this_trees_default_of_every_case(tmp_path: Path) -> None:
+    out = tmp_path / "defaults.json"
+    assert main(["--write-defaults", str(out), "--tokens", "1,40"]) == 0
+    written = json.loads(out.read_text())
+    cases = profile_cases([1, 40])
+    assert set(written) == {c.id for c in cases}
+    assert written == defaults(cases)
