@@ -647,12 +647,11 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     ``block_m`` follows the expected rows per expert: 16 or 32 where one block holds them (each
     expert's weights read once), 64 up to 96 rows, else 128. (H200 run 74: at 33-48 rows per expert,
     where block_m 32 took two blocks and read the weights twice, block_m 64 was 0.59-0.90x the time,
-    bf16 and fp8, at all 34 such cases tried.) In the
-    bandwidth-bound regime (``block_m <= 32``) the 16-bit tiles are 128 x 128 where they launch
-    enough programs (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
+    bf16 and fp8, at all 34 such cases tried.) In the bandwidth-bound regime (``block_m <= 32``) the
+    16-bit tiles are 128 x 128 where they launch enough programs
+    (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
     :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with more programs,
-    so enough weight loads are in flight; from ``block_m = 64`` the
-    weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
+    so enough weight loads are in flight; from ``block_m = 64`` the weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
     ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
     :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
     where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
