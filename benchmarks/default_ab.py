@@ -14,7 +14,8 @@ changed), it times on the case's own inputs (the gate's dummy routing and weight
 
 - ``old``: the default recorded in ``--old``;
 - ``new``: this tree's ``default_tactic``;
-- each ``--variant GEMM=NxKwWsS``: ``new`` with that GEMM's tile changed (other flags kept);
+- each ``--variant GEMM=NxKwWsS`` (several joined by ``+``): ``new`` with those GEMMs' tiles changed
+  (other flags kept);
 - ``tuned``: the baselines file's tactic for the case, where it has one.
 
 Variants run interleaved, ``--repeats`` times ``--rounds`` CUDA-graph rounds each (so clock drift lands
@@ -44,23 +45,32 @@ DEFAULT_BASELINES = Path("baselines/nvidia-h200/suites.perf.test_tuned_throughpu
 _TILE = re.compile(r"(\d+)x(\d+)w(\d+)s(\d+)")
 
 
-def parse_variant(text: str) -> tuple[str, int, int, int, int]:
-    """``"down=128x128w4s3"`` -> ``("down", 128, 128, 4, 3)``: GEMM, block_n, block_k, warps, stages."""
-    gemm, _, tile = text.partition("=")
-    match = _TILE.fullmatch(tile)
-    if gemm not in ("gate_up", "down") or match is None:
-        raise argparse.ArgumentTypeError(
-            f"--variant {text!r}: expected gate_up=NxKwWsS or down=NxKwWsS, e.g. down=128x128w4s3"
-        )
-    n, k, w, s = (int(g) for g in match.groups())
-    return gemm, n, k, w, s
+TileChange = tuple[str, int, int, int, int]
+"""``(gemm, block_n, block_k, num_warps, num_stages)``: one GEMM's tile in a variant."""
 
 
-def with_tile(tactic: Tactic, variant: tuple[str, int, int, int, int]) -> Tactic:
-    """``tactic`` with one GEMM's tile replaced (tma/gluon/sorted_x flags kept)."""
-    gemm, n, k, w, s = variant
-    tile: GemmTile = getattr(tactic, gemm)
-    return replace(tactic, **{gemm: replace(tile, block_n=n, block_k=k, num_warps=w, num_stages=s)})
+def parse_variant(text: str) -> tuple[TileChange, ...]:
+    """``"gate_up=128x128w4s4+down=128x128w4s3"`` -> one :data:`TileChange` per ``+``-joined part."""
+    changes = []
+    for part in text.split("+"):
+        gemm, _, tile = part.partition("=")
+        match = _TILE.fullmatch(tile)
+        if gemm not in ("gate_up", "down") or match is None:
+            raise argparse.ArgumentTypeError(
+                f"--variant {text!r}: expected GEMM=NxKwWsS joined by '+', GEMM gate_up or down, "
+                "e.g. down=128x128w4s3 or gate_up=128x128w4s4+down=128x128w4s3"
+            )
+        n, k, w, st = (int(g) for g in match.groups())
+        changes.append((gemm, n, k, w, st))
+    return tuple(changes)
+
+
+def with_tiles(tactic: Tactic, changes: tuple[TileChange, ...]) -> Tactic:
+    """``tactic`` with the tiles of ``changes`` (tma/gluon/sorted_x flags kept)."""
+    for gemm, n, k, w, st in changes:
+        tile: GemmTile = getattr(tactic, gemm)
+        tactic = replace(tactic, **{gemm: replace(tile, block_n=n, block_k=k, num_warps=w, num_stages=st)})
+    return tactic
 
 
 def profile_cases(tokens: list[int]) -> list[MoECase]:
@@ -156,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--changed-only", action="store_true", help="only cases whose default changed")
     ap.add_argument("--max-block-m", type=int, default=32)
     ap.add_argument("--dtypes", default="bf16,fp8_w8a8")
-    ap.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="GEMM=NxKwWsS")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        metavar="GEMM=NxKwWsS[+GEMM=NxKwWsS]",
+        help="a variant of the new default (repeatable)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path)
@@ -176,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = chosen_cases(cases, old, new, args.max_block_m, set(args.dtypes.split(",")), args.changed_only)
     for case in chosen:
         variants = {"old": Tactic.from_dict(old[case.id]), "new": Tactic.from_dict(new[case.id])}
-        for v in args.variant:
-            variants[f"{v[0]}={v[1]}x{v[2]}w{v[3]}s{v[4]}"] = with_tile(variants["new"], v)
+        for changes in args.variant:
+            name = "+".join(f"{g}={n}x{k}w{w}s{st}" for g, n, k, w, st in changes)
+            variants[name] = with_tiles(variants["new"], changes)
         if case.id in tuned:
             variants["tuned"] = Tactic.from_dict(tuned[case.id]["tactic"])
         rows.append(time_case(runner, case, variants, args.rounds, args.repeats))
