@@ -19,9 +19,11 @@ changed), it times on the case's own inputs (the gate's dummy routing and weight
 - ``tuned``: the baselines file's tactic for the case, where it has one.
 
 Variants run interleaved, ``--repeats`` times ``--rounds`` CUDA-graph rounds each (so clock drift lands
-on all of them); each variant's output is checked against the fp32 reference with the runner's bound
-before it is timed. Prints one row per case (medians, each variant's time over ``old``) and writes all
-rounds to ``--json`` (after every case).
+on all of them), after one untimed pass over all of them: without it the first variant's first rounds
+of an fp8 case ran up to 14% slow on the H200 (run 80, BENCHMARKS.md: the same tactic timed twice).
+Each variant's output is checked against the fp32 reference with the runner's bound before it is
+timed. Prints one row per case (medians, each variant's time over ``old``) and writes all rounds to
+``--json`` (after every case).
 """
 
 from __future__ import annotations
@@ -134,9 +136,11 @@ def time_case(runner: FusedMoERunner, case: MoECase, variants: dict[str, Tactic]
             )
     timer = CudaGraphTimer(rounds=rounds, warmup_us=20_000.0)
     rounds_us: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
+    for timed in [False] + [True] * repeats:
         for name, tactic in variants.items():
-            rounds_us[name] += timer.measure([partial(runner.run, inputs, tactic)]).rounds_us
+            measured = timer.measure([partial(runner.run, inputs, tactic)]).rounds_us
+            if timed:  # the first pass is untimed (see the module docstring)
+                rounds_us[name] += measured
     return {
         "case": case.id,
         "tactics": {name: t.name for name, t in variants.items()},
