@@ -644,22 +644,22 @@ def _gluon_down_default(problem: MoEProblem, block_m: int) -> GemmTile:
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
-    ``block_m`` follows the expected rows per expert: 16 or 32 where one block holds them (each
-    expert's weights read once), 64 up to 96 rows, else 128. (H200 run 74: at 33-48 rows per expert,
-    where block_m 32 took two blocks and read the weights twice, block_m 64 was 0.59-0.90x the time,
-    bf16 and fp8, at all 34 such cases tried.) In the bandwidth-bound regime (``block_m <= 32``) the
-    16-bit tiles are 128 x 128 where they launch enough programs
-    (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
-    :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with more programs,
-    so enough weight loads are in flight; from ``block_m = 64`` the weight tiles come through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with
-    ``gluon`` (as in :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where
-    :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at ``block_m = 64``, and the Gluon down
-    where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads x in the alignment's order
-    (``sorted_x``) at ``block_m = 128`` above :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert;
-    with ``gluon`` their down at ``block_m = 128`` is the 16-bit Gluon down's first table tile that
-    fits H (128 x 256 with 3 stages where H % 256 == 0, else 128 x 128 with 5 where H % 128 == 0),
-    and their ``sorted_x`` gate/up is the persistent Gluon one, gathering x's rows itself up to
-    :data:`_GATHERING_GLUON_GATE_UP_MAX_I`, else reading the copy (where the tiles fit H and I).
+    ``block_m`` follows the expected rows per expert: 16 or 32 where one block holds them (each expert's
+    weights read once), 64 up to 96 rows, else 128. (H200 run 74: at 33-48 rows per expert, where
+    block_m 32 took two blocks and read the weights twice, block_m 64 was 0.59-0.90x the time, bf16 and
+    fp8, at all 34 such cases tried.) In the bandwidth-bound regime (``block_m <= 32``) the 16-bit tiles
+    are 128 x 128 where they launch enough programs (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down
+    only at short I, :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with
+    more programs, so enough weight loads are in flight; from ``block_m = 64`` the weight tiles come
+    through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with ``gluon`` (as in
+    :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where :func:`_gluon_block_m_128_pays`,
+    else the Gluon gate/up at ``block_m = 64``, and the Gluon down where :func:`_gluon_down_pays`.
+    16-bit problems' gate/up reads x in the alignment's order (``sorted_x``) at ``block_m = 128`` above
+    :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert; with ``gluon`` their down at ``block_m = 128``
+    is the 16-bit Gluon down's first table tile that fits H (128 x 256 with 3 stages where H % 256 == 0,
+    else 128 x 128 with 5 where H % 128 == 0), and their ``sorted_x`` gate/up is the persistent Gluon
+    one, gathering x's rows itself up to :data:`_GATHERING_GLUON_GATE_UP_MAX_I`, else reading the copy
+    (where the tiles fit H and I).
     On the H200 (BENCHMARKS.md, session 14, runs 39 and 41) the 128 x 256 tile gave Triton's bits in
     0.81-0.99x the time of Triton's ``n256k64g8w8s4t`` down at the issue's four cases (T = 4096,
     16384; the 128 x 128 one 0.90-1.06x), the layer up to 1.10x faster.
