@@ -156,6 +156,17 @@ def print_row(row: dict[str, Any]) -> None:
     print(f"{row['case']:58s} old {med['old']:8.1f} µs  {ratios}  new={row['tactics']['new']}", flush=True)
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per variant other than ``old``, in order of appearance (some rows lack ``tuned``): the geometric
+    mean, min and max of its median over ``old``'s across the rows that have it."""
+    lines = []
+    for name in dict.fromkeys(n for r in rows for n in r["median_us"] if n != "old"):
+        ratios = [r["median_us"][name] / r["median_us"]["old"] for r in rows if name in r["median_us"]]
+        lines.append(f"{name}/old over {len(ratios)} cases: geomean {statistics.geometric_mean(ratios):.4f}, "
+                     f"min {min(ratios):.3f}, max {max(ratios):.3f}")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-defaults", type=Path, help="write this tree's defaults here and stop (no GPU)")
@@ -206,11 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print_row(rows[-1])
         if args.json:  # after every case, so a run cut short keeps what it measured
             args.json.write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1) + "\n")
-    names = [n for n in rows[0]["median_us"] if n != "old"] if rows else []
-    for name in names:
-        ratios = [r["median_us"][name] / r["median_us"]["old"] for r in rows if name in r["median_us"]]
-        print(f"{name}/old over {len(ratios)} cases: geomean {statistics.geometric_mean(ratios):.4f}, "
-              f"min {min(ratios):.3f}, max {max(ratios):.3f}")  # fmt: skip
+    for line in summary(rows):
+        print(line)
     return 0
 
 

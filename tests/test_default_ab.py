@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.default_ab import chosen_cases, defaults, main, parse_variant, profile_cases, with_tiles
+from benchmarks.default_ab import (
+    chosen_cases,
+    defaults,
+    main,
+    parse_variant,
+    profile_cases,
+    summary,
+    with_tiles,
+)
 from kernels.tactics import GemmTile, Tactic
 from suites.perf.cases import full_cases
 
@@ -60,3 +68,14 @@ def test_write_defaults_records_this_trees_default_of_every_case(tmp_path: Path)
     cases = profile_cases([1, 40])
     assert set(written) == {c.id for c in cases}
     assert written == defaults(cases)
+
+
+def test_the_summary_covers_every_variant_over_the_rows_that_have_it() -> None:
+    rows = [
+        {"median_us": {"old": 100.0, "new": 50.0}},
+        {"median_us": {"old": 100.0, "new": 200.0, "tuned": 80.0}},
+    ]
+    assert summary(rows) == [
+        "new/old over 2 cases: geomean 1.0000, min 0.500, max 2.000",
+        "tuned/old over 1 cases: geomean 0.8000, min 0.800, max 0.800",
+    ]
