@@ -19,8 +19,9 @@ changed), it times on the case's own inputs (the gate's dummy routing and weight
 - ``tuned``: the baselines file's tactic for the case, where it has one.
 
 Variants run interleaved, ``--repeats`` times ``--rounds`` CUDA-graph rounds each (so clock drift lands
-on all of them), after one untimed pass over all of them: without it the first variant's first rounds
-of an fp8 case ran up to 14% slow on the H200 (run 80, BENCHMARKS.md: the same tactic timed twice).
+on all of them), each pass starting one variant later than the one before, after one untimed pass
+over all of them: without it the first variant's first rounds of an fp8 case ran up to 14% slow on
+the H200 (run 80, BENCHMARKS.md: the same tactic timed twice).
 Each variant's output is checked against the fp32 reference with the runner's bound before it is
 timed. Prints one row per case (medians, each variant's time over ``old``) and writes all rounds to
 ``--json`` (after every case).
@@ -115,6 +116,13 @@ def chosen_cases(cases: list[MoECase], old: dict[str, dict[str, Any]], new: dict
     ]  # fmt: skip
 
 
+def timing_passes(names: list[str], repeats: int) -> list[tuple[bool, list[str]]]:
+    """``(timed, order)`` per pass: one untimed pass, then ``repeats`` timed ones, each starting one
+    variant later than the one before (see the module docstring)."""
+    rotated = [names[n % len(names) :] + names[: n % len(names)] for n in range(repeats + 1)]
+    return [(n > 0, order) for n, order in enumerate(rotated)]
+
+
 def time_case(runner: FusedMoERunner, case: MoECase, variants: dict[str, Tactic], rounds: int,
               repeats: int) -> dict[str, Any]:  # fmt: skip
     """Check, then time each variant on the case's inputs, interleaved; rounds in µs per launch."""
@@ -136,10 +144,10 @@ def time_case(runner: FusedMoERunner, case: MoECase, variants: dict[str, Tactic]
             )
     timer = CudaGraphTimer(rounds=rounds, warmup_us=20_000.0)
     rounds_us: dict[str, list[float]] = {name: [] for name in variants}
-    for timed in [False] + [True] * repeats:
-        for name, tactic in variants.items():
-            measured = timer.measure([partial(runner.run, inputs, tactic)]).rounds_us
-            if timed:  # the first pass is untimed (see the module docstring)
+    for timed, order in timing_passes(list(variants), repeats):
+        for name in order:
+            measured = timer.measure([partial(runner.run, inputs, variants[name])]).rounds_us
+            if timed:
                 rounds_us[name] += measured
     return {
         "case": case.id,
@@ -216,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(time_case(runner, case, variants, args.rounds, args.repeats))
         print_row(rows[-1])
         if args.json:  # after every case, so a run cut short keeps what it measured
-            args.json.write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1) + "\n")
+            record = {"argv": sys.argv[1:] if argv is None else argv, "rows": rows}
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
     for line in summary(rows):
         print(line)
     return 0

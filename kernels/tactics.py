@@ -416,20 +416,21 @@ against them."""
 _WIDE_DECODE_GATE_UP_MIN_PROGRAMS = 64
 """At ``block_m <= 32`` the 16-bit default's gate/up is 128 x 128 with 3 stages where that launches at
 least this many programs (row blocks x I / 128), else 64 x 128 with 4 stages. H200 run 73
-(``benchmarks/default_ab.py``, BENCHMARKS.md), this change alone over the full profile's 53 bf16 cases
-at block_m <= 32: 0.982x the old default's time (geomean), 0.90x at best, 1.018x at worst (gpt-oss-120b
-EP1 T = 64, where I = 2880 leaves a half-empty 128-wide column tile). The session-16 baselines' tuner
-had taken this tile at 30 of 48 such cases; run 69's sweep had it 6% slower at qwen3-30b T = 1
-(8 experts x 6 column tiles = 48 programs)."""
+(``benchmarks/default_ab.py``, BENCHMARKS.md), this change alone at the 42 of the full profile's bf16
+cases at block_m <= 32 whose gate/up it changed: 0.977x the old default's time (geomean), 0.90x at
+best, 1.018x at worst (gpt-oss-120b EP1 T = 64, where I = 2880 pads the last 128-wide column tile).
+The session-16 baselines' tuner had taken this tile at 30 of 48 such cases; run 69's sweep had it 6%
+slower at qwen3-30b T = 1 (8 experts x 6 column tiles = 48 programs)."""
 
 _WIDE_DECODE_DOWN_MAX_I = 1536
-"""At ``block_m = 16`` the 16-bit default's down is 128 x 128 with 3 stages (instead of 64 x 256) where
-its reduction (I) is at most this long and it launches at least one program per SM; at ``block_m = 32``
-at any I. H200 run 73, that tile against the rule's other downs in the same rounds: 0.86-1.01x the
-time at the 25 cases where it now applies, but 1.01-1.03x at deepseek-r1 and gpt-oss T = 1 (I = 2048,
-2880) and up to 1.21x at mixtral T = 1 (32-64 programs), where it does not. Both 16-bit rules and the
-block_m rule together (run 74): 0.952x over the full profile's 44 bf16 cases whose default changed,
-1.022x at worst (gpt-oss-120b EP1 T = 64)."""
+"""The 16-bit default's down at ``block_m <= 32``, where the 64-wide one would launch at least two
+programs per SM (so the 128-wide one launches one), is 128 x 128 with 3 stages (instead of 64 x 256)
+at ``block_m = 32``, and at ``block_m = 16`` where its reduction (I) is at most this long. H200 run
+73, that tile against the rule's other downs in the same rounds: 0.86-1.01x the time at the 24 cases
+where it now applies; 0.99-1.03x at block_m 16 with I > 1536 (deepseek-r1, gpt-oss-120b, mixtral: no
+gain); 0.98-1.21x where the 64-wide down launches fewer programs (1.08-1.21x at mixtral T = 1). Both
+16-bit rules and the block_m rule together (run 74): 0.952x over the full profile's 44 bf16 cases
+whose default changed, 1.022x at worst (gpt-oss-120b EP1 T = 64)."""
 
 _SORTED_X_MIN_BLOCK_M_16BIT = 128
 """The 16-bit space offers each TMA gate/up tile also with ``sorted_x`` from this block_m (the
@@ -644,17 +645,18 @@ def _gluon_down_default(problem: MoEProblem, block_m: int) -> GemmTile:
 def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     """A good tactic without tuning: a heuristic on rows per expert and the programs it launches.
 
-    ``block_m`` follows the expected rows per expert: 16 or 32 where one block holds them (each expert's
-    weights read once), 64 up to 96 rows, else 128. (H200 run 74: at 33-48 rows per expert, where
-    block_m 32 took two blocks and read the weights twice, block_m 64 was 0.59-0.90x the time, bf16 and
-    fp8, at all 34 such cases tried.) In the bandwidth-bound regime (``block_m <= 32``) the 16-bit tiles
-    are 128 x 128 where they launch enough programs (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down
-    only at short I, :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with
-    more programs, so enough weight loads are in flight; from ``block_m = 64`` the weight tiles come
-    through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with ``gluon`` (as in
-    :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where :func:`_gluon_block_m_128_pays`,
-    else the Gluon gate/up at ``block_m = 64``, and the Gluon down where :func:`_gluon_down_pays`.
-    16-bit problems' gate/up reads x in the alignment's order (``sorted_x``) at ``block_m = 128`` above
+    ``block_m`` follows the expected rows per expert (balanced routing; the tuner serves skew): 16 or 32
+    where one block holds them (each expert's weights read once), 64 up to 96 rows, else 128. (H200 run
+    74: at 33-48 rows per expert, where block_m 32 took two blocks and read the weights twice, block_m
+    64 was 0.59-0.90x the time, bf16 and fp8, at all 34 such cases tried.) In the bandwidth-bound regime
+    (``block_m <= 32``) the 16-bit tiles are 128 x 128 where they launch enough programs
+    (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
+    :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with more programs, so
+    enough weight loads are in flight; from ``block_m = 64`` the weight tiles come through TMA (the H100
+    sweeps in BENCHMARKS.md picked it there). fp8 with ``gluon`` (as in :func:`tactics`) takes the Gluon
+    tiles at ``block_m = 128`` where :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at
+    ``block_m = 64``, and the Gluon down where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads
+    x in the alignment's order (``sorted_x``) at ``block_m = 128`` above
     :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert; with ``gluon`` their down at ``block_m = 128``
     is the 16-bit Gluon down's first table tile that fits H (128 x 256 with 3 stages where H % 256 == 0,
     else 128 x 128 with 5 where H % 128 == 0), and their ``sorted_x`` gate/up is the persistent Gluon
@@ -702,6 +704,8 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
             gu_raw = (128, 128, 4, 3)
         if blocks * math.ceil(h / 64) < 2 * _SMS:
             dn_raw = (64, 128, 4, 4)
+        # (the last test is implied by the one above: one 128-wide program per SM; it goes with the
+        # next change that moves the kernel hash)
         elif (bm == 32 or i <= _WIDE_DECODE_DOWN_MAX_I) and blocks * math.ceil(h / 128) >= _SMS:
             dn_raw = (128, 128, 4, 3)
     elif bm == 64:

@@ -16,6 +16,7 @@ from benchmarks.default_ab import (
     parse_variant,
     profile_cases,
     summary,
+    timing_passes,
     with_tiles,
 )
 from kernels.tactics import GemmTile, Tactic
@@ -67,7 +68,7 @@ def test_write_defaults_records_this_trees_default_of_every_case(tmp_path: Path)
     written = json.loads(out.read_text())
     cases = profile_cases([1, 40])
     assert set(written) == {c.id for c in cases}
-    assert written == defaults(cases)
+    assert written == defaults(cases)  # the file round-trips what the tree computes
 
 
 def test_the_summary_covers_every_variant_over_the_rows_that_have_it() -> None:
@@ -78,4 +79,13 @@ def test_the_summary_covers_every_variant_over_the_rows_that_have_it() -> None:
     assert summary(rows) == [
         "new/old over 2 cases: geomean 1.0000, min 0.500, max 2.000",
         "tuned/old over 1 cases: geomean 0.8000, min 0.800, max 0.800",
+    ]
+
+
+def test_one_untimed_pass_then_each_timed_pass_starts_one_variant_later() -> None:
+    assert timing_passes(["old", "new", "tuned"], 3) == [
+        (False, ["old", "new", "tuned"]),
+        (True, ["new", "tuned", "old"]),
+        (True, ["tuned", "old", "new"]),
+        (True, ["old", "new", "tuned"]),
     ]
