@@ -5,7 +5,8 @@ File format (schema 1)::
     {"schema": 1,
      "fingerprint": {gpu_name, sm, driver, torch, triton, plugin},   # of the run that wrote it
      "entries": {"<case id>": {rounds_us, summary, throughput, fraction_of_ceilings, ceilings,
-                               tactic, source_hash, fingerprint, flops, bytes}}}
+                               tactic, source_hash, fingerprint, flops, bytes,
+                               card (optional: the card's UUID, fingerprint.card_id)}}}
 
 Formatting is deterministic (sorted keys, floats to 4 significant digits, one key per line) so a
 baseline update diffs small. Files are read strictly: a corrupt or truncated file, or a newer schema,

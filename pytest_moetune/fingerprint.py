@@ -114,6 +114,27 @@ class EnvironmentFingerprint:
 
 
 @functools.cache
+def card_id() -> str:
+    """This process's CUDA device as one physical card: its UUID (``GPU-...``), which tells two cards
+    of one model apart; ``"cpu"`` without a CUDA device, ``"unknown"`` where torch reports none.
+
+    Baselines record it beside the :class:`EnvironmentFingerprint`, which leaves it out so that cards
+    of one model share tuning caches and baseline folders. Imports torch (call it where a GPU may be
+    used).
+    """
+    try:
+        import torch
+    except ImportError:
+        return NO_GPU
+    if not torch.cuda.is_available():
+        return NO_GPU
+    uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", "") or "")
+    if not uuid:
+        return "unknown"
+    return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+
+
+@functools.cache
 def _probe() -> EnvironmentFingerprint:
     from pytest_moetune import __version__
 

@@ -248,6 +248,15 @@ def moetune_ceilings(pytestconfig: pytest.Config) -> Ceilings:
 
 
 @pytest.fixture(scope="session")
+def moetune_card() -> str:
+    """This physical card (:func:`~pytest_moetune.fingerprint.card_id`, its UUID): baseline entries
+    record it, and the gate notes a baseline measured on another card of the same model."""
+    from pytest_moetune.fingerprint import card_id
+
+    return card_id()
+
+
+@pytest.fixture(scope="session")
 def moetune_fingerprint() -> EnvironmentFingerprint:
     """The environment (GPU, SM, driver, torch, triton, plugin) baselines and caches are tied to."""
     from pytest_moetune.fingerprint import EnvironmentFingerprint
@@ -304,13 +313,16 @@ def moetune(
     moetune_ceilings: Ceilings,
     moetune_fingerprint: EnvironmentFingerprint,
     moetune_device: Any,
+    moetune_card: str,
 ) -> Harness:
     """The regression gate: ``moetune.check(MoECase(model, topology, num_tokens, ...))`` tunes the
     case through the cache, measures it in ``--moetune-rounds`` rounds and judges it against
     ``baselines/<gpu>/<module>.json``. Tests that use it run only with ``--moetune``."""
     state = request.config.stash[STATE_KEY]
     if state.gate is None:
-        state.gate = _make_gate(state, moetune_timer, moetune_ceilings, moetune_fingerprint, moetune_device)
+        state.gate = _make_gate(
+            state, moetune_timer, moetune_ceilings, moetune_fingerprint, moetune_device, moetune_card
+        )
     return Harness(state, request, state.gate)
 
 
@@ -354,7 +366,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _make_gate(
-    state: GateState, timer: Timer, ceilings: Ceilings, fingerprint: EnvironmentFingerprint, device: Any
+    state: GateState,
+    timer: Timer,
+    ceilings: Ceilings,
+    fingerprint: EnvironmentFingerprint,
+    device: Any,
+    card: str,
 ) -> Gate:
     from pytest_moetune.cache import TuningCache, default_cache_path
     from pytest_moetune.harness import Gate
@@ -405,6 +422,7 @@ def _make_gate(
         device,
         state.threshold,
         time_peer=state.config.getoption("moetune_peer"),
+        card=card,
     )
 
 

@@ -159,8 +159,12 @@ class Gate:
         device: Any,
         threshold: float,
         time_peer: bool = False,
+        card: str = "",
     ) -> None:
         self.time_peer = time_peer
+        self.card = card
+        """This card's identity (:func:`~pytest_moetune.fingerprint.card_id`): entries record it, and a
+        baseline recorded on another card gets a note; empty: neither."""
         self._tuner_for = tuner_for
         self.timer = timer
         self.ceilings = ceilings
@@ -225,6 +229,12 @@ class Gate:
                 self._judge(result, baseline, then, regime, threshold)
             if result.verdict == REGRESSED:
                 result.explanation = self._diagnose(runner, inputs, result, baseline, then, regime, threshold)
+            then_card = baseline.get("card", "")
+            if then_card and self.card and then_card != self.card:
+                result.notes.append(
+                    f"baseline measured on another card ({then_card}; this one is {self.card}): cards of "
+                    "one model differ by a few percent, so re-baseline on the card that gates (README)"
+                )
             if result.kernel_changed:
                 before, now = baseline["source_hash"], runner.source_hash
                 result.notes.append(f"kernel source changed: {before} (baseline) != {now} (now)")
@@ -299,6 +309,7 @@ class Gate:
             "tactic": result.tactic,
             "source_hash": runner.source_hash,
             "fingerprint": self.fingerprint,
+            **({"card": self.card} if self.card else {}),
             "routing": {k: v for k, v in routing.items() if k != "rows_per_local_expert"},
             **({"peer_median_us": result.peer_median_us} if result.peer_median_us is not None else {}),
         }

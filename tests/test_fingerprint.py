@@ -80,8 +80,10 @@ def test_slug(gpu_name: str, slug: str) -> None:
 def fresh_probe():
     """Clear the cached probe before and after, so a faked environment does not leak."""
     fp_module._probe.cache_clear()
+    fp_module.card_id.cache_clear()
     yield
     fp_module._probe.cache_clear()
+    fp_module.card_id.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_probe")
@@ -104,6 +106,31 @@ def test_current_reads_the_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fp_module, "_driver_version", lambda: "580.82.07")
     current = EnvironmentFingerprint.current()
     assert (current.gpu_name, current.sm, current.driver) == ("NVIDIA H100 80GB HBM3 #1", "9.0", "580.82.07")
+
+
+@pytest.mark.usefixtures("fresh_probe")
+@pytest.mark.parametrize(
+    ("cuda", "uuid", "card"),
+    [
+        (False, None, "cpu"),
+        (True, "GPU-5f1c2d3e-0000-1111-2222-333344445555", "GPU-5f1c2d3e-0000-1111-2222-333344445555"),
+        (True, "5f1c2d3e-0000-1111-2222-333344445555", "GPU-5f1c2d3e-0000-1111-2222-333344445555"),
+        (True, "", "unknown"),
+    ],
+    ids=["no-cuda", "uuid", "bare-uuid", "none-reported"],
+)
+def test_card_id_is_the_devices_uuid(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, uuid: str | None, card: str
+) -> None:
+    class Properties:
+        pass
+
+    props = Properties()
+    props.uuid = uuid  # type: ignore[attr-defined]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: props)
+    assert fp_module.card_id() == card
 
 
 def _fake_nvidia_smi(folder: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -218,6 +218,36 @@ def test_a_baseline_of_another_gpu_is_never_compared(flow: GateWorkflow) -> None
     )
 
 
+CARD_FROM_ENV = """
+
+@pytest.fixture(scope="session")
+def moetune_card():
+    return os.environ.get("MOETUNE_TEST_CARD", "GPU-aaaa")
+"""
+
+
+def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pytester) -> None:
+    """Entries record the card (its UUID); a baseline from another card of the same model is still
+    compared, with a note; one from before cards were recorded gets none."""
+    flow = GateWorkflow(pytester, SUITE, conftest=FAKE_GPU_CONFTEST + CARD_FROM_ENV)
+    flow.run("--moetune-update-baselines")
+    entries = json.loads(baseline(flow).read_text())["entries"]
+    assert {e["card"] for e in entries.values()} == {"GPU-aaaa"}
+    note = "baseline measured on another card (GPU-aaaa; this one is GPU-bbbb)"
+    result, results = flow.run(env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"ok"}
+    assert all(any(n.startswith(note) for n in r["notes"]) for r in results), results
+    _, results = flow.run()  # the same card
+    assert not any("another card" in n for r in results for n in r["notes"])
+    document = json.loads(baseline(flow).read_text())
+    for entry in document["entries"].values():
+        del entry["card"]
+    baseline(flow).write_text(json.dumps(document))
+    _, results = flow.run(env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
+    assert {r["verdict"] for r in results} == {"ok"}
+    assert not any("another card" in n for r in results for n in r["notes"])
+
+
 def test_changed_kernel_is_compared_and_flagged(flow: GateWorkflow) -> None:
     flow.run("--moetune-update-baselines")
     path = baseline(flow)
