@@ -88,6 +88,8 @@ class CheckResult:
     explanation: str = ""
     remeasured: bool = False
     notes: list[str] = field(default_factory=list)
+    baseline_card: str = ""
+    """The card the baseline was measured on, where it is known and not this one."""
     roofline_us: float | None = None
     peer_median_us: float | None = None
 
@@ -231,6 +233,7 @@ class Gate:
                 result.explanation = self._diagnose(runner, inputs, result, baseline, then, regime, threshold)
             then_card = baseline.get("card", "")
             if then_card and self.card and then_card != self.card:
+                result.baseline_card = then_card
                 result.notes.append(
                     f"baseline measured on another card ({then_card}; this one is {self.card}): cards of "
                     "one model differ by a few percent, so re-baseline on the card that gates (README)"

@@ -68,6 +68,13 @@ def summary_lines(results: Sequence[CheckResult]) -> list[str]:
     tally = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
     mean = f"{geometric_mean(ratios):.3f}x time" if ratios else "n/a (no baselines)"
     lines.append(f"geometric-mean ratio over {len(ratios)} compared cases: {mean}; {tally}")
+    cards = sorted({r.baseline_card for r in results if r.baseline_card})
+    if cards:
+        judged = sum(1 for r in results if r.baseline_card)
+        lines.append(
+            f"{judged} of {len(results)} cases were judged against baselines from another card "
+            f"({', '.join(cards)}): cards of one model differ by a few percent (README)"
+        )
     return lines
 
 

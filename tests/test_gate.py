@@ -237,8 +237,11 @@ def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pyt
     result, results = flow.run(env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
     assert result.ret == 0 and {r["verdict"] for r in results} == {"ok"}
     assert all(any(n.startswith(note) for n in r["notes"]) for r in results), results
-    _, results = flow.run()  # the same card
+    assert {r["baseline_card"] for r in results} == {"GPU-aaaa"}
+    result.stdout.fnmatch_lines(["4 of 4 cases were judged against baselines from another card (GPU-aaaa)*"])
+    result, results = flow.run()  # the same card
     assert not any("another card" in n for r in results for n in r["notes"])
+    assert "another card" not in result.stdout.str()
     document = json.loads(baseline(flow).read_text())
     for entry in document["entries"].values():
         del entry["card"]
