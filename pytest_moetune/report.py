@@ -51,7 +51,7 @@ def _row(result: CheckResult) -> tuple[str, ...]:
 
 
 def summary_lines(results: Sequence[CheckResult]) -> list[str]:
-    """A fixed-width table of every case, then the geometric-mean time ratio and verdict counts."""
+    """A fixed-width table of every case, then :func:`trailer_lines`."""
     rows = [COLUMNS, *(_row(r) for r in sorted(results, key=lambda r: r.case))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = [
@@ -61,13 +61,19 @@ def summary_lines(results: Sequence[CheckResult]) -> list[str]:
         )
         for row in rows
     ]
+    return lines + trailer_lines(results)
+
+
+def trailer_lines(results: Sequence[CheckResult]) -> list[str]:
+    """The lines under the table: the geometric-mean time ratio and verdict counts, then, where any
+    case was judged against a baseline from another card, how many and which cards."""
     ratios = [r.ratio for r in results if r.ratio is not None]
     counts: dict[str, int] = {}
     for result in results:
         counts[result.verdict] = counts.get(result.verdict, 0) + 1
     tally = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
     mean = f"{geometric_mean(ratios):.3f}x time" if ratios else "n/a (no baselines)"
-    lines.append(f"geometric-mean ratio over {len(ratios)} compared cases: {mean}; {tally}")
+    lines = [f"geometric-mean ratio over {len(ratios)} compared cases: {mean}; {tally}"]
     cards = sorted({r.baseline_card for r in results if r.baseline_card})
     if cards:
         judged = sum(1 for r in results if r.baseline_card)
@@ -84,7 +90,7 @@ def markdown(results: Sequence[CheckResult]) -> str:
     body = "".join(
         "| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |\n" for row in rows
     )
-    return "## moetune gate\n\n" + head + body + "\n" + summary_lines(results)[-1] + "\n"
+    return "## moetune gate\n\n" + head + body + "\n" + "\n\n".join(trailer_lines(results)) + "\n"
 
 
 def report_paths(path: Path) -> tuple[Path, Path]:

@@ -239,6 +239,8 @@ def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pyt
     assert all(any(n.startswith(note) for n in r["notes"]) for r in results), results
     assert {r["baseline_card"] for r in results} == {"GPU-aaaa"}
     result.stdout.fnmatch_lines(["4 of 4 cases were judged against baselines from another card (GPU-aaaa)*"])
+    markdown = flow.report.with_name(flow.report.name + ".md").read_text()
+    assert "geometric-mean ratio over 4 compared cases" in markdown and "from another card" in markdown
     result, results = flow.run()  # the same card
     assert not any("another card" in n for r in results for n in r["notes"])
     assert "another card" not in result.stdout.str()
