@@ -108,8 +108,9 @@ class CheckResult:
 
     @property
     def moved(self) -> bool:
-        """New, or beyond the noise either way, or a changed kernel: what a low-churn update rewrites."""
-        return self.verdict not in (OK, INCONCLUSIVE)
+        """New, or beyond the noise either way, or a changed kernel, or a baseline from another card:
+        what a low-churn update rewrites."""
+        return self.verdict not in (OK, INCONCLUSIVE) or bool(self.baseline_card)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

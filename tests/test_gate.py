@@ -228,7 +228,8 @@ def moetune_card():
 
 def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pytester) -> None:
     """Entries record the card (its UUID); a baseline from another card of the same model is still
-    compared, with a note; one from before cards were recorded gets none."""
+    compared, with a note, and a low-churn update rewrites it; one from before cards were recorded
+    gets no note."""
     flow = GateWorkflow(pytester, SUITE, conftest=FAKE_GPU_CONFTEST + CARD_FROM_ENV)
     flow.run("--moetune-update-baselines")
     entries = json.loads(baseline(flow).read_text())["entries"]
@@ -244,6 +245,12 @@ def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pyt
     result, results = flow.run()  # the same card
     assert not any("another card" in n for r in results for n in r["notes"])
     assert "another card" not in result.stdout.str()
+    # a low-churn update on another card rewrites every entry measured elsewhere, in noise or not
+    flow.run("--moetune-update-baselines", env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
+    entries = json.loads(baseline(flow).read_text())["entries"]
+    assert {e["card"] for e in entries.values()} == {"GPU-bbbb"}
+    _, results = flow.run(env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
+    assert not any(r["baseline_card"] for r in results)
     document = json.loads(baseline(flow).read_text())
     for entry in document["entries"].values():
         del entry["card"]
