@@ -25,6 +25,9 @@ NO_GPU = "cpu"
 NONE = "none"
 """The value of a component that is absent (no ``nvidia-smi``, torch or triton not installed)."""
 
+UNKNOWN_CARD = "unknown"
+""":func:`card_id` of a CUDA device whose UUID torch does not report."""
+
 NVIDIA_SMI_TIMEOUT_S = 5.0
 _TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton", "pytorch-triton-rocm")
 
@@ -130,7 +133,7 @@ def card_id() -> str:
         return NO_GPU
     uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", "") or "")
     if not uuid:
-        return "unknown"
+        return UNKNOWN_CARD
     return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pytest_moetune.ceilings import COPY, Ceilings, case_roofline, normalize_rounds
 from pytest_moetune.distributions import Distribution, parse_distribution
+from pytest_moetune.fingerprint import UNKNOWN_CARD
 from pytest_moetune.models import ModelShape, get_model
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, TuningProblem
 from pytest_moetune.runner import MoERunner
@@ -64,6 +65,10 @@ class MoECase:
         assert isinstance(self.model, ModelShape) and isinstance(self.topology, TopologySpec)
         topology = self.topology.bind(self.model.num_experts, self.model.top_k, ep_rank=0)
         return TuningProblem(self.model, topology, self.dtype, self.distribution, self.tune_max_num_tokens)
+
+
+UNKNOWN_CARDS = ("", UNKNOWN_CARD)
+"""Card identities that say nothing (no ``card`` recorded, or none reported): never "another card"."""
 
 
 @dataclass
@@ -233,7 +238,7 @@ class Gate:
             if result.verdict == REGRESSED:
                 result.explanation = self._diagnose(runner, inputs, result, baseline, then, regime, threshold)
             then_card = baseline.get("card", "")
-            if then_card and self.card and then_card != self.card:
+            if then_card != self.card and {then_card, self.card}.isdisjoint(UNKNOWN_CARDS):
                 result.baseline_card = then_card
                 result.notes.append(
                     f"baseline measured on another card ({then_card}; this one is {self.card}): cards of "

@@ -251,6 +251,8 @@ def test_a_baseline_of_another_card_is_compared_with_a_note(pytester: pytest.Pyt
     assert {e["card"] for e in entries.values()} == {"GPU-bbbb"}
     _, results = flow.run(env={"MOETUNE_TEST_CARD": "GPU-bbbb"})
     assert not any(r["baseline_card"] for r in results)
+    _, results = flow.run(env={"MOETUNE_TEST_CARD": "unknown"})  # torch reported no UUID: no claim
+    assert not any(r["baseline_card"] for r in results)
     document = json.loads(baseline(flow).read_text())
     for entry in document["entries"].values():
         del entry["card"]
