@@ -210,15 +210,16 @@ def test_default_block_m_thresholds(rows: int, block_m: int) -> None:
         (MoEProblem(1, 7168, 2048, 32, 8), "n128k128g8w4s3", "n64k256g8w4s3"),
         # deepseek-r1 EP8 T=1024: 32 rows, block_m 32: the wide down at any I
         (MoEProblem(1024, 7168, 2048, 32, 8, num_local_slots=1024), "n128k128g8w4s3", "n128k128g8w4s3"),
-        # mixtral EP8 T=1: one expert, 32 down programs of 128 columns (under one per SM): 64 x 128
+        # mixtral EP8 T=1: one expert, 64 down programs 64 wide (under two per SM): 64 x 128
         (MoEProblem(1, 4096, 14336, 1, 2, num_local_slots=1), "n128k128g8w4s3", "n64k128g8w4s4"),
     ],
     ids=["q235b-T1", "q30b-T1", "dsr1-T1", "dsr1-ep8-32rows", "mixtral-ep8-T1"],
 )
 def test_16bit_decode_default_tiles(problem: MoEProblem, gate_up: str, down: str) -> None:
     """At block_m <= 32 the 16-bit default takes the 128 x 128 gate/up from 64 programs, and the
-    128 x 128 down at I <= 1536 (any I at block_m 32) from one program per SM (H200 runs 73-74:
-    0.952x the old default's time over the full profile's 44 changed bf16 cases)."""
+    128 x 128 down at I <= 1536 (any I at block_m 32) where a 64-wide down would launch two programs
+    per SM (H200 runs 73-74: 0.952x the old default's time over the full profile's 44 changed bf16
+    cases)."""
     d = default_tactic(problem)
     assert d.block_m <= 32
     assert (d.gate_up.name, d.down.name) == (gate_up, down), d.name
