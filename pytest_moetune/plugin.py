@@ -200,16 +200,19 @@ def _version(dist: str) -> str:
 
 
 def _device_line() -> str:
-    """The GPU this run would tune on. Probes CUDA, so only called under ``--moetune``."""
+    """The GPU this run would tune on, with the card it gates on (its UUID, which the baselines it
+    writes record). Probes CUDA, so only called under ``--moetune``."""
     try:
         import torch
     except ImportError:
         return "no GPU (torch not installed)"
     if not torch.cuda.is_available():
         return "no GPU"
+    from pytest_moetune.fingerprint import card_id
+
     count = torch.cuda.device_count()
     name = torch.cuda.get_device_name(0)
-    return f"{name} x{count}" if count > 1 else name
+    return (f"{name} x{count}" if count > 1 else name) + f" (card {card_id()})"
 
 
 def _selection_args(selection: Selection) -> str:

@@ -228,6 +228,18 @@ def test_report_header_with_moetune_names_the_device(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines([f"moetune: *; device: {device}*", "moetune: --moetune on; selection: *"])
 
 
+def test_the_device_line_names_the_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pytest_moetune import fingerprint, plugin
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H200")
+    monkeypatch.setattr(fingerprint, "card_id", lambda: "GPU-1234")
+    assert plugin._device_line() == "NVIDIA H200 x2 (card GPU-1234)"
+
+
 def run_python_without_torch(code: str, cwd: object) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter in which ``import torch`` / ``import triton`` fail."""
     blocker = "import sys; sys.modules['torch'] = None; sys.modules['triton'] = None\n"
