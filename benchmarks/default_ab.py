@@ -81,15 +81,10 @@ def profile_cases(tokens: list[int]) -> list[MoECase]:
     dtype) triples at each of those token counts."""
     if not tokens:
         return full_cases()
-    cases = {}
-    for c in full_cases():
-        if c.id.split("/")[4] == "balanced":
-            for t in tokens:
-                case = MoECase(
-                    c.model, c.topology, t, dtype=c.dtype, tune_max_num_tokens=c.tune_max_num_tokens
-                )
-                cases[case.id] = case
-    return list(cases.values())
+    at_tokens = (
+        replace(c, num_tokens=t) for c in full_cases() if c.distribution.name == "balanced" for t in tokens
+    )
+    return list({case.id: case for case in at_tokens}.values())  # each (model, topology, dtype) once
 
 
 def defaults(cases: list[MoECase]) -> dict[str, dict[str, Any]]:
