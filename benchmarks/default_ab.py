@@ -3,7 +3,7 @@
 
     PYTHONPATH=. python3 benchmarks/default_ab.py --write-defaults OLD.json   # any machine, before a change
     PYTHONPATH=. python3 benchmarks/default_ab.py --old OLD.json [--max-block-m 32] [--tokens 512,768] \\
-        [--changed-only] [--variant down=128x128w4s3 ...] [--baselines B.json] --json OUT.json
+        [--changed-only] [--match REGEX] [--variant down=128x128w4s3 ...] [--baselines B.json] --json OUT.json
                                                                          # on the GPU, after it
 
 ``--write-defaults`` records ``default_tactic`` of every full-profile case (``suites.perf.cases``;
@@ -97,9 +97,10 @@ def defaults(cases: list[MoECase]) -> dict[str, dict[str, Any]]:
 
 
 def chosen_cases(cases: list[MoECase], old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],
-                 max_block_m: int, dtypes: set[str], changed_only: bool) -> list[MoECase]:  # fmt: skip
+                 max_block_m: int, dtypes: set[str], changed_only: bool,
+                 match: re.Pattern[str] | None = None) -> list[MoECase]:  # fmt: skip
     """``cases`` of ``dtypes`` whose old or new default has ``block_m <= max_block_m`` (and, with
-    ``changed_only``, whose default changed)."""
+    ``changed_only``, whose default changed; with ``match``, whose id it finds)."""
     missing = [c.id for c in cases if c.id not in old]
     if missing:
         raise ValueError(f"--old lacks {len(missing)} of the cases, e.g. {missing[0]!r}: write it with "
@@ -108,6 +109,7 @@ def chosen_cases(cases: list[MoECase], old: dict[str, dict[str, Any]], new: dict
         c for c in cases
         if c.dtype in dtypes and min(old[c.id]["block_m"], new[c.id]["block_m"]) <= max_block_m
         and not (changed_only and old[c.id] == new[c.id])
+        and (match is None or match.search(c.id) is not None)
     ]  # fmt: skip
 
 
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--changed-only", action="store_true", help="only cases whose default changed")
     ap.add_argument("--max-block-m", type=int, default=32)
     ap.add_argument("--dtypes", default="bf16,fp8_w8a8")
+    ap.add_argument("--match", type=re.compile, help="only cases whose id this regex finds: gpt-oss")
     ap.add_argument(
         "--variant",
         action="append",
@@ -208,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     new = defaults(cases)
     tuned = json.loads(args.baselines.read_text())["entries"]
     rows = []
-    chosen = chosen_cases(cases, old, new, args.max_block_m, set(args.dtypes.split(",")), args.changed_only)
+    chosen = chosen_cases(
+        cases, old, new, args.max_block_m, set(args.dtypes.split(",")), args.changed_only, args.match
+    )
     for case in chosen:
         variants = {"old": Tactic.from_dict(old[case.id]), "new": Tactic.from_dict(new[case.id])}
         for changes in args.variant:

@@ -58,6 +58,9 @@ def test_the_selection_takes_small_blocks_and_with_changed_only_the_changed_defa
     small = chosen_cases(cases, old, new, 32, {"bf16", "fp8_w8a8"}, changed_only=False)
     assert one in small and all(min(old[c.id]["block_m"], new[c.id]["block_m"]) <= 32 for c in small)
     assert chosen_cases(cases, old, new, 128, {one.dtype}, changed_only=True) == [one]
+    model = one.id.split("/")[1]  # fused_moe/MODEL/...
+    matched = chosen_cases(cases, old, new, 32, {"bf16", "fp8_w8a8"}, False, re.compile(f"/{model}/"))
+    assert one in matched and {c.id.split("/")[1] for c in matched} == {model} and len(matched) < len(small)
     with pytest.raises(ValueError, match="--old lacks 1 of the cases"):
         chosen_cases(cases, {k: v for k, v in old.items() if k != one.id}, new, 32, {"bf16"}, False)
 
