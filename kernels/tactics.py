@@ -432,6 +432,14 @@ gain); 0.98-1.21x where the 64-wide down launches fewer programs (1.08-1.21x at 
 16-bit rules and the block_m rule together (run 74): 0.952x over the full profile's 44 bf16 cases
 whose default changed, 1.022x at worst (gpt-oss-120b EP1 T = 64)."""
 
+_FP8_DEEP_DECODE_GATE_UP_MIN_H = 4096
+"""From this H (the gate/up's reduction: at least 32 K blocks of 128) the fp8 default's 128 x 128 gate/up
+at ``block_m <= 32`` has 4 stages, else 3. H200 runs 80-81 (``benchmarks/default_ab.py``,
+BENCHMARKS.md), 4 stages against 3 in the same rounds: 0.969x / 0.968x the layer's time (geomean) over
+33 / 19 cases with H >= 4096 (mixtral, deepseek-r1, qwen3-235b; 0.89-1.03x), 1.006x / 1.008x over
+43 / 23 with H < 4096 (up to 1.06x at gpt-oss-120b EP8/DEP8, H = 2880): a longer K loop amortizes the
+deeper pipeline's fill."""
+
 _SORTED_X_MIN_BLOCK_M_16BIT = 128
 """The 16-bit space offers each TMA gate/up tile also with ``sorted_x`` from this block_m (the
 tensor-core-bound regime, where the gathered x rows hold the GEMM back)."""
@@ -690,7 +698,8 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
             return Tactic(128, _gluon_gate_up_default(problem, 128), _gluon_down_default(problem, 128))
         bm = min(bm, 64)
         tma = (h % 16 == 0) and (i % 16 == 0) and bm >= 64
-        gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, 3, tma)
+        stages = 4 if bm <= 32 and h >= _FP8_DEEP_DECODE_GATE_UP_MIN_H else 3
+        gu = GemmTile(128, 128, 8, 8 if bm == 64 else 4, stages, tma)
         dn = replace(_clamp_tile((128 if bm == 64 else 64, 128, 4, 3 if bm == 64 else 4), h, i, 8,
                                  pin=(False, True)), tma=tma)  # fmt: skip
         if bm == 64 and _uses_gluon(problem, gluon):
@@ -704,9 +713,7 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
             gu_raw = (128, 128, 4, 3)
         if blocks * math.ceil(h / 64) < 2 * _SMS:
             dn_raw = (64, 128, 4, 4)
-        # (the last test is implied by the one above: one 128-wide program per SM; it goes with the
-        # next change that moves the kernel hash)
-        elif (bm == 32 or i <= _WIDE_DECODE_DOWN_MAX_I) and blocks * math.ceil(h / 128) >= _SMS:
+        elif bm == 32 or i <= _WIDE_DECODE_DOWN_MAX_I:
             dn_raw = (128, 128, 4, 3)
     elif bm == 64:
         gu_raw, dn_raw = (64, 128, 4, 4), (256, 64, 8, 3)
