@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One device call that checks main as committed, as a CI runner would: the quick gate against the
+# committed baselines (a fresh tuning cache; on a card other than the baselines' each case says so),
+# then the GPU kernel suite. Logs and the gate's report in $OUT/check/; each step gets what is left of
+# $DEADLINE (default 570 s).
+#
+#   DEADLINE=500 bash benchmarks/gpu_check_committed.sh
+set -uo pipefail
+RESULTS=check TESTS=0 TESTS_K=""
+source benchmarks/device_steps.sh
+nvidia-smi --query-gpu=serial,uuid --format=csv,noheader | tee -a "$RES/gpu.txt"
+timeout "$(left)" python3 -m pytest --moetune -p no:cacheprovider -q --moetune-cache "$RES/gate-cache.json" \
+    suites/perf --moetune-report "$RES/gate" > "$RES/gate.log" 2>&1
+echo "gate: rc $?, $SECONDS s" | tee -a "$RES/steps.txt"
+grep -A14 "moetune gate ===" "$RES/gate.log"; grep -i "card" "$RES/gate.log" | head -5
+timeout "$(left)" python3 -m pytest suites/kernels -q -p no:cacheprovider > "$RES/kernels.log" 2>&1
+echo "kernel suite: rc $?, $SECONDS s" | tee -a "$RES/steps.txt"; tail -5 "$RES/kernels.log"
+rm -f "$RES"/*.lock
