@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=serial,uuid --format=csv,noheader | tee -a "$RES/gpu.txt"
 timeout "$(left)" python3 -m pytest --moetune -p no:cacheprovider --moetune-cache "$RES/gate-cache.json" \
     suites/perf --moetune-report "$RES/gate" > "$RES/gate.log" 2>&1
 echo "gate: rc $?, $SECONDS s" | tee -a "$RES/steps.txt"
-grep -m3 -i "card" "$RES/gate.log"; grep -A14 "moetune gate ===" "$RES/gate.log"
+grep -m3 -i "card" "$RES/gate.log"; grep -A16 "moetune gate ===" "$RES/gate.log"
 timeout "$(left)" python3 -m pytest suites/kernels -q -p no:cacheprovider > "$RES/kernels.log" 2>&1
 echo "kernel suite: rc $?, $SECONDS s" | tee -a "$RES/steps.txt"; tail -5 "$RES/kernels.log"
 rm -f "$RES"/*.lock
