@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--changed-only", action="store_true", help="only cases whose default changed")
     ap.add_argument("--max-block-m", type=int, default=32)
     ap.add_argument("--dtypes", default="bf16,fp8_w8a8")
-    ap.add_argument("--match", type=re.compile, help="only cases whose id this regex finds: gpt-oss")
+    ap.add_argument("--match", type=re.compile, help="regex: only cases whose id it finds (gpt-oss)")
     ap.add_argument(
         "--variant",
         action="append",

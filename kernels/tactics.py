@@ -438,7 +438,8 @@ at ``block_m <= 32`` has 4 stages, else 3. H200 runs 80-81 (``benchmarks/default
 BENCHMARKS.md), 4 stages against 3 in the same rounds: 0.969x / 0.968x the layer's time (geomean) over
 33 / 19 cases with H >= 4096 (mixtral, deepseek-r1, qwen3-235b; 0.89-1.03x), 1.006x / 1.008x over
 43 / 23 with H < 4096 (up to 1.06x at gpt-oss-120b EP8/DEP8, H = 2880): a longer K loop amortizes the
-deeper pipeline's fill."""
+deeper pipeline's fill. Run 82, on a third card, with the rule against the 3-stage default: 0.976x over
+the 34 balanced fp8 cases it changes (T = 1 to 1024; 0.90-1.02x)."""
 
 _SORTED_X_MIN_BLOCK_M_16BIT = 128
 """The 16-bit space offers each TMA gate/up tile also with ``sorted_x`` from this block_m (the
@@ -660,11 +661,12 @@ def default_tactic(problem: MoEProblem, *, gluon: bool = False) -> Tactic:
     (``block_m <= 32``) the 16-bit tiles are 128 x 128 where they launch enough programs
     (:data:`_WIDE_DECODE_GATE_UP_MIN_PROGRAMS`; the down only at short I,
     :data:`_WIDE_DECODE_DOWN_MAX_I`, or at ``block_m = 32``), else narrower ones with more programs, so
-    enough weight loads are in flight; from ``block_m = 64`` the weight tiles come through TMA (the H100
-    sweeps in BENCHMARKS.md picked it there). fp8 with ``gluon`` (as in :func:`tactics`) takes the Gluon
-    tiles at ``block_m = 128`` where :func:`_gluon_block_m_128_pays`, else the Gluon gate/up at
-    ``block_m = 64``, and the Gluon down where :func:`_gluon_down_pays`. 16-bit problems' gate/up reads
-    x in the alignment's order (``sorted_x``) at ``block_m = 128`` above
+    enough weight loads are in flight; the fp8 gate/up there is 128 x 128 with 4 stages from
+    :data:`_FP8_DEEP_DECODE_GATE_UP_MIN_H`, else 3; from ``block_m = 64`` the weight tiles come
+    through TMA (the H100 sweeps in BENCHMARKS.md picked it there). fp8 with ``gluon`` (as in
+    :func:`tactics`) takes the Gluon tiles at ``block_m = 128`` where :func:`_gluon_block_m_128_pays`,
+    else the Gluon gate/up at ``block_m = 64``, and the Gluon down where :func:`_gluon_down_pays`.
+    16-bit problems' gate/up reads x in the alignment's order (``sorted_x``) at ``block_m = 128`` above
     :data:`_SORTED_X_ABOVE_ROWS_16BIT` rows per expert; with ``gluon`` their down at ``block_m = 128``
     is the 16-bit Gluon down's first table tile that fits H (128 x 256 with 3 stages where H % 256 == 0,
     else 128 x 128 with 5 where H % 128 == 0), and their ``sorted_x`` gate/up is the persistent Gluon
