@@ -28,6 +28,8 @@ UPDATE_MODES = ("changed", "all", "prune")
 PROFILES = ("quick", "full")
 RESULTS_KEY = "moetune_results"
 CLAIMS_INPUT = "moetune_compile_claims"  # workerinput key: the compile-claims folder
+NO_GPU = "no CUDA GPU: the moetune gate"
+"""How a gated test's skip (or, under ``--moetune-strict``, its error) without a GPU begins."""
 
 
 class MoetuneGateWarning(UserWarning):
@@ -68,7 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--moetune-strict",
         action="store_true",
         default=False,
-        help="fail cases with no baseline (new) and cases too noisy to judge (inconclusive)",
+        help="fail cases with no baseline (new), cases too noisy to judge (inconclusive), and gated tests "
+        "where there is no GPU",
     )
     group.addoption(
         "--moetune-update-baselines",
@@ -153,6 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"ini option moetune_profile = {profile!r}: choose one of {', '.join(PROFILES)}"
         )
     config.stash[STATE_KEY] = GateState(config)
+    config.pluginmanager.register(config.stash[STATE_KEY], "moetune-gate-state")
 
 
 class GateState:
@@ -167,6 +171,7 @@ class GateState:
         self.deselected = 0
         self.update_report: list[str] = []
         self.claims_folder: Path | None = None  # xdist controller: the workers' compile claims
+        self.skipped_without_gpu = 0  # gated tests skipped for want of a GPU (controller: all workers')
 
     @property
     def threshold(self) -> float:
@@ -185,6 +190,12 @@ class GateState:
         from pytest_moetune.baseline import baseline_file
 
         return baseline_file(self.baseline_root, slug, module)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Count the gated tests skipped for want of a GPU, for the summary's line (a hook: the state
+        is registered as a plugin; under xdist the controller sees every worker's reports)."""
+        if report.skipped and NO_GPU in str(report.longrepr):
+            self.skipped_without_gpu += 1
 
     def baseline_document(self, path: Path) -> dict[str, Any] | None:
         from pytest_moetune.baseline import read_baseline
@@ -223,27 +234,35 @@ def moetune_device() -> Any:
     return "cuda"
 
 
+def require_gpu(config: pytest.Config, what: str) -> None:
+    """Skip the asking test where torch sees no CUDA GPU (``what`` the gate does there: "times
+    kernels"); under ``--moetune-strict`` fail it instead, so a CI runner that lost its GPU fails its
+    gate rather than passing with every case skipped."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    reason = f"{NO_GPU} {what} on a GPU"
+    if config.getoption("moetune_strict"):
+        pytest.fail(f"{reason} (--moetune-strict: a gate that can judge no case fails)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def moetune_timer(pytestconfig: pytest.Config) -> Timer:
     """How the gate times a launch: CUDA events around CUDA-graph replays, ``--moetune-rounds`` rounds."""
-    import torch
-
     from pytest_moetune.timing import CudaGraphTimer
 
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: the moetune gate times kernels on a GPU")
+    require_gpu(pytestconfig, "times kernels")
     return CudaGraphTimer(rounds=pytestconfig.getoption("moetune_rounds"), warmup_us=50_000.0)
 
 
 @pytest.fixture(scope="session")
 def moetune_ceilings(pytestconfig: pytest.Config) -> Ceilings:
     """This session's copy bandwidth and bf16 matmul rate, measured once in >= 5 rounds."""
-    import torch
-
     from pytest_moetune.ceilings import measure_ceilings
 
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: the moetune gate measures ceilings on a GPU")
+    require_gpu(pytestconfig, "measures ceilings")
     return measure_ceilings(rounds=pytestconfig.getoption("moetune_rounds"))
 
 
@@ -478,7 +497,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is None or not state.results or _is_worker(config):
+    if state is None or _is_worker(config):
+        return
+    if not state.results and state.skipped_without_gpu:
+        terminalreporter.section("moetune gate")
+        terminalreporter.write_line(
+            f"moetune: no case was judged: {state.skipped_without_gpu} gated tests skipped, no CUDA GPU "
+            "(--moetune-strict makes this a failure, for CI)"
+        )
+    if not state.results:
         return
     from pytest_moetune.report import summary_lines
 

@@ -87,6 +87,36 @@ def test_strict_fails_new_cases(flow: GateWorkflow) -> None:
     result.stdout.fnmatch_lines(["*(no baseline; --moetune-strict)*"])
 
 
+NO_GPU_CONFTEST = """
+import torch
+
+from pytest_moetune.testing import FakeRunner
+
+torch.cuda.is_available = lambda: False  # as on a runner that lost its GPU, whatever this machine has
+
+
+def pytest_moetune_register_runners(registry):
+    registry.add(FakeRunner([16, 32, 64, 128]))
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_without_a_gpu_the_gate_says_it_judged_nothing_and_strict_fails(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    pytester.makeconftest(NO_GPU_CONFTEST)
+    pytester.makepyfile(test_gate_suite=SUITE)
+    args = ["--moetune", "-p", "no:cacheprovider", *workers]
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == 0
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["moetune: no case was judged: 4 gated tests skipped, no CUDA GPU*"])
+    result = pytester.runpytest_subprocess(*args, "--moetune-strict")
+    assert result.ret == 1
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines(["*no CUDA GPU: the moetune gate times kernels on a GPU (--moetune-strict*"])
+
+
 def test_xdist_run_writes_once_with_every_entry(flow: GateWorkflow) -> None:
     result, results = flow.run("-n", "2", "--moetune-update-baselines")
     assert result.ret == 0 and {r["case"] for r in results} == CASES
