@@ -334,6 +334,8 @@ def _read_document(path: Path) -> _Document | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        raise ValueError(f"tuning cache {path} cannot be read: {err.strerror}") from None
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -41,3 +41,26 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def unwritable_reason(path: str | os.PathLike[str], *, folder: bool = False) -> str | None:
+    """Why ``path`` (a file, or with ``folder`` a folder) could not be written later, or ``None``.
+
+    Checked before any work is done, creating nothing: ``path`` is a folder where a file is wanted
+    (or a file where a folder is), one of its parents is a file, or its nearest existing parent
+    is not writable.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if not folder and path.is_dir():
+        return f"{path} is a folder, not a file"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, so {path} cannot be made"
+            existing = path if path.exists() else parent
+            if not os.access(existing, os.W_OK):
+                return f"{existing} is not writable"
+            return None
+    return None

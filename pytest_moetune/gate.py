@@ -85,7 +85,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "case checked; refuses a filtered run)",
     )
     group.addoption(
-        "--moetune-baselines", default=None, metavar="DIR", help="baseline root (default ini, else baselines)"
+        "--moetune-baselines",
+        default=None,
+        metavar="DIR",
+        help="baseline root, relative to the current folder (default: ini moetune_baselines, relative to "
+        "the rootdir, else baselines)",
     )
     group.addoption(
         "--moetune-cache",
@@ -157,6 +161,49 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.stash[STATE_KEY] = GateState(config)
     config.pluginmanager.register(config.stash[STATE_KEY], "moetune-gate-state")
+    if config.getoption("moetune") and not _is_worker(config):
+        _check_output_paths(config.stash[STATE_KEY])
+
+
+PLOT_NEEDS = "--moetune-plot needs matplotlib (pip install matplotlib)"
+
+
+def _check_output_paths(state: GateState) -> None:
+    """Before any tuning: a ``pytest.UsageError`` naming the option and the value whose file the run
+    could not write at its end (the report, the plot, the tuning cache, the baselines when updating),
+    or whose baseline root is a file."""
+    from pytest_moetune.fileio import unwritable_reason
+    from pytest_moetune.report import report_paths
+
+    config = state.config
+    checks: list[tuple[str, str | None]] = [("--moetune-cache", unwritable_reason(state.cache_path))]
+    root = state.baseline_root
+    if config.getoption("moetune_update_baselines") is not None:
+        checks.append(("--moetune-baselines", unwritable_reason(root, folder=True)))
+    elif root.exists() and not root.is_dir():
+        checks.append(("--moetune-baselines", f"{root} is a file, not a folder"))
+    report = config.getoption("moetune_report")
+    if report:
+        checks += [("--moetune-report", unwritable_reason(path)) for path in report_paths(Path(report))]
+    plot = config.getoption("moetune_plot")
+    if plot:
+        checks.append(("--moetune-plot", unwritable_reason(plot) or _unsupported_plot_format(Path(plot))))
+    for option, why in checks:
+        if why is not None:
+            raise pytest.UsageError(f"{option}: {why}")
+
+
+def _unsupported_plot_format(path: Path) -> str | None:
+    """Why matplotlib could not save ``path`` (its suffix names no format it writes), or ``None``."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return PLOT_NEEDS
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        given = path.suffix or "a name without a suffix"
+        return f"{path}: matplotlib writes {', '.join(sorted(formats))}, not {given}"
+    return None
 
 
 class GateState:
@@ -183,8 +230,20 @@ class GateState:
 
     @property
     def baseline_root(self) -> Path:
-        root = self.config.getoption("moetune_baselines") or self.config.getini("moetune_baselines")
-        return self.config.rootpath / root
+        """``--moetune-baselines`` relative to the folder pytest was started in, else the ini's
+        ``moetune_baselines`` relative to the rootdir."""
+        option = self.config.getoption("moetune_baselines")
+        if option:
+            return self.config.invocation_params.dir / option
+        return self.config.rootpath / self.config.getini("moetune_baselines")
+
+    @property
+    def cache_path(self) -> Path:
+        """``--moetune-cache``, else :func:`~pytest_moetune.cache.default_cache_path`."""
+        from pytest_moetune.cache import default_cache_path
+
+        option = self.config.getoption("moetune_cache")
+        return Path(option) if option else default_cache_path()
 
     def baseline_path(self, slug: str, module: str) -> Path:
         from pytest_moetune.baseline import baseline_file
@@ -392,12 +451,11 @@ def _make_gate(
     device: Any,
     card: str,
 ) -> Gate:
-    from pytest_moetune.cache import TuningCache, default_cache_path
+    from pytest_moetune.cache import TuningCache
     from pytest_moetune.harness import Gate
     from pytest_moetune.tuner import Tuner
 
-    cache_path = state.config.getoption("moetune_cache") or default_cache_path()
-    store = TuningCache(cache_path, fingerprint)
+    store = TuningCache(state.cache_path, fingerprint)
 
     tuning_timer = timer.for_tuning() if hasattr(timer, "for_tuning") else timer
 
@@ -493,6 +551,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from pytest_moetune.plot import write_plot
 
         state.update_report.append(f"moetune: plot written to {write_plot(Path(plot), state.results)}")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Under ``--moetune``: where this run reads and writes baselines and its tuning cache."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not config.getoption("moetune"):
+        return []
+    return [f"moetune: baselines {state.baseline_root}; tuning cache {state.cache_path}"]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
+from pytest_moetune.fileio import atomic_write_text, unwritable_reason
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, DTYPES, TuningProblem
 from pytest_moetune.runner import MoERunner, entry_point_runners, load_runner
 from pytest_moetune.topology import TopologySpec
@@ -112,6 +113,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def unwritable_outputs(args: argparse.Namespace) -> str | None:
+    """Why the command could not write one of its outputs (``--json``, ``--export``'s folder, the
+    tuning cache), checked before it tunes for minutes; ``None`` when all can be written."""
+    from pytest_moetune.cache import default_cache_path
+
+    outputs = [("--json", args.json, False), ("--export", args.export and Path(args.export[1]), True)]
+    if not args.no_cache:
+        outputs.append(("--cache", args.cache or default_cache_path(), False))
+    for option, path, folder in outputs:
+        why = path and unwritable_reason(path, folder=folder)
+        if why:
+            return f"{option}: {why}"
+    return None
+
+
 def tuner_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`Tuner` keyword arguments the command's options set, timer and store aside."""
     return {
@@ -180,6 +196,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     if args.export and args.export[0] not in EXPORT_FORMATS:
         supported = ", ".join(EXPORT_FORMATS)
         parser.error(f"--export format {args.export[0]!r} is not supported; supported: {supported}")
+    why_not = unwritable_outputs(args)
+    if why_not:
+        parser.error(why_not)
     try:
         topology = args.topology.bind(model.num_experts, model.top_k, args.rank)
     except ValueError as err:
@@ -194,7 +213,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     result = tuner.tune(problem, force=args.force)
     print_table(tuner, result)
     if args.json:
-        args.json.write_text(json.dumps(result_rows(tuner, result), indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(result_rows(tuner, result), indent=1) + "\n")
     if args.export:
         device = _device_name()
         name = vllm_file_name(topology.local_num_experts, model.intermediate, device, args.dtype)

@@ -102,6 +102,8 @@ def test_a_missing_or_corrupt_file_is_an_error_naming_it(
     assert main(["cache", command, "--cache", str(corrupt), "--runner", FAKE]) == 2
     assert f"tuning cache {corrupt} is not valid: not valid JSON" in capsys.readouterr().err
     assert corrupt.read_text() == "{not json"  # left as it was, not moved aside
+    assert main(["cache", command, "--cache", str(tmp_path), "--runner", FAKE]) == 2
+    assert f"tuning cache {tmp_path} cannot be read: Is a directory" in capsys.readouterr().err
 
 
 def test_remove_many_refuses_a_file_of_another_environment(cache_file: Path) -> None:

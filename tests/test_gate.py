@@ -117,6 +117,50 @@ def test_without_a_gpu_the_gate_says_it_judged_nothing_and_strict_fails(
     result.stdout.fnmatch_lines(["*no CUDA GPU: the moetune gate times kernels on a GPU (--moetune-strict*"])
 
 
+UPDATE_ALL = "--moetune-update-baselines=all"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--moetune-report=a-file/run", UPDATE_ALL],
+            "--moetune-report: a-file is a file, so a-file/run.json *",
+        ),
+        (["--moetune-plot=gate.txt", UPDATE_ALL], "--moetune-plot: gate.txt: matplotlib writes *, not .txt"),
+        (["--moetune-cache=.", UPDATE_ALL], "--moetune-cache: . is a folder, not a file"),
+        (["--moetune-baselines=a-file"], "--moetune-baselines: */a-file is a file, not a folder"),
+        (
+            ["--moetune-baselines=a-file/b", UPDATE_ALL],
+            "--moetune-baselines: */a-file is a file, so */a-file/b *",
+        ),
+    ],
+    ids=["report", "plot", "cache", "baselines-read", "baselines-update"],
+)
+def test_an_output_the_run_could_not_write_is_a_usage_error_before_any_tuning(
+    flow: GateWorkflow, args: list[str], message: str
+) -> None:
+    """Checked when the options are read, not at the end of the run (which would lose the summary)."""
+    flow.run("--moetune-update-baselines")
+    before = baseline(flow).read_text()
+    (flow.pytester.path / "a-file").write_text("kept")
+    result, _ = flow.run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert baseline(flow).read_text() == before and (flow.pytester.path / "a-file").read_text() == "kept"
+
+
+def test_baselines_option_is_relative_to_the_current_folder_and_the_header_says_where(
+    flow: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = flow.pytester.mkdir("sub")
+    monkeypatch.chdir(sub)
+    result, _ = flow.run(str(flow.pytester.path), "--moetune-baselines=mine", "--moetune-update-baselines")
+    assert result.ret == 0
+    assert [p.relative_to(sub).as_posix() for p in sub.rglob("*.json")] == ["mine/cpu/test_gate_suite.json"]
+    result.stdout.fnmatch_lines([f"moetune: baselines {sub / 'mine'}; tuning cache {flow.cache}"])
+
+
 def test_xdist_run_writes_once_with_every_entry(flow: GateWorkflow) -> None:
     result, results = flow.run("-n", "2", "--moetune-update-baselines")
     assert result.ret == 0 and {r["case"] for r in results} == CASES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,31 @@ def test_unsupported_dtype_is_an_error_and_writes_nothing(
     assert main(argv) == 2  # the fake runner has no fp8: the error says so, nothing is written
     assert "does not support custom ep4 fp8_w8a8" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "extra"),
+    [
+        ("--json", lambda f: ["--json", str(f / "out.json"), "--no-cache"]),  # a file as its folder
+        ("--export", lambda f: ["--export", "vllm", str(f), "--no-cache"]),  # a file as the folder
+        ("--cache", lambda f: ["--cache", str(f.parent)]),  # a folder as the cache file
+    ],
+)
+def test_an_output_it_could_not_write_is_a_usage_error_before_any_tuning(
+    tmp_path: Path,
+    option: str,
+    extra: Callable[[Path], list[str]],
+    cpu_tuner: list[Tuner],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE, *extra(a_file)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and cpu_tuner == []  # nothing tuned
+    assert f"{option}: {tmp_path}" in capsys.readouterr().err
+    assert a_file.read_text() == "kept"
 
 
 def test_runner_comes_from_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
