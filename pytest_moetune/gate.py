@@ -137,12 +137,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    if _is_worker(config) and config.getoption("moetune"):
-        from pytest_moetune.gpu_pinning import pin_worker, visible_gpus
+    if config.getoption("moetune"):
+        from pytest_moetune.gpu_pinning import check_worker_count, pin_worker, visible_gpus
 
-        workerinput = config.workerinput  # type: ignore[attr-defined]
         try:
-            pin_worker(workerinput["workerid"], int(workerinput["workercount"]), visible_gpus())
+            if _is_worker(config):
+                workerinput = config.workerinput  # type: ignore[attr-defined]
+                pin_worker(workerinput["workerid"], int(workerinput["workercount"]), visible_gpus())
+            elif isinstance(workers := getattr(config.option, "numprocesses", None), int) and workers > 0:
+                check_worker_count(workers, visible_gpus())  # before xdist starts a worker
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
     config.addinivalue_line(

@@ -38,6 +38,20 @@ def worker_index(worker_id: str) -> int:
     return int(worker_id[2:])
 
 
+def check_worker_count(worker_count: int, gpus: list[str]) -> None:
+    """Raise ``ValueError`` where ``worker_count`` workers would share ``gpus`` (none: no check, the
+    workers run without a GPU). The controller checks before it starts them, each worker again.
+
+    Raises:
+        ValueError: more workers than GPUs.
+    """
+    if gpus and worker_count > len(gpus):
+        raise ValueError(
+            f"{worker_count} xdist workers but {len(gpus)} GPUs ({','.join(gpus)}): "
+            f"use -n {len(gpus)} or fewer, one GPU per worker"
+        )
+
+
 def pin_worker(worker_id: str, worker_count: int, gpus: list[str]) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` for worker ``gw<N>``; returns the device, or None without GPUs.
 
@@ -47,11 +61,7 @@ def pin_worker(worker_id: str, worker_count: int, gpus: list[str]) -> str | None
     if not gpus:
         return None
     index = worker_index(worker_id)
-    if worker_count > len(gpus):
-        raise ValueError(
-            f"{worker_count} xdist workers but {len(gpus)} GPUs ({','.join(gpus)}): "
-            f"use -n {len(gpus)} or fewer, one GPU per worker"
-        )
+    check_worker_count(worker_count, gpus)
     device = gpus[index]
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     return device

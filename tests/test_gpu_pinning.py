@@ -71,4 +71,7 @@ def test_xdist_workers_are_pinned_before_the_tests_run(
     seen = {(p.name.split("-")[1], p.read_text()) for p in pytester.path.glob("device-*.txt")}
     assert seen == {("gw0", "6"), ("gw1", "7")}
     failed = pytester.runpytest_subprocess("--moetune", "-n", "3", "-p", "no:cacheprovider")
-    assert failed.ret != 0 and "3 xdist workers but 2 GPUs (6,7)" in failed.stdout.str() + failed.stderr.str()
+    assert failed.ret == pytest.ExitCode.USAGE_ERROR  # from the controller, before any worker starts
+    message = "ERROR: 3 xdist workers but 2 GPUs (6,7): use -n 2 or fewer, one GPU per worker"
+    assert failed.stderr.str().strip() == message
+    assert "crashed" not in failed.stdout.str()
