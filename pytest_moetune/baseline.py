@@ -62,23 +62,64 @@ def dumps(document: Mapping[str, Any]) -> str:
     return json.dumps(round_floats(dict(document)), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _number(value: Any, *, positive: bool = False) -> bool:
+    """A finite JSON number (not a bool), above zero with ``positive``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 if positive else True
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(v) for v in value.values())
+
+
+def _holds(*keys: str) -> Any:
+    """A check: an object with a positive number at each of ``keys`` (other keys: numbers)."""
+    return lambda value: _numbers(value) and all(_number(value.get(k), positive=True) for k in keys)
+
+
+FIELD_CHECKS: dict[str, tuple[Any, str]] = {
+    "bytes": (_count, "a count >= 0"),
+    "flops": (_count, "a count >= 0"),
+    "ceilings": (_holds("copy_bytes_per_s", "matmul_flops_per_s"), "an object of positive rates"),
+    "summary": (_holds("median_us"), "an object with a positive median_us"),
+    "fraction_of_ceilings": (_numbers, "an object of numbers"),
+    "throughput": (_numbers, "an object of numbers"),
+    "fingerprint": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        "an object of strings",
+    ),
+    "tactic": (lambda v: isinstance(v, dict), "an object"),
+    "source_hash": (lambda v: isinstance(v, str), "a string"),
+    "rounds_us": (
+        lambda v: isinstance(v, list) and len(v) >= 2 and all(_number(r, positive=True) for r in v),
+        "a list of >= 2 positive times",
+    ),
+    # optional fields
+    "card": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "peer_median_us": (lambda v: _number(v, positive=True), "a positive time"),
+    "routing": (lambda v: isinstance(v, dict), "an object"),
+}
+"""Each field's check and what it must be: what the gate and ``moetune baseline`` read from it."""
+
+
 def _check_entry(path: Path, case: str, entry: Any) -> None:
     if not isinstance(entry, dict):
         raise BaselineError(f"baseline {str(path)!r}: entry {case!r} is not an object")
     missing = [f for f in ENTRY_FIELDS if f not in entry]
     if missing:
         raise BaselineError(f"baseline {str(path)!r}: entry {case!r} lacks {missing}")
-    rounds = entry["rounds_us"]
-    if (
-        not isinstance(rounds, list)
-        or len(rounds) < 2
-        or not all(isinstance(r, (int, float)) and math.isfinite(r) and r > 0 for r in rounds)
-    ):
-        raise BaselineError(
-            f"baseline {str(path)!r}: entry {case!r} needs rounds_us, a list of >= 2 positive times"
-        )
-    if not isinstance(entry["tactic"], dict) or not isinstance(entry["source_hash"], str):
-        raise BaselineError(f"baseline {str(path)!r}: entry {case!r} has a malformed tactic or source_hash")
+    for field, (check, must_be) in FIELD_CHECKS.items():
+        if field in entry and not check(entry[field]):
+            raise BaselineError(
+                f"baseline {str(path)!r}: entry {case!r}: {field} must be {must_be}, got "
+                f"{json.dumps(entry[field])[:80]}; the file was left untouched"
+            )
 
 
 def read_baseline(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -147,6 +147,43 @@ def test_diff_of_a_corrupt_file_names_it(tmp_path: Path, capsys: pytest.CaptureF
     assert "bad.json" in capsys.readouterr().err and bad.read_text() == "{"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "must_be"),
+    [
+        ("ceilings", {}, "an object of positive rates"),
+        ("summary", {}, "an object with a positive median_us"),
+        ("fraction_of_ceilings", None, "an object of numbers"),
+        ("flops", "abc", "a count >= 0"),
+        ("bytes", -1, "a count >= 0"),
+        ("throughput", {"tflops": "fast"}, "an object of numbers"),
+        ("fingerprint", {"gpu_name": 1}, "an object of strings"),
+        ("rounds_us", [1.0], "a list of >= 2 positive times"),
+        ("card", 7, "a string"),
+        ("peer_median_us", 0, "a positive time"),
+    ],
+)
+@pytest.mark.parametrize("command", ["show", "diff"])
+def test_a_malformed_field_is_an_error_naming_the_file_case_and_field(
+    tmp_path: Path, command: str, field: str, value: object, must_be: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file is read strictly: each field the gate or these commands read is checked, so a hand
+    edit cannot surface later as a KeyError somewhere else."""
+    path = tmp_path / "baselines" / "nvidia-h200" / "suites.perf.x.json"
+    write_baseline(path, {"k/a/T=1": entry(80.0)}, FINGERPRINT)
+    document = json.loads(path.read_text())
+    document["entries"]["k/a/T=1"][field] = value
+    path.write_text(json.dumps(document))
+    before = path.read_text()
+    argv = (
+        ["show", "--root", str(tmp_path / "baselines")]
+        if command == "show"
+        else ["diff", str(path), str(path)]
+    )
+    assert main(["baseline", *argv]) == 2
+    assert f"baseline '{path}': entry 'k/a/T=1': {field} must be {must_be}" in capsys.readouterr().err
+    assert path.read_text() == before
+
+
 def test_update_and_prune_run_the_gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     flow = GateWorkflow(pytester, SUITE)
     monkeypatch.chdir(pytester.path)
