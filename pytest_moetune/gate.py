@@ -307,7 +307,8 @@ def require_gpu(config: pytest.Config, what: str) -> None:
     reason = f"{NO_GPU} {what} on a GPU"
     if config.getoption("moetune_strict"):
         pytest.fail(f"{reason} (--moetune-strict: a gate that can judge no case fails)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(f"{reason} (to test a suite's wiring on the CPU, override moetune_timer, moetune_ceilings "
+                "and moetune_device: README, 'Plugging in your own kernel')")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

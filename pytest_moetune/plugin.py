@@ -113,11 +113,11 @@ def runner_registry(config: pytest.Config) -> RunnerRegistry:
     Built on first use, so runs that never tune import no kernel package.
     """
     if RUNNERS_KEY not in config.stash:
-        from pytest_moetune.runner import RunnerRegistry, entry_point_runners
+        from pytest_moetune.runner import RunnerRegistry, entry_point_runners_with_origin
 
         registry = RunnerRegistry()
-        for runner in entry_point_runners():
-            registry.add(runner, "entry point")
+        for origin, runner in entry_point_runners_with_origin():
+            registry.add(runner, origin)
         config.hook.pytest_moetune_register_runners(registry=registry, config=config)
         config.stash[RUNNERS_KEY] = registry
     return config.stash[RUNNERS_KEY]

@@ -151,8 +151,16 @@ def load_runner(spec: str, search_path: Path | None = None) -> MoERunner:
 
 def entry_point_runners() -> Iterator[MoERunner]:
     """Runners that installed packages register under the ``pytest_moetune.runners`` group."""
+    for _origin, runner in entry_point_runners_with_origin():
+        yield runner
+
+
+def entry_point_runners_with_origin() -> Iterator[tuple[str, MoERunner]]:
+    """``(origin, runner)`` for each runner of the ``pytest_moetune.runners`` entry points, the
+    origin naming the entry point (for registry errors)."""
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        yield _instantiate(entry.load(), f"entry point {entry.name!r} ({entry.value})")
+        origin = f"entry point {entry.name!r} ({entry.value})"
+        yield origin, _instantiate(entry.load(), origin)
 
 
 class RunnerRegistry:
@@ -160,12 +168,21 @@ class RunnerRegistry:
 
     def __init__(self) -> None:
         self._runners: dict[str, MoERunner] = {}
+        self._origins: dict[str, str] = {}
 
     def add(self, runner: object, origin: str = "register") -> MoERunner:
+        """Register ``runner`` (checked by :func:`check_runner`); ``origin`` says where it came from,
+        for the errors."""
         checked = check_runner(runner, origin)
         if checked.name in self._runners and self._runners[checked.name] is not checked:
-            raise ValueError(f"{origin}: a runner named {checked.name!r} is already registered")
+            raise ValueError(
+                f"{origin}: a runner named {checked.name!r} is already registered, by "
+                f"{self._origins[checked.name]}; register each runner once (an installed package's "
+                f"{ENTRY_POINT_GROUP!r} entry point, or a conftest's pytest_moetune_register_runners "
+                "hook, not both)"
+            )
         self._runners[checked.name] = checked
+        self._origins[checked.name] = origin
         return checked
 
     def get(self, name: str) -> MoERunner:
@@ -173,7 +190,10 @@ class RunnerRegistry:
             return self._runners[name]
         except KeyError:
             known = ", ".join(self._runners) or "none registered"
-            raise ValueError(f"no MoE runner named {name!r}; registered: {known}") from None
+            raise ValueError(
+                f"no MoE runner named {name!r}; registered: {known} (a case names its runner: "
+                f"MoECase(..., runner=NAME), whose default is 'fused_moe')"
+            ) from None
 
     def __iter__(self) -> Iterator[MoERunner]:
         return iter(self._runners.values())

@@ -189,6 +189,10 @@ class FakeTimer:
     """A timer that runs each launch once and reports the runner's cost model: the mean cost of
     the launches (a CUDA graph cycling through several input sets measures their mean, too).
 
+    Any runner with a cost model works: after each launch it holds the modelled time of that launch
+    in ``last_cost_us`` (µs), as :class:`FakeRunner` does. That makes a CPU gate deterministic
+    (unchanged code reads ``ok``), where host clocks around CPU kernels spread too much to judge.
+
     ``noise`` spreads the rounds: round ``i`` of measurement ``n`` is ``cost * (1 + noise * u)``, ``u``
     uniform in [-1, 1] drawn from ``Random(seed, n, i)`` (deterministic, different every
     measurement). ``lucky`` scales the first measurement of a tactic on each row count by its factor
@@ -199,7 +203,7 @@ class FakeTimer:
 
     def __init__(
         self,
-        runner: FakeRunner,
+        runner: Any,
         rounds: int = 5,
         noise: float = 0.0,
         seed: int = 0,
@@ -219,9 +223,17 @@ class FakeTimer:
         costs = []
         for launch in launches:
             launch()
-            costs.append(self.runner.last_cost_us)
+            cost_us = getattr(self.runner, "last_cost_us", None)
+            if cost_us is None:
+                raise TypeError(
+                    f"FakeTimer reports a runner's cost model, and runner "
+                    f"{getattr(self.runner, 'name', self.runner)!r} has none: set self.last_cost_us (the "
+                    "launch's modelled µs) in its run, or time it with HostClockTimer"
+                )
+            costs.append(cost_us)
         cost = sum(costs) / len(costs)
-        last = self.runner.calls[-1] if self.runner.calls else None
+        calls = getattr(self.runner, "calls", None)  # FakeRunner's (tactic, rows) log: lucky draws
+        last = calls[-1] if calls else None
         if last is not None and last[0] in self.lucky and last not in self._lucky_seen:
             self._lucky_seen.add(last)
             cost *= self.lucky[last[0]]
@@ -347,22 +359,28 @@ class GateWorkflow:
     def assert_life_cycle(self, slow_env: dict[str, str], fast_env: dict[str, str] | None = None) -> None:
         """First run: every case new, nothing written. Update: baselines written. Unchanged rerun:
         passes with every case ok. ``slow_env``: the run fails with regressions. ``fast_env``
-        (optional): passes with improvements."""
+        (optional): passes with improvements. A failed step's message holds the run's output, stderr
+        too (where an inner run's import errors land)."""
         result, results = self.run()
-        assert result.ret == 0, result.stdout.str()
+        assert result.ret == 0, _output(result)
         assert results and {r["verdict"] for r in results} == {"new"}, results
         assert self.baseline_files() == [], "a run without --moetune-update-baselines wrote baselines"
         result, _ = self.run("--moetune-update-baselines")
-        assert result.ret == 0 and self.baseline_files(), result.stdout.str()
+        assert result.ret == 0 and self.baseline_files(), _output(result)
         result, results = self.run()
-        assert result.ret == 0, result.stdout.str()
+        assert result.ret == 0, _output(result)
         assert {r["verdict"] for r in results} == {"ok"}, [(r["case"], r["verdict"]) for r in results]
         result, results = self.run(env=slow_env)
-        assert result.ret == 1, result.stdout.str()
+        assert result.ret == 1, _output(result)
         assert {r["verdict"] for r in results} == {"regressed"}, [(r["case"], r["verdict"]) for r in results]
         if fast_env is not None:
             result, results = self.run(env=fast_env)
-            assert result.ret == 0, result.stdout.str()
+            assert result.ret == 0, _output(result)
             assert {r["verdict"] for r in results} == {"improved"}, [
                 (r["case"], r["verdict"]) for r in results
             ]
+
+
+def _output(result: Any) -> str:
+    """A pytester run's stdout, then its stderr."""
+    return f"{result.stdout.str()}\n--- stderr ---\n{result.stderr.str()}"

@@ -325,7 +325,33 @@ def test_two_runners_with_one_name_are_an_error(pytester: pytest.Pytester) -> No
     pytester.makepyfile("def test_runner(moetune_runners):\n    pass\n")
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*a runner named 'fake_moe' is already registered*"])
+    result.stdout.fnmatch_lines(["*register: a runner named 'fake_moe' is already registered, by register;*"])
+
+
+def test_a_runner_registered_by_entry_point_and_hook_names_both(pytester: pytest.Pytester) -> None:
+    """The adopter who installs a package with the entry point and keeps the conftest hook is told
+    where the first registration came from (a subprocess: the conftest patches the entry points)."""
+    pytester.makeconftest(
+        """
+        from pytest_moetune import runner
+        from pytest_moetune.testing import FakeRunner
+
+        ORIGIN = "entry point 'fake' (mypkg:R)"
+        runner.entry_point_runners_with_origin = lambda: iter([(ORIGIN, FakeRunner())])
+
+        def pytest_moetune_register_runners(registry):
+            registry.add(FakeRunner())
+        """
+    )
+    pytester.makepyfile("def test_runner(moetune_runners):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*register: a runner named 'fake_moe' is already registered, by entry point 'fake' (mypkg:R);"
+            " register each runner once*not both)"
+        ]
+    )
 
 
 def test_unknown_runner_name_lists_the_registered_ones(pytester: pytest.Pytester) -> None:
@@ -335,7 +361,7 @@ def test_unknown_runner_name_lists_the_registered_ones(pytester: pytest.Pytester
         import pytest
 
         def test_runner(moetune_runners):
-            with pytest.raises(ValueError, match="no MoE runner named 'mine'; registered: fake_moe"):
+            with pytest.raises(ValueError, match="no MoE runner named 'mine'; registered: fake_moe .a case"):
                 moetune_runners.get("mine")
         """
     )

@@ -57,3 +57,13 @@ def test_runner_example_registers_and_tunes(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_tune_my_kernel=test)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_gating_example_runs_the_whole_life_cycle_on_the_cpu(pytester: pytest.Pytester) -> None:
+    """The adopter's path: the runner's conftest, and a wiring test that gates it on the CPU through
+    new, update, ok and regressed (GateWorkflow in a nested pytester)."""
+    conftest = next(b for b in blocks("python") if "pytest_moetune_register_runners" in b)
+    wiring = next(b for b in blocks("python") if "test_my_gate_life_cycle" in b)
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(test_gate_wiring=wiring)
+    pytester.runpytest_subprocess("-p", "pytester", "-p", "no:cacheprovider").assert_outcomes(passed=1)

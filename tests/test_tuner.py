@@ -627,3 +627,11 @@ def test_routed_local_slots_must_be_a_finite_count(slots: float) -> None:
     problem = TuningProblem(DSR1, Topology.parse("ep8", 256, 8))
     with pytest.raises(ValueError, match=rf"routed_local_slots={slots!r} must be a finite number >= 0"):
         dataclasses.replace(problem.at(64), routed_local_slots=slots)
+
+
+def test_the_fake_timer_needs_a_cost_model_and_says_so() -> None:
+    class Unmodelled:
+        name = "mine"
+
+    with pytest.raises(TypeError, match=r"runner 'mine' has none: set self\.last_cost_us"):
+        FakeTimer(Unmodelled()).measure([lambda: None])
