@@ -161,6 +161,13 @@ def test_baselines_option_is_relative_to_the_current_folder_and_the_header_says_
     result.stdout.fnmatch_lines([f"moetune: baselines {sub / 'mine'}; tuning cache {flow.cache}"])
 
 
+def test_a_life_cycle_failure_shows_the_inner_runs_stderr(pytester: pytest.Pytester) -> None:
+    """An inner run's conftest that cannot import lands on stderr: the assertion message has it."""
+    flow = GateWorkflow(pytester, SUITE, conftest="import not_a_module_of_yours\n")
+    with pytest.raises(AssertionError, match="No module named 'not_a_module_of_yours'"):
+        flow.assert_life_cycle(slow_env={})
+
+
 def test_xdist_run_writes_once_with_every_entry(flow: GateWorkflow) -> None:
     result, results = flow.run("-n", "2", "--moetune-update-baselines")
     assert result.ret == 0 and {r["case"] for r in results} == CASES
