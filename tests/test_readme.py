@@ -67,3 +67,14 @@ def test_gating_example_runs_the_whole_life_cycle_on_the_cpu(pytester: pytest.Py
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_gate_wiring=wiring)
     pytester.runpytest_subprocess("-p", "pytester", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_pytest_commands_parse_with_the_plugins_options(pytester: pytest.Pytester) -> None:
+    """Every `pytest` command of the README's bash blocks names options that exist."""
+    text = "\n".join(blocks("bash")).replace("\\\n", " ")
+    commands = [line.split("#")[0].split(";")[0].split("&&")[-1].strip() for line in text.splitlines()]
+    commands = [c for c in commands if " -m pytest" in c]
+    assert any("--moetune-report" in c for c in commands)
+    for command in commands:
+        argv = shlex.split(command.split(" -m pytest", 1)[1])
+        pytester.parseconfig(*argv)  # raises on an unknown option or a bad value
