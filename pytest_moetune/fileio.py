@@ -51,10 +51,9 @@ def unwritable_reason(path: str | os.PathLike[str], *, folder: bool = False) -> 
     is not writable.
     """
     path = Path(path)
-    if folder and path.exists() and not path.is_dir():
-        return f"{path} is a file, not a folder"
-    if not folder and path.is_dir():
-        return f"{path} is a folder, not a file"
+    mismatch = wrong_kind(path, folder=folder)
+    if mismatch is not None:
+        return mismatch
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -63,4 +62,15 @@ def unwritable_reason(path: str | os.PathLike[str], *, folder: bool = False) -> 
             if not os.access(existing, os.W_OK):
                 return f"{existing} is not writable"
             return None
+    return None
+
+
+def wrong_kind(path: str | os.PathLike[str], *, folder: bool = False) -> str | None:
+    """Why ``path`` is not what is wanted: a file where a folder is (``folder``), a folder where a
+    file is; ``None`` when it is right or does not exist."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if not folder and path.is_dir():
+        return f"{path} is a folder, not a file"
     return None

@@ -28,7 +28,7 @@ UPDATE_MODES = ("changed", "all", "prune")
 PROFILES = ("quick", "full")
 RESULTS_KEY = "moetune_results"
 CLAIMS_INPUT = "moetune_compile_claims"  # workerinput key: the compile-claims folder
-NO_GPU = "no CUDA GPU: the moetune gate"
+NO_GPU_REASON = "no CUDA GPU: the moetune gate"
 """How a gated test's skip (or, under ``--moetune-strict``, its error) without a GPU begins."""
 
 
@@ -163,9 +163,10 @@ def pytest_configure(config: pytest.Config) -> None:
             f"ini option moetune_profile = {profile!r}: choose one of {', '.join(PROFILES)}"
         )
     config.stash[STATE_KEY] = GateState(config)
-    config.pluginmanager.register(config.stash[STATE_KEY], "moetune-gate-state")
-    if config.getoption("moetune") and not _is_worker(config):
-        _check_output_paths(config.stash[STATE_KEY])
+    if config.getoption("moetune"):  # without it the gate adds no hook to any test's report
+        config.pluginmanager.register(config.stash[STATE_KEY], "moetune-gate-state")
+        if not _is_worker(config):
+            _check_output_paths(config.stash[STATE_KEY])
 
 
 PLOT_NEEDS = "--moetune-plot needs matplotlib (pip install matplotlib)"
@@ -175,7 +176,7 @@ def _check_output_paths(state: GateState) -> None:
     """Before any tuning: a ``pytest.UsageError`` naming the option and the value whose file the run
     could not write at its end (the report, the plot, the tuning cache, the baselines when updating),
     or whose baseline root is a file."""
-    from pytest_moetune.fileio import unwritable_reason
+    from pytest_moetune.fileio import unwritable_reason, wrong_kind
     from pytest_moetune.report import report_paths
 
     config = state.config
@@ -183,8 +184,8 @@ def _check_output_paths(state: GateState) -> None:
     root = state.baseline_root
     if config.getoption("moetune_update_baselines") is not None:
         checks.append(("--moetune-baselines", unwritable_reason(root, folder=True)))
-    elif root.exists() and not root.is_dir():
-        checks.append(("--moetune-baselines", f"{root} is a file, not a folder"))
+    else:
+        checks.append(("--moetune-baselines", wrong_kind(root, folder=True)))
     report = config.getoption("moetune_report")
     if report:
         checks += [("--moetune-report", unwritable_reason(path)) for path in report_paths(Path(report))]
@@ -256,7 +257,7 @@ class GateState:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Count the gated tests skipped for want of a GPU, for the summary's line (a hook: the state
         is registered as a plugin; under xdist the controller sees every worker's reports)."""
-        if report.skipped and NO_GPU in str(report.longrepr):
+        if report.skipped and NO_GPU_REASON in str(report.longrepr):
             self.skipped_without_gpu += 1
 
     def baseline_document(self, path: Path) -> dict[str, Any] | None:
@@ -304,7 +305,7 @@ def require_gpu(config: pytest.Config, what: str) -> None:
 
     if torch.cuda.is_available():
         return
-    reason = f"{NO_GPU} {what} on a GPU"
+    reason = f"{NO_GPU_REASON} {what} on a GPU"
     if config.getoption("moetune_strict"):
         pytest.fail(f"{reason} (--moetune-strict: a gate that can judge no case fails)", pytrace=False)
     pytest.skip(f"{reason} (to test a suite's wiring on the CPU, override moetune_timer, moetune_ceilings "
