@@ -27,6 +27,7 @@ from benchmarks.bench_fused_moe import Case, balanced_topk
 from benchmarks.points import ISSUE_CASES, each_point
 from kernels.align import moe_align
 from kernels.fused_moe import _combine_kernel, launch_combine
+from kernels.pdl import pdl_args
 from pytest_moetune.timing import CudaGraphTimer
 
 
@@ -61,7 +62,7 @@ def compare(case: Case, tokens: int, configs: list[tuple[int, int, int]], passes
                    block_n: int = block_n, warps: int = warps) -> None:  # fmt: skip
             _combine_kernel[grid](y, ids, al.slot_rows, out, tokens, h, case.offset, num_local, y.stride(0),
                                   out.stride(0), TOP_K=k, BLOCK_T=block_t, BLOCK_N=block_n, BY_ROWS=True,
-                                  num_warps=warps)  # fmt: skip
+                                  num_warps=warps, **pdl_args(dev))  # fmt: skip
 
         launches[name] = launch
     for launch in launches.values():

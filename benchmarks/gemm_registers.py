@@ -78,7 +78,7 @@ def compile_gemm(gemm: str, fp8: bool, block_m: int, tile: GemmTile, even_k: boo
     names = kernel.arg_names
     constants = {
         "BLOCK_M": block_m, "BLOCK_N": tile.block_n, "BLOCK_K": tile.block_k, "GROUP_M": tile.group_m,
-        "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8,
+        "EVEN_K": even_k, "DOT_PRECISION": "tf32", "USE_TMA": tile.tma, "BLOCK_SCALE": fp8, "PDL": False,
         **({"SORTED_X": tile.sorted_x} if "SORTED_X" in names else {}),
         **{n: 1 for n in UNIT_STRIDES if n in names},
     }  # fmt: skip

@@ -245,7 +245,7 @@ def compile_triton_down(block_m: int, block_n: int, num_warps: int, num_stages: 
 
     fn = _down_kernel
     constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": GROUP, "GROUP_M": 8, "EVEN_K": True,
-                  "DOT_PRECISION": "tf32", "USE_TMA": True, "BLOCK_SCALE": True}  # fmt: skip
+                  "DOT_PRECISION": "tf32", "USE_TMA": True, "BLOCK_SCALE": True, "PDL": False}  # fmt: skip
     types = {"h_ptr": f"tensordesc<fp8e4nv[{block_m},{GROUP}]>",
              "w2_ptr": f"tensordesc<fp8e4nv[{block_n},{GROUP}]>",
              "y_ptr": "*bf16", "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",

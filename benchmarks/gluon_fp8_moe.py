@@ -256,7 +256,8 @@ def compile_triton_main(block_m: int, num_warps: int, num_stages: int) -> Any:
 
     fn = _gate_up_kernel
     constexprs = {"BLOCK_M": block_m, "BLOCK_N": GROUP, "BLOCK_K": GROUP, "GROUP_M": 8, "EVEN_K": True,
-                  "DOT_PRECISION": "tf32", "USE_TMA": True, "BLOCK_SCALE": True}  # fmt: skip
+                  "DOT_PRECISION": "tf32", "USE_TMA": True, "BLOCK_SCALE": True,
+                  "SORTED_X": False, "PDL": False}  # fmt: skip
     types = {"x_ptr": "*fp8e4nv", "w1_ptr": f"tensordesc<fp8e4nv[{GROUP},{GROUP}]>", "h_ptr": "*fp8e4nv",
              "sorted_ids_ptr": "*i32", "expert_ids_ptr": "*i32", "num_padded_ptr": "*i32",
              "xs_ptr": "*fp32", "w1s_ptr": "*fp32", "hs_ptr": "*fp32"}  # fmt: skip

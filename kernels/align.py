@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.pdl import pdl_args, pdl_enter
+
 CHUNK = 128
 FUSED_MAX_SLOTS = 256
 
@@ -131,7 +133,7 @@ def _write_expert_ids(expert_ids_ptr, block_end_ptr, blk_lo, blk_hi, num_local,
 def _align_fused_kernel(
     topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, block_end_ptr, slot_rows_ptr,
     num_slots, expert_offset, num_local, max_blocks,
-    BLOCK_M: tl.constexpr, LANES: tl.constexpr, CHUNK_: tl.constexpr, BB: tl.constexpr,
+    BLOCK_M: tl.constexpr, LANES: tl.constexpr, CHUNK_: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr,
 ):
     """Whole alignment in one program (``num_slots <= FUSED_MAX_SLOTS``, the decode case).
 
@@ -139,6 +141,7 @@ def _align_fused_kernel(
     expert_ids_ptr: (max_blocks,) int32 out; num_padded_ptr: (1,) int32 out;
     block_end_ptr: (LANES,) int32 scratch; slot_rows_ptr: (T*k,) int32 out.
     """
+    pdl_enter(PDL)
     lanes = tl.arange(0, LANES)
     counts = tl.zeros((LANES,), tl.int32)
     for s in range(0, num_slots, CHUNK_):
@@ -164,10 +167,11 @@ def _align_fused_kernel(
 def _align_count_kernel(
     topk_ids_ptr, counts_t_ptr,
     num_slots, expert_offset, num_local, num_chunks,
-    CHUNK_: tl.constexpr, LANES: tl.constexpr,
+    CHUNK_: tl.constexpr, LANES: tl.constexpr, PDL: tl.constexpr,
 ):
     """Per-chunk histogram. topk_ids_ptr: (T*k,) int32; counts_t_ptr: (LANES, num_chunks) int32
     out (transposed, so the scan over chunks runs along contiguous memory)."""
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     e = _local_expert(topk_ids_ptr, pid * CHUNK_ + tl.arange(0, CHUNK_), num_slots,
                       expert_offset, num_local, LANES)
@@ -179,13 +183,14 @@ def _align_count_kernel(
 def _align_scan_chunks_kernel(
     counts_t_ptr, totals_ptr,
     num_chunks,
-    EB: tl.constexpr, CB: tl.constexpr,
+    EB: tl.constexpr, CB: tl.constexpr, PDL: tl.constexpr,
 ):
     """Exclusive prefix over chunks, in place, for EB experts per program.
 
     counts_t_ptr: (LANES, num_chunks) int32, counts in, per-(expert, chunk) first rank out;
     totals_ptr: (LANES,) int32 out, rows per expert.
     """
+    pdl_enter(PDL)
     lanes = tl.program_id(0) * EB + tl.arange(0, EB)
     running = tl.zeros((EB,), tl.int32)
     for c0 in range(0, num_chunks, CB):
@@ -202,11 +207,12 @@ def _align_scan_chunks_kernel(
 def _align_scan_experts_kernel(
     totals_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, num_padded_ptr,
     num_local, sentinel,
-    BLOCK_M: tl.constexpr, LANES: tl.constexpr,
+    BLOCK_M: tl.constexpr, LANES: tl.constexpr, PDL: tl.constexpr,
 ):
     """Scan over experts (one program). totals_ptr: (LANES,) int32; start_ptr: (LANES,) int32 out,
     first padded row per expert; block_end_ptr: (LANES,) int32 out; sorted_ids_ptr:
     (max_padded,) int32, padding rows written; num_padded_ptr: (1,) int32 out."""
+    pdl_enter(PDL)
     lanes = tl.arange(0, LANES)
     counts = tl.load(totals_ptr + lanes)
     start = _finish_experts(counts, lanes, sorted_ids_ptr, block_end_ptr, num_padded_ptr,
@@ -218,7 +224,7 @@ def _align_scan_experts_kernel(
 def _align_scatter_kernel(
     topk_ids_ptr, counts_t_ptr, start_ptr, block_end_ptr, sorted_ids_ptr, expert_ids_ptr, slot_rows_ptr,
     num_slots, expert_offset, num_local, num_chunks, max_blocks, blocks_per_prog,
-    CHUNK_: tl.constexpr, LANES: tl.constexpr, BB: tl.constexpr,
+    CHUNK_: tl.constexpr, LANES: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr,
 ):
     """Stable scatter of one chunk's local slots, plus the expert ids of a slice of row blocks.
 
@@ -226,6 +232,7 @@ def _align_scatter_kernel(
     first rank; start_ptr, block_end_ptr: (LANES,) int32; sorted_ids_ptr: (max_padded,) int32
     out; expert_ids_ptr: (max_blocks,) int32 out; slot_rows_ptr: (T*k,) int32 out.
     """
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     idx = pid * CHUNK_ + tl.arange(0, CHUNK_)
     e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local, LANES)
@@ -283,13 +290,14 @@ def moe_align(
     lanes = _lanes(num_local_experts)
     bb = max(16, min(128, 8192 // lanes))
     block_end = torch.empty(lanes, dtype=torch.int32, device=dev)
+    pdl = pdl_args(dev)
     if fused is None:
         fused = num_slots <= FUSED_MAX_SLOTS
     if fused:
         _align_fused_kernel[(1,)](
             topk_ids, sorted_ids, expert_ids, num_padded, block_end, slot_rows,
             num_slots, local_expert_offset, num_local_experts, max_blocks,
-            BLOCK_M=block_m, LANES=lanes, CHUNK_=CHUNK, BB=bb, num_warps=4,
+            BLOCK_M=block_m, LANES=lanes, CHUNK_=CHUNK, BB=bb, num_warps=4, **pdl,
         )
     else:
         num_chunks = max(1, triton.cdiv(num_slots, CHUNK))
@@ -298,20 +306,20 @@ def moe_align(
         start = torch.empty(lanes, dtype=torch.int32, device=dev)
         _align_count_kernel[(num_chunks,)](
             topk_ids, counts_t, num_slots, local_expert_offset, num_local_experts, num_chunks,
-            CHUNK_=CHUNK, LANES=lanes, num_warps=4,
+            CHUNK_=CHUNK, LANES=lanes, num_warps=4, **pdl,
         )
         eb = 8
         _align_scan_chunks_kernel[(lanes // eb,)](
-            counts_t, totals, num_chunks, EB=eb, CB=256, num_warps=4,
+            counts_t, totals, num_chunks, EB=eb, CB=256, num_warps=4, **pdl,
         )
         _align_scan_experts_kernel[(1,)](
             totals, start, block_end, sorted_ids, num_padded, num_local_experts, num_slots,
-            BLOCK_M=block_m, LANES=lanes, num_warps=4,
+            BLOCK_M=block_m, LANES=lanes, num_warps=4, **pdl,
         )
         _align_scatter_kernel[(num_chunks,)](
             topk_ids, counts_t, start, block_end, sorted_ids, expert_ids, slot_rows,
             num_slots, local_expert_offset, num_local_experts, num_chunks, max_blocks,
             triton.cdiv(max_blocks, num_chunks),
-            CHUNK_=CHUNK, LANES=lanes, BB=bb, num_warps=4,
+            CHUNK_=CHUNK, LANES=lanes, BB=bb, num_warps=4, **pdl,
         )
     return Alignment(sorted_ids, expert_ids, num_padded, block_m, num_slots, slot_rows)

@@ -35,6 +35,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.align import Alignment, moe_align
 from kernels.gluon_support import HAS_GLUON, gluon_unready
+from kernels.pdl import pdl_args, pdl_enter
 from kernels.row_gather import gather_rows_sorted
 from kernels.tactics import GemmTile, MoEProblem, Tactic, default_tactic, gluon_misfit
 
@@ -69,7 +70,7 @@ def _gate_up_kernel(
     stride_xsm, stride_wse, stride_wsn, stride_hsm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-    BLOCK_SCALE: tl.constexpr, SORTED_X: tl.constexpr,
+    BLOCK_SCALE: tl.constexpr, SORTED_X: tl.constexpr, PDL: tl.constexpr,
 ):
     """h[r, :] = silu(x[tok(r)] @ W1[e, :N]^T) * (x[tok(r)] @ W1[e, N:]^T) per padded row r.
 
@@ -92,6 +93,7 @@ def _gate_up_kernel(
     one box per K step instead of gathering them; with BLOCK_SCALE, xs_ptr is (max_padded,
     cdiv(K, 128)) in the same order. The dot operands are the same values, so h is the same.
     """
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
@@ -177,7 +179,7 @@ def _down_kernel(
     stride_hsm, stride_wse, stride_wsn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-    BLOCK_SCALE: tl.constexpr,
+    BLOCK_SCALE: tl.constexpr, PDL: tl.constexpr,
 ):
     """y[slot(r), :] = w[slot(r)] * (h[r] @ W2[e]^T) for the real (non-padding) rows r.
 
@@ -192,6 +194,7 @@ def _down_kernel(
     USE_TMA: h_ptr and w2_ptr are TMA descriptors of h (max_padded, K), block (BLOCK_M, BLOCK_K),
     and of w2 viewed as (L*N, K), block (BLOCK_N, BLOCK_K).
     """
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
@@ -247,6 +250,7 @@ def _combine_kernel(
     num_tokens, N, expert_offset, num_local,
     stride_ym, stride_om,
     TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BY_ROWS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """out[t] = sum over j = 0..TOP_K-1 (in order) of slot t*TOP_K + j's row of y for local slots,
     fp32 sum.
@@ -256,6 +260,7 @@ def _combine_kernel(
     not local); topk_ids_ptr: (T, k) int32; slot_rows_ptr: (T*k,) int32 (``BY_ROWS`` only);
     out_ptr: (T, N) x's dtype. N = hidden size H.
     """
+    pdl_enter(PDL)
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     t_ok = offs_t < num_tokens
@@ -403,7 +408,7 @@ def _launch_gate_up(x: torch.Tensor, w1: torch.Tensor, h: torch.Tensor, al: Alig
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         BLOCK_SCALE=scales is not None, SORTED_X=tile.sorted_x,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, **pdl_args(h.device),
     )
 
 
@@ -441,7 +446,7 @@ def _launch_down(h: torch.Tensor, w2: torch.Tensor, y: torch.Tensor, topk_weight
         BLOCK_M=al.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         EVEN_K=kdim % tile.block_k == 0, DOT_PRECISION=dot_precision, USE_TMA=tile.tma,
         BLOCK_SCALE=scales is not None,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, **pdl_args(h.device),
     )
 
 
@@ -493,6 +498,7 @@ def launch_combine(y: torch.Tensor, topk_ids: torch.Tensor, out: torch.Tensor,
         y, topk_ids, topk_ids if slot_rows is None else slot_rows, out, t_, n, local_expert_offset, num_local,
         y.stride(0), out.stride(0),
         TOP_K=k, BLOCK_T=block_t, BLOCK_N=block_n, BY_ROWS=slot_rows is not None, num_warps=4,
+        **pdl_args(out.device),
     )
 
 

@@ -35,6 +35,7 @@ from kernels.fused_moe import (
     validate_inputs,
 )
 from kernels.gluon_support import HAS_GLUON, gluon_unready
+from kernels.pdl import pdl_args, pdl_enter
 from kernels.row_gather import gather_rows_sorted
 from kernels.tactics import MoEProblem, Tactic, default_tactic
 
@@ -62,12 +63,13 @@ def _quant_groups_kernel(
     x_ptr, q_ptr, s_ptr,
     T, H,
     stride_xm, stride_qm, stride_sm,
-    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr,
+    BLOCK_T: tl.constexpr, GROUP_: tl.constexpr, PDL: tl.constexpr,
 ):
     """Per-token, per-GROUP-column fp8 quantization.
 
     x_ptr: (T, H) bf16/fp16/fp32; q_ptr: (T, H) fp8 e4m3 out; s_ptr: (T, cdiv(H, GROUP)) fp32 out.
     """
+    pdl_enter(PDL)
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     g = tl.program_id(1)
     offs_h = g * GROUP_ + tl.arange(0, GROUP_)
@@ -86,6 +88,7 @@ def _quant_groups_sorted_kernel(
     T, H, num_slots, token_blocks,
     stride_xm, stride_qm, stride_sm,
     TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, PAD_ROWS: tl.constexpr, GROUP_: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """:func:`_quant_groups_kernel` written in the alignment's row order, token-major.
 
@@ -96,6 +99,7 @@ def _quant_groups_sorted_kernel(
     group where they are padding (``sorted_ids == num_slots``, scale 1e-10 / 448 as for a zero row).
     Rows from ``num_padded`` on are not written.
     """
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     g = tl.program_id(1)
     offs_h = g * GROUP_ + tl.arange(0, GROUP_)
@@ -144,7 +148,7 @@ def quantize_fp8_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if t_:
         _quant_groups_kernel[(triton.cdiv(t_, _QUANT_BLOCK_T), groups)](
             x, q, s, t_, h, x.stride(0), q.stride(0), s.stride(0),
-            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, num_warps=4,
+            BLOCK_T=_QUANT_BLOCK_T, GROUP_=GROUP, num_warps=4, **pdl_args(x.device),
         )
     return q, s
 
@@ -197,6 +201,7 @@ def quantize_fp8_groups_sorted(
         t_, h, al.num_slots, token_blocks,
         x.stride(0), q.stride(0), s.stride(0),
         TOP_K=top_k, BLOCK_T=block_t, PAD_ROWS=pad_rows, GROUP_=GROUP, num_warps=warps,
+        **pdl_args(x.device),
     )
     return q, s
 

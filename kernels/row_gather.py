@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from kernels.align import Alignment
+from kernels.pdl import pdl_args, pdl_enter
 
 GATHER_ROWS, GATHER_BYTES = 16, 512
 """Rows and bytes of a row per program (the fastest of H200 run 1's fp8 launches, session 10)."""
@@ -25,13 +26,14 @@ def _gather_rows_kernel(
     num_slots, row_bytes, G,
     stride_x, stride_s, stride_o, stride_os,
     TOP_K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr,
-    HAS_SCALES: tl.constexpr,
+    HAS_SCALES: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Rows ``r`` of program ``(pid_r, pid_b)``: ``out[r, cols] = x[sorted_ids[r] // TOP_K, cols]``
     as bytes, zeros for padding rows; with ``HAS_SCALES`` the ``pid_b == 0`` programs also copy the
     ``G`` per-row scales (1e-10 / 448 for padding rows, what ``kernels.quant`` gives a zero group).
     x_ptr: (T, row_bytes) uint8 view of x; s_ptr: (T, G) fp32; out_ptr: (max_padded, row_bytes)
     uint8; out_s_ptr: (max_padded, G) fp32; rows from ``num_padded`` on are left untouched."""
+    pdl_enter(PDL)
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     in_use = rows < tl.load(num_padded_ptr)
     slot = tl.load(sorted_ids_ptr + rows, mask=in_use, other=num_slots)
@@ -89,6 +91,6 @@ def gather_rows_sorted(
         al.num_slots, row_bytes, groups,
         raw.stride(0), s_in.stride(0), raw_out.stride(0), s_out.stride(0),
         TOP_K=top_k, BLOCK_R=GATHER_ROWS, BLOCK_B=GATHER_BYTES, BLOCK_G=triton.next_power_of_2(groups),
-        HAS_SCALES=scales is not None, num_warps=4,
+        HAS_SCALES=scales is not None, num_warps=4, **pdl_args(x.device),
     )  # fmt: skip
     return out, out_s

@@ -31,15 +31,15 @@ def build(fn, constexprs, types):
 ptrs = {"x_ptr": "*bf16", "q_ptr": "*fp8e4nv", "s_ptr": "*fp32", "slot_rows_ptr": "*i32",
         "sorted_ids_ptr": "*i32", "num_padded_ptr": "*i32"}
 out = {
-    "plain": build(_quant_groups_kernel, {"BLOCK_T": 16, "GROUP_": 128}, ptrs),
+    "plain": build(_quant_groups_kernel, {"BLOCK_T": 16, "GROUP_": 128, "PDL": True}, ptrs),
     "sorted": build(_quant_groups_sorted_kernel,
-                    {"TOP_K": 8, "BLOCK_T": 16, "PAD_ROWS": 64, "GROUP_": 128}, ptrs),
+                    {"TOP_K": 8, "BLOCK_T": 16, "PAD_ROWS": 64, "GROUP_": 128, "PDL": True}, ptrs),
 }
 bytes_ptrs = {"x_ptr": "*u8", "s_ptr": "*fp32", "out_ptr": "*u8", "out_s_ptr": "*fp32",
               "sorted_ids_ptr": "*i32", "num_padded_ptr": "*i32"}
 for name, scales in (("gather", True), ("gather-16-bit", False)):
     out[name] = build(_gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_B": 512, "BLOCK_G": 64,
-                                            "HAS_SCALES": scales}, bytes_ptrs)
+                                            "HAS_SCALES": scales, "PDL": True}, bytes_ptrs)
 print(json.dumps(out))
 """
 

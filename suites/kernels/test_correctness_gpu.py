@@ -466,3 +466,53 @@ def test_fp8_gluon_cuda_graph_replay_follows_new_routing() -> None:
         dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
     )
     _check(out, ref, fp8=True)
+
+
+PDL_POINTS = [
+    ("qwen3-30b-a3b-ep1", 1, "bf16"),  # the one-program alignment, Triton GEMMs and combine
+    ("qwen3-30b-a3b-ep1", 1, "fp8"),  # + the per-token quantization of x
+    ("deepseek-r1-dep8", 1000, "bf16"),  # the four-launch alignment, x's rows copied into its order
+    ("deepseek-r1-dep8", 1000, "fp8"),  # the two-pass sorted quantization (top_k 8), Gluon GEMMs
+    ("mixtral-8x7b-ep1", 700, "fp8"),  # the token-major sorted quantization (top_k 2)
+]
+
+
+@pytest.mark.parametrize(("model", "t", "dtype"), PDL_POINTS, ids=[f"{m}-T{t}-{d}" for m, t, d in PDL_POINTS])
+def test_pdl_launches_give_the_bits_of_plain_ones_eager_and_replayed(model: str, t: int, dtype: str) -> None:
+    """``kernels.pdl``: the default tactic's layer launched with programmatic dependent launch gives
+    the bits of the same layer launched plainly, called eagerly and replayed from a CUDA graph
+    (captured with PDL) after new routing is written into the captured tensors."""
+    from kernels import fused_moe, fused_moe_fp8
+    from kernels.pdl import pdl_forced
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs compute capability 9.0 or later")
+    if dtype == "fp8":
+        x, weights, (ids, wts), offset, _ = _fp8_case(model, t, seed=5)
+
+        def layer() -> torch.Tensor:
+            return fused_moe_fp8(x, *weights, ids, wts, local_expert_offset=offset)
+    else:
+        w1, w2 = _weights(model)
+        ids, wts, offset = _routing(model, t, seed=5)
+        x = _tokens(t, w1.shape[2], seed=1005)
+
+        def layer() -> torch.Tensor:
+            return fused_moe(x, w1, w2, ids, wts, local_expert_offset=offset)
+
+    with pdl_forced(False):
+        plain = layer()
+    with pdl_forced(True):
+        assert torch.equal(layer(), plain), "the PDL launches' bits differ from the plain launches'"
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = layer()
+    new_ids, new_w, _ = _routing(model, t, seed=6)
+    ids.copy_(new_ids)
+    wts.copy_(new_w)
+    with pdl_forced(False):
+        plain = layer()
+    out.fill_(math.nan)
+    graph.replay()
+    assert torch.equal(out, plain), "the PDL graph's replay on new routing differs from plain launches"

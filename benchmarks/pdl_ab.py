@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Same-run A/B of programmatic dependent launch (``kernels.pdl``): the layer with and without it.
+
+    PYTHONPATH=. python3 benchmarks/pdl_ab.py [--cases A,B] [--tokens 1,16] [--dtypes bf16,fp8] \\
+        [--rounds 9] [--json OUT.json]
+
+For each of the issue's cases (``bench_fused_moe.CASES``, balanced routing) at each token count and
+dtype, the default tactic's layer (``fused_moe``, or ``fused_moe_fp8`` on block-quantized weights)
+is captured twice in CUDA graphs of the same number of calls, once launched with PDL and once
+without (``kernels.pdl.pdl_forced``), after checking that both give the same bits. The two graphs
+are replayed in alternating order, ``--rounds`` rounds each, and the medians printed with their
+ratio (PDL over none; below 1 is faster). Every round goes to ``--json``, after every point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench_fused_moe import CASES, Case, Timed, balanced_topk
+from kernels import default_tactic, fused_moe, fused_moe_fp8, gluon_unready, problem_of, quantize_fp8_block
+from kernels.pdl import pdl_forced
+
+
+def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], torch.Tensor], str]:
+    """A zero-argument call of the layer at this point (default tactic) and the tactic's name."""
+    dev = torch.device("cuda")
+    h, i, num_local = case.hidden, case.intermediate, case.local_experts
+    gen = torch.Generator(device=dev).manual_seed(7)
+    w1 = torch.randn(num_local, 2 * i, h, device=dev, generator=gen) / math.sqrt(h)
+    w2 = torch.randn(num_local, h, i, device=dev, generator=gen) / math.sqrt(i)
+    x = torch.randn(num_tokens, h, device=dev, generator=gen).to(torch.bfloat16)
+    ids, wts = balanced_topk(num_tokens, case, 0, dev)
+    problem = problem_of(x, w1, ids)
+    gluon = gluon_unready(dev) is None
+    if dtype == "bf16":
+        w1b, w2b = w1.to(torch.bfloat16), w2.to(torch.bfloat16)
+        del w1, w2
+
+        def call() -> torch.Tensor:
+            return fused_moe(x, w1b, w2b, ids, wts, local_expert_offset=case.offset)
+
+        return call, default_tactic(replace(problem, dtype="bfloat16"), gluon=gluon).name
+    (w1q, w1s), (w2q, w2s) = quantize_fp8_block(w1), quantize_fp8_block(w2)
+    del w1, w2
+
+    def call_fp8() -> torch.Tensor:
+        return fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, wts, local_expert_offset=case.offset)
+
+    return call_fp8, default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon).name
+
+
+def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: float) -> dict[str, object]:
+    """Time the layer at one point with PDL off and on, interleaved; raises if their bits differ."""
+    call, tactic = layer_call(case, num_tokens, dtype)
+    timed: dict[str, Timed] = {}
+    outs: dict[str, torch.Tensor] = {}
+    for name, enabled in (("off", False), ("pdl", True)):
+        with pdl_forced(enabled):
+            outs[name] = call().clone()
+            timed[name] = Timed([call], target_us)
+    torch.cuda.synchronize()
+    if not torch.equal(outs["off"], outs["pdl"]):
+        raise AssertionError(f"{case.name} T={num_tokens} {dtype}: the PDL layer's bits differ")
+    for r in range(rounds):
+        for name in ("off", "pdl") if r % 2 == 0 else ("pdl", "off"):
+            timed[name].round()
+    off, on = timed["off"].median, timed["pdl"].median
+    return {
+        "case": case.name, "tokens": num_tokens, "dtype": dtype, "tactic": tactic,
+        "off_us": off, "pdl_us": on, "ratio": on / off, "calls_per_graph": timed["off"].n,
+        "rounds_us": {name: tm.rounds for name, tm in timed.items()},
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--tokens", default="1,16,64,256,1024,4096")
+    ap.add_argument("--dtypes", default="bf16,fp8")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    unknown = [c for c in args.cases.split(",") if c not in CASES]
+    bad_dtypes = [d for d in args.dtypes.split(",") if d not in ("bf16", "fp8")]
+    if unknown or bad_dtypes:
+        ap.error(f"unknown case(s) {unknown} or dtype(s) {bad_dtypes}; cases: {', '.join(CASES)}")
+    if not torch.cuda.is_available():
+        print("pdl_ab: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    points: list[dict[str, object]] = []
+    print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'pdl us':>9} {'pdl/off':>8}  tactic")
+    for name in args.cases.split(","):
+        for tokens in (int(t) for t in args.tokens.split(",")):
+            for dtype in args.dtypes.split(","):
+                p = ab_point(CASES[name], tokens, dtype, args.rounds, args.target_ms * 1000.0)
+                points.append(p)
+                print(f"{name:<22} {tokens:>6} {dtype:<5} {p['off_us']:>9.1f} {p['pdl_us']:>9.1f} "
+                      f"{p['ratio']:>7.3f}x  {p['tactic']}", flush=True)  # fmt: skip
+                if args.json is not None:
+                    args.json.write_text(json.dumps(points, indent=1))
+                torch.cuda.empty_cache()
+    ratios = [float(p["ratio"]) for p in points]  # type: ignore[arg-type]
+    geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
+    print(f"pdl/off geomean over {len(ratios)} points: {geo:.3f}x "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Programmatic dependent launch (PDL) for the layer's Triton kernels, on Hopper and later GPUs.
+
+The layer is a chain of small launches (alignment, fp8 quantization of x, row gather, gate/up, down,
+combine). Without PDL each kernel is launched only when the one before it has finished and its
+writes are flushed, so every boundary costs a launch and the ramp of a fresh grid; at decode (a
+few tokens, a 30-180 µs layer) that is a large share of the layer. With PDL a kernel is launched
+with CUDA's programmatic stream serialization attribute (Triton's ``launch_pdl``): its programs may
+start while its predecessor still runs, and each one first executes ``griddepcontrol.wait``
+(:func:`pdl_enter`), which returns once the predecessor grid has completed and its memory is
+visible. Every kernel launched this way waits before it reads or writes anything, on every path,
+so the chain stays ordered end to end: kernel n + 2 waits on n + 1, which could not finish before
+n. Right after its wait each program also signals ``griddepcontrol.launch_dependents``, so the next
+kernel is launched as soon as this one's last programs are running. Kernels launched without the
+attribute (the Gluon kernels, torch's) keep the ordinary stream order, which is also safe on either
+side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
+
+On by default where it applies (a CUDA device of compute capability 9.0 or later, not the Triton
+interpreter); ``MOETUNE_PDL=0`` in the environment turns it off, and :func:`pdl_forced` does so for
+a block of code (the A/B benchmarks). Results are the same bits either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+ENV = "MOETUNE_PDL"
+"""Environment variable: ``0`` turns PDL off (any other value, or unset, leaves it on where it
+applies)."""
+MIN_CAPABILITY = (9, 0)
+
+_forced: bool | None = None
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def pdl_unready(device: torch.device) -> str | None:
+    """Why the layer's kernels on ``device`` launch without PDL, or ``None`` when they use it."""
+    if _forced is not None:
+        return None if _forced else "turned off by kernels.pdl.pdl_forced(False)"
+    if os.environ.get(ENV, "1").strip() == "0":
+        return f"{ENV}=0 is set"
+    if triton.knobs.runtime.interpret:
+        return "TRITON_INTERPRET is set (the interpreter runs no grid dependencies)"
+    if device.type != "cuda":
+        return f"device {device} is not a CUDA GPU"
+    capability = _capability(device.index if device.index is not None else torch.cuda.current_device())
+    if capability < MIN_CAPABILITY:
+        return f"compute capability {capability[0]}.{capability[1]} is below 9.0"
+    return None
+
+
+def pdl_args(device: torch.device) -> dict[str, bool]:
+    """Launch arguments for a kernel that starts with :func:`pdl_enter`: its ``PDL`` constexpr and,
+    where PDL applies on ``device``, Triton's ``launch_pdl`` option."""
+    if pdl_unready(device) is None:
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}
+
+
+@contextlib.contextmanager
+def pdl_forced(enabled: bool) -> Iterator[None]:
+    """Launch with PDL on (``True``: even where :func:`pdl_unready` would refuse, so only on a GPU
+    that has it) or off inside the block, whatever the environment says."""
+    global _forced
+    before, _forced = _forced, enabled
+    try:
+        yield
+    finally:
+        _forced = before
+
+
+@triton.jit
+def pdl_enter(PDL: tl.constexpr):
+    """A kernel's first step: with ``PDL``, wait until the previous grid has completed and its writes
+    are visible, then let the next grid launch. Must run before any load or store, on every path."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()

@@ -1,0 +1,108 @@
+"""Programmatic dependent launch (``kernels.pdl``): when it applies, and that every kernel launched
+with it waits for its predecessor before it touches memory.
+
+The second part compiles each Triton kernel of the layer for sm_90a with ``PDL`` on, in a child
+Python without ``TRITON_INTERPRET`` (``benchmarks.offline_child``; compile only, nothing runs), and
+reads the PTX: ``griddepcontrol.wait`` must come before the first global load, store or atomic and
+before the first TMA or ``cp.async`` copy. A kernel that read its predecessor's output first would
+race with it; one that never waited could finish before it and break the order of the chain.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from benchmarks.offline_child import run_offline
+from kernels import pdl
+
+
+def test_the_interpreter_and_the_cpu_never_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
+    import triton
+
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", True)
+    assert "TRITON_INTERPRET" in (pdl.pdl_unready(torch.device("cpu")) or "")
+    assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    assert "not a CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
+
+
+def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(pdl.ENV, "0")
+    assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
+    with pdl.pdl_forced(True):
+        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
+        with pdl.pdl_forced(False):
+            assert "pdl_forced(False)" in (pdl.pdl_unready(torch.device("cuda", 0)) or "")
+        assert pdl.pdl_unready(torch.device("cuda", 0)) is None  # the outer block's setting is back
+    assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
+
+
+def test_an_old_gpu_launches_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import triton
+
+    monkeypatch.delenv(pdl.ENV, raising=False)
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (8, 0))
+    assert pdl.pdl_unready(torch.device("cuda", 0)) == "compute capability 8.0 is below 9.0"
+    monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
+    assert pdl.pdl_unready(torch.device("cuda", 0)) is None
+    assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
+
+
+CHILD = """
+import json
+import re
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kernels import align, quant, row_gather
+from kernels.fused_moe import _combine_kernel, _down_kernel, _gate_up_kernel
+
+TYPES = {"x_ptr": "*bf16", "w1_ptr": "*bf16", "h_ptr": "*bf16", "w2_ptr": "*bf16", "y_ptr": "*bf16",
+         "out_ptr": "*bf16", "q_ptr": "*fp8e4nv", "topk_weights_ptr": "*fp32", "xs_ptr": "*fp32",
+         "w1s_ptr": "*fp32", "hs_ptr": "*fp32", "w2s_ptr": "*fp32", "s_ptr": "*fp32", "out_s_ptr": "*fp32"}
+KERNELS = {
+    "align_fused": (align._align_fused_kernel, {"BLOCK_M": 16, "LANES": 32, "CHUNK_": 128, "BB": 64}),
+    "align_count": (align._align_count_kernel, {"CHUNK_": 128, "LANES": 32}),
+    "align_scan_chunks": (align._align_scan_chunks_kernel, {"EB": 8, "CB": 256}),
+    "align_scan_experts": (align._align_scan_experts_kernel, {"BLOCK_M": 16, "LANES": 32}),
+    "align_scatter": (align._align_scatter_kernel, {"CHUNK_": 128, "LANES": 32, "BB": 64}),
+    "quant": (quant._quant_groups_kernel, {"BLOCK_T": 16, "GROUP_": 128}),
+    "quant_sorted": (quant._quant_groups_sorted_kernel, {"TOP_K": 8, "BLOCK_T": 16, "PAD_ROWS": 64,
+                                                         "GROUP_": 128}),
+    "gather_rows": (row_gather._gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_B": 512,
+                                                      "BLOCK_G": 64, "HAS_SCALES": True}),
+    "gate_up": (_gate_up_kernel, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8,
+                                            "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": False,
+                                            "BLOCK_SCALE": False, "SORTED_X": False}),
+    "down": (_down_kernel, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8,
+                                      "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": False,
+                                      "BLOCK_SCALE": False}),
+    "combine": (_combine_kernel, {"TOP_K": 8, "BLOCK_T": 2, "BLOCK_N": 1024, "BY_ROWS": True}),
+}
+MEMORY = re.compile(r"\\b(ld\\.global|st\\.global|atom\\.global|red\\.global|cp\\.async|cp\\.reduce\\.async)")
+out = {}
+for name, (fn, constexprs) in KERNELS.items():
+    constexprs = {**constexprs, "PDL": True}
+    bytes_view = {"x_ptr": "*u8", "out_ptr": "*u8"} if name == "gather_rows" else {}
+    types = {n: bytes_view.get(n, TYPES.get(n, "*i32")) for n in fn.arg_names if n.endswith("_ptr")}
+    signature = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
+    ptx = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+                         options={"num_warps": 4}).asm["ptx"]
+    wait = ptx.find("griddepcontrol.wait")
+    first = MEMORY.search(ptx)
+    out[name] = {"wait": wait, "launch": ptx.find("griddepcontrol.launch_dependents"),
+                 "first_memory": first.start() if first else -1, "first_op": first.group(1) if first else ""}
+print(json.dumps(out))
+"""
+
+
+def test_every_pdl_kernel_waits_before_it_touches_memory() -> None:
+    found = run_offline(CHILD)
+    assert len(found) == 11
+    for name, at in found.items():
+        assert at["wait"] >= 0 and at["launch"] > at["wait"], f"{name}: {at}"
+        assert 0 <= at["wait"] < at["first_memory"], f"{name}: its first {at['first_op']} precedes the wait"
