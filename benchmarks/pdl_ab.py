@@ -6,10 +6,12 @@
 
 For each of the issue's cases (``bench_fused_moe.CASES``, balanced routing) at each token count and
 dtype, the default tactic's layer (``fused_moe``, or ``fused_moe_fp8`` on block-quantized weights)
-is captured twice in CUDA graphs of the same number of calls, once launched with PDL and once
-without (``kernels.pdl.pdl_forced``), after checking that both give the same bits. The two graphs
-are replayed in alternating order, ``--rounds`` rounds each, and the medians printed with their
-ratio (PDL over none; below 1 is faster). Every round goes to ``--json``, after every point.
+is captured in CUDA graphs of the same number of calls three times: launched without PDL, and with
+it in each of ``kernels.pdl``'s modes (``late``: the GEMMs let the next kernel launch after their K
+loop; ``early``: every kernel at once; ``kernels.pdl.pdl_forced``), after checking that all three
+give the same bits. The graphs are replayed in rotating order, ``--rounds`` rounds each, and the
+medians printed with their ratios to no PDL (below 1 is faster). Every round goes to ``--json``,
+after every point.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from benchmarks.bench_fused_moe import CASES, Case, Timed, balanced_topk
 from kernels import default_tactic, fused_moe, fused_moe_fp8, gluon_unready, problem_of, quantize_fp8_block
-from kernels.pdl import pdl_forced
+from kernels.pdl import EARLY, LATE, pdl_forced
 
 
 def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], torch.Tensor], str]:
@@ -58,27 +61,42 @@ def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], to
     return call_fp8, default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon).name
 
 
-def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: float) -> dict[str, object]:
-    """Time the layer at one point with PDL off and on, interleaved; raises if their bits differ."""
+MODES = {"off": 0, "late": LATE, "early": EARLY}
+"""The variants timed: no PDL, and PDL in each of ``kernels.pdl``'s modes."""
+
+
+def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: float) -> dict[str, Any]:
+    """Time the layer at one point in each of :data:`MODES`, interleaved (each round in another
+    order); raises if their bits differ."""
     call, tactic = layer_call(case, num_tokens, dtype)
     timed: dict[str, Timed] = {}
     outs: dict[str, torch.Tensor] = {}
-    for name, enabled in (("off", False), ("pdl", True)):
-        with pdl_forced(enabled):
+    for name, mode in MODES.items():
+        with pdl_forced(mode):
             outs[name] = call().clone()
             timed[name] = Timed([call], target_us)
     torch.cuda.synchronize()
-    if not torch.equal(outs["off"], outs["pdl"]):
-        raise AssertionError(f"{case.name} T={num_tokens} {dtype}: the PDL layer's bits differ")
+    for name, out in outs.items():
+        if not torch.equal(out, outs["off"]):
+            raise AssertionError(f"{case.name} T={num_tokens} {dtype}: the {name} layer's bits differ")
+    names = list(MODES)
     for r in range(rounds):
-        for name in ("off", "pdl") if r % 2 == 0 else ("pdl", "off"):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             timed[name].round()
-    off, on = timed["off"].median, timed["pdl"].median
+    medians = {name: tm.median for name, tm in timed.items()}
     return {
         "case": case.name, "tokens": num_tokens, "dtype": dtype, "tactic": tactic,
-        "off_us": off, "pdl_us": on, "ratio": on / off, "calls_per_graph": timed["off"].n,
-        "rounds_us": {name: tm.rounds for name, tm in timed.items()},
+        "us": medians, "ratio": {name: us / medians["off"] for name, us in medians.items()},
+        "calls_per_graph": timed["off"].n, "rounds_us": {name: tm.rounds for name, tm in timed.items()},
     }  # fmt: skip
+
+
+def row(p: dict[str, Any]) -> str:
+    """One printed line of :func:`ab_point`'s result."""
+    us, ratio = p["us"], p["ratio"]
+    times = " ".join(f"{us[m]:>9.1f}" for m in MODES)
+    return (f"{p['case']:<22} {p['tokens']:>6} {p['dtype']:<5} {times} {ratio['late']:>8.3f}x "
+            f"{ratio['early']:>8.3f}x  {p['tactic']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,22 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("pdl_ab: needs a CUDA GPU", file=sys.stderr)
         return 2
-    points: list[dict[str, object]] = []
-    print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'pdl us':>9} {'pdl/off':>8}  tactic")
+    points: list[dict[str, Any]] = []
+    print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'late us':>9} {'early us':>9} {'late/off':>9} "
+          f"{'early/off':>9}  tactic")  # fmt: skip
     for name in args.cases.split(","):
         for tokens in (int(t) for t in args.tokens.split(",")):
             for dtype in args.dtypes.split(","):
                 p = ab_point(CASES[name], tokens, dtype, args.rounds, args.target_ms * 1000.0)
                 points.append(p)
-                print(f"{name:<22} {tokens:>6} {dtype:<5} {p['off_us']:>9.1f} {p['pdl_us']:>9.1f} "
-                      f"{p['ratio']:>7.3f}x  {p['tactic']}", flush=True)  # fmt: skip
+                print(row(p), flush=True)
                 if args.json is not None:
                     args.json.write_text(json.dumps(points, indent=1))
                 torch.cuda.empty_cache()
-    ratios = [float(p["ratio"]) for p in points]  # type: ignore[arg-type]
-    geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
-    print(f"pdl/off geomean over {len(ratios)} points: {geo:.3f}x "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    for mode in ("late", "early"):
+        ratios = [float(p["ratio"][mode]) for p in points]
+        geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
+        print(f"{mode}/off geomean over {len(ratios)} points: {geo:.3f}x "
+              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
     return 0
 
 

@@ -31,12 +31,17 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+LATE = 1
+"""``PDL`` mode: the GEMMs let the next grid launch once their K loop is done; the other kernels at
+once."""
+EARLY = 2
+"""``PDL`` mode: every kernel lets the next grid launch at once (measured, see BENCHMARKS.md)."""
 ENV = "MOETUNE_PDL"
 """Environment variable: ``0`` turns PDL off (any other value, or unset, leaves it on where it
 applies)."""
 MIN_CAPABILITY = (9, 0)
 
-_forced: bool | None = None
+_forced: int | None = None
 
 
 @functools.cache
@@ -60,20 +65,22 @@ def pdl_unready(device: torch.device) -> str | None:
     return None
 
 
-def pdl_args(device: torch.device) -> dict[str, bool]:
-    """Launch arguments for a kernel that starts with :func:`pdl_enter`: its ``PDL`` constexpr and,
-    where PDL applies on ``device``, Triton's ``launch_pdl`` option."""
+def pdl_args(device: torch.device) -> dict[str, int | bool]:
+    """Launch arguments for a kernel that starts with :func:`pdl_enter`: its ``PDL`` constexpr (0, or
+    the mode: :data:`LATE` unless :func:`pdl_forced` says otherwise) and, where PDL applies on
+    ``device``, Triton's ``launch_pdl`` option."""
     if pdl_unready(device) is None:
-        return {"PDL": True, "launch_pdl": True}
-    return {"PDL": False}
+        return {"PDL": _forced or LATE, "launch_pdl": True}
+    return {"PDL": 0}
 
 
 @contextlib.contextmanager
-def pdl_forced(enabled: bool) -> Iterator[None]:
-    """Launch with PDL on (``True``: even where :func:`pdl_unready` would refuse, so only on a GPU
-    that has it) or off inside the block, whatever the environment says."""
+def pdl_forced(mode: int) -> Iterator[None]:
+    """Launch with PDL in ``mode`` (:data:`LATE` or :data:`EARLY`; ``True`` is ``LATE``), even where
+    :func:`pdl_unready` would refuse (so only on a GPU that has it), or off (0 / ``False``) inside the
+    block, whatever the environment says."""
     global _forced
-    before, _forced = _forced, enabled
+    before, _forced = _forced, int(mode)
     try:
         yield
     finally:
@@ -81,9 +88,18 @@ def pdl_forced(enabled: bool) -> Iterator[None]:
 
 
 @triton.jit
-def pdl_enter(PDL: tl.constexpr):
-    """A kernel's first step: with ``PDL``, wait until the previous grid has completed and its writes
-    are visible, then let the next grid launch. Must run before any load or store, on every path."""
+def pdl_enter(PDL: tl.constexpr, LAUNCH_NEXT: tl.constexpr = True):
+    """A kernel's first step: with ``PDL`` (non-zero), wait until the previous grid has completed and its
+    writes are visible, then, with ``LAUNCH_NEXT``, let the next grid launch. Must run before any load
+    or store, on every path."""
     if PDL:
         gdc_wait()
+        if LAUNCH_NEXT:
+            gdc_launch_dependents()
+
+
+@triton.jit
+def pdl_launch_next(PDL: tl.constexpr):
+    """With ``PDL``, let the next grid launch (a GEMM's programs, once their K loop is done)."""
+    if PDL:
         gdc_launch_dependents()

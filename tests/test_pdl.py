@@ -24,7 +24,7 @@ def test_the_interpreter_and_the_cpu_never_launch_with_pdl(monkeypatch: pytest.M
 
     monkeypatch.setattr(triton.knobs.runtime, "interpret", True)
     assert "TRITON_INTERPRET" in (pdl.pdl_unready(torch.device("cpu")) or "")
-    assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
+    assert pdl.pdl_args(torch.device("cpu")) == {"PDL": 0}
     monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
     assert "not a CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
 
@@ -33,7 +33,9 @@ def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: py
     monkeypatch.setenv(pdl.ENV, "0")
     assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
     with pdl.pdl_forced(True):
-        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
+        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.LATE, "launch_pdl": True}
+        with pdl.pdl_forced(pdl.EARLY):
+            assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.EARLY, "launch_pdl": True}
         with pdl.pdl_forced(False):
             assert "pdl_forced(False)" in (pdl.pdl_unready(torch.device("cuda", 0)) or "")
         assert pdl.pdl_unready(torch.device("cuda", 0)) is None  # the outer block's setting is back
@@ -49,7 +51,7 @@ def test_an_old_gpu_launches_without_it(monkeypatch: pytest.MonkeyPatch) -> None
     assert pdl.pdl_unready(torch.device("cuda", 0)) == "compute capability 8.0 is below 9.0"
     monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
     assert pdl.pdl_unready(torch.device("cuda", 0)) is None
-    assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
+    assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.LATE, "launch_pdl": True}
 
 
 CHILD = """
@@ -86,7 +88,7 @@ KERNELS = {
 MEMORY = re.compile(r"\\b(ld\\.global|st\\.global|atom\\.global|red\\.global|cp\\.async|cp\\.reduce\\.async)")
 out = {}
 for name, (fn, constexprs) in KERNELS.items():
-    constexprs = {**constexprs, "PDL": True}
+    constexprs = {**constexprs, "PDL": 1}
     bytes_view = {"x_ptr": "*u8", "out_ptr": "*u8"} if name == "gather_rows" else {}
     types = {n: bytes_view.get(n, TYPES.get(n, "*i32")) for n in fn.arg_names if n.endswith("_ptr")}
     signature = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
