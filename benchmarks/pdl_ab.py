@@ -6,11 +6,11 @@
 
 For each of the issue's cases (``bench_fused_moe.CASES``, balanced routing) at each token count and
 dtype, the default tactic's layer (``fused_moe``, or ``fused_moe_fp8`` on block-quantized weights)
-is captured in CUDA graphs of the same number of calls three times: launched without PDL, and with
-it in each of ``kernels.pdl``'s modes (``late``: the GEMMs let the next kernel launch after their K
-loop; ``early``: every kernel at once; ``kernels.pdl.pdl_forced``), after checking that all three
-give the same bits. The graphs are replayed in rotating order, ``--rounds`` rounds each, and the
-medians printed with their ratios to no PDL (below 1 is faster). Every round goes to ``--json``,
+is captured twice in CUDA graphs of the same number of calls, launched without PDL and with it
+(``kernels.pdl.pdl_forced``), after checking that both give the same bits. The graphs are replayed
+in alternating order, ``--rounds`` rounds each, and the medians printed with their ratio (PDL over
+none; below 1 is faster). Runs 90-91 (BENCHMARKS.md) also timed a variant whose GEMMs let the next
+kernel launch at once (commit 604c55b's ``EARLY`` mode), since dropped. Every round goes to ``--json``,
 after every point.
 """
 
@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.bench_fused_moe import CASES, Case, Timed, balanced_topk
 from kernels import default_tactic, fused_moe, fused_moe_fp8, gluon_unready, problem_of, quantize_fp8_block
-from kernels.pdl import EARLY, LATE, pdl_forced
+from kernels.pdl import pdl_forced
 
 
 def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], torch.Tensor], str]:
@@ -61,8 +61,8 @@ def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], to
     return call_fp8, default_tactic(replace(problem, dtype="float8_e4m3fn"), gluon=gluon).name
 
 
-MODES = {"off": 0, "late": LATE, "early": EARLY}
-"""The variants timed: no PDL, and PDL in each of ``kernels.pdl``'s modes."""
+MODES = {"off": False, "pdl": True}
+"""The variants timed: without PDL and with it."""
 
 
 def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: float) -> dict[str, Any]:
@@ -94,9 +94,8 @@ def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: fl
 def row(p: dict[str, Any]) -> str:
     """One printed line of :func:`ab_point`'s result."""
     us, ratio = p["us"], p["ratio"]
-    times = " ".join(f"{us[m]:>9.1f}" for m in MODES)
-    return (f"{p['case']:<22} {p['tokens']:>6} {p['dtype']:<5} {times} {ratio['late']:>8.3f}x "
-            f"{ratio['early']:>8.3f}x  {p['tactic']}")  # fmt: skip
+    return (f"{p['case']:<22} {p['tokens']:>6} {p['dtype']:<5} {us['off']:>9.1f} {us['pdl']:>9.1f} "
+            f"{ratio['pdl']:>8.3f}x  {p['tactic']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pdl_ab: needs a CUDA GPU", file=sys.stderr)
         return 2
     points: list[dict[str, Any]] = []
-    print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'late us':>9} {'early us':>9} {'late/off':>9} "
-          f"{'early/off':>9}  tactic")  # fmt: skip
+    print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'pdl us':>9} {'pdl/off':>9}  tactic")
     for name in args.cases.split(","):
         for tokens in (int(t) for t in args.tokens.split(",")):
             for dtype in args.dtypes.split(","):
@@ -127,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json is not None:
                     args.json.write_text(json.dumps(points, indent=1))
                 torch.cuda.empty_cache()
-    for mode in ("late", "early"):
-        ratios = [float(p["ratio"][mode]) for p in points]
-        geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
-        print(f"{mode}/off geomean over {len(ratios)} points: {geo:.3f}x "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    ratios = [float(p["ratio"]["pdl"]) for p in points]
+    geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
+    print(f"pdl/off geomean over {len(ratios)} points: {geo:.3f}x "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
     return 0
 
 

@@ -93,7 +93,7 @@ def _gate_up_kernel(
     one box per K step instead of gathering them; with BLOCK_SCALE, xs_ptr is (max_padded,
     cdiv(K, 128)) in the same order. The dot operands are the same values, so h is the same.
     """
-    pdl_enter(PDL, PDL == 2)  # mode EARLY: at once; LATE: after the K loop
+    pdl_enter(PDL, LAUNCH_NEXT=False)  # the next kernel launches after this one's K loop
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
@@ -155,7 +155,7 @@ def _gate_up_kernel(
             acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION)
         if not SORTED_X:
             a_ptrs += BLOCK_K * stride_xk
-    pdl_launch_next(PDL == 1)
+    pdl_launch_next(PDL)
     h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     n_ok = offs_n[None, :] < N
     h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :] * stride_hn
@@ -195,7 +195,7 @@ def _down_kernel(
     USE_TMA: h_ptr and w2_ptr are TMA descriptors of h (max_padded, K), block (BLOCK_M, BLOCK_K),
     and of w2 viewed as (L*N, K), block (BLOCK_N, BLOCK_K).
     """
-    pdl_enter(PDL, PDL == 2)  # mode EARLY: at once; LATE: after the K loop
+    pdl_enter(PDL, LAUNCH_NEXT=False)  # the next kernel launches after this one's K loop
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     pid_m, pid_n = _grouped_pid(pid, max_blocks, num_pid_n, GROUP_M)
@@ -238,7 +238,7 @@ def _down_kernel(
             acc += tl.dot(a, b) * (a_s[:, None] * b_s[None, :])
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-    pdl_launch_next(PDL == 1)
+    pdl_launch_next(PDL)
     w = tl.load(topk_weights_ptr + slot, mask=valid, other=0.0)
     acc = acc * w[:, None]
     y_ptrs = y_ptr + slot[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn

@@ -9,10 +9,14 @@ start while its predecessor still runs, and each one first executes ``griddepcon
 (:func:`pdl_enter`), which returns once the predecessor grid has completed and its memory is
 visible. Every kernel launched this way waits before it reads or writes anything, on every path,
 so the chain stays ordered end to end: kernel n + 2 waits on n + 1, which could not finish before
-n. Right after its wait each program also signals ``griddepcontrol.launch_dependents``, so the next
-kernel is launched as soon as this one's last programs are running. Kernels launched without the
-attribute (the Gluon kernels, torch's) keep the ordinary stream order, which is also safe on either
-side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
+n. Each program then signals ``griddepcontrol.launch_dependents``, which lets the next kernel launch
+once every program of this one has signalled or exited: the small kernels (alignment, quantization,
+row gather, combine) right after their wait, the Triton GEMMs only after their K loop. With the
+GEMMs signalling at once too, mixtral's fp8 layer at T = 1 took 1.38x its time without PDL (H200,
+BENCHMARKS.md, runs 90-91), most likely because the next kernel's programs were placed while the
+GEMM's still ran, on the few SMs with room (not profiled); after the K loop it is 0.97x. Kernels launched
+without the attribute (the Gluon kernels, torch's) keep the ordinary stream order, which is also
+safe on either side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
 
 On by default where it applies (a CUDA device of compute capability 9.0 or later, not the Triton
 interpreter); ``MOETUNE_PDL=0`` in the environment turns it off, and :func:`pdl_forced` does so for
@@ -31,17 +35,12 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-LATE = 1
-"""``PDL`` mode: the GEMMs let the next grid launch once their K loop is done; the other kernels at
-once."""
-EARLY = 2
-"""``PDL`` mode: every kernel lets the next grid launch at once (measured, see BENCHMARKS.md)."""
 ENV = "MOETUNE_PDL"
 """Environment variable: ``0`` turns PDL off (any other value, or unset, leaves it on where it
 applies)."""
 MIN_CAPABILITY = (9, 0)
 
-_forced: int | None = None
+_forced: bool | None = None
 
 
 @functools.cache
@@ -65,22 +64,20 @@ def pdl_unready(device: torch.device) -> str | None:
     return None
 
 
-def pdl_args(device: torch.device) -> dict[str, int | bool]:
-    """Launch arguments for a kernel that starts with :func:`pdl_enter`: its ``PDL`` constexpr (0, or
-    the mode: :data:`LATE` unless :func:`pdl_forced` says otherwise) and, where PDL applies on
-    ``device``, Triton's ``launch_pdl`` option."""
+def pdl_args(device: torch.device) -> dict[str, bool]:
+    """Launch arguments for a kernel that starts with :func:`pdl_enter`: its ``PDL`` constexpr and,
+    where PDL applies on ``device``, Triton's ``launch_pdl`` option."""
     if pdl_unready(device) is None:
-        return {"PDL": _forced or LATE, "launch_pdl": True}
-    return {"PDL": 0}
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}
 
 
 @contextlib.contextmanager
-def pdl_forced(mode: int) -> Iterator[None]:
-    """Launch with PDL in ``mode`` (:data:`LATE` or :data:`EARLY`; ``True`` is ``LATE``), even where
-    :func:`pdl_unready` would refuse (so only on a GPU that has it), or off (0 / ``False``) inside the
-    block, whatever the environment says."""
+def pdl_forced(enabled: bool) -> Iterator[None]:
+    """Launch with PDL on (``True``: even where :func:`pdl_unready` would refuse, so only on a GPU
+    that has it) or off inside the block, whatever the environment says."""
     global _forced
-    before, _forced = _forced, int(mode)
+    before, _forced = _forced, enabled
     try:
         yield
     finally:
@@ -89,7 +86,7 @@ def pdl_forced(mode: int) -> Iterator[None]:
 
 @triton.jit
 def pdl_enter(PDL: tl.constexpr, LAUNCH_NEXT: tl.constexpr = True):
-    """A kernel's first step: with ``PDL`` (non-zero), wait until the previous grid has completed and its
+    """A kernel's first step: with ``PDL``, wait until the previous grid has completed and its
     writes are visible, then, with ``LAUNCH_NEXT``, let the next grid launch. Must run before any load
     or store, on every path."""
     if PDL:
@@ -100,6 +97,7 @@ def pdl_enter(PDL: tl.constexpr, LAUNCH_NEXT: tl.constexpr = True):
 
 @triton.jit
 def pdl_launch_next(PDL: tl.constexpr):
-    """With ``PDL``, let the next grid launch (a GEMM's programs, once their K loop is done)."""
+    """With ``PDL``, let the next grid launch: a GEMM's programs call it once their K loop is done
+    (:func:`pdl_enter` with ``LAUNCH_NEXT=False``)."""
     if PDL:
         gdc_launch_dependents()

@@ -4,8 +4,10 @@ with it waits for its predecessor before it touches memory.
 The second part compiles each Triton kernel of the layer for sm_90a with ``PDL`` on, in a child
 Python without ``TRITON_INTERPRET`` (``benchmarks.offline_child``; compile only, nothing runs), and
 reads the PTX: ``griddepcontrol.wait`` must come before the first global load, store or atomic and
-before the first TMA or ``cp.async`` copy. A kernel that read its predecessor's output first would
-race with it; one that never waited could finish before it and break the order of the chain.
+before the first TMA or ``cp.async`` copy, and ``griddepcontrol.launch_dependents`` after the wait:
+in the two GEMMs after their K loop's loads, in the small kernels before any. A kernel that read its
+predecessor's output first would race with it; one that never waited could finish before it and
+break the order of the chain.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def test_the_interpreter_and_the_cpu_never_launch_with_pdl(monkeypatch: pytest.M
 
     monkeypatch.setattr(triton.knobs.runtime, "interpret", True)
     assert "TRITON_INTERPRET" in (pdl.pdl_unready(torch.device("cpu")) or "")
-    assert pdl.pdl_args(torch.device("cpu")) == {"PDL": 0}
+    assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
     monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
     assert "not a CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
 
@@ -33,9 +35,7 @@ def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: py
     monkeypatch.setenv(pdl.ENV, "0")
     assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
     with pdl.pdl_forced(True):
-        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.LATE, "launch_pdl": True}
-        with pdl.pdl_forced(pdl.EARLY):
-            assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.EARLY, "launch_pdl": True}
+        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
         with pdl.pdl_forced(False):
             assert "pdl_forced(False)" in (pdl.pdl_unready(torch.device("cuda", 0)) or "")
         assert pdl.pdl_unready(torch.device("cuda", 0)) is None  # the outer block's setting is back
@@ -51,7 +51,7 @@ def test_an_old_gpu_launches_without_it(monkeypatch: pytest.MonkeyPatch) -> None
     assert pdl.pdl_unready(torch.device("cuda", 0)) == "compute capability 8.0 is below 9.0"
     monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
     assert pdl.pdl_unready(torch.device("cuda", 0)) is None
-    assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": pdl.LATE, "launch_pdl": True}
+    assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": True, "launch_pdl": True}
 
 
 CHILD = """
@@ -88,7 +88,7 @@ KERNELS = {
 MEMORY = re.compile(r"\\b(ld\\.global|st\\.global|atom\\.global|red\\.global|cp\\.async|cp\\.reduce\\.async)")
 out = {}
 for name, (fn, constexprs) in KERNELS.items():
-    constexprs = {**constexprs, "PDL": 1}
+    constexprs = {**constexprs, "PDL": True}
     bytes_view = {"x_ptr": "*u8", "out_ptr": "*u8"} if name == "gather_rows" else {}
     types = {n: bytes_view.get(n, TYPES.get(n, "*i32")) for n in fn.arg_names if n.endswith("_ptr")}
     signature = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
@@ -108,3 +108,7 @@ def test_every_pdl_kernel_waits_before_it_touches_memory() -> None:
     for name, at in found.items():
         assert at["wait"] >= 0 and at["launch"] > at["wait"], f"{name}: {at}"
         assert 0 <= at["wait"] < at["first_memory"], f"{name}: its first {at['first_op']} precedes the wait"
+    for gemm in ("gate_up", "down"):  # they let the next kernel launch only after their K loop's loads
+        assert found[gemm]["launch"] > found[gemm]["first_memory"], f"{gemm}: {found[gemm]}"
+    for small in ("align_fused", "quant", "gather_rows", "combine"):  # these at once, after the wait
+        assert found[small]["launch"] < found[small]["first_memory"], f"{small}: {found[small]}"
