@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python3 benchmarks/pdl_ab.py [--cases A,B] [--tokens 1,16] [--dtypes bf16,fp8] \\
         [--rounds 9] [--json OUT.json]
+    PYTHONPATH=. python3 benchmarks/pdl_ab.py --profile REGEX [--baselines B.json] [--json OUT.json]
 
 For each of the issue's cases (``bench_fused_moe.CASES``, balanced routing) at each token count and
 dtype, the default tactic's layer (``fused_moe``, or ``fused_moe_fp8`` on block-quantized weights)
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ import torch
 from benchmarks.bench_fused_moe import CASES, Case, Timed, balanced_topk
 from kernels import default_tactic, fused_moe, fused_moe_fp8, gluon_unready, problem_of, quantize_fp8_block
 from kernels.pdl import pdl_forced
+
+DEFAULT_BASELINES = Path("baselines/nvidia-h200/suites.perf.test_tuned_throughput.json")
 
 
 def layer_call(case: Case, num_tokens: int, dtype: str) -> tuple[Callable[[], torch.Tensor], str]:
@@ -91,11 +96,65 @@ def ab_point(case: Case, num_tokens: int, dtype: str, rounds: int, target_us: fl
     }  # fmt: skip
 
 
+def profile_point(case_id: str, baselines: Path, rounds: int, repeats: int) -> dict[str, Any]:
+    """Time one full-profile case with its tuned tactic, PDL off and on (see the module docstring)."""
+    from benchmarks.default_ab import timing_passes
+    from kernels.runner import FusedMoERunner, kernel_problem
+    from kernels.tactics import Tactic
+    from pytest_moetune.routing import dummy_topk
+    from pytest_moetune.timing import CudaGraphTimer
+    from suites.perf.cases import full_cases
+
+    case = next(c for c in full_cases() if c.id == case_id)
+    entry = json.loads(baselines.read_text())["entries"].get(case.id) if baselines.exists() else None
+    problem = case.problem()
+    tactic = (Tactic.from_dict(entry["tactic"]) if entry else
+              default_tactic(kernel_problem(problem.at(case.num_tokens)), gluon=True))  # fmt: skip
+    runner = FusedMoERunner()
+    ids, weights = dummy_topk(case.num_tokens, problem.topology, problem.distribution, case.seed)
+    inputs = runner.make_inputs(problem.at(case.num_tokens), ids.cuda(), weights.cuda())
+    outs = {}
+    for name, enabled in MODES.items():
+        with pdl_forced(enabled):
+            outs[name] = runner.run(inputs, tactic).clone()
+    if not torch.equal(outs["off"], outs["pdl"]):
+        raise AssertionError(f"{case.id}: the PDL layer's bits differ")
+    timer = CudaGraphTimer(rounds=rounds, warmup_us=20_000.0)
+    rounds_us: dict[str, list[float]] = {name: [] for name in MODES}
+    for timed, order in timing_passes(list(MODES), repeats):
+        for name in order:
+            with pdl_forced(MODES[name]):
+                measured = timer.measure([lambda: runner.run(inputs, tactic)]).rounds_us
+            if timed:
+                rounds_us[name] += measured
+    medians = {name: statistics.median(r) for name, r in rounds_us.items()}
+    return {
+        "case": case.id, "tokens": case.num_tokens, "dtype": case.dtype, "tactic": tactic.name,
+        "us": medians, "ratio": {name: us / medians["off"] for name, us in medians.items()},
+        "rounds_us": rounds_us,
+    }  # fmt: skip
+
+
 def row(p: dict[str, Any]) -> str:
     """One printed line of :func:`ab_point`'s result."""
     us, ratio = p["us"], p["ratio"]
     return (f"{p['case']:<22} {p['tokens']:>6} {p['dtype']:<5} {us['off']:>9.1f} {us['pdl']:>9.1f} "
             f"{ratio['pdl']:>8.3f}x  {p['tactic']}")  # fmt: skip
+
+
+def points_of(args: argparse.Namespace) -> list[Callable[[], dict[str, Any]]]:
+    """One call per point to time, from the command line."""
+    if args.profile is not None:
+        from suites.perf.cases import full_cases
+
+        ids = [c.id for c in full_cases() if args.profile.search(c.id)]
+        return [partial(profile_point, i, args.baselines, args.rounds, args.repeats) for i in ids]
+    return [
+        partial(ab_point, CASES[name], tokens, dtype, args.rounds, args.target_ms * 1000.0)
+        for name in args.cases.split(",")
+        for tokens in (int(t) for t in args.tokens.split(","))
+        for dtype in args.dtypes.split(",")
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=re.compile, help="regex: these full-profile cases instead")
+    ap.add_argument("--baselines", type=Path, default=DEFAULT_BASELINES, help="their tuned tactics")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per --profile case")
     args = ap.parse_args(argv)
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     bad_dtypes = [d for d in args.dtypes.split(",") if d not in ("bf16", "fp8")]
@@ -116,15 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     points: list[dict[str, Any]] = []
     print(f"{'case':<22} {'T':>6} {'dtype':<5} {'off us':>9} {'pdl us':>9} {'pdl/off':>9}  tactic")
-    for name in args.cases.split(","):
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            for dtype in args.dtypes.split(","):
-                p = ab_point(CASES[name], tokens, dtype, args.rounds, args.target_ms * 1000.0)
-                points.append(p)
-                print(row(p), flush=True)
-                if args.json is not None:
-                    args.json.write_text(json.dumps(points, indent=1))
-                torch.cuda.empty_cache()
+    for point in points_of(args):
+        p = point()
+        points.append(p)
+        print(row(p), flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(points, indent=1))
+        torch.cuda.empty_cache()
     ratios = [float(p["ratio"]["pdl"]) for p in points]
     geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
     print(f"pdl/off geomean over {len(ratios)} points: {geo:.3f}x "

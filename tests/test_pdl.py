@@ -22,12 +22,11 @@ from kernels import pdl
 
 
 def test_the_interpreter_and_the_cpu_never_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
-    import triton
-
-    monkeypatch.setattr(triton.knobs.runtime, "interpret", True)
+    # the environment, not triton.knobs: setting a knob would outlive monkeypatch's undo
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert "TRITON_INTERPRET" in (pdl.pdl_unready(torch.device("cpu")) or "")
     assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
-    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "not a CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
 
 
@@ -43,10 +42,8 @@ def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: py
 
 
 def test_an_old_gpu_launches_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import triton
-
     monkeypatch.delenv(pdl.ENV, raising=False)
-    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.setattr(pdl, "_capability", lambda index: (8, 0))
     assert pdl.pdl_unready(torch.device("cuda", 0)) == "compute capability 8.0 is below 9.0"
     monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
