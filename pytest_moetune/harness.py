@@ -244,6 +244,12 @@ class Gate:
                     f"baseline measured on another card ({then_card}; this one is {self.card}): cards of "
                     "one model differ by a few percent, so re-baseline on the card that gates (README)"
                 )
+            if regime != COPY and not self.ceilings.matmul_comparable(then):
+                result.notes.append(
+                    "matmul ceilings timed after different warm-ups "
+                    f"({then.matmul_warmup_s:g} s in the baseline, {self.ceilings.matmul_warmup_s:g} s now): "
+                    "this matmul-bound case is compared on raw times; re-baseline to normalize it again"
+                )
             if result.kernel_changed:
                 before, now = baseline["source_hash"], runner.source_hash
                 result.notes.append(f"kernel source changed: {before} (baseline) != {now} (now)")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from pytest_moetune.ceilings import (
+    BURST_WARMUP_S,
     COPY,
     FP8_MATMUL,
     MATMUL,
+    MATMUL_WARMUP_S,
     Ceilings,
     Roofline,
     case_roofline,
@@ -51,9 +53,35 @@ def test_ceilings_round_trip_and_older_entries_load() -> None:
     assert Ceilings.from_dict(WITH_FP8.to_dict()) == WITH_FP8
     assert Ceilings.from_dict(BF16_ONLY.to_dict()) == BF16_ONLY
     assert "fp8_matmul_flops_per_s" not in BF16_ONLY.to_dict()
-    assert BF16_ONLY.rates() == {"copy_bytes_per_s": 3e12, "matmul_flops_per_s": 7e14}
+    assert BF16_ONLY.rates() == {
+        "copy_bytes_per_s": 3e12,
+        "matmul_flops_per_s": 7e14,
+        "matmul_warmup_s": 0.05,
+    }
     assert WITH_FP8.rates()["fp8_matmul_flops_per_s"] == 1.25e15
     assert Ceilings.from_dict({"copy_bytes_per_s": 3e12, "matmul_flops_per_s": 7e14}) == BF16_ONLY
+    sustained = Ceilings(copy_bytes_per_s=3e12, matmul_flops_per_s=6.7e14, matmul_warmup_s=MATMUL_WARMUP_S)
+    assert Ceilings.from_dict(sustained.rates()) == sustained
+    assert Ceilings.from_dict(sustained.to_dict()) == sustained
+
+
+def test_matmul_rates_timed_after_different_warm_ups_do_not_normalize_each_other() -> None:
+    """An entry from before the sustained warm-up holds none and reads as the 50 ms burst; a matmul-bound
+    case against it keeps its raw times, while a copy-bound one is still normalized."""
+    old = Ceilings.from_dict({"copy_bytes_per_s": 3e12, "matmul_flops_per_s": 7.5e14})
+    assert old.matmul_warmup_s == BURST_WARMUP_S
+    now = Ceilings(copy_bytes_per_s=2.7e12, matmul_flops_per_s=6.75e14, matmul_warmup_s=MATMUL_WARMUP_S)
+    assert not now.matmul_comparable(old) and now.matmul_comparable(now)
+    assert normalize_rounds([100.0], now, old, MATMUL) == [100.0]
+    assert normalize_rounds([100.0], now, old, FP8_MATMUL) == [100.0]
+    assert normalize_rounds([100.0], now, old, COPY) == pytest.approx([90.0])
+    then = Ceilings(copy_bytes_per_s=3e12, matmul_flops_per_s=7.5e14, matmul_warmup_s=MATMUL_WARMUP_S)
+    assert normalize_rounds([100.0], now, then, MATMUL) == pytest.approx([90.0])
+
+
+def test_a_negative_matmul_warm_up_is_refused_with_its_value() -> None:
+    with pytest.raises(ValueError, match=r"-0\.5"):
+        Ceilings(copy_bytes_per_s=3e12, matmul_flops_per_s=7e14, matmul_warmup_s=-0.5)
 
 
 def test_a_non_positive_fp8_rate_is_refused_with_its_value() -> None:

@@ -43,7 +43,8 @@ def test_life_cycle_new_update_ok_slower_faster(flow: GateWorkflow) -> None:
     assert set(document["entries"]) == CASES
     entry = document["entries"]["fake_moe/deepseek-r1/bf16/dep8/balanced/T=512"]
     assert entry["tactic"] == {"block_m": 128, "variant": "a"} and len(entry["rounds_us"]) == 7
-    assert entry["ceilings"] == {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 6.9e14}
+    ceilings = {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 6.9e14, "matmul_warmup_s": 0.05}
+    assert entry["ceilings"] == ceilings
     assert entry["dtype"] == "bf16"
     assert document["fingerprint"]["gpu_name"] == "cpu"
 
@@ -465,3 +466,28 @@ def test_peer_and_roofline_columns(flow: GateWorkflow) -> None:
     result.stdout.fnmatch_lines(["case*verdict*tactic changed*roofline*vs peer", "fake_moe/*ok*no*%*x"])
     _, without = flow.run()
     assert all(r["peer_median_us"] is None for r in without)
+
+
+def test_matmul_ceilings_of_another_warm_up_leave_matmul_bound_times_raw(flow: GateWorkflow) -> None:
+    """Baselines whose matmul rate was timed after another warm-up (here: half this session's rate, and
+    a copy rate that makes every case matmul-bound) do not normalize this session's times: the cases
+    are judged on raw times, with a note. The same rates from the same warm-up do normalize, and
+    then the halved rate reads as a 2x regression."""
+    flow.run("--moetune-update-baselines")
+    document = json.loads(baseline(flow).read_text())
+
+    def rewrite(warmup_s: float) -> None:
+        for entry in document["entries"].values():
+            rates = {"copy_bytes_per_s": 3.0e15, "matmul_flops_per_s": 3.45e14, "matmul_warmup_s": warmup_s}
+            entry["ceilings"].update(rates)
+        baseline(flow).write_text(json.dumps(document))
+
+    rewrite(2.0)
+    result, results = flow.run()
+    assert result.ret == 0 and {r["verdict"] for r in results} == {"ok"}
+    note = "matmul ceilings timed after different warm-ups (2 s in the baseline, 0.05 s now)"
+    assert all(any(n.startswith(note) for n in r["notes"]) for r in results), results
+    rewrite(0.05)
+    result, results = flow.run()
+    assert result.ret == 1 and {r["verdict"] for r in results} == {"regressed"}
+    assert not any("warm-ups" in n for r in results for n in r["notes"])
