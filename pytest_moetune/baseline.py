@@ -85,7 +85,10 @@ def _holds(*keys: str) -> Any:
 FIELD_CHECKS: dict[str, tuple[Any, str]] = {
     "bytes": (_count, "a count >= 0"),
     "flops": (_count, "a count >= 0"),
-    "ceilings": (_holds("copy_bytes_per_s", "matmul_flops_per_s"), "an object of positive rates"),
+    "ceilings": (
+        lambda v: _holds("copy_bytes_per_s", "matmul_flops_per_s")(v) and v.get("matmul_warmup_s", 0) >= 0,
+        "an object of positive rates (and a matmul_warmup_s >= 0)",
+    ),
     "summary": (_holds("median_us"), "an object with a positive median_us"),
     "fraction_of_ceilings": (_numbers, "an object of numbers"),
     "throughput": (_numbers, "an object of numbers"),

@@ -151,6 +151,11 @@ def test_diff_of_a_corrupt_file_names_it(tmp_path: Path, capsys: pytest.CaptureF
     ("field", "value", "must_be"),
     [
         ("ceilings", {}, "an object of positive rates"),
+        (
+            "ceilings",
+            {"copy_bytes_per_s": 3e12, "matmul_flops_per_s": 7e14, "matmul_warmup_s": -1},
+            "an object of positive rates (and a matmul_warmup_s >= 0)",
+        ),
         ("summary", {}, "an object with a positive median_us"),
         ("fraction_of_ceilings", None, "an object of numbers"),
         ("flops", "abc", "a count >= 0"),
