@@ -136,7 +136,7 @@ def profile_point(case_id: str, baselines: Path, rounds: int, repeats: int) -> d
 
 
 def row(p: dict[str, Any]) -> str:
-    """One printed line of :func:`ab_point`'s result."""
+    """One printed line of a point's result (:func:`ab_point`, :func:`profile_point`)."""
     us, ratio = p["us"], p["ratio"]
     return (f"{p['case']:<22} {p['tokens']:>6} {p['dtype']:<5} {us['off']:>9.1f} {us['pdl']:>9.1f} "
             f"{ratio['pdl']:>8.3f}x  {p['tactic']}")  # fmt: skip

@@ -9,11 +9,11 @@ rate where it was measured.
 
 The matmul rates are timed after :data:`MATMUL_WARMUP_S` of back-to-back matmuls. A dense matmul
 draws the most power a GPU has; timed in short rounds after 50 ms, as before, it ran at whatever
-clock the card's power budget allowed just then: one H200's rates read 681-685 TFLOP/s in two
-sessions of one call and 755 in the next call's (BENCHMARKS.md, session 20), and earlier baselines
-hold such outliers too. Each measurement records its warm-up (``matmul_warmup_s``; entries from
-before hold none and read as the old 50 ms), and two sessions' matmul rates normalize each other only
-when measured the same way (:func:`normalize_rounds`).
+clock the card's power budget allowed just then: 12 measurements on one H200, after idling or after
+load, read 671-751 bf16 TFLOP/s after 50 ms and 653-676 after 2 s (BENCHMARKS.md, session 20, run
+96), and committed baselines held such 750s. Each measurement records its warm-up
+(``matmul_warmup_s``; entries from before hold none and read as the old 50 ms), and two sessions'
+matmul rates normalize each other only when measured the same way (:func:`normalize_rounds`).
 """
 
 from __future__ import annotations
