@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_moetune.ceilings import Ceilings
 from pytest_moetune.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -82,13 +83,21 @@ def _holds(*keys: str) -> Any:
     return lambda value: _numbers(value) and all(_number(value.get(k), positive=True) for k in keys)
 
 
+def _ceilings_ok(value: Any) -> bool:
+    """Numbers that :class:`pytest_moetune.ceilings.Ceilings` accepts (it checks each rate)."""
+    if not (_holds("copy_bytes_per_s", "matmul_flops_per_s")(value)):
+        return False
+    try:
+        Ceilings.from_dict(value)
+    except ValueError:
+        return False
+    return True
+
+
 FIELD_CHECKS: dict[str, tuple[Any, str]] = {
     "bytes": (_count, "a count >= 0"),
     "flops": (_count, "a count >= 0"),
-    "ceilings": (
-        lambda v: _holds("copy_bytes_per_s", "matmul_flops_per_s")(v) and v.get("matmul_warmup_s", 0) >= 0,
-        "an object of positive rates (and a matmul_warmup_s >= 0)",
-    ),
+    "ceilings": (_ceilings_ok, "an object of positive rates (and a matmul_warmup_s >= 0)"),
     "summary": (_holds("median_us"), "an object with a positive median_us"),
     "fraction_of_ceilings": (_numbers, "an object of numbers"),
     "throughput": (_numbers, "an object of numbers"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_moetune.argtypes import argparse_type
 from pytest_moetune.baseline import BaselineError, read_baseline
-from pytest_moetune.ceilings import FP8_DTYPE, Ceilings, Roofline, normalize_rounds
+from pytest_moetune.ceilings import FP8_DTYPE, Ceilings, Roofline, normalize_rounds, normalizes
 from pytest_moetune.verdict import DEFAULT_THRESHOLD, compare_rounds
 
 
@@ -110,10 +110,11 @@ def _diff(a_path: Path, b_path: Path, threshold: float) -> int:
         normalized = normalize_rounds(eb["rounds_us"], now, then, regime)
         comparison = compare_rounds(ea["rounds_us"], normalized, threshold)
         raw = statistics.median(eb["rounds_us"]) / statistics.median(ea["rounds_us"])
+        unnormalized = "" if normalizes(now, then, regime) else "  (norm = raw: other matmul warm-ups)"
         print(
             f"  {case:<{width}}  {statistics.median(ea['rounds_us']):>9.2f}  "
             f"{statistics.median(eb['rounds_us']):>9.2f}  {raw:>6.3f}  {comparison.ratio:>6.3f}  "
-            f"{comparison.verdict:<12}  {'changed' if ea['tactic'] != eb['tactic'] else 'same'}"
+            f"{comparison.verdict:<12}  {'changed' if ea['tactic'] != eb['tactic'] else 'same'}{unnormalized}"
         )
     for label, only in (("only in A", sorted(set(a) - set(b))), ("only in B", sorted(set(b) - set(a)))):
         for case in only:

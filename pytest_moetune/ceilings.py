@@ -37,6 +37,8 @@ boosted burst."""
 BURST_WARMUP_S = 0.05
 """The warm-up of the matmul rates measured before :data:`MATMUL_WARMUP_S` (what an entry without
 ``matmul_warmup_s`` was measured with)."""
+COPY_WARMUP_S = 0.05
+"""Seconds of copies before the copy rate is timed (a copy draws little power: no sustained warm-up)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ def measure_ceilings(
     ``rounds`` rounds each, by CUDA-graph replay; on GPUs with fp8 tensor cores (compute capability
     8.9 and up) also a ``matmul_size``^3 e4m3 matmul (``torch._scaled_mm``, per-tensor scales, bf16
     out). Each matmul runs back to back for ``matmul_warmup_s`` before its rounds (the copy for 50
-    ms). Takes about ``2 * matmul_warmup_s`` plus a second on an H100."""
+    ms; the timer stops a warm-up at 1000 replays, so ``matmul_size`` must make a round of 4 matmuls
+    last ``matmul_warmup_s / 1000``: 8192 does). Takes about ``2 * matmul_warmup_s`` plus a second on
+    an H100."""
     import torch
 
     from pytest_moetune.timing import CudaGraphTimer
@@ -131,7 +135,7 @@ def measure_ceilings(
         dst = torch.empty_like(src)
         # An elementwise kernel (16-byte loads/stores), not copy_: a memcpy node inside a CUDA graph
         # reaches only ~2.4 TB/s on an H100, against ~3.0 TB/s for a kernel (BENCHMARKS.md).
-        return timer(BURST_WARMUP_S).measure([lambda: torch.neg(src, out=dst)])
+        return timer(COPY_WARMUP_S).measure([lambda: torch.neg(src, out=dst)])
 
     def time_matmul() -> Any:
         a = torch.randn(matmul_size, matmul_size, device="cuda", dtype=torch.bfloat16)
@@ -209,9 +213,16 @@ def normalize_rounds(
     rate when either session has no fp8 rate, and a matmul-bound case keeps its raw times when the
     two sessions timed their matmul rates after different warm-ups (:meth:`Ceilings.matmul_comparable`:
     a sustained rate against a burst one would shift every such case by the card's boost)."""
+    if not normalizes(now, then, regime):
+        return list(rounds_us)
     if regime == FP8_MATMUL and None in (now.fp8_matmul_flops_per_s, then.fp8_matmul_flops_per_s):
         regime = MATMUL
-    if regime != COPY and not now.matmul_comparable(then):
-        return list(rounds_us)
     scale = now.rate(regime) / then.rate(regime)
     return [r * scale for r in rounds_us]
+
+
+def normalizes(now: Ceilings, then: Ceilings, regime: str) -> bool:
+    """Whether :func:`normalize_rounds` scales a case of ``regime`` by these two sessions' ceilings:
+    always for a copy-bound case, for a matmul-bound one only when both timed their matmul rates
+    after the same warm-up."""
+    return regime == COPY or now.matmul_comparable(then)

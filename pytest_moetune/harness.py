@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-from pytest_moetune.ceilings import COPY, Ceilings, case_roofline, normalize_rounds
+from pytest_moetune.ceilings import COPY, Ceilings, case_roofline, normalize_rounds, normalizes
 from pytest_moetune.distributions import Distribution, parse_distribution
 from pytest_moetune.fingerprint import UNKNOWN_CARD
 from pytest_moetune.models import ModelShape, get_model
@@ -95,6 +95,9 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     baseline_card: str = ""
     """The card the baseline was measured on, where it is known and not this one."""
+    raw_compared: bool = False
+    """A matmul-bound case whose baseline timed its matmul ceiling after another warm-up: compared on
+    raw times (:func:`pytest_moetune.ceilings.normalizes`)."""
     roofline_us: float | None = None
     peer_median_us: float | None = None
 
@@ -113,9 +116,9 @@ class CheckResult:
 
     @property
     def moved(self) -> bool:
-        """New, or beyond the noise either way, or a changed kernel, or a baseline from another card:
-        what a low-churn update rewrites."""
-        return self.verdict not in (OK, INCONCLUSIVE) or bool(self.baseline_card)
+        """New, or beyond the noise either way, or a changed kernel, or a baseline from another card
+        or with a matmul ceiling of another warm-up: what a low-churn update rewrites."""
+        return self.verdict not in (OK, INCONCLUSIVE) or bool(self.baseline_card) or self.raw_compared
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -244,11 +247,13 @@ class Gate:
                     f"baseline measured on another card ({then_card}; this one is {self.card}): cards of "
                     "one model differ by a few percent, so re-baseline on the card that gates (README)"
                 )
-            if regime != COPY and not self.ceilings.matmul_comparable(then):
+            if not normalizes(self.ceilings, then, regime):
+                result.raw_compared = True
                 result.notes.append(
                     "matmul ceilings timed after different warm-ups "
                     f"({then.matmul_warmup_s:g} s in the baseline, {self.ceilings.matmul_warmup_s:g} s now): "
-                    "this matmul-bound case is compared on raw times; re-baseline to normalize it again"
+                    "this matmul-bound case is compared on raw times until its entry is rewritten (any "
+                    "--moetune-update-baselines run does)"
                 )
             if result.kernel_changed:
                 before, now = baseline["source_hash"], runner.source_hash

@@ -140,6 +140,21 @@ def test_diff_normalizes_fp8_cases_by_the_fp8_matmul_rate(
     assert rows["no-fp8-rate"][3:6] == ["1.100", "1.100", "regressed"]
 
 
+def test_diff_leaves_matmul_bound_cases_raw_across_matmul_warm_ups(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """B's fp8 rate was timed after the sustained warm-up and A's (no warm-up recorded) after the old
+    burst: the matmul-bound case is compared raw, and its row says so."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_baseline(a, {"fp8": entry(100.0, fp8_rate=1.2e15)}, FINGERPRINT)
+    sustained = entry(110.0, fp8_rate=1.2e15 / 1.1)
+    sustained["ceilings"]["matmul_warmup_s"] = 2.0
+    write_baseline(b, {"fp8": sustained}, FINGERPRINT)
+    rows = diff_rows(a, b, capsys)
+    assert rows["fp8"][3:6] == ["1.100", "1.100", "regressed"]
+    assert " ".join(rows["fp8"][7:]) == "(norm = raw: other matmul warm-ups)"
+
+
 def test_diff_of_a_corrupt_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{")

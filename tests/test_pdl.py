@@ -5,9 +5,9 @@ The second part compiles each Triton kernel of the layer for sm_90a with ``PDL``
 Python without ``TRITON_INTERPRET`` (``benchmarks.offline_child``; compile only, nothing runs), and
 reads the PTX: ``griddepcontrol.wait`` must come before the first global load, store or atomic and
 before the first TMA or ``cp.async`` copy, and ``griddepcontrol.launch_dependents`` after the wait:
-in the two GEMMs after their K loop's loads, in the small kernels before any. A kernel that read its
-predecessor's output first would race with it; one that never waited could finish before it and
-break the order of the chain.
+in the GEMMs (also their Hopper fp8 TMA versions) after their K loop's last MMA, in the small kernels
+before any access. A kernel that read its predecessor's output first would race with it; one that
+never waited could finish before it and break the order of the chain.
 """
 
 from __future__ import annotations
@@ -81,31 +81,43 @@ KERNELS = {
                                       "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": False,
                                       "BLOCK_SCALE": False}),
     "combine": (_combine_kernel, {"TOP_K": 8, "BLOCK_T": 2, "BLOCK_N": 1024, "BY_ROWS": True}),
+    # the Hopper fp8 defaults' Triton GEMMs: TMA descriptors, block scales, x in the alignment's order
+    "gate_up_fp8_tma": (_gate_up_kernel, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8,
+                                          "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": True,
+                                          "BLOCK_SCALE": True, "SORTED_X": True}),
+    "down_fp8_tma": (_down_kernel, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8,
+                                    "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": True,
+                                    "BLOCK_SCALE": True}),
 }
+ROWS, WEIGHTS = "tensordesc<fp8e4nv[64,128]>", "tensordesc<fp8e4nv[128,128]>"
+DESCRIPTORS = {"gate_up_fp8_tma": {"x_ptr": ROWS, "w1_ptr": WEIGHTS, "h_ptr": "*fp8e4nv"},
+               "down_fp8_tma": {"h_ptr": ROWS, "w2_ptr": WEIGHTS}}
 MEMORY = re.compile(r"\\b(ld\\.global|st\\.global|atom\\.global|red\\.global|cp\\.async|cp\\.reduce\\.async)")
 out = {}
 for name, (fn, constexprs) in KERNELS.items():
     constexprs = {**constexprs, "PDL": True}
     bytes_view = {"x_ptr": "*u8", "out_ptr": "*u8"} if name == "gather_rows" else {}
     types = {n: bytes_view.get(n, TYPES.get(n, "*i32")) for n in fn.arg_names if n.endswith("_ptr")}
+    types.update(DESCRIPTORS.get(name, {}))
     signature = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
     ptx = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32),
                          options={"num_warps": 4}).asm["ptx"]
     wait = ptx.find("griddepcontrol.wait")
     first = MEMORY.search(ptx)
     out[name] = {"wait": wait, "launch": ptx.find("griddepcontrol.launch_dependents"),
-                 "first_memory": first.start() if first else -1, "first_op": first.group(1) if first else ""}
+                 "first_memory": first.start() if first else -1, "first_op": first.group(1) if first else "",
+                 "last_mma": max(ptx.rfind("mma.sync"), ptx.rfind("wgmma.mma_async"))}
 print(json.dumps(out))
 """
 
 
 def test_every_pdl_kernel_waits_before_it_touches_memory() -> None:
     found = run_offline(CHILD)
-    assert len(found) == 11
+    assert len(found) == 13
     for name, at in found.items():
         assert at["wait"] >= 0 and at["launch"] > at["wait"], f"{name}: {at}"
         assert 0 <= at["wait"] < at["first_memory"], f"{name}: its first {at['first_op']} precedes the wait"
-    for gemm in ("gate_up", "down"):  # they let the next kernel launch only after their K loop's loads
-        assert found[gemm]["launch"] > found[gemm]["first_memory"], f"{gemm}: {found[gemm]}"
+    for gemm in ("gate_up", "down", "gate_up_fp8_tma", "down_fp8_tma"):  # only after their K loop's MMAs
+        assert 0 < found[gemm]["last_mma"] < found[gemm]["launch"], f"{gemm}: {found[gemm]}"
     for small in ("align_fused", "quant", "gather_rows", "combine"):  # these at once, after the wait
         assert found[small]["launch"] < found[small]["first_memory"], f"{small}: {found[small]}"
