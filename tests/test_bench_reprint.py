@@ -46,3 +46,24 @@ def test_reports_merge_later_wins_in_case_order(tmp_path: Path, capsys: pytest.C
     assert " 625.0 | 1000.0 | 500.0 (mem) | 1.60x | 80% | 50% |" in rows[0]
     assert rows[0].endswith("| = default |") and not rows[1].endswith("| = default |")
     assert "deepseek" not in "".join(rows)  # a failed point has no row
+
+
+def test_rows_give_the_sustained_roofline_where_the_report_measured_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report with the sustained matmul rates names them in its header line, and each of its rows
+    gives the best tactic's fraction of the sustained roofline; an older report's rows say ``-``."""
+    new = tmp_path / "new.json"
+    point = {**_point("qwen3-30b-a3b-ep1", 4096, 557.3), "roofline_sustained_us": 460.0}
+    sustained = {"matmul_flops_per_s": 6.66e14, "fp8_matmul_flops_per_s": 1.21e15, "matmul_warmup_s": 2.0}
+    ceilings = {**CEILINGS, "sustained": sustained}
+    new.write_text(json.dumps({"env": {"device": "NVIDIA H200", "date": "day-3"}, "ceilings": ceilings,
+                               "points": [point]}))  # fmt: skip
+    old = _report(tmp_path / "old.json", "day-1", [_point("mixtral-8x7b-ep1", 16, 600.0)])
+    assert main(["--from-json", str(new), old]) == 0
+    out = capsys.readouterr().out
+    assert "fp8 1265 TFLOP/s (sustained: bf16 666, fp8 1210); points: qwen3-30b-a3b-ep1 T=4096" in out
+    lines = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
+    rows = {row.split(" | ")[0][2:]: row for row in lines}
+    assert "| 90% | 50% | 83% | `" in rows["qwen3-30b-a3b-ep1"]  # 500 / 557.3, 500 / 1000, 460 / 557.3
+    assert "| 83% | 50% | - | `" in rows["mixtral-8x7b-ep1"]
