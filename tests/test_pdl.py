@@ -63,6 +63,9 @@ from kernels.fused_moe import _combine_kernel, _down_kernel, _gate_up_kernel
 TYPES = {"x_ptr": "*bf16", "w1_ptr": "*bf16", "h_ptr": "*bf16", "w2_ptr": "*bf16", "y_ptr": "*bf16",
          "out_ptr": "*bf16", "q_ptr": "*fp8e4nv", "topk_weights_ptr": "*fp32", "xs_ptr": "*fp32",
          "w1s_ptr": "*fp32", "hs_ptr": "*fp32", "w2s_ptr": "*fp32", "s_ptr": "*fp32", "out_s_ptr": "*fp32"}
+def gemm(block_m, block_n, block_k, fp8, **more):
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 8, "EVEN_K": True,
+            "DOT_PRECISION": "tf32", "USE_TMA": fp8, "BLOCK_SCALE": fp8, **more}
 KERNELS = {
     "align_fused": (align._align_fused_kernel, {"BLOCK_M": 16, "LANES": 32, "CHUNK_": 128, "BB": 64}),
     "align_count": (align._align_count_kernel, {"CHUNK_": 128, "LANES": 32}),
@@ -74,20 +77,12 @@ KERNELS = {
                                                          "GROUP_": 128}),
     "gather_rows": (row_gather._gather_rows_kernel, {"TOP_K": 8, "BLOCK_R": 16, "BLOCK_B": 512,
                                                       "BLOCK_G": 64, "HAS_SCALES": True}),
-    "gate_up": (_gate_up_kernel, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8,
-                                            "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": False,
-                                            "BLOCK_SCALE": False, "SORTED_X": False}),
-    "down": (_down_kernel, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8,
-                                      "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": False,
-                                      "BLOCK_SCALE": False}),
+    "gate_up": (_gate_up_kernel, gemm(16, 64, 64, fp8=False, SORTED_X=False)),
+    "down": (_down_kernel, gemm(16, 64, 64, fp8=False)),
     "combine": (_combine_kernel, {"TOP_K": 8, "BLOCK_T": 2, "BLOCK_N": 1024, "BY_ROWS": True}),
     # the Hopper fp8 defaults' Triton GEMMs: TMA descriptors, block scales, x in the alignment's order
-    "gate_up_fp8_tma": (_gate_up_kernel, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8,
-                                          "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": True,
-                                          "BLOCK_SCALE": True, "SORTED_X": True}),
-    "down_fp8_tma": (_down_kernel, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8,
-                                    "EVEN_K": True, "DOT_PRECISION": "tf32", "USE_TMA": True,
-                                    "BLOCK_SCALE": True}),
+    "gate_up_fp8_tma": (_gate_up_kernel, gemm(64, 128, 128, fp8=True, SORTED_X=True)),
+    "down_fp8_tma": (_down_kernel, gemm(64, 128, 128, fp8=True)),
 }
 ROWS, WEIGHTS = "tensordesc<fp8e4nv[64,128]>", "tensordesc<fp8e4nv[128,128]>"
 DESCRIPTORS = {"gate_up_fp8_tma": {"x_ptr": ROWS, "w1_ptr": WEIGHTS, "h_ptr": "*fp8e4nv"},
