@@ -120,9 +120,9 @@ def measure_ceilings(
     ``rounds`` rounds each, by CUDA-graph replay; on GPUs with fp8 tensor cores (compute capability
     8.9 and up) also a ``matmul_size``^3 e4m3 matmul (``torch._scaled_mm``, per-tensor scales, bf16
     out). Each matmul runs back to back for ``matmul_warmup_s`` before its rounds (the copy for 50
-    ms; the timer stops a warm-up at 1000 replays, so ``matmul_size`` must make a round of 4 matmuls
-    last ``matmul_warmup_s / 1000``: 8192 does). Takes about ``2 * matmul_warmup_s`` plus a second on
-    an H100."""
+    ms). The timer stops a warm-up after 1000 replays of a round (about 5 ms, at most 20 matmuls), so
+    a ``matmul_size`` far below the default 8192 warms up for less than asked. Takes about
+    ``2 * matmul_warmup_s`` plus a second on an H100."""
     import torch
 
     from pytest_moetune.timing import CudaGraphTimer
