@@ -9,7 +9,7 @@ RES="$OUT/$RESULTS"
 mkdir -p "$RES"
 left() { echo $((deadline - SECONDS)); }
 source benchmarks/device_install.sh
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$RES/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,serial,uuid --format=csv,noheader | tee "$RES/gpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
   timeout "$(left)" python3 -m pytest suites/kernels/test_correctness_gpu.py -k "$TESTS_K" -q \
       -p no:cacheprovider > "$RES/tests.log" 2>&1

@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (PDL) for the layer's Triton kernels, on Hopper and later GPUs.
+"""Programmatic dependent launch (PDL) for the layer's kernels, on Hopper and later GPUs.
 
 The layer is a chain of small launches (alignment, fp8 quantization of x, row gather, gate/up, down,
 combine). Without PDL each kernel is launched only when the one before it has finished and its
@@ -6,26 +6,29 @@ writes are flushed, so every boundary costs a launch and the ramp of a fresh gri
 few tokens, a 30-180 µs layer) that is a large share of the layer. With PDL a kernel is launched
 with CUDA's programmatic stream serialization attribute (Triton's ``launch_pdl``): its programs may
 start while its predecessor still runs, and each one first executes ``griddepcontrol.wait``
-(:func:`pdl_enter`), which returns once the predecessor grid has completed and its memory is
-visible. Every kernel launched this way waits before it reads or writes anything, on every path,
-so the chain stays ordered end to end: kernel n + 2 waits on n + 1, which could not finish before
-n. Each program then signals ``griddepcontrol.launch_dependents``, which lets the next kernel launch
-once every program of this one has signalled or exited: the small kernels (alignment, quantization,
-row gather, combine) right after their wait, the Triton GEMMs only after their K loop. With the
-GEMMs signalling at once too, mixtral's fp8 layer at T = 1 took 1.38x its time without PDL (H200,
-BENCHMARKS.md, runs 90-91), most likely because the next kernel's programs were placed while the
-GEMM's still ran, on the few SMs with room (not profiled); after the K loop it is 0.97x. Kernels launched
-without the attribute (the Gluon kernels, torch's) keep the ordinary stream order, which is also
-safe on either side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
+(:func:`pdl_enter`; the Gluon GEMMs' twin is ``kernels.gluon_common._gluon_pdl_wait``), which
+returns once the predecessor grid has completed and its memory is visible. Every kernel launched
+this way waits before it reads or writes anything, on every path (a warp-specialized Gluon kernel
+in its default warps, before they start the other partitions), so the chain stays ordered end to
+end: kernel n + 2 waits on n + 1, which could not finish before n. Each program then signals
+``griddepcontrol.launch_dependents``, which lets the next kernel launch once every program of this
+one has signalled or exited: the small kernels (alignment, quantization, row gather, combine) right
+after their wait, the GEMMs only after their K loop (the persistent Gluon ones after their last
+tile's). With the GEMMs signalling at once too, mixtral's fp8 layer at T = 1 took 1.38x its time
+without PDL (H200, BENCHMARKS.md, runs 90-91), most likely because the next kernel's programs were
+placed while the GEMM's still ran, on the few SMs with room (not profiled); after the K loop it is
+0.97x. Kernels launched without the attribute (torch's) keep the ordinary stream order, which is
+also safe on either side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
 
-On by default where it applies (a CUDA device of compute capability 9.0 or later, not the Triton
-interpreter); ``MOETUNE_PDL=0`` in the environment turns it off, and :func:`pdl_forced` does so for
-a block of code (the A/B benchmarks). Results are the same bits either way.
+On by default where it applies (an NVIDIA GPU of compute capability 9.0 or later, not the Triton
+interpreter); ``MOETUNE_PDL=0`` in the environment turns it off, and :func:`pdl_forced` turns it off
+or on for a block of code (the A/B benchmarks). Results are the same bits either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 from collections.abc import Iterator
@@ -40,7 +43,7 @@ ENV = "MOETUNE_PDL"
 applies)."""
 MIN_CAPABILITY = (9, 0)
 
-_forced: bool | None = None
+_forced: contextvars.ContextVar[bool | None] = contextvars.ContextVar("moetune_pdl_forced", default=None)
 
 
 @functools.cache
@@ -50,14 +53,30 @@ def _capability(index: int) -> tuple[int, int]:
 
 def pdl_unready(device: torch.device) -> str | None:
     """Why the layer's kernels on ``device`` launch without PDL, or ``None`` when they use it."""
-    if _forced is not None:
-        return None if _forced else "turned off by kernels.pdl.pdl_forced(False)"
+    return _unable(device) or _turned_off()
+
+
+def pdl_turned_off(device: torch.device) -> bool:
+    """Whether ``device`` could launch with PDL but ``MOETUNE_PDL=0`` or :func:`pdl_forced` turned
+    it off: the layer then runs slower at decode than the code's default (the tuner and the gate key
+    on it, ``kernels.runner``)."""
+    return _unable(device) is None and _turned_off() is not None
+
+
+def _turned_off() -> str | None:
+    forced = _forced.get()
+    if forced is not None:
+        return None if forced else "turned off by kernels.pdl.pdl_forced(False)"
     if os.environ.get(ENV, "1").strip() == "0":
         return f"{ENV}=0 is set"
+    return None
+
+
+def _unable(device: torch.device) -> str | None:
     if triton.knobs.runtime.interpret:
         return "TRITON_INTERPRET is set (the interpreter runs no grid dependencies)"
-    if device.type != "cuda":
-        return f"device {device} is not a CUDA GPU"
+    if device.type != "cuda" or torch.version.hip is not None or not torch.cuda.is_available():
+        return f"device {device} is not an NVIDIA CUDA GPU (griddepcontrol is PTX)"
     capability = _capability(device.index if device.index is not None else torch.cuda.current_device())
     if capability < MIN_CAPABILITY:
         return f"compute capability {capability[0]}.{capability[1]} is below 9.0"
@@ -74,14 +93,14 @@ def pdl_args(device: torch.device) -> dict[str, bool]:
 
 @contextlib.contextmanager
 def pdl_forced(enabled: bool) -> Iterator[None]:
-    """Launch with PDL on (``True``: even where :func:`pdl_unready` would refuse, so only on a GPU
-    that has it) or off inside the block, whatever the environment says."""
-    global _forced
-    before, _forced = _forced, enabled
+    """Launch with PDL on or off inside the block (this thread or task only), whatever ``MOETUNE_PDL``
+    says; where PDL cannot run (:func:`pdl_unready`: the interpreter, no NVIDIA GPU, below sm_90) it
+    stays off."""
+    token = _forced.set(enabled)
     try:
         yield
     finally:
-        _forced = before
+        _forced.reset(token)
 
 
 @triton.jit

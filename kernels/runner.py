@@ -20,6 +20,7 @@ import triton.language as tl
 
 from kernels.fused_moe import fused_moe
 from kernels.gluon_support import gluon_unready
+from kernels.pdl import pdl_turned_off
 from kernels.peer import grouped_mm_moe
 from kernels.quant import (
     dequantize_fp8_block,
@@ -87,7 +88,10 @@ class FusedMoERunner:
     name = "fused_moe"
 
     def __init__(self, *, allow_gluon: bool = True) -> None:
-        self.source_hash = source_hash()
+        self.source_hash = source_hash() + ("+pdl-off" if pdl_turned_off(torch.device("cuda")) else "")
+        """The kernels' code hash; ``+pdl-off`` where this GPU could launch them with PDL but it was
+        turned off (``MOETUNE_PDL=0``): they run slower at decode, so the tuner re-tunes and the gate
+        says the kernel changed."""
         self.space_hash = space_hash()
         """Keys the tuning cache beside ``source_hash``: this module decides the tactic space."""
         self.slowdown = slowdown_from_env()

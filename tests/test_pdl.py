@@ -12,6 +12,9 @@ never waited could finish before it and break the order of the chain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
@@ -21,16 +24,21 @@ from benchmarks.offline_child import run_offline
 from kernels import pdl
 
 
-def test_the_interpreter_and_the_cpu_never_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_interpreter_the_cpu_and_rocm_never_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
     # the environment, not triton.knobs: setting a knob would outlive monkeypatch's undo
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert "TRITON_INTERPRET" in (pdl.pdl_unready(torch.device("cpu")) or "")
     assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert "not a CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
+    assert "not an NVIDIA CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm build: its "cuda" devices run no PTX
+    assert "not an NVIDIA CUDA GPU" in (pdl.pdl_unready(torch.device("cuda", 0)) or "")
 
 
-def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_turns_it_off_and_forcing_overrides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
     monkeypatch.setenv(pdl.ENV, "0")
     assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
     with pdl.pdl_forced(True):
@@ -41,9 +49,52 @@ def test_the_environment_turns_it_off_and_forcing_overrides_both(monkeypatch: py
     assert pdl.pdl_unready(torch.device("cuda", 0)) == f"{pdl.ENV}=0 is set"
 
 
+def test_forcing_it_on_does_not_reach_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pdl.pdl_forced(True):
+        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": False}
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (8, 0))
+    with pdl.pdl_forced(True):
+        assert pdl.pdl_args(torch.device("cuda", 0)) == {"PDL": False}
+
+
+def test_forcing_holds_in_its_own_thread_only() -> None:
+    import threading
+
+    seen: list[bool | None] = []
+    with pdl.pdl_forced(False):
+        worker = threading.Thread(target=lambda: seen.append(pdl._forced.get()))
+        worker.start()
+        worker.join()
+        assert pdl._forced.get() is False
+    assert seen == [None] and pdl._forced.get() is None
+
+
+def test_turning_it_off_on_a_gpu_that_has_it_marks_the_runners_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernels.runner import FusedMoERunner
+    from kernels.source_hash import source_hash
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr("kernels.runner.gluon_unready", lambda *a: "not in this test")
+    monkeypatch.delenv(pdl.ENV, raising=False)
+    assert not pdl.pdl_turned_off(torch.device("cuda"))
+    assert FusedMoERunner().source_hash == source_hash()
+    monkeypatch.setenv(pdl.ENV, "0")
+    assert pdl.pdl_turned_off(torch.device("cuda"))
+    assert FusedMoERunner().source_hash == source_hash() + "+pdl-off"
+    monkeypatch.setattr(pdl, "_capability", lambda index: (8, 0))  # it never had PDL: nothing turned off
+    assert not pdl.pdl_turned_off(torch.device("cuda"))
+
+
 def test_an_old_gpu_launches_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pdl.ENV, raising=False)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(pdl, "_capability", lambda index: (8, 0))
     assert pdl.pdl_unready(torch.device("cuda", 0)) == "compute capability 8.0 is below 9.0"
     monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
@@ -116,3 +167,73 @@ def test_every_pdl_kernel_waits_before_it_touches_memory() -> None:
         assert 0 < found[gemm]["last_mma"] < found[gemm]["launch"], f"{gemm}: {found[gemm]}"
     for small in ("align_fused", "quant", "gather_rows", "combine"):  # these at once, after the wait
         assert found[small]["launch"] < found[small]["first_memory"], f"{small}: {found[small]}"
+
+
+GLUON_CHILD = """
+import json
+import re
+from kernels.gluon_support import HAS_GLUON
+out = {"has_gluon": HAS_GLUON, "kernels": {}}
+if HAS_GLUON:
+    from benchmarks import gluon_gate_up_ws as ws
+    from benchmarks.gluon_fp8_down import Variant, compile_gluon_down
+    from benchmarks.gluon_fp8_moe import OFFLINE_VARIANTS, compile_gluon_moe
+    BUILDS = {
+        "down_fp8": lambda: compile_gluon_down(Variant(128, 128, 8, 4), pdl=True),
+        "down_16bit": lambda: compile_gluon_down(Variant(128, 256, 8, 3), block_scale=False, pdl=True),
+        "gate_up_wide": lambda: compile_gluon_moe(OFFLINE_VARIANTS[0], pdl=True),
+        "gate_up_halves": lambda: compile_gluon_moe(OFFLINE_VARIANTS[3], pdl=True),
+        "gate_up_ws": lambda: ws.compile_ws(5, pdl=True),
+        "gate_up_ws_gather": lambda: ws.compile_ws_gather(5, pdl=True),
+        "gate_up_ws_16bit": lambda: ws.compile_ws_16bit(3, pdl=True),
+        "gate_up_ws_16bit_gather": lambda: ws.compile_ws_16bit_gather(4, pdl=True),
+    }
+    MEMORY = re.compile(r"\\b(ld\\.global|st\\.global|atom\\.global|red\\.global|cp\\.async)")
+    for name, build in BUILDS.items():
+        ptx = build().asm["ptx"]
+        first = MEMORY.search(ptx)
+        out["kernels"][name] = {
+            "waits": ptx.count("griddepcontrol.wait"),
+            "launches": ptx.count("griddepcontrol.launch_dependents"),
+            "wait": ptx.find("griddepcontrol.wait"), "launch": ptx.find("griddepcontrol.launch_dependents"),
+            "first_memory": first.start() if first else -1, "first_op": first.group(1) if first else "",
+            "workers_released": ptx.find("barrier.sync \\t1;"), "last_mma": ptx.rfind("wgmma.mma_async")}
+print(json.dumps(out))
+"""
+
+
+def test_every_gluon_kernel_waits_before_it_touches_memory_or_starts_its_workers(
+    gluon_child: Callable[[str], dict[str, Any]],
+) -> None:
+    """The Gluon GEMMs compiled with ``PDL``: one ``griddepcontrol.wait``, in the default warps before
+    their first global access and before they release the warp-specialized partitions (``barrier.sync
+    1``: the loader warps wait on it at the kernel's entry); one signal, after the last wgmma."""
+    found = gluon_child(GLUON_CHILD)["kernels"]
+    assert len(found) == 8
+    for name, at in found.items():
+        assert at["waits"] == 1 and at["launches"] == 1, f"{name}: {at}"
+        assert 0 <= at["wait"] < at["first_memory"], f"{name}: its first {at['first_op']} precedes the wait"
+        assert 0 < at["last_mma"] < at["launch"], f"{name}: the next kernel may launch before the last wgmma"
+        if name.startswith(("down", "gate_up_ws")):  # warp-specialized
+            assert at["wait"] < at["workers_released"], f"{name}: the workers start before the wait"
+
+
+def test_the_ab_scripts_triton_only_variant_keeps_just_the_gluon_launches_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from benchmarks import pdl_ab
+
+    triton_layer = importlib.import_module("kernels.fused_moe")  # the package exports a function by that name
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (9, 0))
+    gpu, on = torch.device("cuda", 0), {"PDL": True, "launch_pdl": True}
+    gluon = [importlib.import_module(name) for name in pdl_ab.GLUON_MODULES]
+    with pdl_ab.modes("triton")["triton"]():
+        assert triton_layer.pdl_args(gpu) == on
+        assert [module.pdl_args(gpu) for module in gluon] == [{"PDL": False}] * 3
+    with pdl.pdl_forced(False):
+        assert [module.pdl_args(gpu) for module in gluon] == [{"PDL": False}] * 3
+    assert [module.pdl_args(gpu) for module in gluon] == [on] * 3
