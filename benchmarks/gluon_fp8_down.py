@@ -204,11 +204,10 @@ SPILLING = {(128, 128, 4), (128, 256, 8)}
 TRITON_TILES = [(64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3)]
 
 
-def compile_gluon_down(variant: Variant, *, block_scale: bool = True, pdl: bool = False) -> Any:
+def compile_gluon_down(variant: Variant, *, block_scale: bool = True) -> Any:
     """The Gluon down kernel compiled for sm_90a without a GPU, specialized like a launch on
     deepseek-like shapes (pointers, N, K and the hs row stride 16-divisible; w2s strides not); fp8
-    with ``block_scale``, else bf16 h and w2 with block_k 64 (the 16-bit tiles); ``pdl``: with
-    programmatic dependent launch's wait and signal (``kernels.pdl``)."""
+    with ``block_scale``, else bf16 h and w2 with block_k 64 (the 16-bit tiles)."""
     fn = _gluon_down_kernel
     b_rows = variant.block_n
     block_k, in_gl, in_name = (GROUP, gl.float8e4nv, "fp8e4nv") if block_scale else (64, gl.bfloat16, "bf16")
@@ -226,10 +225,9 @@ def compile_gluon_down(variant: Variant, *, block_scale: bool = True, pdl: bool 
         "stride_hsm": "i32", "stride_wse": "i32", "stride_wsn": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr",
         "LOADER_WARPS": "constexpr", "LOADER_REGS": "constexpr", "BLOCK_SCALE": "constexpr",
-        "PDL": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
-                  "LOADER_REGS": LOADER_REGS, "BLOCK_SCALE": block_scale, "PDL": pdl}  # fmt: skip
+                  "LOADER_REGS": LOADER_REGS, "BLOCK_SCALE": block_scale}  # fmt: skip
     aligned = ("hs_ptr", "ws_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "topk_weights_ptr", "N", "K", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}

@@ -202,14 +202,13 @@ OFFLINE_VARIANTS = [
 ]
 
 
-def compile_gluon_moe(variant: Variant, *, pdl: bool = False) -> Any:
-    """The Gluon gate/up kernel compiled for sm_90a without a GPU (see :func:`compile_gate_up_kernel`);
-    ``pdl``: with programmatic dependent launch's wait and signal (``kernels.pdl``)."""
+def compile_gluon_moe(variant: Variant) -> Any:
+    """The Gluon gate/up kernel compiled for sm_90a without a GPU (see :func:`compile_gate_up_kernel`)."""
     return compile_gate_up_kernel(
         _gluon_gate_up_fp8_kernel, [2, WEIGHT_ROWS[variant.scheme], GROUP], variant.block_m,
         variant.num_warps,
         {"NUM_STAGES": variant.num_stages, "GROUP_M": 8, "SCHEME": variant.scheme,
-         "SORTED": variant.sorted_x, "PDL": pdl},
+         "SORTED": variant.sorted_x},
         h_cols=H_BOX[variant.scheme],
     )  # fmt: skip
 

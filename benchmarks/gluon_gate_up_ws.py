@@ -50,7 +50,7 @@ TILE = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True)
 """The default's sorted halves gate/up tile (block_m 128)."""
 
 
-def compile_ws(num_stages: int = 4, *, pdl: bool = False) -> Any:
+def compile_ws(num_stages: int = 4) -> Any:
     """The kernel compiled for sm_90a without a GPU, specialized like a launch on DeepSeek-like shapes
     (pointers, N, K and the xs/hs row strides 16-divisible; the w1s strides not)."""
     fn = _gluon_gate_up_ws_kernel
@@ -65,9 +65,9 @@ def compile_ws(num_stages: int = 4, *, pdl: bool = False) -> Any:
         "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wse": "i32",
         "stride_wsn": "i32", "stride_wsk": "i32", "stride_hsm": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
-        "LOADER_REGS": "constexpr", "PDL": "constexpr",
+        "LOADER_REGS": "constexpr",
     }  # fmt: skip
-    constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "PDL": pdl, "LOADER_WARPS": LOADER_WARPS,
+    constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
                   "LOADER_REGS": LOADER_REGS}  # fmt: skip
     aligned = ("xs_ptr", "ws_ptr", "hs_ptr", "expert_ids_ptr", "num_padded_ptr", "N", "K")
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -75,7 +75,7 @@ def compile_ws(num_stages: int = 4, *, pdl: bool = False) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
 
 
-def compile_ws_16bit(num_stages: int = 3, *, pdl: bool = False) -> Any:
+def compile_ws_16bit(num_stages: int = 3) -> Any:
     """The 16-bit (bf16) persistent gate/up compiled for sm_90a without a GPU: x box (128, 64), weight
     box (2, 128, 64), h box (128, 128); N and K 16-divisible."""
     fn = _gluon_gate_up_ws_16bit_kernel
@@ -85,8 +85,8 @@ def compile_ws_16bit(num_stages: int = 3, *, pdl: bool = False) -> Any:
                  for name, box in boxes.items()}  # fmt: skip
     signature.update({"expert_ids_ptr": "*i32", "num_padded_ptr": "*i32", "N": "i32", "K": "i32",
                       "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
-                      "LOADER_REGS": "constexpr", "PDL": "constexpr"})  # fmt: skip
-    constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "PDL": pdl, "LOADER_WARPS": LOADER_WARPS,
+                      "LOADER_REGS": "constexpr"})  # fmt: skip
+    constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
                   "LOADER_REGS": LOADER_REGS}  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("expert_ids_ptr", "num_padded_ptr",
                                                                             "N", "K")}  # fmt: skip
@@ -94,7 +94,7 @@ def compile_ws_16bit(num_stages: int = 3, *, pdl: bool = False) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
 
 
-def compile_ws_16bit_gather(num_stages: int = 3, *, pdl: bool = False) -> Any:
+def compile_ws_16bit_gather(num_stages: int = 3) -> Any:
     """The gathering 16-bit (bf16) persistent gate/up compiled for sm_90a without a GPU: x (T, H) by
     pointer with a 16-divisible row stride, top_k 8, weight box (2, 128, 64), h box (128, 128)."""
     fn = _gluon_gate_up_ws_16bit_gather_kernel
@@ -106,9 +106,9 @@ def compile_ws_16bit_gather(num_stages: int = 3, *, pdl: bool = False) -> Any:
                       "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xm": "i32",
                       "num_slots": "i32"})  # fmt: skip
     signature.update({name: "constexpr" for name in ("X_LAYOUT", "TOP_K", "NUM_STAGES", "GROUP_M",
-                                                     "LOADER_WARPS", "LOADER_REGS", "PDL")})  # fmt: skip
+                                                     "LOADER_WARPS", "LOADER_REGS")})  # fmt: skip
     constexprs = {"X_LAYOUT": gl.NVMMASharedLayout.get_default_for([128, 64], gl.bfloat16), "TOP_K": 8,
-                  "NUM_STAGES": num_stages, "GROUP_M": 8, "PDL": pdl, "LOADER_WARPS": LOADER_WARPS,
+                  "NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
                   "LOADER_REGS": GATHER_REGS}  # fmt: skip
     aligned = ("x_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr", "N", "K", "stride_xm")
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -116,7 +116,7 @@ def compile_ws_16bit_gather(num_stages: int = 3, *, pdl: bool = False) -> Any:
     return triton.compile(source, target=TARGET, options={"num_warps": 8, "num_stages": num_stages})
 
 
-def compile_ws_gather(num_stages: int = 5, *, pdl: bool = False) -> Any:
+def compile_ws_gather(num_stages: int = 5) -> Any:
     """The gathering fp8 persistent gate/up compiled for sm_90a without a GPU: xq (T, H) e4m3 by
     pointer with a 16-divisible row stride, top_k 8, otherwise as :func:`compile_ws`."""
     fn = _gluon_gate_up_ws_gather_kernel
@@ -132,10 +132,10 @@ def compile_ws_gather(num_stages: int = 5, *, pdl: bool = False) -> Any:
         "stride_wsk": "i32", "stride_hsm": "i32",
     }  # fmt: skip
     signature.update({name: "constexpr" for name in ("X_LAYOUT", "TOP_K", "NUM_STAGES", "GROUP_M",
-                                                     "LOADER_WARPS", "LOADER_REGS", "PDL")})  # fmt: skip
+                                                     "LOADER_WARPS", "LOADER_REGS")})  # fmt: skip
     constexprs = {"X_LAYOUT": gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2),
-                  "TOP_K": 8, "NUM_STAGES": num_stages, "GROUP_M": 8, "PDL": pdl,
-                  "LOADER_WARPS": LOADER_WARPS, "LOADER_REGS": GATHER_REGS_FP8}  # fmt: skip
+                  "TOP_K": 8, "NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
+                  "LOADER_REGS": GATHER_REGS_FP8}  # fmt: skip
     aligned = ("x_ptr", "xs_ptr", "ws_ptr", "hs_ptr", "sorted_ids_ptr", "expert_ids_ptr", "num_padded_ptr",
                "N", "K", "stride_xm", "stride_xsm", "stride_hsm")  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}

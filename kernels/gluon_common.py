@@ -28,7 +28,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 SCALE_GROUP = 128
 """Width of one scale group: 128 columns of x and h, 128 x 128 weight blocks; also BLOCK_K."""
@@ -200,22 +199,3 @@ def _moe_tile(pid, max_blocks, num_pid_n, GROUP_M: gl.constexpr):
     first_m = (pid // width) * GROUP_M
     size_m = gl.minimum(max_blocks - first_m, GROUP_M)
     return first_m + (pid % width) % size_m, (pid % width) // size_m
-
-
-@gluon.jit
-def _gluon_pdl_wait(PDL: gl.constexpr):
-    """A Gluon kernel's first step, before any load or store, its warp specialization included:
-    with ``PDL`` (``kernels.pdl.pdl_args``), wait until the previous grid has completed and its
-    writes are visible to this grid. The worker partitions start only after the default warps reach
-    ``gl.warp_specialize``, so they are past the wait too. (``kernels.pdl.pdl_enter``'s twin:
-    a Gluon kernel cannot call a Triton function.)"""
-    if PDL:
-        gdc_wait()
-
-
-@gluon.jit
-def _gluon_pdl_launch_next(PDL: gl.constexpr):
-    """With ``PDL``, let the next grid launch once every program has called this or exited: the
-    Gluon GEMMs call it after their K loop (the persistent ones after their last tile's)."""
-    if PDL:
-        gdc_launch_dependents()

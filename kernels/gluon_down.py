@@ -61,13 +61,10 @@ from kernels.align import Alignment
 from kernels.gluon_common import (
     SCALE_GROUP,
     _gluon_block_scale,
-    _gluon_pdl_launch_next,
-    _gluon_pdl_wait,
     _gluon_pin,
     _mma_layout,
     _moe_tile,
 )
-from kernels.pdl import pdl_args
 from kernels.tactics import GemmTile
 
 LOADER_WARPS = 4
@@ -246,12 +243,10 @@ def _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout: gl.c
 @gluon.jit
 def _down_math(a_bufs, b_bufs, ready, empty, y_desc, y_smem, hs_ptr, ws_ptr, sorted_ids_ptr, expert_ids_ptr,
                topk_weights_ptr, N, num_slots, max_blocks, stride_hsm, stride_wse, stride_wsn, pid, step,
-               total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr, BLOCK_SCALE: gl.constexpr,
-               PDL: gl.constexpr):  # fmt: skip
+               total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr, BLOCK_SCALE: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile the K loop on the loader's ring (flat blocks
     ``base ..``; :func:`_ws_k_loop` with ``BLOCK_SCALE``, else :func:`_ws_k_loop_plain`), then the
-    epilogue (:func:`_down_epilogue`). With ``PDL`` the next kernel may launch once the last tile's
-    store is issued."""
+    epilogue (:func:`_down_epilogue`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     BLOCK_N: gl.constexpr = b_bufs.shape[1]
     SPLIT: gl.constexpr = BLOCK_N > 128  # the w2 scale block is 128 rows (SCALE_GROUP)
@@ -278,7 +273,6 @@ def _down_math(a_bufs, b_bufs, ready, empty, y_desc, y_smem, hs_ptr, ws_ptr, sor
             acc = _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout)
         _down_epilogue(acc, w, y_desc, y_smem, off_m, off_n)
         base += num_k
-    _gluon_pdl_launch_next(PDL)
     tma.store_wait(pendings=0)  # the last tile's rows have left y_smem
 
 @gluon.jit(do_not_specialize=["num_slots", "max_blocks"])
@@ -291,7 +285,6 @@ def _gluon_down_kernel(
     stride_hsm, stride_wse, stride_wsn,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
     LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr, BLOCK_SCALE: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs (at most the tile bound ``max_blocks * H /
     BLOCK_N``). BLOCK_M comes from ``a_desc``'s block, BLOCK_N from ``b_desc``'s, BLOCK_K from
@@ -305,7 +298,6 @@ def _gluon_down_kernel(
         gl.static_assert(BLOCK_K == 128, "one scale group per K step")
         gl.static_assert(128 % BLOCK_N == 0 or BLOCK_N == 256, "BLOCK_N 64, 128, or 256 (two scale blocks)")
     gl.static_assert(NUM_STAGES >= 2, "the ring needs a slot for the block in flight and one to fill")
-    _gluon_pdl_wait(PDL)
     num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
@@ -314,7 +306,7 @@ def _gluon_down_kernel(
     gl.warp_specialize([
         (_down_math, (a_bufs, b_bufs, ready, empty, y_desc, y_smem, hs_ptr, ws_ptr, sorted_ids_ptr,
                       expert_ids_ptr, topk_weights_ptr, N, num_slots, max_blocks, stride_hsm, stride_wse,
-                      stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M, BLOCK_SCALE, PDL)),
+                      stride_wsn, pid, step, total, num_m, num_pid_n, num_k, GROUP_M, BLOCK_SCALE)),
         (_down_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, N, pid, step, total,
                         num_m, num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
@@ -391,5 +383,5 @@ def launch_gluon_down(
         hs.stride(0) if block_scale else 0, w2s.stride(0) if block_scale else 0,
         w2s.stride(1) if block_scale else 0,
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
-        BLOCK_SCALE=block_scale, num_warps=tile.num_warps, **pdl_args(h.device),
+        BLOCK_SCALE=block_scale, num_warps=tile.num_warps,
     )  # fmt: skip

@@ -70,14 +70,11 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.align import Alignment
 from kernels.gluon_common import (
     SCALE_GROUP,
-    _gluon_pdl_launch_next,
-    _gluon_pdl_wait,
     _gluon_pin,
     _mma_layout,
     _moe_tile,
     _ready_ring,
 )
-from kernels.pdl import pdl_args
 from kernels.tactics import GemmTile
 
 SCHEMES = {64: "wide", 128: "halves"}
@@ -290,7 +287,6 @@ def _gluon_gate_up_fp8_kernel(
     N, K, num_slots, top_k, max_blocks,  # N = I, K = H
     stride_xm, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, SCHEME: gl.constexpr, SORTED: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """One (BLOCK_M rows, 128 columns of h) tile per program; grid ``max_blocks * cdiv(I, 128)``
     in main's grouped order. BLOCK_M comes from ``h_desc``'s block, BLOCK_K = 128 from ``w_desc``'s.
@@ -305,7 +301,6 @@ def _gluon_gate_up_fp8_kernel(
     gl.static_assert(h_desc.block_type.shape[1] * PASSES == BLOCK_N, "hq box: the program's columns")
     gl.static_assert(NUM_STAGES >= 3, "cp.async wait_group NUM_STAGES-2 needs a ring of 3+")
 
-    _gluon_pdl_wait(PDL)
     pid_m, pid_n = _moe_tile(gl.program_id(0), max_blocks, gl.cdiv(N, BLOCK_N), GROUP_M)
     if pid_m * BLOCK_M >= gl.load(num_padded_ptr):
         return
@@ -362,7 +357,6 @@ def _gluon_gate_up_fp8_kernel(
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, 0, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
                              SORTED)  # fmt: skip
-        _gluon_pdl_launch_next(PDL)
         # The predicated-off gathers past the last K block still zero-fill their A slots
         # asynchronously: drain them before the epilogue's shared-memory scratch may reuse the ring.
         _drain_ring(ready, NUM_STAGES)
@@ -388,7 +382,6 @@ def _gluon_gate_up_fp8_kernel(
         acc = _wide_mainloop(a_bufs, b_bufs, ready, a_src, a_off, w_desc, e2, off_n, num_k, num_k, sa_ptrs,
                              gs_ptr, us_ptr, stride_wsk, mma_layout, NUM_STAGES, PASSES, False,
                              SORTED)  # fmt: skip
-        _gluon_pdl_launch_next(PDL)
         _drain_ring(ready, NUM_STAGES)
         h_hi = _halves_h(acc)
         h_layout: gl.constexpr = h_hi.type.layout
@@ -466,5 +459,5 @@ def launch_gluon_gate_up(
         i, h, al.num_slots, top_k, al.max_blocks,
         xq.stride(0), xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, SCHEME=scheme, SORTED=sorted_x,
-        num_warps=tile.num_warps, **pdl_args(xq.device),
+        num_warps=tile.num_warps,
     )  # fmt: skip

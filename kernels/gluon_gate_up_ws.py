@@ -69,7 +69,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.align import Alignment
-from kernels.gluon_common import SCALE_GROUP, _gluon_pdl_launch_next, _gluon_pdl_wait, _mma_layout, _moe_tile
+from kernels.gluon_common import SCALE_GROUP, _mma_layout, _moe_tile
 from kernels.gluon_down import (
     _GL_DTYPES,
     LOADER_REGS,
@@ -82,7 +82,6 @@ from kernels.gluon_down import (
     _ws_schedule,
 )
 from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
-from kernels.pdl import pdl_args
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
@@ -176,13 +175,12 @@ def _ws_quantize(h, h_scale, h_smem):
 def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
              sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid,
              step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr, TOP_K: gl.constexpr,
-             GATHER: gl.constexpr, PDL: gl.constexpr):  # fmt: skip
+             GATHER: gl.constexpr):  # fmt: skip
     """Default partition (the math warps): per tile pass 0 (h columns ``off_n ..``), silu * up into
     the fp32 stash, pass 1 (``off_n + 64 ..``), then the group scale to ``hs`` and both halves' codes
     to ``hq`` by TMA. ``GATHER``: x's ring slots were gathered from the tokens' rows by ``cp.async``
     (:func:`_ws_gather_loader`), so the x scales are read at the token's row (``sorted_ids[r] //
-    TOP_K``; padding rows at row 0, their x codes zeros) and the K loop fences the slots. With ``PDL``
-    the next kernel may launch once the last tile's codes are issued."""
+    TOP_K``; padding rows at row 0, their x codes zeros) and the K loop fences the slots."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = 2 * b_bufs.shape[2]
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps())
@@ -227,7 +225,6 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
         gl.thread_barrier()
         tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_lo)
         tma.async_copy_shared_to_global(h_desc, [off_m, off_n + HALF], h_hi)
-    _gluon_pdl_launch_next(PDL)
     tma.store_wait(pendings=0)
 
 @gluon.jit
@@ -274,20 +271,18 @@ def _gluon_gate_up_ws_kernel(
     N, K,  # N = I, K = H
     stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs. The launch's ``num_warps`` (8) are the math
     warps, ``LOADER_WARPS`` more load. H and I multiples of 128."""
     a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
                                                       x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
-    _gluon_pdl_wait(PDL)
     num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
         a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
     stash, h_lo, h_hi = _ws_h_staging(h_desc)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, None, None, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
-                    pid, step, total, num_m, num_pid_n, num_k, GROUP_M, None, False, PDL)),
+                    pid, step, total, num_m, num_pid_n, num_k, GROUP_M, None, False)),
         (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                       num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
@@ -303,22 +298,19 @@ def _gluon_gate_up_ws_gather_kernel(
     stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     X_LAYOUT: gl.constexpr, TOP_K: gl.constexpr, NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
     LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """:func:`_gluon_gate_up_ws_kernel` reading x's quantized rows and scales where they are, through
     the alignment: the loader gathers the codes (:func:`_ws_gather_loader`), the math warps read each
     row's scales at its token. No copy of x in the alignment's order."""
     a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
                                        X_LAYOUT)  # fmt: skip
-    _gluon_pdl_wait(PDL)
     num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
         a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
     stash, h_lo, h_hi = _ws_h_staging(h_desc)
     gl.warp_specialize([
         (_ws_math, (a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
                     expert_ids_ptr, sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn,
-                    stride_wsk, stride_hsm, pid, step, total, num_m, num_pid_n, num_k, GROUP_M, TOP_K, True,
-                    PDL)),
+                    stride_wsk, stride_hsm, pid, step, total, num_m, num_pid_n, num_k, GROUP_M, TOP_K, True)),
         (_ws_gather_loader, (x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr,
                              expert_ids_ptr, num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K,
                              GROUP_M)),
@@ -355,7 +347,7 @@ def launch_gluon_gate_up_ws(
     programs = min(tiles, _sm_count(xq.device.index))
     strides = (xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0))
     common = dict(NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS,
-                  num_warps=tile.num_warps, **pdl_args(hq.device))  # fmt: skip
+                  num_warps=tile.num_warps)  # fmt: skip
     if tile.sorted_x:
         _gluon_gate_up_ws_kernel[(programs,)](
             x_src, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded, i, h, *strides,
@@ -378,13 +370,12 @@ def launch_gluon_gate_up_ws(
 # --------------------------------------------------------------------------------------------------
 @gluon.jit
 def _ws_math_16bit(a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total, num_m,
-                   num_pid_n, num_k, GROUP_M: gl.constexpr, FENCE: gl.constexpr,
-                   PDL: gl.constexpr):  # fmt: skip
+                   num_pid_n, num_k, GROUP_M: gl.constexpr, FENCE: gl.constexpr):  # fmt: skip
     """Default partition of the 16-bit kernel: per tile one K loop (:func:`kernels.gluon_down.
     _ws_k_loop_plain`) into a ``[128, 256]`` accumulator (128 gate columns, then the same 128 up
     columns), ``silu(gate) * up`` in the accumulator's threads, rounded once to h's dtype and stored
     by TMA; the store runs on during the next tile's K loop. ``FENCE``: x's ring slots were written by
-    ``cp.async`` (:func:`_ws_gather_loader`). ``PDL``: as :func:`_ws_math`."""
+    ``cp.async`` (:func:`_ws_gather_loader`)."""
     BLOCK_M: gl.constexpr = a_bufs.shape[1]
     WIDE: gl.constexpr = 2 * b_bufs.shape[2]
     mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps(), 16)
@@ -400,7 +391,6 @@ def _ws_math_16bit(a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr,
         fence_async_shared()
         gl.thread_barrier()  # all of the tile is in h_smem before one thread issues its store
         tma.async_copy_shared_to_global(h_desc, [pid_m * BLOCK_M, pid_n * TILE_N], h_smem)
-    _gluon_pdl_launch_next(PDL)
     tma.store_wait(pendings=0)
 
 @gluon.jit
@@ -410,20 +400,18 @@ def _gluon_gate_up_ws_16bit_kernel(
     expert_ids_ptr, num_padded_ptr,  # int32 (max_blocks,), (1,)
     N, K,  # N = I, K = H
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """Persistent 16-bit gate/up: grid ``G`` <= the number of SMs; the launch's 8 warps do the
     math, ``LOADER_WARPS`` more load (:func:`_ws_loader`, one pass per tile). I a multiple of 128,
     H of 64."""
     a_bufs = gl.allocate_shared_memory(x_desc.dtype, [NUM_STAGES, x_desc.block_type.shape[0],
                                                       x_desc.block_type.shape[1]], x_desc.layout)  # fmt: skip
-    _gluon_pdl_wait(PDL)
     num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
         a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
-                          num_m, num_pid_n, num_k, GROUP_M, False, PDL)),
+                          num_m, num_pid_n, num_k, GROUP_M, False)),
         (_ws_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                       num_pid_n, num_k, GROUP_M)),
     ], [LOADER_WARPS], [LOADER_REGS])  # fmt: skip
@@ -437,19 +425,17 @@ def _gluon_gate_up_ws_16bit_gather_kernel(
     N, K, stride_xm, num_slots,  # N = I, K = H, num_slots = T * TOP_K
     X_LAYOUT: gl.constexpr, TOP_K: gl.constexpr, NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr,
     LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    PDL: gl.constexpr = False,  # programmatic dependent launch (kernels.pdl)
 ):  # fmt: skip
     """:func:`_gluon_gate_up_ws_16bit_kernel` reading x's rows where they are, through the alignment
     (:func:`_ws_gather_loader`), into ring slots of ``X_LAYOUT`` (the 128-byte swizzle wgmma reads)."""
     a_bufs = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [NUM_STAGES, 128, w_desc.block_type.shape[2]],
                                        X_LAYOUT)  # fmt: skip
-    _gluon_pdl_wait(PDL)
     num_m, num_pid_n, total, num_k, pid, step, b_bufs, ready, empty = _ws_gate_up_ring(
         a_bufs, w_desc, h_desc, num_padded_ptr, N, K, 1 + 32 * LOADER_WARPS)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     gl.warp_specialize([
         (_ws_math_16bit, (a_bufs, b_bufs, ready, empty, h_smem, h_desc, expert_ids_ptr, pid, step, total,
-                          num_m, num_pid_n, num_k, GROUP_M, True, PDL)),
+                          num_m, num_pid_n, num_k, GROUP_M, True)),
         (_ws_gather_loader, (x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, sorted_ids_ptr,
                              expert_ids_ptr, num_slots, pid, step, total, num_m, num_pid_n, num_k, TOP_K,
                              GROUP_M)),
@@ -480,7 +466,7 @@ def launch_gluon_gate_up_ws_16bit(x: torch.Tensor, w1: torch.Tensor, h: torch.Te
     h_desc = TensorDescriptor.from_tensor(h, h_box, gl.NVMMASharedLayout.get_default_for(h_box, dtype))
     programs = min(al.max_blocks * (i // cols), _sm_count(x.device.index))
     common = dict(NUM_STAGES=tile.num_stages, GROUP_M=tile.group_m, LOADER_WARPS=LOADER_WARPS,
-                  num_warps=tile.num_warps, **pdl_args(h.device))  # fmt: skip
+                  num_warps=tile.num_warps)  # fmt: skip
     if tile.sorted_x:
         x_desc = TensorDescriptor.from_tensor(x, x_box, x_layout)
         _gluon_gate_up_ws_16bit_kernel[(programs,)](

@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (PDL) for the layer's kernels, on Hopper and later GPUs.
+"""Programmatic dependent launch (PDL) for the layer's Triton kernels, on Hopper and later GPUs.
 
 The layer is a chain of small launches (alignment, fp8 quantization of x, row gather, gate/up, down,
 combine). Without PDL each kernel is launched only when the one before it has finished and its
@@ -6,19 +6,17 @@ writes are flushed, so every boundary costs a launch and the ramp of a fresh gri
 few tokens, a 30-180 µs layer) that is a large share of the layer. With PDL a kernel is launched
 with CUDA's programmatic stream serialization attribute (Triton's ``launch_pdl``): its programs may
 start while its predecessor still runs, and each one first executes ``griddepcontrol.wait``
-(:func:`pdl_enter`; the Gluon GEMMs' twin is ``kernels.gluon_common._gluon_pdl_wait``), which
-returns once the predecessor grid has completed and its memory is visible. Every kernel launched
-this way waits before it reads or writes anything, on every path (a warp-specialized Gluon kernel
-in its default warps, before they start the other partitions), so the chain stays ordered end to
-end: kernel n + 2 waits on n + 1, which could not finish before n. Each program then signals
-``griddepcontrol.launch_dependents``, which lets the next kernel launch once every program of this
-one has signalled or exited: the small kernels (alignment, quantization, row gather, combine) right
-after their wait, the GEMMs only after their K loop (the persistent Gluon ones after their last
-tile's). With the GEMMs signalling at once too, mixtral's fp8 layer at T = 1 took 1.38x its time
-without PDL (H200, BENCHMARKS.md, runs 90-91), most likely because the next kernel's programs were
-placed while the GEMM's still ran, on the few SMs with room (not profiled); after the K loop it is
-0.97x. Kernels launched without the attribute (torch's) keep the ordinary stream order, which is
-also safe on either side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
+(:func:`pdl_enter`), which returns once the predecessor grid has completed and its memory is
+visible. Every kernel launched this way waits before it reads or writes anything, on every path,
+so the chain stays ordered end to end: kernel n + 2 waits on n + 1, which could not finish before
+n. Each program then signals ``griddepcontrol.launch_dependents``, which lets the next kernel launch
+once every program of this one has signalled or exited: the small kernels (alignment, quantization,
+row gather, combine) right after their wait, the Triton GEMMs only after their K loop. With the
+GEMMs signalling at once too, mixtral's fp8 layer at T = 1 took 1.38x its time without PDL (H200,
+BENCHMARKS.md, runs 90-91), most likely because the next kernel's programs were placed while the
+GEMM's still ran, on the few SMs with room (not profiled); after the K loop it is 0.97x. Kernels launched
+without the attribute (the Gluon kernels, torch's) keep the ordinary stream order, which is also
+safe on either side of a PDL launch. CUDA-graph capture keeps the programmatic edges.
 
 On by default where it applies (an NVIDIA GPU of compute capability 9.0 or later, not the Triton
 interpreter); ``MOETUNE_PDL=0`` in the environment turns it off, and :func:`pdl_forced` turns it off

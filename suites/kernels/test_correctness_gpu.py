@@ -474,8 +474,9 @@ PDL_POINTS = [
     ("deepseek-r1-dep8", 1000, "bf16"),  # the four-launch alignment, x's rows copied into its order
     ("deepseek-r1-dep8", 1000, "fp8"),  # the two-pass sorted quantization (top_k 8), Gluon GEMMs
     ("mixtral-8x7b-ep1", 700, "fp8"),  # the token-major sorted quantization (top_k 2)
-    ("qwen3-30b-a3b-ep1", 4096, "bf16"),  # the gathering persistent 16-bit Gluon gate/up
-    ("qwen3-30b-a3b-ep1", 4096, "fp8"),  # the persistent fp8 Gluon gate/up on x in the alignment's order
+    # plain launches of the persistent Gluon gate/ups (16-bit gathering; fp8 on sorted x) between PDL ones
+    ("qwen3-30b-a3b-ep1", 4096, "bf16"),
+    ("qwen3-30b-a3b-ep1", 4096, "fp8"),
 ]
 
 
