@@ -17,7 +17,9 @@ The matmul rates above are timed in 20 ms rounds that alternate with the copy, a
 so the card runs them near its boost clock: about 1.17x what it sustains at its power limit, where
 the large-T layers run (BENCHMARKS.md, run 63). So the run also measures the sustained rates, the
 plugin's ceilings (``pytest_moetune.ceilings.measure_ceilings``: 2 s of matmuls first), and every
-row gives its roofline fraction against both ("% roofline, sustained").
+point times the same dense matmuls again as variants of its own interleaved rounds (``dense_mm``,
+``dense_mm_fp8``): rates at the clock and power state the point's layers ran at. Every row gives its
+roofline fraction against all three ("% roofline, sustained", "% roofline, in-round").
 
 The best tactic is chosen in two steps: the sweep ranks tactics (3 short rounds each); the
 default and the sweep's two fastest are then timed in the same interleaved rounds as the peer and
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import statistics
@@ -166,6 +169,32 @@ class Timed:
         return statistics.median(self.rounds)
 
 
+DENSE_SIZE = 8192
+"""The dense matmuls behind the roofline's rates are DENSE_SIZE^3."""
+
+
+@functools.cache
+def dense_matmuls() -> dict[str, Callable[[], object]]:
+    """The dense DENSE_SIZE^3 matmuls the roofline's rates come from, on random operands made once
+    (bf16, ~0.4 GB with their e4m3 copies): "bf16" (``torch.mm``, bf16 out) and "fp8"
+    (``torch._scaled_mm`` on e4m3, unit scales, bf16 out)."""
+    a = torch.randn(DENSE_SIZE, DENSE_SIZE, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(DENSE_SIZE, DENSE_SIZE, device="cuda", dtype=torch.bfloat16)
+    a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
+    one = torch.ones((), device="cuda", dtype=torch.float32)
+    return {"bf16": lambda: torch.mm(a, b),
+            "fp8": lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)}  # fmt: skip
+
+
+def in_round_ceilings(ceilings: dict[str, float], res: dict[str, dict[str, object]]) -> dict[str, float]:
+    """``ceilings`` with the matmul rates of one point's own rounds (its ``dense_mm`` and, at fp8
+    points, ``dense_mm_fp8`` medians in ``res``, :func:`run_point`'s results); the copy rate kept."""
+    flops = 2 * DENSE_SIZE**3
+    rates = {"matmul_flops_per_s": "dense_mm", "fp8_matmul_flops_per_s": "dense_mm_fp8"}
+    return {**ceilings, **{key: flops / (float(res[name]["median_us"]) * 1e-6)  # type: ignore[arg-type]
+                           for key, name in rates.items() if name in res}}  # fmt: skip
+
+
 def measure_ceilings(rounds: int) -> dict[str, object]:
     """Copy bandwidth (read + write bytes) and dense bf16 matmul rate, by graph replay.
 
@@ -180,10 +209,8 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
         "memcpy": Timed([lambda: dst.copy_(src)], 20_000),
         "kernel": Timed([lambda: torch.neg(src, out=dst)], 20_000),
     }
-    size = 8192
-    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
-    mm = Timed([lambda: torch.mm(a, b)], 20_000)
+    size = DENSE_SIZE
+    mm = Timed([dense_matmuls()["bf16"]], 20_000)
     for _ in range(rounds):
         for tm in copies.values():
             tm.round()
@@ -200,10 +227,7 @@ def measure_ceilings(rounds: int) -> dict[str, object]:
         "matmul_rounds_us": mm.rounds,
     }
     # dense fp8 (e4m3) matmul through torch._scaled_mm, bf16 out: the fp8 roofline's rate
-    a8 = a.to(torch.float8_e4m3fn)
-    b8 = b.to(torch.float8_e4m3fn)
-    one = torch.ones((), device="cuda", dtype=torch.float32)
-    mm8 = Timed([lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)], 20_000)
+    mm8 = Timed([dense_matmuls()["fp8"]], 20_000)
     for _ in range(rounds):
         mm8.round()
     res["fp8_matmul_flops_per_s"] = 2 * size**3 / (mm8.median * 1e-6)
@@ -497,6 +521,10 @@ def run_point(
             if twin not in finalists8.values():
                 finalists8["fp8_sorted_twin"] = twin
         variants.update({name: Timed(fp8_calls(t), target) for name, t in finalists8.items()})
+    # the roofline's dense matmuls again, in this point's rounds (see the module docstring)
+    variants["dense_mm"] = Timed([dense_matmuls()["bf16"]], target)
+    if do_fp8:
+        variants["dense_mm_fp8"] = Timed([dense_matmuls()["fp8"]], target)
     torch.cuda.empty_cache()
     for _ in range(args.rounds):
         for tm in variants.values():
@@ -514,6 +542,7 @@ def run_point(
         b8 = finalists8[b8_name]
         res["fp8_best"] = {**res[b8_name], "finalist": b8_name}
     sustained = sustained_ceilings(ceilings)
+    in_round = in_round_ceilings(ceilings, res)
 
     def sustained_floor(fp8: bool) -> float | None:
         return None if sustained is None else roofline_us(case, num_tokens, sustained, fp8)["roofline_us"]
@@ -523,6 +552,7 @@ def run_point(
         "tokens": num_tokens,
         **roofline_us(case, num_tokens, ceilings),
         "roofline_sustained_us": sustained_floor(False),
+        "roofline_in_round_us": roofline_us(case, num_tokens, in_round)["roofline_us"],
         "default_tactic": dflt.to_dict(),
         "best_tactic": best.to_dict(),
         "finalists": {k: t.to_dict() for k, t in finalists.items()},
@@ -535,6 +565,7 @@ def run_point(
         point["fp8"] = {
             "roofline": roofline_us(case, num_tokens, ceilings, fp8=True),
             "roofline_sustained_us": sustained_floor(True),
+            "roofline_in_round_us": roofline_us(case, num_tokens, in_round, fp8=True)["roofline_us"],
             "default_tactic": d8.to_dict(),
             "best_tactic": b8.to_dict(),
             "finalists": {k: t.to_dict() for k, t in finalists8.items()},
@@ -575,7 +606,8 @@ def fmt_fp8_row(p: dict[str, object]) -> str:
     return (
         f"| {p['case']} | {p['tokens']} | {b:.1f} | {d8:.1f} | {b8:.1f} | {b / b8:.2f}x | "
         f"{roof:.1f} | {100 * roof / b8:.0f}% | {_percent(f8.get('roofline_sustained_us'), b8)} | "
-        f"{f8['best_rel_err_vs_peer']:.1e} | `{Tactic.from_dict(f8['best_tactic']).name}` |"
+        f"{_percent(f8.get('roofline_in_round_us'), b8)} | {f8['best_rel_err_vs_peer']:.1e} | "
+        f"`{Tactic.from_dict(f8['best_tactic']).name}` |"
     )
 
 
@@ -586,8 +618,8 @@ def _percent(roofline: object, us: float) -> str:
 
 FP8_HEADER = (
     "| case | T/rank | bf16 best µs | fp8 default µs | fp8 best µs | fp8 speedup vs bf16 "
-    "best | fp8 roofline µs | fp8 % roofline | fp8 % roofline, sustained | fp8 rel err vs bf16 peer | "
-    "fp8 best tactic |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "best | fp8 roofline µs | fp8 % roofline | fp8 % roofline, sustained | fp8 % roofline, in-round | "
+    "fp8 rel err vs bf16 peer | fp8 best tactic |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -601,14 +633,15 @@ def fmt_row(p: dict[str, object]) -> str:
     return (
         f"| {p['case']} | {p['tokens']} | {p['rows']} | {d:.1f} | {b:.1f} | {pe:.1f} | "
         f"{roof:.1f} ({bound}) | {pe / b:.2f}x | {100 * roof / b:.0f}% | {100 * roof / pe:.0f}% | "
-        f"{_percent(p.get('roofline_sustained_us'), b)} | `{dt}` | {best} |"
+        f"{_percent(p.get('roofline_sustained_us'), b)} | {_percent(p.get('roofline_in_round_us'), b)} | "
+        f"`{dt}` | {best} |"
     )
 
 
 HEADER = (
     "| case | T/rank | rows R | default µs | best µs | peer µs | roofline µs (bound) | "
-    "best vs peer | best % roofline | peer % roofline | best % roofline, sustained | default tactic | "
-    "best tactic |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "best vs peer | best % roofline | peer % roofline | best % roofline, sustained | best % roofline, "
+    "in-round | default tactic | best tactic |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

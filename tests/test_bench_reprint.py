@@ -65,5 +65,26 @@ def test_rows_give_the_sustained_roofline_where_the_report_measured_it(
     assert "fp8 1265 TFLOP/s (sustained: bf16 666, fp8 1210); points: qwen3-30b-a3b-ep1 T=4096" in out
     lines = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
     rows = {row.split(" | ")[0][2:]: row for row in lines}
-    assert "| 90% | 50% | 83% | `" in rows["qwen3-30b-a3b-ep1"]  # 500 / 557.3, 500 / 1000, 460 / 557.3
-    assert "| 83% | 50% | - | `" in rows["mixtral-8x7b-ep1"]
+    assert "| 90% | 50% | 83% | - | `" in rows["qwen3-30b-a3b-ep1"]  # 500 / 557.3, 500 / 1000, 460 / 557.3
+    assert "| 83% | 50% | - | - | `" in rows["mixtral-8x7b-ep1"]
+
+
+def test_rows_give_the_in_round_roofline_from_the_points_own_dense_matmuls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A point's ``dense_mm`` median (the 8192^3 matmul in its own rounds) gives its in-round matmul
+    rate; its rows give the best tactic's fraction of the roofline at that rate."""
+    from benchmarks.bench_fused_moe import DENSE_SIZE, in_round_ceilings
+
+    flops = 2 * DENSE_SIZE**3
+    res = {"dense_mm": {"median_us": flops / 6.5e14 * 1e6},
+           "dense_mm_fp8": {"median_us": flops / 1.2e15 * 1e6}}  # fmt: skip
+    rates = in_round_ceilings(CEILINGS, res)
+    assert rates["matmul_flops_per_s"] == pytest.approx(6.5e14)
+    assert rates["fp8_matmul_flops_per_s"] == pytest.approx(1.2e15)
+    assert rates["copy_bytes_per_s"] == CEILINGS["copy_bytes_per_s"]
+    assert in_round_ceilings(CEILINGS, {"dense_mm": res["dense_mm"]})["fp8_matmul_flops_per_s"] == 1.265e15
+    point = {**_point("qwen3-30b-a3b-ep1", 4096, 557.3), "roofline_in_round_us": 480.0}
+    assert main(["--from-json", _report(tmp_path / "r.json", "day-4", [point])]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qwen3"))
+    assert "| 90% | 50% | - | 86% | `" in row  # 480 / 557.3
