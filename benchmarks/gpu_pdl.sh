@@ -7,7 +7,7 @@
 #
 #   DEADLINE=560 KERNELS=1 bash benchmarks/gpu_pdl.sh
 #   PDL_ARGS="--cases qwen3-30b-a3b-ep1 --tokens 1,16" bash benchmarks/gpu_pdl.sh
-#   PDL_ARGS="--against triton --tokens 256,1024" TABLE_ARGS="--no-sweep --tokens 4096" bash benchmarks/gpu_pdl.sh
+#   PDL_ARGS="--tokens 256,1024" TABLE_ARGS="--no-sweep --tokens 4096" bash benchmarks/gpu_pdl.sh
 set -uo pipefail
 RESULTS=pdl TESTS=1 TESTS_K=pdl
 source benchmarks/device_steps.sh

@@ -166,7 +166,6 @@ def test_every_pdl_kernel_waits_before_it_touches_memory() -> None:
         assert found[small]["launch"] < found[small]["first_memory"], f"{small}: {found[small]}"
 
 
-
 def test_the_ab_scripts_paired_ratio_is_not_moved_by_a_clock_step_between_rounds() -> None:
     from benchmarks.pdl_ab import paired_ratio
 
