@@ -131,7 +131,14 @@ def card_id() -> str:
         return NO_GPU
     if not torch.cuda.is_available():
         return NO_GPU
-    uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", "") or "")
+    return card_of(torch.cuda.current_device())
+
+
+def card_of(index: int) -> str:
+    """The card of CUDA device ``index`` (as :func:`card_id`; torch with CUDA available)."""
+    import torch
+
+    uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
     if not uuid:
         return UNKNOWN_CARD
     return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"

@@ -199,20 +199,27 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _device_line() -> str:
+def _device_line(workers: int = 0) -> str:
     """The GPU this run would tune on, with the card it gates on (its UUID, which the baselines it
-    writes record). Probes CUDA, so only called under ``--moetune``."""
+    writes record); with several GPUs, under ``workers`` pytest-xdist workers (one GPU each) all the
+    cards, else the one used and how to use the others. Probes CUDA, so only called under
+    ``--moetune``."""
     try:
         import torch
     except ImportError:
         return "no GPU (torch not installed)"
     if not torch.cuda.is_available():
         return "no GPU"
-    from pytest_moetune.fingerprint import card_id
+    from pytest_moetune.fingerprint import card_id, card_of
 
     count = torch.cuda.device_count()
     name = torch.cuda.get_device_name(0)
-    return (f"{name} x{count}" if count > 1 else name) + f" (card {card_id()})"
+    if count == 1:
+        return f"{name} (card {card_id()})"
+    if workers > 0:
+        cards = ", ".join(card_of(index) for index in range(count))
+        return f"{name} x{count} (cards {cards}; {workers} xdist workers, one GPU each: results name theirs)"
+    return f"{name} x{count} (card {card_id()}; -n {count} gates on all {count}, one xdist worker per GPU)"
 
 
 def _selection_args(selection: Selection) -> str:
@@ -228,7 +235,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     selection = config.stash[SELECTION_KEY]
     versions = ", ".join(f"{name} {_version(name)}" for name in ("pytest-moetune", "torch", "triton"))
     if selection.enabled:
-        device = _device_line()
+        workers = getattr(config.option, "numprocesses", None)
+        device = _device_line(workers if isinstance(workers, int) else 0)
         state = "on"
     else:
         device = "not probed (--moetune is off)"

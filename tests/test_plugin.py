@@ -237,7 +237,15 @@ def test_the_device_line_names_the_card(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H200")
     monkeypatch.setattr(fingerprint, "card_id", lambda: "GPU-1234")
-    assert plugin._device_line() == "NVIDIA H200 x2 (card GPU-1234)"
+    monkeypatch.setattr(fingerprint, "card_of", lambda index: f"GPU-{index}")
+    assert plugin._device_line() == (
+        "NVIDIA H200 x2 (card GPU-1234; -n 2 gates on all 2, one xdist worker per GPU)"
+    )
+    assert plugin._device_line(workers=2) == (
+        "NVIDIA H200 x2 (cards GPU-0, GPU-1; 2 xdist workers, one GPU each: results name theirs)"
+    )
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert plugin._device_line(workers=1) == "NVIDIA H200 (card GPU-1234)"
 
 
 def run_python_without_torch(code: str, cwd: object) -> subprocess.CompletedProcess[str]:
