@@ -18,8 +18,10 @@ so the card runs them near its boost clock: about 1.17x what it sustains at its 
 the large-T layers run (BENCHMARKS.md, run 63). So the run also measures the sustained rates, the
 plugin's ceilings (``pytest_moetune.ceilings.measure_ceilings``: 2 s of matmuls first), and every
 point times the same dense matmuls again as variants of its own interleaved rounds (``dense_mm``,
-``dense_mm_fp8``): rates at the clock and power state the point's layers ran at. Every row gives its
-roofline fraction against all three ("% roofline, sustained", "% roofline, in-round").
+``dense_mm_fp8``; ``--no-in-round`` leaves them out): rates taken in slots next to the layers', in
+the same rounds, so at nearly the clock and power state they ran at. Every row gives its roofline
+fraction against all three ("% roofline, sustained", "% roofline, in-round"; only the matmul rates
+differ between them, the copy rate is the start-of-run one in all three).
 
 The best tactic is chosen in two steps: the sweep ranks tactics (3 short rounds each); the
 default and the sweep's two fastest are then timed in the same interleaved rounds as the peer and
@@ -28,7 +30,10 @@ the fastest of them is reported as "best" (so sweep-time drift cannot crown a sl
 Timing: each variant is captured in a CUDA graph of n back-to-back layer calls (n sized to ~20 ms,
 cycling over 4 routing variants with shifted experts so small-T weights do not sit in L2) and timed
 by CUDA events around a replay; a round is one replay; rounds of the variants of one point are
-interleaved; the reported time is the median round / n.
+interleaved, each pass over them starting one variant later than the one before (so no variant
+always follows the same one, e.g. a dense matmul at full power); the reported time is the median
+round / n. Runs 101-102 (BENCHMARKS.md) kept one order, the dense matmuls just before the bf16
+default.
 """
 
 from __future__ import annotations
@@ -186,13 +191,21 @@ def dense_matmuls() -> dict[str, Callable[[], object]]:
             "fp8": lambda: torch._scaled_mm(a8, b8.t(), one, one, out_dtype=torch.bfloat16)}  # fmt: skip
 
 
-def in_round_ceilings(ceilings: dict[str, float], res: dict[str, dict[str, object]]) -> dict[str, float]:
+def in_round_ceilings(
+    ceilings: dict[str, float], res: dict[str, dict[str, object]]
+) -> dict[str, float] | None:
     """``ceilings`` with the matmul rates of one point's own rounds (its ``dense_mm`` and, at fp8
-    points, ``dense_mm_fp8`` medians in ``res``, :func:`run_point`'s results); the copy rate kept."""
+    points, ``dense_mm_fp8`` medians in ``res``, :func:`run_point`'s results), the copy rate kept;
+    ``None`` where the point timed no ``dense_mm``. Without ``dense_mm_fp8`` the result has no fp8
+    rate (never the start-of-run one under the in-round name)."""
+    if "dense_mm" not in res:
+        return None
     flops = 2 * DENSE_SIZE**3
     rates = {"matmul_flops_per_s": "dense_mm", "fp8_matmul_flops_per_s": "dense_mm_fp8"}
-    return {**ceilings, **{key: flops / (float(res[name]["median_us"]) * 1e-6)  # type: ignore[arg-type]
-                           for key, name in rates.items() if name in res}}  # fmt: skip
+    out = {key: rate for key, rate in ceilings.items() if key != "fp8_matmul_flops_per_s"}
+    out.update({key: flops / (float(res[name]["median_us"]) * 1e-6)  # type: ignore[arg-type]
+                for key, name in rates.items() if name in res})  # fmt: skip
+    return out
 
 
 def measure_ceilings(rounds: int) -> dict[str, object]:
@@ -521,14 +534,15 @@ def run_point(
             if twin not in finalists8.values():
                 finalists8["fp8_sorted_twin"] = twin
         variants.update({name: Timed(fp8_calls(t), target) for name, t in finalists8.items()})
-    # the roofline's dense matmuls again, in this point's rounds (see the module docstring)
-    variants["dense_mm"] = Timed([dense_matmuls()["bf16"]], target)
-    if do_fp8:
-        variants["dense_mm_fp8"] = Timed([dense_matmuls()["fp8"]], target)
+    if args.in_round:  # the roofline's dense matmuls again, in this point's rounds (module docstring)
+        variants["dense_mm"] = Timed([dense_matmuls()["bf16"]], target)
+        if do_fp8:
+            variants["dense_mm_fp8"] = Timed([dense_matmuls()["fp8"]], target)
     torch.cuda.empty_cache()
-    for _ in range(args.rounds):
-        for tm in variants.values():
-            tm.round()
+    names = list(variants)
+    for r in range(args.rounds):  # each round starts one variant later: none always follows the same one
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            variants[name].round()
     res = {
         name: {"median_us": tm.median, "rounds_us": tm.rounds, "calls_per_replay": tm.n}
         for name, tm in variants.items()
@@ -547,12 +561,15 @@ def run_point(
     def sustained_floor(fp8: bool) -> float | None:
         return None if sustained is None else roofline_us(case, num_tokens, sustained, fp8)["roofline_us"]
 
+    def in_round_floor(fp8: bool) -> float | None:
+        return None if in_round is None else roofline_us(case, num_tokens, in_round, fp8)["roofline_us"]
+
     point: dict[str, object] = {
         "case": case.name,
         "tokens": num_tokens,
         **roofline_us(case, num_tokens, ceilings),
         "roofline_sustained_us": sustained_floor(False),
-        "roofline_in_round_us": roofline_us(case, num_tokens, in_round)["roofline_us"],
+        "roofline_in_round_us": in_round_floor(False),
         "default_tactic": dflt.to_dict(),
         "best_tactic": best.to_dict(),
         "finalists": {k: t.to_dict() for k, t in finalists.items()},
@@ -565,7 +582,7 @@ def run_point(
         point["fp8"] = {
             "roofline": roofline_us(case, num_tokens, ceilings, fp8=True),
             "roofline_sustained_us": sustained_floor(True),
-            "roofline_in_round_us": roofline_us(case, num_tokens, in_round, fp8=True)["roofline_us"],
+            "roofline_in_round_us": in_round_floor(True),
             "default_tactic": d8.to_dict(),
             "best_tactic": b8.to_dict(),
             "finalists": {k: t.to_dict() for k, t in finalists8.items()},
@@ -695,6 +712,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-rounds", type=int, default=3)
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
+    ap.add_argument(
+        "--no-in-round",
+        dest="in_round",
+        action="store_false",
+        help="leave the dense matmuls out of every point's rounds (no in-round roofline column)",
+    )
     ap.add_argument(
         "--breakdown",
         action="store_true",

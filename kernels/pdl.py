@@ -91,9 +91,9 @@ def pdl_args(device: torch.device) -> dict[str, bool]:
 
 @contextlib.contextmanager
 def pdl_forced(enabled: bool) -> Iterator[None]:
-    """Launch with PDL on or off inside the block (this thread or task only), whatever ``MOETUNE_PDL``
-    says; where PDL cannot run (:func:`pdl_unready`: the interpreter, no NVIDIA GPU, below sm_90) it
-    stays off."""
+    """Launch with PDL on or off inside the block (this thread only; asyncio tasks created inside it
+    inherit the setting), whatever ``MOETUNE_PDL`` says; where PDL cannot run (:func:`pdl_unready`:
+    the interpreter, no NVIDIA GPU, below sm_90) it stays off."""
     token = _forced.set(enabled)
     try:
         yield

@@ -90,8 +90,9 @@ class FusedMoERunner:
     def __init__(self, *, allow_gluon: bool = True) -> None:
         self.source_hash = source_hash() + ("+pdl-off" if pdl_turned_off(torch.device("cuda")) else "")
         """The kernels' code hash; ``+pdl-off`` where this GPU could launch them with PDL but it was
-        turned off (``MOETUNE_PDL=0``): they run slower at decode, so the tuner re-tunes and the gate
-        says the kernel changed."""
+        turned off (``MOETUNE_PDL=0``, or a ``kernels.pdl.pdl_forced(False)`` block around this
+        constructor; decided here, once): they run slower at decode, so the tuner re-tunes and the
+        gate says the kernel changed."""
         self.space_hash = space_hash()
         """Keys the tuning cache beside ``source_hash``: this module decides the tactic space."""
         self.slowdown = slowdown_from_env()

@@ -257,7 +257,8 @@ class Gate:
                 )
             if result.kernel_changed:
                 before, now = baseline["source_hash"], runner.source_hash
-                result.notes.append(f"kernel source changed: {before} (baseline) != {now} (now)")
+                result.notes.append(f"kernel changed (its source hash, or a setting the runner adds to it): "
+                                    f"{before} (baseline) != {now} (now)")  # fmt: skip
                 if result.verdict == OK:
                     result.verdict = CHANGED_KERNEL
         result.roofline_us = roof.floor_us(self.ceilings)

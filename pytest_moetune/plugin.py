@@ -216,10 +216,21 @@ def _device_line(workers: int = 0) -> str:
     name = torch.cuda.get_device_name(0)
     if count == 1:
         return f"{name} (card {card_id()})"
-    if workers > 0:
-        cards = ", ".join(card_of(index) for index in range(count))
-        return f"{name} x{count} (cards {cards}; {workers} xdist workers, one GPU each: results name theirs)"
+    if workers > 0:  # worker gw<i> runs on the i-th GPU (pytest_moetune.gpu_pinning)
+        cards = ", ".join(card_of(index) for index in range(min(workers, count)))
+        who = f"{workers} xdist workers" if workers > 1 else "1 xdist worker"
+        return f"{name} x{count} (cards {cards}; {who}, one GPU each: results name theirs)"
     return f"{name} x{count} (card {card_id()}; -n {count} gates on all {count}, one xdist worker per GPU)"
+
+
+def _xdist_workers(option: object) -> int:
+    """The pytest-xdist workers this run starts: ``-n`` (an int by the time headers are made; 0
+    without xdist or with ``-n 0``), at most ``--maxprocesses``."""
+    workers = getattr(option, "numprocesses", None)
+    if not isinstance(workers, int) or workers <= 0:
+        return 0
+    most = getattr(option, "maxprocesses", None)
+    return min(workers, most) if isinstance(most, int) and most > 0 else workers
 
 
 def _selection_args(selection: Selection) -> str:
@@ -235,8 +246,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     selection = config.stash[SELECTION_KEY]
     versions = ", ".join(f"{name} {_version(name)}" for name in ("pytest-moetune", "torch", "triton"))
     if selection.enabled:
-        workers = getattr(config.option, "numprocesses", None)
-        device = _device_line(workers if isinstance(workers, int) else 0)
+        device = _device_line(_xdist_workers(config.option))
         state = "on"
     else:
         device = "not probed (--moetune is off)"

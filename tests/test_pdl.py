@@ -28,6 +28,9 @@ def test_the_interpreter_the_cpu_and_rocm_never_launch_with_pdl(monkeypatch: pyt
     assert pdl.pdl_args(torch.device("cpu")) == {"PDL": False}
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "not an NVIDIA CUDA GPU" in (pdl.pdl_unready(torch.device("cpu")) or "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pdl, "_capability", lambda index: (9, 4))  # an MI300's, as a ROCm build reports it
+    assert pdl.pdl_unready(torch.device("cuda", 0)) is None  # what an NVIDIA sm_90 GPU would get
     monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm build: its "cuda" devices run no PTX
     assert "not an NVIDIA CUDA GPU" in (pdl.pdl_unready(torch.device("cuda", 0)) or "")
 

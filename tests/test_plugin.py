@@ -229,13 +229,18 @@ def test_report_header_with_moetune_names_the_device(pytester: pytest.Pytester) 
 
 
 def test_the_device_line_names_the_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
     import torch
 
-    from pytest_moetune import fingerprint, plugin
+    from pytest_moetune import plugin
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H200")
+    # the module in sys.modules, which _device_line imports from: an earlier pytester run may have
+    # left the package's attribute pointing at a copy that sys.modules no longer holds
+    fingerprint = importlib.import_module("pytest_moetune.fingerprint")
     monkeypatch.setattr(fingerprint, "card_id", lambda: "GPU-1234")
     monkeypatch.setattr(fingerprint, "card_of", lambda index: f"GPU-{index}")
     assert plugin._device_line() == (
@@ -244,8 +249,28 @@ def test_the_device_line_names_the_card(monkeypatch: pytest.MonkeyPatch) -> None
     assert plugin._device_line(workers=2) == (
         "NVIDIA H200 x2 (cards GPU-0, GPU-1; 2 xdist workers, one GPU each: results name theirs)"
     )
+    assert plugin._device_line(workers=1) == (
+        "NVIDIA H200 x2 (cards GPU-0; 1 xdist worker, one GPU each: results name theirs)"
+    )
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert plugin._device_line(workers=1) == "NVIDIA H200 (card GPU-1234)"
+
+
+@pytest.mark.parametrize(
+    ("numprocesses", "maxprocesses", "workers"),
+    [(None, None, 0), (0, None, 0), ("auto", None, 0), (2, None, 2), (8, 2, 2), (2, 8, 2)],
+    ids=["no-xdist", "n0", "unresolved", "n2", "n8-max2", "n2-max8"],
+)
+def test_the_header_counts_the_xdist_workers_the_run_starts(
+    numprocesses: object, maxprocesses: object, workers: int
+) -> None:
+    from types import SimpleNamespace
+
+    from pytest_moetune import plugin
+
+    option = SimpleNamespace(numprocesses=numprocesses, maxprocesses=maxprocesses)
+    assert plugin._xdist_workers(option) == workers
+    assert plugin._xdist_workers(SimpleNamespace()) == 0  # xdist not installed: no such options
 
 
 def run_python_without_torch(code: str, cwd: object) -> subprocess.CompletedProcess[str]:
