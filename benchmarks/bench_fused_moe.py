@@ -17,11 +17,13 @@ The matmul rates above are timed in 20 ms rounds that alternate with the copy, a
 so the card runs them near its boost clock: about 1.17x what it sustains at its power limit, where
 the large-T layers run (BENCHMARKS.md, run 63). So the run also measures the sustained rates, the
 plugin's ceilings (``pytest_moetune.ceilings.measure_ceilings``: 2 s of matmuls first), and every
-point times the same dense matmuls again as variants of its own interleaved rounds (``dense_mm``,
-``dense_mm_fp8``; ``--no-in-round`` leaves them out): rates taken in slots next to the layers', in
-the same rounds, so at nearly the clock and power state they ran at. Every row gives its roofline
-fraction against all three ("% roofline, sustained", "% roofline, in-round"; only the matmul rates
-differ between them, the copy rate is the start-of-run one in all three).
+row gives its roofline fraction against both ("% roofline, sustained"; only the matmul rates
+differ, the copy rate is the start-of-run one in both). With ``--in-round`` every point also times
+the same dense matmuls as variants of its own interleaved rounds (``dense_mm``, ``dense_mm_fp8``)
+and gives the fraction at those rates ("% roofline, in-round"). A diagnostic, off by default: the
+dense matmuls run at full power for their share of every round and heat the card, so the layers
+run slower beside them (the bf16 layers 1.05-1.09x their time at T >= 4096 in BENCHMARKS.md's
+run 104), and every other column of such a run reads accordingly.
 
 The best tactic is chosen in two steps: the sweep ranks tactics (3 short rounds each); the
 default and the sweep's two fastest are then timed in the same interleaved rounds as the peer and
@@ -713,10 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-ms", type=float, default=20.0, help="device time per graph replay")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false")
     ap.add_argument(
-        "--no-in-round",
-        dest="in_round",
-        action="store_false",
-        help="leave the dense matmuls out of every point's rounds (no in-round roofline column)",
+        "--in-round",
+        action="store_true",
+        help="also time the dense matmuls in every point's rounds (the in-round roofline column); they "
+        "slow the layers beside them, see the module docstring",
     )
     ap.add_argument(
         "--breakdown",

@@ -86,7 +86,7 @@ def test_rows_give_the_in_round_roofline_from_the_points_own_dense_matmuls(
     assert rates["copy_bytes_per_s"] == CEILINGS["copy_bytes_per_s"]
     bf16_only = in_round_ceilings(CEILINGS, {"dense_mm": res["dense_mm"]})
     assert bf16_only is not None and "fp8_matmul_flops_per_s" not in bf16_only  # never the start's rate
-    assert in_round_ceilings(CEILINGS, {"default": {"median_us": 500.0}}) is None  # --no-in-round
+    assert in_round_ceilings(CEILINGS, {"default": {"median_us": 500.0}}) is None  # without --in-round
     point = {**_point("qwen3-30b-a3b-ep1", 4096, 557.3), "roofline_in_round_us": 480.0}
     assert main(["--from-json", _report(tmp_path / "r.json", "day-4", [point])]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qwen3"))
