@@ -138,13 +138,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("moetune"):
-        from pytest_moetune.gpu_pinning import check_worker_count, pin_worker, visible_gpus
+        from pytest_moetune.gpu_pinning import check_worker_count, pin_worker, visible_gpus, xdist_workers
 
         try:
             if _is_worker(config):
                 workerinput = config.workerinput  # type: ignore[attr-defined]
                 pin_worker(workerinput["workerid"], int(workerinput["workercount"]), visible_gpus())
-            elif isinstance(workers := getattr(config.option, "numprocesses", None), int) and workers > 0:
+            elif workers := xdist_workers(config.option):
                 check_worker_count(workers, visible_gpus())  # before xdist starts a worker
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None

@@ -38,6 +38,16 @@ def worker_index(worker_id: str) -> int:
     return int(worker_id[2:])
 
 
+def xdist_workers(option: object) -> int:
+    """The pytest-xdist workers a run starts, from its ``config.option``: ``-n`` (0 without xdist,
+    with ``-n 0``, or while ``-n`` is still unresolved text), at most ``--maxprocesses``."""
+    workers = getattr(option, "numprocesses", None)
+    if not isinstance(workers, int) or workers <= 0:
+        return 0
+    most = getattr(option, "maxprocesses", None)
+    return min(workers, most) if isinstance(most, int) and most > 0 else workers
+
+
 def check_worker_count(worker_count: int, gpus: list[str]) -> None:
     """Raise ``ValueError`` where ``worker_count`` workers would share ``gpus`` (none: no check, the
     workers run without a GPU). The controller checks before it starts them, each worker again.

@@ -223,16 +223,6 @@ def _device_line(workers: int = 0) -> str:
     return f"{name} x{count} (card {card_id()}; -n {count} gates on all {count}, one xdist worker per GPU)"
 
 
-def _xdist_workers(option: object) -> int:
-    """The pytest-xdist workers this run starts: ``-n`` (an int by the time headers are made; 0
-    without xdist or with ``-n 0``), at most ``--maxprocesses``."""
-    workers = getattr(option, "numprocesses", None)
-    if not isinstance(workers, int) or workers <= 0:
-        return 0
-    most = getattr(option, "maxprocesses", None)
-    return min(workers, most) if isinstance(most, int) and most > 0 else workers
-
-
 def _selection_args(selection: Selection) -> str:
     topologies = ",".join(t.name for t in selection.topologies)
     try:
@@ -246,7 +236,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     selection = config.stash[SELECTION_KEY]
     versions = ", ".join(f"{name} {_version(name)}" for name in ("pytest-moetune", "torch", "triton"))
     if selection.enabled:
-        device = _device_line(_xdist_workers(config.option))
+        from pytest_moetune.gpu_pinning import xdist_workers
+
+        device = _device_line(xdist_workers(config.option))
         state = "on"
     else:
         device = "not probed (--moetune is off)"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
-from pytest_moetune.gpu_pinning import pin_worker, visible_gpus
+from pytest_moetune.gpu_pinning import pin_worker, visible_gpus, xdist_workers
 
 
 def test_workers_get_one_device_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # set, then removed: so monkeypatch's undo also removes what pin_worker writes (a delenv of an
+    # unset variable records nothing, and the write leaked into later tests' subprocesses)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert pin_worker("gw1", 2, ["4", "5"]) == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
@@ -32,8 +36,6 @@ def test_a_worker_id_that_is_not_gwN_is_an_error(worker_id: str) -> None:
 
 def test_xdist_workers_stagger_their_tuning_sweeps() -> None:
     """Worker gw1 of 3 starts each sweep a third of the way in; the controller and plain runs at 0."""
-    from types import SimpleNamespace
-
     from pytest_moetune.gate import _worker_stagger
 
     assert _worker_stagger(SimpleNamespace(workerinput={"workerid": "gw1", "workercount": 3})) == (1, 3)  # type: ignore[arg-type]
@@ -75,3 +77,17 @@ def test_xdist_workers_are_pinned_before_the_tests_run(
     message = "ERROR: 3 xdist workers but 2 GPUs (6,7): use -n 2 or fewer, one GPU per worker"
     assert failed.stderr.str().strip() == message
     assert "crashed" not in failed.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("numprocesses", "maxprocesses", "workers"),
+    [(None, None, 0), (0, None, 0), ("auto", None, 0), (2, None, 2), (8, 2, 2), (2, 8, 2)],
+    ids=["no-xdist", "n0", "unresolved", "n2", "n8-max2", "n2-max8"],
+)
+def test_the_workers_a_run_starts_come_from_n_and_maxprocesses(
+    numprocesses: object, maxprocesses: object, workers: int
+) -> None:
+    """What both the worker-count check and the report header count."""
+    option = SimpleNamespace(numprocesses=numprocesses, maxprocesses=maxprocesses)
+    assert xdist_workers(option) == workers
+    assert xdist_workers(SimpleNamespace()) == 0  # xdist not installed: no such options

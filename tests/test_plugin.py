@@ -256,23 +256,6 @@ def test_the_device_line_names_the_card(monkeypatch: pytest.MonkeyPatch) -> None
     assert plugin._device_line(workers=1) == "NVIDIA H200 (card GPU-1234)"
 
 
-@pytest.mark.parametrize(
-    ("numprocesses", "maxprocesses", "workers"),
-    [(None, None, 0), (0, None, 0), ("auto", None, 0), (2, None, 2), (8, 2, 2), (2, 8, 2)],
-    ids=["no-xdist", "n0", "unresolved", "n2", "n8-max2", "n2-max8"],
-)
-def test_the_header_counts_the_xdist_workers_the_run_starts(
-    numprocesses: object, maxprocesses: object, workers: int
-) -> None:
-    from types import SimpleNamespace
-
-    from pytest_moetune import plugin
-
-    option = SimpleNamespace(numprocesses=numprocesses, maxprocesses=maxprocesses)
-    assert plugin._xdist_workers(option) == workers
-    assert plugin._xdist_workers(SimpleNamespace()) == 0  # xdist not installed: no such options
-
-
 def run_python_without_torch(code: str, cwd: object) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter in which ``import torch`` / ``import triton`` fail."""
     blocker = "import sys; sys.modules['torch'] = None; sys.modules['triton'] = None\n"
