@@ -28,10 +28,11 @@ shared memory as fp32 until pass 1's is done, since the group's scale needs both
   epilogue waits for (not this one).
 
 Where it runs: a Gluon gate/up tile with ``sorted_x`` and ``persistent`` at block_m 128
-(``kernels.tactics.GemmTile``; the fp8 default's up to I = 2048). On the H200 (BENCHMARKS.md,
-sessions 12 and 13: runs 22, 23, 29 and 30) it gives the non-persistent kernel's bits at every point
-and 0.85-1.06x its time: faster at qwen3-30b and deepseek-r1 T=4096, level to 3% faster at
-qwen3-235b and deepseek-r1 T=16384, slower at mixtral's I = 14336.
+(``kernels.tactics.GemmTile``; the fp8 default's). On the H200 (BENCHMARKS.md, sessions 12 and 13:
+runs 22, 23, 29 and 30) it gives the non-persistent kernel's bits at every point and 0.85-1.06x its
+time: faster at qwen3-30b and deepseek-r1 T=4096, level to 3% faster at qwen3-235b and deepseek-r1
+T=16384, 0.97-1.06x at mixtral's I = 14336, where session 22's runs 106-107 had it 0.96-0.97x alone
+and the layer 0.98x (geomean over 12 cases).
 
 Why: the non-persistent halves kernel issues its ring refills from the math warps (Triton puts CTA
 barriers around them) and pays the ring's fill in every program; the down's warp-specialized

@@ -476,10 +476,6 @@ _PERSISTENT_GATE_UP_STAGES = 5
 points of H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted,
 S - 2 blocks are in the air."""
 
-_PERSISTENT_GATE_UP_MAX_I = 2048
-"""Up to this I the Gluon default's sorted block_m 128 gate/up runs ``persistent``."""
-
-
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     """The default's Gluon gate/up at ``block_m``: the fastest table tile, with ``sorted_x`` (x
     quantized into the alignment's order, read by TMA) from :data:`_SORTED_X_ROWS` rows per expert.
@@ -489,14 +485,16 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     (within 2%) at qwen3-30b (I=768, 256-1024 rows); the gathering kernel 2-4% faster at 64-128
     rows, where the quantization's ``top_k`` writes per token are not paid back.
 
-    The sorted block_m 128 tile runs ``persistent`` up to :data:`_PERSISTENT_GATE_UP_MAX_I`: on the
-    H200 (BENCHMARKS.md, runs 23, 29 and 30: the 5-stage persistent gate/up alone against the
-    non-persistent kernel in the same rounds) it took 0.85-0.92x the time at deepseek-r1 (I=2048)
-    T=4096 and qwen3-30b (I=768) T=4096 and 16384, 0.97-1.02x at deepseek-r1 T=16384, 0.97-1.00x at
-    qwen3-235b (I=1536), but 0.97-1.06x at mixtral (I=14336)."""
+    The sorted block_m 128 tile runs ``persistent``. On the H200 (BENCHMARKS.md, runs 23, 29 and 30:
+    the 5-stage persistent gate/up alone against the non-persistent kernel in the same rounds) it
+    took 0.85-0.92x the time at deepseek-r1 (I=2048) T=4096 and qwen3-30b (I=768) T=4096 and 16384,
+    0.97-1.02x at deepseek-r1 T=16384 and 0.97-1.00x at qwen3-235b (I=1536). At mixtral (I=14336)
+    runs 23 and 29 read 0.97-1.06x, so it kept the non-persistent kernel until session 22: there
+    run 106 timed it alone at 0.96-0.97x (T = 4096, 16384) and run 107 the layer at 0.94-1.02x the
+    time over 12 balanced mixtral cases (geomean 0.981; ep1 0.985 at T = 1024, 4096, 16384)."""
     tiles = _gluon_tiles(problem, block_m, "gate_up")
     want = problem.rows_per_expert >= _SORTED_X_ROWS
-    persistent = want and block_m == 128 and problem.intermediate_size <= _PERSISTENT_GATE_UP_MAX_I
+    persistent = want and block_m == 128
     return next(t for t in tiles if t.sorted_x == want and t.persistent == persistent)
 
 

@@ -70,7 +70,7 @@ def test_gluon_default_below_128_rows_takes_the_wide_gate_up_and_the_256_wide_do
 
 FP8 = "float8_e4m3fn"
 GU, GU_SORTED = "gu_n128k128g8w8s4tG", "gu_n128k128g8w8s4tGS"  # wide at block_m 64, halves at 128
-GU_PERSISTENT = "gu_n128k128g8w8s5tGSP"  # halves, persistent and warp-specialized (block_m 128, I <= 2048)
+GU_PERSISTENT = "gu_n128k128g8w8s5tGSP"  # halves, persistent and warp-specialized (block_m 128)
 WS_DOWN_S4, WS_DOWN_S5 = "dn_n128k128g8w8s4tG", "dn_n128k128g8w8s5tG"
 TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
 
@@ -81,8 +81,8 @@ TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
         # block_m 128 from 128 rows per expert with I >= 768, the down with 5 stages up to I = 2048
         (MoEProblem(4096, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 1024 rows
         (MoEProblem(1024, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 256 rows
-        (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral, I > 2048
-        (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_SORTED}-{WS_DOWN_S4}"),  # mixtral 256 rows
+        (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S4}"),  # mixtral
+        (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S4}"),  # mixtral 256 rows
         (MoEProblem(16384, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # 2048 rows
         (MoEProblem(4096, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # q235b 512 rows
         (MoEProblem(1024, 4096, 1536, 64, 8, FP8), f"m128-{GU}-{WS_DOWN_S5}"),  # 128 rows: gathered x
@@ -104,8 +104,8 @@ def test_gluon_default_follows_the_tuners_winners(problem: MoEProblem, name: str
     warp-specialized down) where the H200's tuner chose it (BENCHMARKS.md, session 11, runs 11 and
     12), else block_m 64 (wide gate/up, the 256-wide Gluon down for I >= 2048, Triton's TMA down
     below: the H100 winners); from 256 rows per expert the gate/up reads x quantized into the
-    alignment's order (``sorted_x``, H100 runs 64 and 66), at block_m 128 with I <= 2048 by the
-    persistent warp-specialized gate/up (H200 runs 23 and 29; mixtral's I = 14336 keeps the other)."""
+    alignment's order (``sorted_x``, H100 runs 64 and 66), at block_m 128 by the persistent
+    warp-specialized gate/up (H200 runs 23 and 29; at mixtral's I = 14336 runs 106 and 107)."""
     d = default_tactic(problem, gluon=True)
     assert d.name == name
     assert d in tactics(problem, gluon=True)
