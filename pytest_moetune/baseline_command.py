@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     update.add_argument("--all", action="store_true", help="rewrite every entry the run checks")
     update.set_defaults(passes_pytest_args=True)
     prune = sub.add_parser(
-        "prune", help="update, and drop entries no case checks (run the whole suite: no -k, no node ids)"
+        "prune",
+        help="update, and drop entries no case checks: runs the full profile (--moetune-profile=full); "
+        "run the whole suite (no -k, no node ids, no --moetune-topology or --moetune-distribution)",
     )
     prune.set_defaults(passes_pytest_args=True)
     show = sub.add_parser("show", help="print the baselines as a table")
@@ -48,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.baseline_command in ("update", "prune"):
         mode = "prune" if args.baseline_command == "prune" else ("all" if args.all else "changed")
-        extra = args.pytest_args
-        command = [sys.executable, "-m", "pytest", "--moetune", f"--moetune-update-baselines={mode}", *extra]
+        command = [sys.executable, "-m", "pytest", "--moetune", f"--moetune-update-baselines={mode}"]
+        if mode == "prune":  # only the full profile runs every case (a later --moetune-profile wins)
+            command.append("--moetune-profile=full")
+        command += args.pytest_args
         print("+", " ".join(command), file=sys.stderr)
         return subprocess.run(command, check=False).returncode
     if args.baseline_command == "show":

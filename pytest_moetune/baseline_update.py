@@ -17,9 +17,9 @@ def update_baselines(state: GateState, mode: str, exitstatus: int) -> list[str]:
 
     ``changed`` writes entries that are new or moved beyond noise (low churn); ``all`` writes every
     entry of the run; ``prune`` is ``changed`` plus dropping, from each module file the run
-    checked, the entries no case checked. Prune refuses a run that deselected or failed tests (their
-    cases would look gone). Each file is rewritten atomically; a file that cannot be read is left
-    untouched and reported.
+    checked, the entries no case checked. Prune refuses a run that deselected or failed tests, or
+    whose cases an option narrowed (:func:`_narrowing`): their cases would look gone. Each file is
+    rewritten atomically; a file that cannot be read is left untouched and reported.
     """
     by_module: dict[str, list[CheckResult]] = defaultdict(list)
     for result in state.results:
@@ -32,6 +32,9 @@ def update_baselines(state: GateState, mode: str, exitstatus: int) -> list[str]:
         lines.append(
             "moetune: not pruning: the run was filtered or had failures, so absent cases may still exist"
         )
+        prune = False
+    elif prune and (narrowing := _narrowing(state)) is not None:
+        lines.append(f"moetune: not pruning: {narrowing}")
         prune = False
     for module, results in sorted(by_module.items()):
         path = state.baseline_path(slug, module)
@@ -62,6 +65,34 @@ def _filtered(state: GateState) -> bool:
     return bool(getattr(option, "keyword", "") or getattr(option, "markexpr", "")) or any(
         "::" in str(arg) for arg in state.config.args
     )
+
+
+def _narrowing(state: GateState) -> str | None:
+    """Why an option left cases of the suite out of this run, with what to prune on instead; None
+    when none did. A profile other than ``full`` runs a part of the suite's cases;
+    ``--moetune-topology`` and ``--moetune-distribution`` on the command line re-parametrize the tests
+    that use ``moe_topology`` and ``dummy_distribution`` (their ini values are the suite's own)."""
+    from pytest_moetune.gate import selected_profile
+
+    config = state.config
+    profile = selected_profile(config)
+    if profile != "full":
+        return (
+            f"--moetune-profile={profile} runs a part of the suite's cases, so absent cases may still "
+            "exist; prune on --moetune-profile=full (`moetune baseline prune` does)"
+        )
+    for dest, option in (
+        ("moetune_topology", "--moetune-topology"),
+        ("moetune_distribution", "--moetune-distribution"),
+    ):
+        values = config.getoption(dest)
+        if values is not None:
+            names = ",".join(value.name for value in values)
+            return (
+                f"{option}={names} narrows the cases of the tests parametrized by it, so absent cases may still "
+                f"exist; prune without {option}"
+            )
+    return None
 
 
 def _slug(fingerprint: dict[str, str]) -> str:

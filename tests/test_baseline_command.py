@@ -218,3 +218,42 @@ def test_update_and_prune_run_the_gate(pytester: pytest.Pytester, monkeypatch: p
     path.write_text(json.dumps(document))
     assert main(["baseline", "prune", cache]) == 0
     assert list(json.loads(path.read_text())["entries"]) == ["fake_moe/qwen3-30b-a3b/bf16/ep2/balanced/T=64"]
+
+
+PROFILE_SUITE = """
+from pytest_moetune.gate import selected_profile
+from pytest_moetune.harness import MoECase
+
+
+def pytest_generate_tests(metafunc):
+    full = selected_profile(metafunc.config) == "full"
+    metafunc.parametrize("topology", ["ep2", "dep2"] if full else ["ep2"])
+
+
+def test_profiled(moetune, topology):
+    moetune.check(MoECase("qwen3-30b-a3b", topology, 64, runner="fake_moe", tune_max_num_tokens=64))
+"""
+
+
+def test_prune_runs_the_full_profile(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moetune baseline prune` alone keeps the entries only the full profile checks and drops the
+    stale one (the quick profile, pytest's default, would drop the former or refuse to prune)."""
+    flow = GateWorkflow(pytester, PROFILE_SUITE)
+    monkeypatch.chdir(pytester.path)
+    cache = f"--moetune-cache={pytester.path / 'cache.json'}"
+    assert main(["baseline", "update", "-p", "no:cacheprovider", "--moetune-profile=full", cache]) == 0
+    (path,) = flow.baseline_files()
+    full = {f"fake_moe/qwen3-30b-a3b/bf16/{t}/balanced/T=64" for t in ("ep2", "dep2")}
+    document = json.loads(path.read_text())
+    assert set(document["entries"]) == full
+    document["entries"]["fake_moe/removed/bf16/ep1/balanced/T=1"] = next(iter(document["entries"].values()))
+    path.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["baseline", "prune", "-p", "no:cacheprovider", cache]) == 0
+    assert (
+        "--moetune-update-baselines=prune --moetune-profile=full -p no:cacheprovider"
+        in capsys.readouterr().err
+    )
+    assert set(json.loads(path.read_text())["entries"]) == full

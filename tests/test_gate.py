@@ -240,11 +240,96 @@ def test_prune_drops_cases_that_no_longer_exist_but_not_on_a_filtered_run(flow: 
     document = json.loads(path.read_text())
     document["entries"]["fake_moe/gone/bf16/ep1/balanced/T=1"] = next(iter(document["entries"].values()))
     path.write_text(json.dumps(document))
-    result, _ = flow.run("--moetune-update-baselines=prune", "-k", "ep8")
+    result, _ = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune", "-k", "ep8")
     result.stdout.fnmatch_lines(["*not pruning: the run was filtered*"])
     assert "fake_moe/gone/bf16/ep1/balanced/T=1" in json.loads(path.read_text())["entries"]
-    flow.run("--moetune-update-baselines=prune")
+    flow.run("--moetune-profile=full", "--moetune-update-baselines=prune")
     assert set(json.loads(path.read_text())["entries"]) == CASES
+
+
+PROFILE_SUITE = """
+from pytest_moetune.gate import selected_profile
+from pytest_moetune.harness import MoECase
+
+
+def pytest_generate_tests(metafunc):
+    full = selected_profile(metafunc.config) == "full"
+    metafunc.parametrize("topology", ["ep8", "dep8", "dep2"] if full else ["ep8"])
+
+
+def test_profiled(moetune, topology):
+    moetune.check(MoECase("deepseek-r1", topology, 64, runner="fake_moe", tune_max_num_tokens=64))
+"""
+PROFILE_CASES = {f"fake_moe/deepseek-r1/bf16/{t}/balanced/T=64" for t in ("ep8", "dep8", "dep2")}
+STALE = "fake_moe/gone/bf16/ep1/balanced/T=1"
+
+
+def add_stale_entry(path: Path) -> bytes:
+    """Add a case no test checks any more to the baseline file; return the file's new bytes."""
+    document = json.loads(path.read_text())
+    document["entries"][STALE] = next(iter(document["entries"].values()))
+    path.write_text(json.dumps(document))
+    return path.read_bytes()
+
+
+def test_prune_is_refused_on_the_quick_profile_and_prunes_on_the_full_one(pytester: pytest.Pytester) -> None:
+    """The quick profile (the default) runs a part of the full one's cases: pruning on it would drop
+    the rest of the stored entries."""
+    flow = GateWorkflow(pytester, PROFILE_SUITE)
+    flow.run("--moetune-profile=full", "--moetune-update-baselines")
+    path = baseline(flow)
+    assert set(json.loads(path.read_text())["entries"]) == PROFILE_CASES
+    before = add_stale_entry(path)
+    result, results = flow.run("--moetune-update-baselines=prune")
+    assert result.ret == 0 and len(results) == 1
+    result.stdout.fnmatch_lines(
+        [
+            "moetune: not pruning: --moetune-profile=quick runs a part of the suite's cases*"
+            "prune on --moetune-profile=full*"
+        ]
+    )
+    assert path.read_bytes() == before
+    result, _ = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune")
+    result.stdout.fnmatch_lines(["*test_gate_suite.json: 0 updated, 1 pruned, 3 entries"])
+    assert set(json.loads(path.read_text())["entries"]) == PROFILE_CASES
+
+
+SELECTION_SUITE = """
+import pytest
+
+from pytest_moetune.harness import MoECase
+
+
+@pytest.mark.moetune_topology("dep8", "ep8")
+@pytest.mark.moetune_distribution("balanced", "random")
+def test_selected(moetune, moe_topology, dummy_distribution):
+    moetune.check(
+        MoECase(
+            "deepseek-r1", moe_topology, 64, distribution=dummy_distribution, runner="fake_moe",
+            tune_max_num_tokens=64,
+        )
+    )
+"""
+
+
+@pytest.mark.parametrize(
+    "narrowing", ["--moetune-topology=ep8", "--moetune-distribution=random"], ids=["topology", "distribution"]
+)
+def test_prune_is_refused_when_a_topology_or_distribution_option_narrows_the_cases(
+    pytester: pytest.Pytester, narrowing: str
+) -> None:
+    flow = GateWorkflow(pytester, SELECTION_SUITE)
+    flow.run("--moetune-profile=full", "--moetune-update-baselines")
+    path = baseline(flow)
+    assert len(json.loads(path.read_text())["entries"]) == 4
+    before = add_stale_entry(path)
+    result, results = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune", narrowing)
+    assert result.ret == 0 and len(results) == 2
+    option = narrowing.split("=")[0]
+    result.stdout.fnmatch_lines([f"moetune: not pruning: {narrowing} narrows the cases *; prune without {option}"])
+    assert path.read_bytes() == before
+    result, _ = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune")
+    result.stdout.fnmatch_lines(["*test_gate_suite.json: 0 updated, 1 pruned, 4 entries"])
 
 
 def test_an_exception_during_update_leaves_the_old_file(flow: GateWorkflow) -> None:
