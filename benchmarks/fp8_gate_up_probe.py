@@ -18,7 +18,10 @@ share its clocks. The probes are not correct programs (their h is wrong); only t
 - ``no-promotion``: every wgmma accumulates in place, as the 16-bit loop does (no temporaries, no
   FFMA per K block, no scale loads). What block scaling costs the tensor cores;
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
-  stages; the fp8 default's gate/up above I = 2048, e.g. mixtral), correct, for reference.
+  stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
+- ``dual``: ``benchmarks.gluon_gate_up_dual``'s candidate (x read once per tile, each math
+  warpgroup its own partition, 4 stages), correct: its hq and hs are compared with ``committed``'s
+  (``same_bits``, ``max_rel_diff``).
 
 Inputs as the fp8 layer makes them (balanced routing, x quantized into the alignment's order, w1
 block-quantized). Times: CUDA-graph replays (:class:`pytest_moetune.timing.CudaGraphTimer`, 7
@@ -46,6 +49,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 import kernels.gluon_down as gluon_down
 import kernels.gluon_gate_up_ws as gluon_gate_up_ws
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
+from benchmarks.gluon_gate_up_dual import launch_gluon_gate_up_dual
 from benchmarks.points import each_point
 from kernels import MoEProblem
 from kernels.align import moe_align
@@ -56,7 +60,7 @@ from kernels.quant import quantize_fp8_block, quantize_fp8_groups_sorted
 from kernels.tactics import _gluon_tiles
 from pytest_moetune.timing import CudaGraphTimer
 
-VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent")
+VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual")
 
 
 @gluon.jit
@@ -129,8 +133,14 @@ def variant_modules() -> dict[str, ModuleType]:
     return mods
 
 
-def make_launches(case: Case, tokens: int, mods: dict[str, ModuleType]) -> dict[str, Callable[[], object]]:
-    """Inputs of ``case`` at ``tokens`` rows per rank and one launch per variant, each into its own h."""
+Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_launches(
+    case: Case, tokens: int, mods: dict[str, ModuleType]
+) -> tuple[dict[str, Callable[[], object]], Outputs, int]:
+    """Inputs of ``case`` at ``tokens`` rows per rank and one launch per variant, each into its own
+    ``(hq, hs)``; the outputs by variant and the rows in use (``num_padded``)."""
     dev = torch.device("cuda")
     torch.manual_seed(0)
     h, i, num_local, k = case.hidden, case.intermediate, case.local_experts, case.top_k
@@ -143,23 +153,42 @@ def make_launches(case: Case, tokens: int, mods: dict[str, ModuleType]) -> dict[
     persistent = next(t for t in tiles if t.sorted_x and t.persistent)
     plain = replace(next(t for t in tiles if t.sorted_x and not t.persistent), num_stages=4)
 
+    outs: Outputs = {}
+
     def launch(name: str) -> Callable[[], object]:
-        hq = torch.empty((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
-        hs = torch.empty((al.max_padded, i // 128), device=dev)
+        hq = torch.zeros((al.max_padded, i), dtype=torch.float8_e4m3fn, device=dev)
+        hs = torch.zeros((al.max_padded, i // 128), device=dev)
+        outs[name] = (hq, hs)
         if name == "non-persistent":
             return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, plain, k, sorted_x=True)
+        if name == "dual":
+            return lambda: launch_gluon_gate_up_dual(xq, xs, w1q, w1s, hq, hs, al)
         run = mods[name].launch_gluon_gate_up_ws
         return lambda: run(xq, xs, w1q, w1s, hq, hs, al, persistent, k)
 
-    return {name: launch(name) for name in VARIANTS}
+    return {name: launch(name) for name in VARIANTS}, outs, int(al.num_padded.item())
+
+
+def compare(outs: Outputs, name: str, rows: int) -> dict[str, Any]:
+    """``name``'s hq and hs against ``committed``'s on the rows in use: bit for bit (``same_bits``),
+    and the largest difference of the dequantized h relative to committed's largest ``|h|``."""
+    (hq_a, hs_a), (hq_b, hs_b) = outs["committed"], outs[name]
+    same = torch.equal(hq_a[:rows].view(torch.uint8), hq_b[:rows].view(torch.uint8)) and torch.equal(
+        hs_a[:rows], hs_b[:rows]
+    )
+    h_a = hq_a[:rows].float() * hs_a[:rows].repeat_interleave(128, dim=1)
+    h_b = hq_b[:rows].float() * hs_b[:rows].repeat_interleave(128, dim=1)
+    rel = ((h_a - h_b).abs().max() / h_a.abs().max().clamp_min(1e-30)).item()
+    return {"same_bits": same, "max_rel_diff": rel}
 
 
 def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -> list[dict[str, Any]]:
     """The variants' times at one point, interleaved over ``passes`` passes."""
-    launches = make_launches(case, tokens, mods)
+    launches, outs, rows_in_use = make_launches(case, tokens, mods)
     for run in launches.values():  # compile and warm up outside the timed passes
         run()
     torch.cuda.synchronize()
+    dual_check = compare(outs, "dual", rows_in_use)
     timer = CudaGraphTimer(rounds=7, target_round_us=20_000.0, warmup_us=50_000.0)
     per_pass: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for p in range(passes):
@@ -173,7 +202,8 @@ def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -
         us = statistics.median(per_pass[name])
         rows.append({"case": case.name, "tokens": tokens, "variant": name, "us": round(us, 1),
                      "vs_committed": round(us / base, 3), "tflops": round(flop / us / 1e6, 1),
-                     "passes_us": [round(v, 1) for v in per_pass[name]]})  # fmt: skip
+                     "passes_us": [round(v, 1) for v in per_pass[name]]}
+                    | (dual_check if name == "dual" else {}))  # fmt: skip
     return rows
 
 
@@ -190,7 +220,7 @@ def main() -> None:
     mods = variant_modules()
     if args.kernel:
         case, tokens = CASES[args.cases.split(",")[0]], int(args.tokens.split(",")[0])
-        run = make_launches(case, tokens, mods)[args.kernel]
+        run = make_launches(case, tokens, mods)[0][args.kernel]
         for _ in range(2):
             run()
         torch.cuda.synchronize()
@@ -202,7 +232,11 @@ def main() -> None:
         cells = [r for r in rows if (r["case"], r["tokens"]) == key]
         print(
             f"| {key[0]} | {key[1]} | "
-            + " | ".join(f"{r['us']} µs, {r['tflops']} TF/s ({r['vs_committed']}x)" for r in cells)
+            + " | ".join(
+                f"{r['us']} µs, {r['tflops']} TF/s ({r['vs_committed']}x)"
+                + (f", same bits {r['same_bits']}, {r['max_rel_diff']:.1e}" if "same_bits" in r else "")
+                for r in cells
+            )
             + " |"
         )
 
