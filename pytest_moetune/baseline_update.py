@@ -19,7 +19,8 @@ def update_baselines(state: GateState, mode: str, exitstatus: int) -> list[str]:
     entry of the run; ``prune`` is ``changed`` plus dropping, from each module file the run
     checked, the entries no case checked. Prune refuses a run that deselected or failed tests, or
     whose cases an option narrowed (:func:`_narrowing`): their cases would look gone. Each file is
-    rewritten atomically; a file that cannot be read is left untouched and reported.
+    rewritten atomically; a file that cannot be read or written is left untouched and reported (a
+    failed write sets ``state.update_failed``, which fails the run).
     """
     by_module: dict[str, list[CheckResult]] = defaultdict(list)
     for result in state.results:
@@ -53,7 +54,12 @@ def update_baselines(state: GateState, mode: str, exitstatus: int) -> list[str]:
         if not written and not removed:
             lines.append(f"moetune: {path}: unchanged ({len(results)} cases within noise)")
             continue
-        write_baseline(path, entries, fingerprint)
+        try:
+            write_baseline(path, entries, fingerprint)
+        except OSError as err:
+            lines.append(f"moetune: not updated: {path} could not be written ({err}); it was left as it was")
+            state.update_failed = True
+            continue
         lines.append(
             f"moetune: wrote {path}: {len(written)} updated, {len(removed)} pruned, {len(entries)} entries"
         )
@@ -89,8 +95,8 @@ def _narrowing(state: GateState) -> str | None:
         if values is not None:
             names = ",".join(value.name for value in values)
             return (
-                f"{option}={names} narrows the cases of the tests parametrized by it, so absent cases may still "
-                f"exist; prune without {option}"
+                f"{option}={names} narrows the cases of the tests parametrized by it, so absent cases "
+                f"may still exist; prune without {option}"
             )
     return None
 

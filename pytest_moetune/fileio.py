@@ -47,8 +47,10 @@ def unwritable_reason(path: str | os.PathLike[str], *, folder: bool = False) -> 
     """Why ``path`` (a file, or with ``folder`` a folder) could not be written later, or ``None``.
 
     Checked before any work is done, creating nothing: ``path`` is a folder where a file is wanted
-    (or a file where a folder is), one of its parents is a file, or its nearest existing parent
-    is not writable.
+    (or a file where a folder is), one of its parents is a file, or the folder that would take the
+    writes is not writable: an existing folder ``path`` itself, else its nearest existing parent (a
+    file is written atomically, through a temporary file and a lock file beside it, so its folder
+    must be writable even when the file exists).
     """
     path = Path(path)
     mismatch = wrong_kind(path, folder=folder)
@@ -58,7 +60,7 @@ def unwritable_reason(path: str | os.PathLike[str], *, folder: bool = False) -> 
         if parent.exists():
             if not parent.is_dir():
                 return f"{parent} is a file, so {path} cannot be made"
-            existing = path if path.exists() else parent
+            existing = path if folder and path.exists() else parent
             if not os.access(existing, os.W_OK):
                 return f"{existing} is not writable"
             return None

@@ -197,6 +197,19 @@ def _check_output_paths(state: GateState) -> None:
             raise pytest.UsageError(f"{option}: {why}")
 
 
+def _check_gpu_baseline_folder(state: GateState, slug: str) -> None:
+    """When updating baselines, once this GPU's slug is known and before anything is tuned: stop the
+    run as a usage error if its folder under the baseline root (checked at startup) could not take
+    the new files (a file in its place, or not writable)."""
+    from pytest_moetune.fileio import unwritable_reason
+
+    if state.config.getoption("moetune_update_baselines") is None:
+        return
+    why = unwritable_reason(state.baseline_root / slug, folder=True)
+    if why is not None:
+        pytest.exit(f"--moetune-baselines: {why}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 def _unsupported_plot_format(path: Path) -> str | None:
     """Why matplotlib could not save ``path`` (its suffix names no format it writes), or ``None``."""
     try:
@@ -221,6 +234,7 @@ class GateState:
         self.tuners: dict[str, Any] = {}  # runner name -> Tuner, sharing one cache
         self.deselected = 0
         self.update_report: list[str] = []
+        self.update_failed = False  # a baseline file could not be written: the run fails
         self.claims_folder: Path | None = None  # xdist controller: the workers' compile claims
         self.skipped_without_gpu = 0  # gated tests skipped for want of a GPU (controller: all workers')
 
@@ -460,6 +474,7 @@ def _make_gate(
     from pytest_moetune.harness import Gate
     from pytest_moetune.tuner import Tuner
 
+    _check_gpu_baseline_folder(state, fingerprint.slug)
     store = TuningCache(state.cache_path, fingerprint)
 
     tuning_timer = timer.for_tuning() if hasattr(timer, "for_tuning") else timer
@@ -541,21 +556,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not state.results:
         return
-    mode = config.getoption("moetune_update_baselines")
-    if mode is not None:
-        from pytest_moetune.baseline_update import update_baselines
-
-        state.update_report = update_baselines(state, mode, exitstatus)
+    # The report and plot first: they hold the run's measurements whatever happens to the baselines.
     report = config.getoption("moetune_report")
     if report:
         from pytest_moetune.report import write_reports
 
         write_reports(Path(report), state.results)
     plot = config.getoption("moetune_plot")
+    plot_line = []
     if plot:
         from pytest_moetune.plot import write_plot
 
-        state.update_report.append(f"moetune: plot written to {write_plot(Path(plot), state.results)}")
+        plot_line = [f"moetune: plot written to {write_plot(Path(plot), state.results)}"]
+    mode = config.getoption("moetune_update_baselines")
+    if mode is not None:
+        from pytest_moetune.baseline_update import update_baselines
+
+        state.update_report = update_baselines(state, mode, exitstatus)
+        if state.update_failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    state.update_report += plot_line
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

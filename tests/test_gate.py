@@ -151,6 +151,58 @@ def test_an_output_the_run_could_not_write_is_a_usage_error_before_any_tuning(
     assert baseline(flow).read_text() == before and (flow.pytester.path / "a-file").read_text() == "kept"
 
 
+def test_a_gpu_baseline_folder_the_update_could_not_write_stops_the_run_before_tuning(
+    flow: GateWorkflow,
+) -> None:
+    """The GPU's folder under the baseline root is known only once the GPU is: a file in its place
+    stops the run as a usage error then, before any case is tuned, and is left as it was."""
+    root = flow.pytester.mkdir("elsewhere")
+    (root / "cpu").write_text("kept")
+    result, results = flow.run("--moetune-baselines=elsewhere", "--moetune-update-baselines")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and results == []
+    result.stdout.fnmatch_lines(["*--moetune-baselines: *elsewhere/cpu is a file, not a folder*"])
+    assert (root / "cpu").read_text() == "kept" and not flow.cache.exists()
+
+
+REFUSING_WRITES_CONFTEST = (
+    FAKE_GPU_CONFTEST
+    + """
+
+import pytest_moetune.baseline_update as baseline_update
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session):
+    def refuse(path, entries, fingerprint):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    real, baseline_update.write_baseline = baseline_update.write_baseline, refuse
+    try:
+        yield
+    finally:
+        baseline_update.write_baseline = real
+"""
+)
+
+
+def test_a_baseline_file_that_cannot_be_written_fails_the_run_and_keeps_the_report(
+    pytester: pytest.Pytester,
+) -> None:
+    """A write that fails at the end (a disk or permission error) is reported without a traceback,
+    fails the run and leaves the stored file as it was; the report, written first, has every case."""
+    GateWorkflow(pytester, SUITE).run("--moetune-update-baselines")
+    flow = GateWorkflow(pytester, SUITE, conftest=REFUSING_WRITES_CONFTEST)
+    before = baseline(flow).read_bytes()
+    result, results = flow.run(UPDATE_ALL)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert {r["case"] for r in results} == CASES
+    result.stdout.fnmatch_lines(
+        ["moetune: not updated: *test_gate_suite.json could not be written (*Permission denied*); it was*"]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert baseline(flow).read_bytes() == before
+
+
 def test_baselines_option_is_relative_to_the_current_folder_and_the_header_says_where(
     flow: GateWorkflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,7 +378,9 @@ def test_prune_is_refused_when_a_topology_or_distribution_option_narrows_the_cas
     result, results = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune", narrowing)
     assert result.ret == 0 and len(results) == 2
     option = narrowing.split("=")[0]
-    result.stdout.fnmatch_lines([f"moetune: not pruning: {narrowing} narrows the cases *; prune without {option}"])
+    result.stdout.fnmatch_lines(
+        [f"moetune: not pruning: {narrowing} narrows the cases *; prune without {option}"]
+    )
     assert path.read_bytes() == before
     result, _ = flow.run("--moetune-profile=full", "--moetune-update-baselines=prune")
     result.stdout.fnmatch_lines(["*test_gate_suite.json: 0 updated, 1 pruned, 4 entries"])
