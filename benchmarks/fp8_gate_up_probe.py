@@ -21,7 +21,8 @@ share its clocks. The probes are not correct programs (their h is wrong); only t
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
 - ``dual``: ``benchmarks.gluon_gate_up_dual``'s candidate (x read once per tile, each math
   warpgroup its own partition, 4 stages), correct: its hq and hs are compared with ``committed``'s
-  (``same_bits``, ``max_rel_diff``).
+  (``same_bits``, ``max_rel_diff``); ``dual-stagger`` the same with partition 1 starting once
+  partition 0 has promoted its first wgmma, so that they take turns on the tensor cores.
 
 Inputs as the fp8 layer makes them (balanced routing, x quantized into the alignment's order, w1
 block-quantized). Times: CUDA-graph replays (:class:`pytest_moetune.timing.CudaGraphTimer`, 7
@@ -60,7 +61,7 @@ from kernels.quant import quantize_fp8_block, quantize_fp8_groups_sorted
 from kernels.tactics import _gluon_tiles
 from pytest_moetune.timing import CudaGraphTimer
 
-VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual")
+VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual", "dual-stagger")
 
 
 @gluon.jit
@@ -161,8 +162,9 @@ def make_launches(
         outs[name] = (hq, hs)
         if name == "non-persistent":
             return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, plain, k, sorted_x=True)
-        if name == "dual":
-            return lambda: launch_gluon_gate_up_dual(xq, xs, w1q, w1s, hq, hs, al)
+        if name.startswith("dual"):
+            stagger = name == "dual-stagger"
+            return lambda: launch_gluon_gate_up_dual(xq, xs, w1q, w1s, hq, hs, al, stagger=stagger)
         run = mods[name].launch_gluon_gate_up_ws
         return lambda: run(xq, xs, w1q, w1s, hq, hs, al, persistent, k)
 
@@ -188,7 +190,7 @@ def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -
     for run in launches.values():  # compile and warm up outside the timed passes
         run()
     torch.cuda.synchronize()
-    dual_check = compare(outs, "dual", rows_in_use)
+    checks = {name: compare(outs, name, rows_in_use) for name in VARIANTS if name.startswith("dual")}
     timer = CudaGraphTimer(rounds=7, target_round_us=20_000.0, warmup_us=50_000.0)
     per_pass: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for p in range(passes):
@@ -203,7 +205,7 @@ def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -
         rows.append({"case": case.name, "tokens": tokens, "variant": name, "us": round(us, 1),
                      "vs_committed": round(us / base, 3), "tflops": round(flop / us / 1e6, 1),
                      "passes_us": [round(v, 1) for v in per_pass[name]]}
-                    | (dual_check if name == "dual" else {}))  # fmt: skip
+                    | checks.get(name, {}))  # fmt: skip
     return rows
 
 

@@ -91,15 +91,20 @@ def _dual_issue(a, b_bufs, index, t):
 
 
 @gluon.jit
-def _dual_math(a_bufs, b_bufs, ready, empty, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr, N,
-               stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m, num_pid_n,
-               num_k, GROUP_M: gl.constexpr, ROW0: gl.constexpr):  # fmt: skip
+def _dual_math(a_bufs, b_bufs, ready, empty, start, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
+               expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step,
+               total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr, ROW0: gl.constexpr,
+               STAGGER: gl.constexpr):  # fmt: skip
     """One math partition (4 warps): x rows ``ROW0 .. ROW0 + 63`` of every tile, both halves in one
-    pass over K, then its rows' epilogue."""
+    pass over K, then its rows' epilogue. ``STAGGER``: partition 1 starts once partition 0 has
+    promoted its first wgmma (every thread arrives on ``start``), so that one promotes while the
+    other's wgmma runs from the start."""
     NUM_STAGES: gl.constexpr = a_bufs.shape[0]
     WIDE: gl.constexpr = 2 * HALF
     mma_layout: gl.constexpr = _mma_layout(64, WIDE, gl.num_warps())
     is_up = gl.expand_dims(gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout)) >= HALF, 0)
+    if STAGGER and ROW0 != 0:
+        mbarrier.wait(start, 0)
     f = 0
     for tile in range(pid, total, step):
         pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
@@ -122,6 +127,9 @@ def _dual_math(a_bufs, b_bufs, ready, empty, h_lo, h_hi, h_desc, xs_ptr, ws_ptr,
             # pinned (see ``kernels.gluon_common._gluon_pin``): LLVM would sink the promotion below the
             # next issue and give that wgmma a second temporary, 4 x 64 registers: spills
             acc0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0 + t * scale,))
+            if STAGGER and ROW0 == 0:  # noqa: SIM102 (a constexpr test, then a runtime one)
+                if f == 0:
+                    async_copy.mbarrier_arrive(start, increment_count=False)
             t = _dual_issue(a, b_bufs, 2 * slot + 1, t)
             async_copy.mbarrier_arrive(empty.index(slot), increment_count=False)
             acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc1 + t * scale,))
@@ -152,7 +160,7 @@ def _gluon_gate_up_dual_kernel(
     N, K,  # N = I, K = H
     stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm,
     NUM_STAGES: gl.constexpr, GROUP_M: gl.constexpr, LOADER_WARPS: gl.constexpr, LOADER_REGS: gl.constexpr,
-    MATH_REGS: gl.constexpr,
+    MATH_REGS: gl.constexpr, STAGGER: gl.constexpr,
 ):  # fmt: skip
     """Persistent: grid ``G`` <= the number of SMs; the launch's 4 warps are math partition 0, 4 more
     are math partition 1, ``LOADER_WARPS`` more load."""
@@ -166,18 +174,20 @@ def _gluon_gate_up_dual_kernel(
     for s in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(s), count=1)
         mbarrier.init(empty.index(s), count=2 * 32 * gl.num_warps())  # every thread of both partitions
+    start = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(start, count=32 * gl.num_warps())  # every thread of partition 0
     lo0 = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     hi0 = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     lo1 = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     hi1 = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     num_m, num_pid_n, total, num_k, pid, step = _ws_schedule(num_padded_ptr, N, K, 128, TILE_N, BLOCK_K)
     gl.warp_specialize([
-        (_dual_math, (a_bufs, b_bufs, ready, empty, lo0, hi0, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
-                      N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m,
-                      num_pid_n, num_k, GROUP_M, 0)),
-        (_dual_math, (a_bufs, b_bufs, ready, empty, lo1, hi1, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
-                      N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid, step, total, num_m,
-                      num_pid_n, num_k, GROUP_M, 64)),
+        (_dual_math, (a_bufs, b_bufs, ready, empty, start, lo0, hi0, h_desc, xs_ptr, ws_ptr, hs_ptr,
+                      expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid,
+                      step, total, num_m, num_pid_n, num_k, GROUP_M, 0, STAGGER)),
+        (_dual_math, (a_bufs, b_bufs, ready, empty, start, lo1, hi1, h_desc, xs_ptr, ws_ptr, hs_ptr,
+                      expert_ids_ptr, N, stride_xsm, stride_wse, stride_wsn, stride_wsk, stride_hsm, pid,
+                      step, total, num_m, num_pid_n, num_k, GROUP_M, 64, STAGGER)),
         (_dual_loader, (x_desc, w_desc, a_bufs, b_bufs, ready, empty, expert_ids_ptr, pid, step, total, num_m,
                         num_pid_n, num_k, GROUP_M)),
     ], [4, LOADER_WARPS], [MATH_REGS, LOADER_REGS])  # fmt: skip
@@ -197,7 +207,7 @@ def descriptors(xq: torch.Tensor, w1q: torch.Tensor, hq: torch.Tensor) -> tuple[
 
 def launch_gluon_gate_up_dual(xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Tensor, w1s: torch.Tensor,
                               hq: torch.Tensor, hs: torch.Tensor, al: Alignment, num_stages: int = 4,
-                              group_m: int = 8) -> None:  # fmt: skip
+                              group_m: int = 8, stagger: bool = False) -> None:  # fmt: skip
     """The dual gate/up on x in the alignment's order (``kernels.quant.quantize_fp8_groups_sorted``),
     shapes as in the module docstring, ``al.block_m`` 128, H and I multiples of 128."""
     if al.block_m != 128:
@@ -209,11 +219,11 @@ def launch_gluon_gate_up_dual(xq: torch.Tensor, xs: torch.Tensor, w1q: torch.Ten
         x_desc, w_desc, h_desc, xs, w1s, hs, al.expert_ids, al.num_padded, i, h,
         xs.stride(0), w1s.stride(0), w1s.stride(1), w1s.stride(2), hs.stride(0),
         NUM_STAGES=num_stages, GROUP_M=group_m, LOADER_WARPS=LOADER_WARPS, LOADER_REGS=LOADER_REGS,
-        MATH_REGS=MATH_REGS, num_warps=4,
+        MATH_REGS=MATH_REGS, STAGGER=stagger, num_warps=4,
     )  # fmt: skip
 
 
-def compile_offline(num_stages: int = 4) -> Any:
+def compile_offline(num_stages: int = 4, stagger: bool = False) -> Any:
     """The kernel compiled for sm_90a without a GPU (deepseek-like specialization)."""
     import triton
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -232,17 +242,17 @@ def compile_offline(num_stages: int = 4) -> Any:
         "num_padded_ptr": "*i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wse": "i32",
         "stride_wsn": "i32", "stride_wsk": "i32", "stride_hsm": "i32",
         "NUM_STAGES": "constexpr", "GROUP_M": "constexpr", "LOADER_WARPS": "constexpr",
-        "LOADER_REGS": "constexpr", "MATH_REGS": "constexpr",
+        "LOADER_REGS": "constexpr", "MATH_REGS": "constexpr", "STAGGER": "constexpr",
     }  # fmt: skip
     constexprs = {"NUM_STAGES": num_stages, "GROUP_M": 8, "LOADER_WARPS": LOADER_WARPS,
-                  "LOADER_REGS": LOADER_REGS, "MATH_REGS": MATH_REGS}  # fmt: skip
+                  "LOADER_REGS": LOADER_REGS, "MATH_REGS": MATH_REGS, "STAGGER": stagger}  # fmt: skip
     aligned = ("xs_ptr", "ws_ptr", "hs_ptr", "expert_ids_ptr", "num_padded_ptr", "N", "K")
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     source = GluonASTSource(fn, signature, constexprs, attrs)
     return triton.compile(source, target=TARGET, options={"num_warps": 4, "num_stages": num_stages})
 
 
-def offline(stages: list[int]) -> list[dict[str, Any]]:
+def offline(stages: list[int], stagger: bool = False) -> list[dict[str, Any]]:
     """One compile report per ring depth (``benchmarks.gluon_fp8_gemm._report``: registers, spills,
     wgmma waits, ptxas warnings, shared memory, CTA barriers in the K loop's SASS: 8 k32 wgmmas per
     K block, two halves of four)."""
@@ -250,12 +260,13 @@ def offline(stages: list[int]) -> list[dict[str, Any]]:
 
     from benchmarks.gluon_fp8_gemm import _report
 
-    return [dataclasses.asdict(_report("gluon-gate-up-dual", (128, 128, 8, s), lambda s=s: compile_offline(s),
-                                       mma_per_iteration=8)) for s in stages]  # fmt: skip
+    return [dataclasses.asdict(_report("gluon-gate-up-dual", (128, 128, 8, s),
+                                       lambda s=s: compile_offline(s, stagger), mma_per_iteration=8))
+            for s in stages]  # fmt: skip
 
 
 if __name__ == "__main__":
     import json
 
-    for report in offline([4]):
+    for report in offline([4]) + offline([4], stagger=True):
         print(json.dumps(report))
