@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pytest_moetune import __version__, baseline_command, cache_command, tune_command
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
-from pytest_moetune.distributions import ENV_VAR, parse_distribution
+from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
 from pytest_moetune.topology import TopologySpec
 from pytest_moetune.tuner import ROUTINGS, routing_hook
@@ -63,12 +63,17 @@ def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.rank is not None and args.rank >= topology.ep_size:
         parser.error(f"--rank {args.rank} is outside [0, ep_size={topology.ep_size})")
     ranks = [topology.with_rank(args.rank)] if args.rank is not None else list(topology.ranks())
+    try:
+        distribution = args.distribution or default_distribution()
+    except ValueError as err:
+        parser.error(str(err))
     rows = []
     for rank in ranks:
-        ids, _ = routing_hook(args.routing)(args.tokens, rank, args.distribution, args.seed)
+        ids, _ = routing_hook(args.routing)(args.tokens, rank, distribution, args.seed)
         stats = routing_stats(ids, rank)
         rows.append(
             {
+                "distribution": distribution.name,
                 "rank": rank.ep_rank,
                 "local_expert_offset": rank.local_expert_offset,
                 "expected_rows_per_local_expert": rank.expected_rows_per_local_expert(args.tokens),
@@ -79,10 +84,12 @@ def _cmd_routing(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    dist = args.distribution.name if args.distribution else f"${ENV_VAR} or balanced"
+    from_env = args.distribution is None and bool(os.environ.get(ENV_VAR, "").strip())
+    source = f" (from ${ENV_VAR})" if from_env else ""
     print(
         f"{model.name} {topology.name}: E={topology.num_experts} top_k={topology.top_k} "
-        f"L={topology.local_num_experts} T={args.tokens} distribution={dist} routing={args.routing} "
+        f"L={topology.local_num_experts} T={args.tokens} distribution={distribution.name}{source} "
+        f"routing={args.routing} "
         f"seed={args.seed}"
     )
     print(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_moetune.argtypes import argparse_type, positive_int
+from pytest_moetune.argtypes import argparse_type
 from pytest_moetune.verdict import DEFAULT_THRESHOLD, INCONCLUSIVE, MIN_ROUNDS, NEW, REGRESSED
 
 if TYPE_CHECKING:
@@ -37,7 +37,10 @@ class MoetuneGateWarning(UserWarning):
 
 
 def threshold_value(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # not a number: the message below, not float()'s
     if not 0 < value < 1:
         raise ValueError(f"threshold must be a fraction in (0, 1), e.g. 0.05 for 5%; got {text!r}")
     return value
@@ -50,9 +53,12 @@ def update_mode(text: str) -> str:
 
 
 def rounds_value(text: str) -> int:
-    value = positive_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < MIN_ROUNDS:
-        raise ValueError(f"the gate needs at least {MIN_ROUNDS} rounds, got {value}")
+        raise ValueError(f"the gate needs a whole number of rounds, at least {MIN_ROUNDS}; got {text!r}")
     return value
 
 
@@ -135,8 +141,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("moetune_baselines", "baseline root, relative to rootdir", default="baselines")
 
 
+GATE_ONLY_OPTIONS = (
+    ("moetune_update_baselines", "--moetune-update-baselines"),
+    ("moetune_strict", "--moetune-strict"),
+    ("moetune_report", "--moetune-report"),
+    ("moetune_plot", "--moetune-plot"),
+    ("moetune_peer", "--moetune-peer"),
+)
+"""Options that act only on the gate: given without ``--moetune`` they do nothing, and a warning says so."""
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("moetune"):
+        unused = [flag for dest, flag in GATE_ONLY_OPTIONS if config.getoption(dest) not in (None, False)]
+        if unused:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"{', '.join(unused)} act only on the moetune gate, which runs with --moetune: "
+                    "without it they do nothing"
+                ),
+                stacklevel=2,
+            )
     if config.getoption("moetune"):
         from pytest_moetune.gpu_pinning import check_worker_count, pin_worker, visible_gpus, xdist_workers
 
@@ -252,16 +278,17 @@ class GateState:
         ``moetune_baselines`` relative to the rootdir."""
         option = self.config.getoption("moetune_baselines")
         if option:
-            return self.config.invocation_params.dir / option
-        return self.config.rootpath / self.config.getini("moetune_baselines")
+            return self.config.invocation_params.dir / Path(option).expanduser()
+        return self.config.rootpath / Path(self.config.getini("moetune_baselines")).expanduser()
 
     @property
     def cache_path(self) -> Path:
-        """``--moetune-cache``, else :func:`~pytest_moetune.cache.default_cache_path`."""
+        """``--moetune-cache`` (``~`` expanded, as ``$MOETUNE_CACHE`` is), else
+        :func:`~pytest_moetune.cache.default_cache_path`."""
         from pytest_moetune.cache import default_cache_path
 
         option = self.config.getoption("moetune_cache")
-        return Path(option) if option else default_cache_path()
+        return Path(option).expanduser() if option else default_cache_path()
 
     def baseline_path(self, slug: str, module: str) -> Path:
         from pytest_moetune.baseline import baseline_file
@@ -361,6 +388,20 @@ def moetune_fingerprint() -> EnvironmentFingerprint:
     return EnvironmentFingerprint.current()
 
 
+def _marker_threshold(marker: pytest.Mark) -> float:
+    """The fraction of ``@pytest.mark.moetune_threshold(fraction)``; a test failure naming the marker
+    and what is wrong with its arguments otherwise."""
+    why = None
+    if len(marker.args) != 1 or marker.kwargs:
+        why = f"takes one fraction, e.g. moetune_threshold(0.1), got {marker.args!r} {marker.kwargs or ''}"
+    else:
+        try:
+            return threshold_value(str(marker.args[0]))
+        except ValueError as err:
+            why = str(err)
+    pytest.fail(f"@pytest.mark.moetune_threshold: {why.rstrip()}", pytrace=False)
+
+
 class Harness:
     """What the ``moetune`` fixture gives a test: ``check(case)``."""
 
@@ -379,10 +420,7 @@ class Harness:
         if threshold is None:
             marker = self._request.node.get_closest_marker("moetune_threshold")
             if marker is not None:
-                try:
-                    threshold = threshold_value(str(marker.args[0]))
-                except (IndexError, ValueError) as err:
-                    pytest.fail(f"@pytest.mark.moetune_threshold: {err}", pytrace=False)
+                threshold = _marker_threshold(marker)
         runner = runner_registry(config).get(case.runner)
         module = module_key(config, self._request.node.path)
         result = self._gate.check(runner, case, module, threshold)

@@ -36,6 +36,27 @@ def test_routing_through_dispatch_shows_the_hot_ranks_load(capsys: pytest.Captur
     assert sum(row["rows_per_local_expert"]) > 4 * 64 * 8  # vs T * top_k slots under the dummy rule
 
 
+def test_routing_names_the_distribution_it_used_and_where_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["routing", "--model", "deepseek-r1", "--topology", "dep8", "--tokens", "64", "--rank", "0"]
+    monkeypatch.setenv("MOETUNE_DUMMY_DISTRIBUTION", "zipf:1.2")
+    assert main(argv) == 0
+    assert "distribution=zipf:1.2 (from $MOETUNE_DUMMY_DISTRIBUTION)" in capsys.readouterr().out
+    assert main([*argv, "--json"]) == 0
+    assert [row["distribution"] for row in json.loads(capsys.readouterr().out)] == ["zipf:1.2"]
+    assert main([*argv, "--distribution", "random"]) == 0
+    assert "distribution=random routing=" in capsys.readouterr().out
+    monkeypatch.setenv("MOETUNE_DUMMY_DISTRIBUTION", "zipf")
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "$MOETUNE_DUMMY_DISTRIBUTION" in capsys.readouterr().err
+    monkeypatch.delenv("MOETUNE_DUMMY_DISTRIBUTION")
+    assert main(argv) == 0
+    assert "distribution=balanced routing=" in capsys.readouterr().out
+
+
 def test_routing_json_for_one_rank(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["routing", "--experts", "16", "--top-k", "4", "--topology", "ep4", "--tokens", "32"]
     assert main([*argv, "--rank", "2", "--json", "--distribution", "random", "--seed", "5"]) == 0

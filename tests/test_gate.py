@@ -214,6 +214,23 @@ def test_baselines_option_is_relative_to_the_current_folder_and_the_header_says_
     result.stdout.fnmatch_lines([f"moetune: baselines {sub / 'mine'}; tuning cache {flow.cache}"])
 
 
+def test_a_home_relative_cache_or_baselines_option_is_expanded(
+    flow: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--moetune-cache=~/...`` (the shell leaves ``~`` after ``=`` alone) is the home folder's, as
+    ``$MOETUNE_CACHE`` is, not a folder named ``~``."""
+    home = flow.pytester.mkdir("home")
+    result, _ = flow.run(
+        "--moetune-cache=~/c.json",
+        "--moetune-baselines=~/b",
+        "--moetune-update-baselines",
+        env={"HOME": str(home)},
+    )
+    assert result.ret == 0
+    assert (home / "c.json").is_file() and list((home / "b").rglob("*.json"))
+    assert not (flow.pytester.path / "~").exists()
+
+
 def test_a_life_cycle_failure_shows_the_inner_runs_stderr(pytester: pytest.Pytester) -> None:
     """An inner run's conftest that cannot import lands on stderr: the assertion message has it."""
     flow = GateWorkflow(pytester, SUITE, conftest="import not_a_module_of_yours\n")
@@ -541,6 +558,59 @@ def test_bad_threshold_is_a_usage_error(pytester: pytest.Pytester, value: str) -
     assert any(
         ("--moetune-threshold" in line and repr(value) in line) or value in line for line in result.errlines
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--moetune-rounds", "x", "the gate needs a whole number of rounds, at least 5; got 'x'"),
+        ("--moetune-rounds", "3", "the gate needs a whole number of rounds, at least 5; got '3'"),
+        ("--moetune-threshold", "abc", "threshold must be a fraction in (0, 1), e.g. 0.05 for 5%; got 'abc'"),
+    ],
+)
+def test_bad_option_values_say_what_is_wanted(
+    pytester: pytest.Pytester, option: str, value: str, message: str
+) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest(f"{option}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("moetune_threshold()", "takes one fraction, e.g. moetune_threshold(0.1), got ()"),
+        ("moetune_threshold(0.1, 0.2)", "takes one fraction, e.g. moetune_threshold(0.1), got (0.1, 0.2)"),
+        ("moetune_threshold('lots')", "threshold must be a fraction in (0, 1), e.g. 0.05 for 5%; got 'lots'"),
+    ],
+    ids=["no-value", "two-values", "not-a-number"],
+)
+def test_a_bad_threshold_marker_fails_its_tests_naming_the_marker(
+    flow: GateWorkflow, marker: str, message: str
+) -> None:
+    marked = f"@pytest.mark.{marker}\ndef test_tuned_throughput"
+    flow.pytester.makepyfile(test_gate_suite=SUITE.replace("def test_tuned_throughput", marked))
+    result, _ = flow.run()
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines([f"*@pytest.mark.moetune_threshold: {message}"])
+    assert "During handling" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--moetune-update-baselines"], ["--moetune-strict", "--moetune-report=r"]],
+    ids=["update", "two"],
+)
+def test_gate_options_without_moetune_warn_that_they_do_nothing(
+    pytester: pytest.Pytester, args: list[str]
+) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == 0
+    named = ", ".join(a.split("=")[0] for a in args)
+    result.stdout.fnmatch_lines([f"*PytestConfigWarning: {named} act only on the moetune gate*do nothing"])
+    assert pytester.runpytest("--moetune-peer", "-p", "no:warnings").ret == 0  # a warning, not an error
 
 
 def test_threshold_marker_loosens_one_test(flow: GateWorkflow) -> None:
