@@ -151,19 +151,24 @@ GATE_ONLY_OPTIONS = (
 """Options that act only on the gate: given without ``--moetune`` they do nothing, and a warning says so."""
 
 
+def _warn_of_unused_gate_options(config: pytest.Config) -> None:
+    """Without ``--moetune``: a config warning naming the :data:`GATE_ONLY_OPTIONS` given."""
+    unused = [flag for dest, flag in GATE_ONLY_OPTIONS if config.getoption(dest) not in (None, False)]
+    if unused:
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"{', '.join(unused)} act only on the moetune gate, which runs with --moetune: "
+                "without it they do nothing"
+            ),
+            stacklevel=2,
+        )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("moetune"):
-        unused = [flag for dest, flag in GATE_ONLY_OPTIONS if config.getoption(dest) not in (None, False)]
-        if unused:
-            config.issue_config_time_warning(
-                pytest.PytestConfigWarning(
-                    f"{', '.join(unused)} act only on the moetune gate, which runs with --moetune: "
-                    "without it they do nothing"
-                ),
-                stacklevel=2,
-            )
-    if config.getoption("moetune"):
+        _warn_of_unused_gate_options(config)
+    else:
         from pytest_moetune.gpu_pinning import check_worker_count, pin_worker, visible_gpus, xdist_workers
 
         try:
