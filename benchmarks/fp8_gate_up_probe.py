@@ -5,10 +5,11 @@
     PYTHONPATH=. python3 benchmarks/fp8_gate_up_probe.py --kernel VARIANT [--cases A] [--tokens 4096]
                                              # device: two plain launches, for ncu (gpu_profile.sh)
 
-Each variant is ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128 tiles in
-two passes of 64 h columns, 5 ring stages, the fp8 default's gate/up up to I = 2048), loaded as its
-own copy of the module with one helper swapped, so all variants compile and run in one process and
-share its clocks. The probes are not correct programs (their h is wrong); only their time counts:
+The first four variants are ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128
+tiles in two passes of 64 h columns, 5 ring stages: the fp8 default's gate/up at block_m 128), each
+loaded as its own copy of the module with one helper swapped, so all variants compile and run in one
+process and share its clocks. The probes among them are not correct programs (their h is wrong);
+only their time counts:
 
 - ``committed``: the kernel as it is;
 - ``x-once``: pass 1 of each tile does not reload x's blocks (its ring slots keep stale x), so x
