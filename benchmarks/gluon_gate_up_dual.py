@@ -25,7 +25,13 @@ time; its two math warpgroups run in lockstep, one CTA barrier per K block,
   the codes by two TMA stores of ``(64, 64)`` that its next tile waits for.
 
 The promotion of each K block is the committed kernel's (``xs[row, kb]`` times the gate or up block's
-scale, in K order), so the bits should be the same.
+scale, in K order), so the bits are the same.
+
+Measured (BENCHMARKS.md, H200 runs 111-112, ``benchmarks/fp8_gate_up_probe.py``): the committed
+kernel's bits at all 8 points; 0.95-0.99x its time at mixtral, 0.95-1.00x at qwen3-235b, 1.01-1.06x
+at deepseek-r1 and 1.00-1.04x at qwen3-30b (``stagger`` 0.95-1.03x): level overall, so not a
+kernel. If it becomes one (a mixtral tile), its epilogue and loader should share
+``kernels.gluon_gate_up_ws``'s helpers instead of mirroring them.
 """
 
 from __future__ import annotations
