@@ -612,7 +612,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         plot_line = [f"moetune: plot written to {write_plot(Path(plot), state.results)}"]
     mode = config.getoption("moetune_update_baselines")
-    if mode is not None:
+    if mode is not None and exitstatus == pytest.ExitCode.INTERRUPTED:
+        state.update_report = [
+            f"moetune: baselines not updated: the run was interrupted ({len(state.results)} cases measured"
+            + (", in the report)" if report else ")")
+        ]
+    elif mode is not None:
         from pytest_moetune.baseline_update import update_baselines
 
         state.update_report = update_baselines(state, mode, exitstatus)

@@ -214,6 +214,20 @@ def test_baselines_option_is_relative_to_the_current_folder_and_the_header_says_
     result.stdout.fnmatch_lines([f"moetune: baselines {sub / 'mine'}; tuning cache {flow.cache}"])
 
 
+def test_an_interrupted_update_writes_no_baselines(flow: GateWorkflow) -> None:
+    """Ctrl-C during ``--moetune-update-baselines`` leaves every baseline as it was (no mix of old and
+    new entries) and says so; the report keeps the cases measured."""
+    flow.run("--moetune-update-baselines")
+    before = baseline(flow).read_bytes()
+    flow.pytester.makepyfile(test_zz_interrupt="def test_stop():\n    raise KeyboardInterrupt\n")
+    result, results = flow.run(UPDATE_ALL, env={"MOETUNE_FAKE_SLOWDOWN": "1.5"})
+    assert result.ret == pytest.ExitCode.INTERRUPTED and {r["case"] for r in results} == CASES
+    result.stdout.fnmatch_lines(
+        ["moetune: baselines not updated: the run was interrupted (4 cases measured, in*"]
+    )
+    assert baseline(flow).read_bytes() == before
+
+
 def test_a_home_relative_cache_or_baselines_option_is_expanded(
     flow: GateWorkflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
