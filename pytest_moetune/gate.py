@@ -48,7 +48,10 @@ def threshold_value(text: str) -> float:
 
 def update_mode(text: str) -> str:
     if text not in UPDATE_MODES:
-        raise ValueError(f"unknown baseline update mode {text!r}; valid: {', '.join(UPDATE_MODES)}")
+        raise ValueError(
+            f"unknown baseline update mode {text!r}; valid: {', '.join(UPDATE_MODES)} (a path right after "
+            "the option is read as its mode: put paths first, or write --moetune-update-baselines=changed)"
+        )
     return text
 
 

@@ -580,6 +580,7 @@ def test_bad_threshold_is_a_usage_error(pytester: pytest.Pytester, value: str) -
         ("--moetune-rounds", "x", "the gate needs a whole number of rounds, at least 5; got 'x'"),
         ("--moetune-rounds", "3", "the gate needs a whole number of rounds, at least 5; got '3'"),
         ("--moetune-threshold", "abc", "threshold must be a fraction in (0, 1), e.g. 0.05 for 5%; got 'abc'"),
+        ("--moetune-update-baselines", "suites/perf", "a path right after the option is read as its mode"),
     ],
 )
 def test_bad_option_values_say_what_is_wanted(
