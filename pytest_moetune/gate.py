@@ -429,9 +429,17 @@ class Harness:
             marker = self._request.node.get_closest_marker("moetune_threshold")
             if marker is not None:
                 threshold = _marker_threshold(marker)
+        from pytest_moetune.baseline import BaselineError
+
         runner = runner_registry(config).get(case.runner)
         module = module_key(config, self._request.node.path)
-        result = self._gate.check(runner, case, module, threshold)
+        bad_baseline = None
+        try:
+            result = self._gate.check(runner, case, module, threshold)
+        except BaselineError as err:  # the file's fault, not the plugin's: its message, no traceback
+            bad_baseline = str(err)
+        if bad_baseline is not None:
+            pytest.fail(bad_baseline, pytrace=False)
         self._state.results.append(result)
         if config.pluginmanager.hasplugin("benchmark"):
             from pytest_moetune.benchmark_bridge import record_rounds

@@ -454,6 +454,7 @@ def test_bad_baseline_files_are_errors_naming_the_file_and_left_alone(
     result, _ = flow.run("--moetune-update-baselines")
     assert result.ret == 1
     result.stdout.fnmatch_lines([f"*baseline '*test_gate_suite.json'*{message}*"])
+    assert "pytest_moetune/" not in result.stdout.str(), "the plugin's traceback, not just the file's fault"
     assert path.read_text() == content
 
 
