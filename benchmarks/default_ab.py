@@ -100,7 +100,8 @@ def chosen_cases(cases: list[MoECase], old: dict[str, dict[str, Any]], new: dict
                  max_block_m: int, dtypes: set[str], changed_only: bool,
                  match: re.Pattern[str] | None = None) -> list[MoECase]:  # fmt: skip
     """``cases`` of ``dtypes`` whose old or new default has ``block_m <= max_block_m`` (and, with
-    ``changed_only``, whose default changed; with ``match``, whose id it finds)."""
+    ``changed_only``, whose default changed, as a tactic: a file written before a tile flag existed
+    lacks its key, which reads as the flag's default; with ``match``, whose id it finds)."""
     missing = [c.id for c in cases if c.id not in old]
     if missing:
         raise ValueError(f"--old lacks {len(missing)} of the cases, e.g. {missing[0]!r}: write it with "
@@ -108,7 +109,7 @@ def chosen_cases(cases: list[MoECase], old: dict[str, dict[str, Any]], new: dict
     return [
         c for c in cases
         if c.dtype in dtypes and min(old[c.id]["block_m"], new[c.id]["block_m"]) <= max_block_m
-        and not (changed_only and old[c.id] == new[c.id])
+        and not (changed_only and Tactic.from_dict(old[c.id]) == Tactic.from_dict(new[c.id]))
         and (match is None or match.search(c.id) is not None)
     ]  # fmt: skip
 

@@ -20,10 +20,10 @@ only their time counts:
   FFMA per K block, no scale loads). What block scaling costs the tensor cores;
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
-- ``dual``: ``benchmarks.gluon_gate_up_dual``'s candidate (x read once per tile, each math
-  warpgroup its own partition, 4 stages), correct: its hq and hs are compared with ``committed``'s
-  (``same_bits``, ``max_rel_diff``); ``dual-stagger`` the same with partition 1 starting once
-  partition 0 has promoted its first wgmma, so that they take turns on the tensor cores.
+- ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each
+  math warpgroup its own partition, partition 1 starting once partition 0 has promoted its first
+  wgmma, 4 stages), correct: its hq and hs are compared with ``committed``'s (``same_bits``,
+  ``max_rel_diff``). Runs 111-112 timed it as a candidate, with and without that staggered start.
 
 Inputs as the fp8 layer makes them (balanced routing, x quantized into the alignment's order, w1
 block-quantized). Times: CUDA-graph replays (:class:`pytest_moetune.timing.CudaGraphTimer`, 7
@@ -51,7 +51,6 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 import kernels.gluon_down as gluon_down
 import kernels.gluon_gate_up_ws as gluon_gate_up_ws
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
-from benchmarks.gluon_gate_up_dual import launch_gluon_gate_up_dual
 from benchmarks.points import each_point
 from kernels import MoEProblem
 from kernels.align import moe_align
@@ -62,7 +61,7 @@ from kernels.quant import quantize_fp8_block, quantize_fp8_groups_sorted
 from kernels.tactics import _gluon_tiles
 from pytest_moetune.timing import CudaGraphTimer
 
-VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual", "dual-stagger")
+VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual")
 
 
 @gluon.jit
@@ -152,7 +151,8 @@ def make_launches(
     xq, xs = quantize_fp8_groups_sorted(torch.randn(tokens, h, device=dev).bfloat16(), al, k)
     problem = MoEProblem(tokens, h, i, num_local, k, "float8_e4m3fn")
     tiles = _gluon_tiles(problem, 128, "gate_up")
-    persistent = next(t for t in tiles if t.sorted_x and t.persistent)
+    persistent = next(t for t in tiles if t.sorted_x and t.persistent and not t.dual)
+    dual = next(t for t in tiles if t.dual)
     plain = replace(next(t for t in tiles if t.sorted_x and not t.persistent), num_stages=4)
 
     outs: Outputs = {}
@@ -163,9 +163,8 @@ def make_launches(
         outs[name] = (hq, hs)
         if name == "non-persistent":
             return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, plain, k, sorted_x=True)
-        if name.startswith("dual"):
-            stagger = name == "dual-stagger"
-            return lambda: launch_gluon_gate_up_dual(xq, xs, w1q, w1s, hq, hs, al, stagger=stagger)
+        if name == "dual":
+            return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, dual, k, sorted_x=True)
         run = mods[name].launch_gluon_gate_up_ws
         return lambda: run(xq, xs, w1q, w1s, hq, hs, al, persistent, k)
 
@@ -191,7 +190,7 @@ def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -
     for run in launches.values():  # compile and warm up outside the timed passes
         run()
     torch.cuda.synchronize()
-    checks = {name: compare(outs, name, rows_in_use) for name in VARIANTS if name.startswith("dual")}
+    checks = {"dual": compare(outs, "dual", rows_in_use)}
     timer = CudaGraphTimer(rounds=7, target_round_us=20_000.0, warmup_us=50_000.0)
     per_pass: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for p in range(passes):

@@ -102,16 +102,18 @@ def _ws_schedule(num_padded_ptr, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.conste
     return num_m, num_pid_n, num_m * num_pid_n, gl.cdiv(K, BLOCK_K), gl.program_id(0), gl.num_programs(0)
 
 @gluon.jit
-def _ws_barriers(NUM_STAGES: gl.constexpr, READY_ARRIVALS: gl.constexpr = 1):
+def _ws_barriers(NUM_STAGES: gl.constexpr, READY_ARRIVALS: gl.constexpr = 1,
+                 MATH_PARTITIONS: gl.constexpr = 1):  # fmt: skip
     """The warp-specialized ring's mbarriers, ``(NUM_STAGES, 1)`` int64 each: ``ready[s]`` completes
     on ``READY_ARRIVALS`` arrivals (the loader's expect-tx arrival; a gathering loader adds one per
     thread when its ``cp.async`` copies land) and its TMA copies' bytes, ``empty[s]`` on an arrival of
-    every math thread (the launch's warps)."""
+    every math thread (the launch's warps, times ``MATH_PARTITIONS`` where that many partitions of
+    them read each slot)."""
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(s), count=READY_ARRIVALS)
-        mbarrier.init(empty.index(s), count=32 * gl.num_warps())
+        mbarrier.init(empty.index(s), count=MATH_PARTITIONS * 32 * gl.num_warps())
     return ready, empty
 
 @gluon.jit

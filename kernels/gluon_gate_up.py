@@ -395,15 +395,15 @@ def _gluon_gate_up_fp8_kernel(
 
 def gate_up_descriptors(
     xq: torch.Tensor, w1q: torch.Tensor, hq: torch.Tensor, block_m: int, rows: int, h_cols: int,
-    sorted_x: bool,
+    sorted_x: bool, h_rows: int | None = None,
 ) -> tuple[torch.Tensor | TensorDescriptor, TensorDescriptor, TensorDescriptor]:
     """The x source and TMA descriptors of a Gluon gate/up launch, in the kernels' shared layouts:
     with ``sorted_x`` x in the alignment's order ``(max_padded, H)`` with box ``(block_m, 128)``,
     else ``xq`` itself (its rows gathered by the kernel); w1 viewed as ``(2L, I, H)`` with box
     ``(2, rows, 128)`` (``rows`` gate rows, then the same up rows); hq ``(max_padded, I)`` with box
-    ``(block_m, h_cols)``."""
+    ``(h_rows, h_cols)`` (``h_rows`` defaults to block_m; the dual kernel stores 64-row halves)."""
     num_local, two_i, h = w1q.shape
-    w_box, h_box = [2, rows, SCALE_GROUP], [block_m, h_cols]
+    w_box, h_box = [2, rows, SCALE_GROUP], [block_m if h_rows is None else h_rows, h_cols]
     w_layout = gl.NVMMASharedLayout.get_default_for(w_box, gl.float8e4nv)
     h_layout = gl.NVMMASharedLayout.get_default_for(h_box, gl.float8e4nv)
     x_src: torch.Tensor | TensorDescriptor = xq

@@ -213,20 +213,30 @@ def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws
                          up_off, is_up, True, mma_layout, GATHER)  # fmt: skip
         base += num_k
         h_hi_val = _halves_h(acc)
-        h_layout: gl.constexpr = h_hi_val.type.layout
-        h_lo_val = stash.load(h_layout)
-        h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo_val), axis=1), gl.max(gl.abs(h_hi_val), axis=1)))
-        rows_h = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, h_layout))
-        gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
-        tma.store_wait(pendings=0)  # the previous tile's codes have left h_lo / h_hi
-        gl.thread_barrier()
-        _ws_quantize(h_lo_val, h_scale, h_lo)
-        _ws_quantize(h_hi_val, h_scale, h_hi)
-        fence_async_shared()
-        gl.thread_barrier()
-        tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_lo)
-        tma.async_copy_shared_to_global(h_desc, [off_m, off_n + HALF], h_hi)
+        _ws_store_h(stash.load(h_hi_val.type.layout), h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi,
+                    h_desc)  # fmt: skip
     tma.store_wait(pendings=0)
+
+@gluon.jit
+def _ws_store_h(h_lo_val, h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi, h_desc):
+    """The fp8 gate/up's epilogue for rows ``off_m ..`` of column tile ``pid_n`` (h columns ``128
+    pid_n ..``): the two halves' ``silu(gate) * up`` (``(ROWS, 64)`` fp32 each, one layout) give each
+    row's group scale, stored to ``hs[row, pid_n]``, and their e4m3 codes, staged in ``h_lo`` / ``h_hi`` and
+    stored by TMA. The stores run on; the next call waits for them before it refills the staging."""
+    h_layout: gl.constexpr = h_lo_val.type.layout
+    ROWS: gl.constexpr = h_lo_val.shape[0]
+    h_scale = _h_scale(gl.maximum(gl.max(gl.abs(h_lo_val), axis=1), gl.max(gl.abs(h_hi_val), axis=1)))
+    rows_h = off_m + gl.arange(0, ROWS, layout=gl.SliceLayout(1, h_layout))
+    gl.store(hs_ptr + rows_h.to(gl.int64) * stride_hsm + pid_n, h_scale)
+    tma.store_wait(pendings=0)  # the previous tile's codes have left h_lo / h_hi
+    gl.thread_barrier()
+    _ws_quantize(h_lo_val, h_scale, h_lo)
+    _ws_quantize(h_hi_val, h_scale, h_hi)
+    fence_async_shared()
+    gl.thread_barrier()
+    off_n = pid_n * TILE_N
+    tma.async_copy_shared_to_global(h_desc, [off_m, off_n], h_lo)
+    tma.async_copy_shared_to_global(h_desc, [off_m, off_n + HALF], h_hi)
 
 @gluon.jit
 def _ws_gate_up_ring(a_bufs, w_desc, h_desc, num_padded_ptr, N, K, READY_ARRIVALS: gl.constexpr):
@@ -339,8 +349,14 @@ def launch_gluon_gate_up_ws(
     float8_e4m3fn contiguous; w1s: (L, 2I/128, H/128) float32; hq: (al.max_padded, I) float8_e4m3fn
     contiguous; hs: (al.max_padded, I/128) float32. H and I multiples of 128, ``al.block_m`` 128,
     ``tile`` 128 x 128 with 8 warps (``kernels.tactics.gluon_misfit`` checks the sizes;
-    :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here).
+    :func:`kernels.gluon_gate_up.launch_gluon_gate_up` routes ``tile.persistent`` tiles here). A
+    ``tile.dual`` (sorted x only) runs :mod:`kernels.gluon_gate_up_dual`, with the same bits.
     """
+    if tile.dual:
+        from kernels.gluon_gate_up_dual import launch_gluon_gate_up_dual  # it imports this module's helpers
+
+        launch_gluon_gate_up_dual(xq, xs, w1q, w1s, hq, hs, al, tile)
+        return
     h, i = w1q.shape[2], w1q.shape[1] // 2
     x_src, w_desc, h_desc = gate_up_descriptors(xq, w1q, hq, al.block_m, HALF.value, HALF.value,
                                                 tile.sorted_x)  # fmt: skip

@@ -19,7 +19,8 @@ from pathlib import Path
 
 SOURCES = (
     "align.py", "fused_moe.py", "quant.py", "row_gather.py", "tactics.py", "pdl.py",
-    "gluon_support.py", "gluon_common.py", "gluon_gate_up.py", "gluon_gate_up_ws.py", "gluon_down.py",
+    "gluon_support.py", "gluon_common.py", "gluon_gate_up.py", "gluon_gate_up_ws.py", "gluon_gate_up_dual.py",
+    "gluon_down.py",
 )  # fmt: skip
 """The files of this package whose code decides the layer's speed and results."""
 

@@ -66,7 +66,9 @@ class GemmTile:
     (BENCHMARKS.md, run 63); ``persistent`` (Gluon gate/up tiles at block_m 128): run the gate/up as
     one persistent program per SM with a loader warpgroup (:mod:`kernels.gluon_gate_up_ws`; for fp8
     the halves schedule, the same bits), as the Gluon down always runs; without ``sorted_x`` its
-    loader warps gather x's rows by ``cp.async``.
+    loader warps gather x's rows by ``cp.async``; ``dual`` (fp8 persistent ``sorted_x`` gate/up tiles):
+    read x once per tile, both halves' h columns in one pass over K, each math warpgroup its own
+    partition (:mod:`kernels.gluon_gate_up_dual`, the same bits).
     """
 
     block_n: int
@@ -78,6 +80,7 @@ class GemmTile:
     gluon: bool = False
     sorted_x: bool = False
     persistent: bool = False
+    dual: bool = False
 
     def __post_init__(self) -> None:
         _check_int("block_n", self.block_n, lo=16, hi=256, pow2=True)
@@ -101,6 +104,12 @@ class GemmTile:
         if self.persistent and not self.gluon:
             raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
                              "persistent is a Gluon gate/up option: it needs gluon=True")
+        if not isinstance(self.dual, bool):
+            raise ValueError(f"dual must be a bool, got {self.dual!r}")
+        if self.dual and not (self.persistent and self.sorted_x):
+            raise ValueError(f"tile n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}: "
+                             "dual is an option of the persistent sorted_x gate/up: it needs persistent=True "
+                             "and sorted_x=True")  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -110,6 +119,7 @@ class GemmTile:
             + ("G" if self.gluon else "")
             + ("S" if self.sorted_x else "")
             + ("P" if self.persistent else "")
+            + ("D" if self.dual else "")
         )
 
 
@@ -332,6 +342,8 @@ def _gluon_misfit_16bit(gemm: str, block_m: int, tile: GemmTile, hidden: int, in
     """:func:`gluon_misfit` for 16-bit operands."""
     if dtype not in ("bfloat16", "float16"):
         return f"the Gluon kernels take fp8 or 16-bit operands, not {dtype}"
+    if tile.dual:
+        return f"{gemm} tile {tile.name}: dual is an fp8 gate/up option"
     if gemm == "gate_up":
         if not tile.persistent or block_m != 128:
             return (f"the 16-bit Gluon gate/up is a persistent tile at block_m 128, got "
@@ -369,15 +381,16 @@ def _gluon_smem_bytes(gemm: str, block_m: int, tile: GemmTile, elem: int = 1) ->
     as fp32); the gate/up's epilogue (the wide tile's layout change, the fp8 hq tile staged for its
     TMA store) reuses the drained ring (163,872 B for either block_m at 4 stages, triton 3.6),
     except in the ``persistent`` gate/up, whose ring stays live beside its two hq staging tiles
-    (213,212 B at 5 stages). The persistent down stages each y tile in shared memory for its TMA
-    store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage 128 x 128 down takes).
-    ``elem``: bytes per operand element (1 for fp8, 2 for the 16-bit down, whose K step is 64:
-    128 bytes per ring row either way)."""
+    (213,212 B at 5 stages). A ``dual`` slot holds both halves' weight rows (256) and no h waits as
+    fp32: 212,992 B of ring and staging at 4 stages. The persistent down stages each y tile in shared
+    memory for its TMA store (a block_m x block_n 16-bit tile: 32 KB of the 196,828 B the 5-stage
+    128 x 128 down takes). ``elem``: bytes per operand element (1 for fp8, 2 for the 16-bit down,
+    whose K step is 64: 128 bytes per ring row either way)."""
     if gemm == "gate_up" and elem == 2:  # the 16-bit persistent tile: one pass, h staged for TMA
         slot, stash, out = 2 * tile.block_n, 0, block_m * tile.block_n * 2
     elif gemm == "gate_up":
-        slot = 2 * tile.block_n if block_m == 64 else tile.block_n
-        stash = block_m * tile.block_n // 2 * 4 if block_m == 128 else 0
+        slot = 2 * tile.block_n if block_m == 64 or tile.dual else tile.block_n
+        stash = block_m * tile.block_n // 2 * 4 if block_m == 128 and not tile.dual else 0
         out = block_m * tile.block_n if tile.persistent else 0
     else:
         slot, stash, out = tile.block_n, 0, block_m * tile.block_n * 2
@@ -388,8 +401,8 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
     """The Gluon tiles of ``gemm`` at ``block_m`` that fit ``problem``'s sizes. fp8 gate/up: the
     first (fastest) table tile also with ``sorted_x``, right after it, and at block_m 128 both also
     ``persistent`` with :data:`_PERSISTENT_GATE_UP_STAGES` stages, at the end (sorted, then
-    gathering). 16-bit gate/up: each table tile persistent, gathering x's rows, then with
-    ``sorted_x``."""
+    gathering), then the sorted one ``dual`` with :data:`_DUAL_GATE_UP_STAGES`. 16-bit gate/up: each
+    table tile persistent, gathering x's rows, then with ``sorted_x``."""
     fp8 = problem.dtype == "float8_e4m3fn"
     if fp8:
         table = _GATE_UP_GLUON if gemm == "gate_up" else _DOWN_GLUON
@@ -405,6 +418,7 @@ def _gluon_tiles(problem: MoEProblem, block_m: int, gemm: str) -> list[GemmTile]
         if block_m == 128:
             stages = _PERSISTENT_GATE_UP_STAGES
             tiles += [replace(t, persistent=True, num_stages=stages) for t in (tiles[1], tiles[0])]
+            tiles.append(replace(tiles[1], persistent=True, dual=True, num_stages=_DUAL_GATE_UP_STAGES))
     h, i = problem.hidden_size, problem.intermediate_size
     return [t for t in tiles if gluon_misfit(gemm, block_m, t, h, i, problem.dtype) is None]
 
@@ -476,6 +490,17 @@ _PERSISTENT_GATE_UP_STAGES = 5
 points of H200 run 23 (3 stages 1.25-1.36x slower): with one wgmma in flight and one being promoted,
 S - 2 blocks are in the air."""
 
+_DUAL_GATE_UP_STAGES = 4
+"""Ring depth of the ``dual`` gate/up tile: its 48 KB slots fit 4 stages beside the h staging."""
+
+_DUAL_GATE_UP_MIN_I = 8192
+"""From this I the fp8 default's persistent gate/up is the ``dual`` one (x read once per tile). H200
+runs 111-112 (BENCHMARKS.md, ``benchmarks/fp8_gate_up_probe.py``), the gate/up alone against the
+two-pass kernel in the same rounds, T = 4096 / 16384: 0.95-0.99x the time at mixtral (I = 14336),
+0.95-1.00x at qwen3-235b (I = 1536), 1.01-1.06x at deepseek-r1 (I = 2048), 1.00-1.04x at qwen3-30b
+(I = 768). No I between 2048 and 14336 was measured; the tuner can pick it anywhere at block_m 128."""
+
+
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     """The default's Gluon gate/up at ``block_m``: the fastest table tile, with ``sorted_x`` (x
     quantized into the alignment's order, read by TMA) from :data:`_SORTED_X_ROWS` rows per expert.
@@ -495,7 +520,8 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     tiles = _gluon_tiles(problem, block_m, "gate_up")
     want = problem.rows_per_expert >= _SORTED_X_ROWS
     persistent = want and block_m == 128
-    return next(t for t in tiles if t.sorted_x == want and t.persistent == persistent)
+    dual = persistent and problem.intermediate_size >= _DUAL_GATE_UP_MIN_I
+    return next(t for t in tiles if (t.sorted_x, t.persistent, t.dual) == (want, persistent, dual))
 
 
 def _uses_gluon(problem: MoEProblem, gluon: bool) -> bool:

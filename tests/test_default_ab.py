@@ -61,6 +61,11 @@ def test_the_selection_takes_small_blocks_and_with_changed_only_the_changed_defa
     model = one.id.split("/")[1]  # fused_moe/MODEL/...
     matched = chosen_cases(cases, old, new, 32, {"bf16", "fp8_w8a8"}, False, re.compile(f"/{model}/"))
     assert one in matched and {c.id.split("/")[1] for c in matched} == {model} and len(matched) < len(small)
+    # a file from before a tile flag existed lacks its key (False, its default): not a change
+    older = {key: {**tac, "gate_up": {f: v for f, v in tac["gate_up"].items() if f != "dual" or v}}
+             for key, tac in old.items()}  # fmt: skip
+    assert any("dual" not in tac["gate_up"] for tac in older.values())
+    assert chosen_cases(cases, older, old, 128, {"bf16", "fp8_w8a8"}, changed_only=True) == []
     with pytest.raises(ValueError, match="--old lacks 1 of the cases"):
         chosen_cases(cases, {k: v for k, v in old.items() if k != one.id}, new, 32, {"bf16"}, False)
 

@@ -384,9 +384,9 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     """Every tactic of the point's fp8 space with a Gluon tile (Gluon in both GEMMs, or beside a
     Triton tile: the kernels exchange h and its scales) matches the reference; a ``sorted_x``
     gate/up (x quantized into the alignment's order, read by TMA) gives its gathering twin's bits, a
-    persistent one (``kernels.gluon_gate_up_ws``) the non-persistent sorted tile's, a persistent one
-    gathering x's rows itself the persistent sorted tile's; and the default gives the same bits
-    twice."""
+    persistent one (``kernels.gluon_gate_up_ws``, and the ``dual`` one of
+    ``kernels.gluon_gate_up_dual``) the non-persistent sorted tile's, a persistent one gathering x's
+    rows itself the persistent sorted tile's; and the default gives the same bits twice."""
     from kernels import GemmTile, MoEProblem, default_tactic, fused_moe_fp8, tactics
 
     _skip_without_gluon()
@@ -413,8 +413,8 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     twins = [(tac, replace(tac, gate_up=twin_of(tac.gate_up))) for tac in chosen
              if tac.gate_up.sorted_x or tac.gate_up.persistent]  # fmt: skip
     assert twins and all(twin in outs for _, twin in twins)
-    kinds = {(tac.gate_up.persistent, tac.gate_up.sorted_x) for tac, _ in twins}
-    assert kinds >= {(True, True), (True, False)}, kinds
+    kinds = {(tac.gate_up.persistent, tac.gate_up.sorted_x, tac.gate_up.dual) for tac, _ in twins}
+    assert kinds >= {(True, True, False), (True, False, False), (True, True, True)}, kinds
     for tac, twin in twins:
         assert torch.equal(outs[tac], outs[twin]), f"{tac.name} differs from {twin.name}"
     dflt = default_tactic(problem, gluon=True)
@@ -422,6 +422,55 @@ def test_fp8_every_gluon_tactic_matches_reference(model: str, t: int, gluon_down
     first = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     again = fused_moe_fp8(x, *weights_fp8, *routing, local_expert_offset=offset)
     assert torch.equal(first, again), "two runs on the same inputs gave different bits"
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["fewer-tiles-than-programs", "no-local-slot"])
+def test_fp8_dual_gate_up_programs_without_tiles_finish(local: bool) -> None:
+    """The dual gate/up's second math partition waits for the first one's first promotion. A program
+    with no tile (a launch sized for the alignment's bound, fewer tiles in use; or no local slot at
+    all) must skip that wait, not hang. Its output is the two-pass persistent gate/up's, bit for bit,
+    and the reference's (zeros without local slots). H = I = 256, 4 local experts, 8 tokens: at most
+    8 tiles in use."""
+    from kernels import (
+        GemmTile,
+        Tactic,
+        dequantize_fp8_block,
+        dequantize_fp8_groups,
+        fused_moe_fp8,
+        fused_moe_reference,
+        quantize_fp8_block,
+        quantize_fp8_groups,
+    )
+
+    _skip_without_gluon()
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    num_local, hidden, inter, t, k = 4, 256, 256, 8, 2
+    w1 = torch.randn(num_local, 2 * inter, hidden, device="cuda", generator=gen) / 16
+    w1q, w1s = quantize_fp8_block(w1)
+    w2q, w2s = quantize_fp8_block(torch.randn(num_local, hidden, inter, device="cuda", generator=gen) / 16)
+    x = _tokens(t, hidden, seed=12)
+    offset = 0 if local else num_local  # ids below num_local: all local, or all in the shard before
+    first = torch.randint(0, num_local, (t,), device="cuda", generator=gen)
+    ids = torch.stack([first, (first + 1) % num_local], dim=1).to(torch.int32).contiguous()  # k distinct
+    weights = torch.softmax(torch.randn(t, k, device="cuda", generator=gen), dim=1).contiguous()
+    ref = fused_moe_reference(
+        dequantize_fp8_groups(*quantize_fp8_groups(x)), dequantize_fp8_block(w1q, w1s),
+        dequantize_fp8_block(w2q, w2s), ids, weights, local_expert_offset=offset, act_quant="fp8_group",
+    )  # fmt: skip
+    dual = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True, persistent=True, dual=True)
+    down = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True)
+    outs = []
+    for gate_up in (dual, replace(dual, dual=False, num_stages=5)):
+        out = torch.full_like(x, math.nan)
+        fused_moe_fp8(x, w1q, w1s, w2q, w2s, ids, weights, local_expert_offset=offset,
+                      tactic=Tactic(128, gate_up, down), out=out)  # fmt: skip
+        torch.cuda.synchronize()
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1]), "the dual gate/up's bits differ from the two-pass kernel's"
+    if local:
+        _check(outs[0], ref, fp8=True)
+    else:
+        assert not ref.any() and not outs[0].any(), "no local slot: the output must be zeros"
 
 
 def test_fp8_gluon_fp16_activations() -> None:

@@ -71,6 +71,7 @@ def test_gluon_default_below_128_rows_takes_the_wide_gate_up_and_the_256_wide_do
 FP8 = "float8_e4m3fn"
 GU, GU_SORTED = "gu_n128k128g8w8s4tG", "gu_n128k128g8w8s4tGS"  # wide at block_m 64, halves at 128
 GU_PERSISTENT = "gu_n128k128g8w8s5tGSP"  # halves, persistent and warp-specialized (block_m 128)
+GU_DUAL = "gu_n128k128g8w8s4tGSPD"  # persistent, x once per tile, a partition per warpgroup
 WS_DOWN_S4, WS_DOWN_S5 = "dn_n128k128g8w8s4tG", "dn_n128k128g8w8s5tG"
 TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
 
@@ -81,8 +82,10 @@ TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
         # block_m 128 from 128 rows per expert with I >= 768, the down with 5 stages up to I = 2048
         (MoEProblem(4096, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 1024 rows
         (MoEProblem(1024, 7168, 2048, 32, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # dsr1 256 rows
-        (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S4}"),  # mixtral
-        (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S4}"),  # mixtral 256 rows
+        (MoEProblem(4096, 4096, 14336, 8, 2, FP8), f"m128-{GU_DUAL}-{WS_DOWN_S4}"),  # mixtral: I >= 8192
+        (MoEProblem(1024, 4096, 14336, 8, 2, FP8), f"m128-{GU_DUAL}-{WS_DOWN_S4}"),  # mixtral 256 rows
+        (MoEProblem(4096, 4096, 8192, 8, 2, FP8), f"m128-{GU_DUAL}-{WS_DOWN_S4}"),  # the dual rule's edge
+        (MoEProblem(4096, 4096, 8064, 8, 2, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S4}"),  # below it
         (MoEProblem(16384, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # 2048 rows
         (MoEProblem(4096, 4096, 1536, 64, 8, FP8), f"m128-{GU_PERSISTENT}-{WS_DOWN_S5}"),  # q235b 512 rows
         (MoEProblem(1024, 4096, 1536, 64, 8, FP8), f"m128-{GU}-{WS_DOWN_S5}"),  # 128 rows: gathered x
@@ -95,7 +98,8 @@ TRITON_DOWN, GLUON_DOWN_256 = "dn_n128k128g8w4s3t", "dn_n256k128g8w8s4tG"
         (MoEProblem(1024, 2048, 512, 64, 10, FP8), f"m64-{GU}-{TRITON_DOWN}"),  # qnext I=512, 160 rows
         (MoEProblem(6554, 2048, 512, 64, 10, FP8), f"m64-{GU_SORTED}-{TRITON_DOWN}"),  # 1024 rows
     ],
-    ids=["dsr1-1024rows", "dsr1-256rows", "mixtral-1024rows", "mixtral-256rows", "q235b-2048rows",
+    ids=["dsr1-1024rows", "dsr1-256rows", "mixtral-1024rows", "mixtral-256rows", "I8192", "I8064",
+         "q235b-2048rows",
          "q235b-512rows", "q235b-128rows", "q30b-256rows", "q30b-1024rows", "q235b-96rows", "q30b-64rows",
          "dsr1-64rows", "qnext-160rows", "qnext-1024rows"],
 )
@@ -105,7 +109,8 @@ def test_gluon_default_follows_the_tuners_winners(problem: MoEProblem, name: str
     12), else block_m 64 (wide gate/up, the 256-wide Gluon down for I >= 2048, Triton's TMA down
     below: the H100 winners); from 256 rows per expert the gate/up reads x quantized into the
     alignment's order (``sorted_x``, H100 runs 64 and 66), at block_m 128 by the persistent
-    warp-specialized gate/up (H200 runs 23 and 29; at mixtral's I = 14336 runs 106 and 107)."""
+    warp-specialized gate/up (H200 runs 23 and 29; at mixtral's I = 14336 runs 106 and 107), from
+    I = 8192 the one reading x once per tile (``dual``, H200 runs 111-112)."""
     d = default_tactic(problem, gluon=True)
     assert d.name == name
     assert d in tactics(problem, gluon=True)
@@ -196,13 +201,14 @@ def test_sorted_x_is_a_tma_gate_up_option_with_its_own_name() -> None:
 def test_the_space_has_a_sorted_x_twin_of_the_first_gluon_gate_up_tile(block_m: int) -> None:
     gate_ups = list(dict.fromkeys(t.gate_up for t in tactics(DSR1_PREFILL, gluon=True)
                                   if t.block_m == block_m and t.gate_up.gluon))  # fmt: skip
-    flags = [(g.sorted_x, g.persistent) for g in gate_ups]
-    persistent = [(True, True), (False, True)] if block_m == 128 else []
-    assert flags == [(False, False), (True, False), (False, False), *persistent], flags
+    flags = [(g.sorted_x, g.persistent, g.dual) for g in gate_ups]
+    persistent = [(True, True, False), (False, True, False), (True, True, True)] if block_m == 128 else []
+    assert flags == [(False, False, False), (True, False, False), (False, False, False), *persistent], flags
     assert gate_ups[1] == dataclasses.replace(gate_ups[0], sorted_x=True)
     if block_m == 128:  # the sorted twin and the first tile again, persistent with a 5-stage ring
         assert gate_ups[3] == dataclasses.replace(gate_ups[1], persistent=True, num_stages=5)
         assert gate_ups[4] == dataclasses.replace(gate_ups[0], persistent=True, num_stages=5)
+        assert gate_ups[5] == dataclasses.replace(gate_ups[3], dual=True, num_stages=4)  # 48 KB slots
     assert not any(t.down.sorted_x or t.down.persistent for t in tactics(DSR1_PREFILL, gluon=True))
 
 
@@ -227,6 +233,26 @@ def test_persistent_is_the_sorted_block_m_128_gluon_gate_ups_option() -> None:
     # its ring stays live beside the two hq staging tiles: 6 stages do not fit
     why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, num_stages=6), 7168, 2048)
     assert why is not None and "6 stages needs 245760 B" in why
+
+
+def test_dual_is_the_fp8_persistent_sorted_gate_ups_option() -> None:
+    """``dual`` (``kernels.gluon_gate_up_dual``) needs a persistent ``sorted_x`` tile, runs fp8 gate/ups
+    only, fits 4 stages of its 48 KB slots (not 5), and survives the JSON round trip."""
+    tile = GemmTile(128, 128, 8, 8, 4, tma=True, gluon=True, sorted_x=True, persistent=True, dual=True)
+    assert tile.name == "n128k128g8w8s4tGSPD"
+    tactic = Tactic(128, tile, GLUON_TILE)
+    assert Tactic.from_dict(tactic.to_dict()) == tactic
+    assert gluon_misfit("gate_up", 128, tile, 4096, 14336) is None
+    for flags in ({"persistent": False}, {"sorted_x": False}):
+        with pytest.raises(ValueError, match="dual is an option of the persistent sorted_x gate/up"):
+            dataclasses.replace(tile, **flags)
+    with pytest.raises(ValueError, match="dual must be a bool"):
+        dataclasses.replace(tile, dual=1)  # type: ignore[arg-type]
+    why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, num_stages=5), 4096, 14336)
+    assert why is not None and "5 stages needs 262144 B" in why, why
+    why = gluon_misfit("gate_up", 128, dataclasses.replace(tile, block_k=64), 4096, 14336, "bfloat16")
+    assert why is not None and "dual is an fp8 gate/up option" in why, why
+    assert dataclasses.replace(tile, dual=False).name == "n128k128g8w8s4tGSP"  # old names stay
 
 
 def test_the_gate_up_launcher_refuses_a_persistent_tile_it_cannot_run() -> None:
