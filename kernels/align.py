@@ -130,6 +130,15 @@ def _write_expert_ids(expert_ids_ptr, block_end_ptr, blk_lo, blk_hi, num_local,
 
 
 @triton.jit
+def _store_rows(sorted_ids_ptr, slot_rows_ptr, idx, pos, local, num_slots):
+    """Both directions of the alignment for slots ``idx`` (a chunk, int32): a local slot's id into its
+    padded row ``pos`` of ``sorted_ids``, and each slot's row into ``slot_rows`` (``-1`` for a
+    non-local one; indices at or past ``num_slots`` are not slots)."""
+    tl.store(sorted_ids_ptr + pos, idx, mask=local)
+    tl.store(slot_rows_ptr + idx, tl.where(local, pos, -1), mask=idx < num_slots)
+
+
+@triton.jit
 def _align_fused_kernel(
     topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, block_end_ptr, slot_rows_ptr,
     num_slots, expert_offset, num_local, max_blocks,
@@ -156,8 +165,7 @@ def _align_fused_kernel(
         e = _local_expert(topk_ids_ptr, idx, num_slots, expert_offset, num_local, LANES)
         local = e < LANES
         pos = tl.gather(base, tl.where(local, e, 0), 0) + _rank_in_chunk(e, CHUNK_)
-        tl.store(sorted_ids_ptr + pos, idx, mask=local)
-        tl.store(slot_rows_ptr + idx, tl.where(local, pos, -1), mask=idx < num_slots)
+        _store_rows(sorted_ids_ptr, slot_rows_ptr, idx, pos, local, num_slots)
         base += _local_histogram(e, LANES)
     tl.debug_barrier()
     _write_expert_ids(expert_ids_ptr, block_end_ptr, 0, max_blocks, num_local, LANES, BB)
@@ -240,8 +248,7 @@ def _align_scatter_kernel(
     ec = tl.where(local, e, 0)
     pos = (tl.load(start_ptr + ec) + tl.load(counts_t_ptr + ec * num_chunks + pid)
            + _rank_in_chunk(e, CHUNK_))
-    tl.store(sorted_ids_ptr + pos, idx, mask=local)
-    tl.store(slot_rows_ptr + idx, tl.where(local, pos, -1), mask=idx < num_slots)
+    _store_rows(sorted_ids_ptr, slot_rows_ptr, idx, pos, local, num_slots)
     lo = pid * blocks_per_prog
     hi = tl.minimum(lo + blocks_per_prog, max_blocks)
     _write_expert_ids(expert_ids_ptr, block_end_ptr, lo, hi, num_local, LANES, BB)
