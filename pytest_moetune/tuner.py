@@ -410,8 +410,8 @@ class Tuner:
             space = list(dict.fromkeys(self.runner.tactics(bucket_problem)))
             if not space:
                 raise ValueError(f"runner {self.runner.name!r} offers no tactic for bucket {bucket}")
-            start = self.stagger[0] * len(space) // self.stagger[1]
-            space = space[start:] + space[:start]
+            first = self.stagger[0] * len(space) // self.stagger[1]
+            space = space[first:] + space[:first]
             todo.append((bucket, bucket_problem, space, draws))
         with self._progress(problem, sum(2 * len(space) for _, _, space, _ in todo)) as advance:
             for bucket, bucket_problem, space, draws in todo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -335,6 +336,16 @@ def test_a_runner_without_a_space_hash_still_keys() -> None:
     plain = FakeRunner()
     del plain.space_hash
     assert TuningKey.of(plain, BASE, 16, "t", 0).space_hash == ""
+
+
+def test_the_tuning_wall_time_is_the_tune_calls_own() -> None:
+    """``TuningResult.wall_s`` (``moetune tune``'s "total wall") spans the call and its buckets,
+    not the time since the clock's epoch."""
+    p = TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=8)
+    before = time.perf_counter()
+    result = make_tuner().tune(p)
+    elapsed = time.perf_counter() - before
+    assert sum(b.wall_s for b in result.buckets) <= result.wall_s <= elapsed
 
 
 def test_stats_per_bucket() -> None:
