@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import json
 import math
 import statistics
@@ -14,7 +15,8 @@ import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_moetune.compile_claims import CompileClaims
@@ -100,6 +102,41 @@ class MemoryStore:
         self._entries.update({k: json.loads(json.dumps(v)) for k, v in entries.items()})
 
 
+def distribution_key(problem: TuningProblem) -> str:
+    """The tuning key's ``distribution``: the distribution's name. A ``replay:`` trace adds what decides
+    its routing beyond its path: the file's contents (a trace re-recorded in place re-tunes) and the
+    rank (a trace holds global expert ids, so it loads each rank's shard differently; the other
+    distributions are rank-relative).
+
+    Raises:
+        ValueError: the replay file cannot be read (names it).
+    """
+    dist = problem.distribution
+    if dist.kind != "replay":
+        return dist.name
+    assert dist.path is not None  # a replay distribution always has one
+    return f"{dist.name}#sha256={_file_digest(dist.path)},rank={problem.topology.ep_rank}"
+
+
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of ``path``'s bytes (hashed once per file version)."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ValueError(f"replay file {str(path)!r} cannot be read: {err.strerror}") from None
+    return _digest_of_version(str(path.resolve()), info.st_mtime_ns, info.st_size)
+
+
+@lru_cache(maxsize=64)
+def _digest_of_version(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`_file_digest` of one version of a file (``mtime_ns`` and ``size`` key the cache)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"replay file {path!r} cannot be read: {err.strerror}") from None
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class TuningKey:
     """Everything that can change which tactic wins (DESIGN.md section 3). ``id`` is the cache key."""
@@ -148,7 +185,7 @@ class TuningKey:
             ep_size=t.ep_size,
             use_dp=t.use_dp,
             tune_max_num_tokens=problem.tune_max_num_tokens,
-            distribution=problem.distribution.name,
+            distribution=distribution_key(problem),
             routing=routing,
             seed=seed,
             routing_draws=routing_draws,
