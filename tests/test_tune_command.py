@@ -181,3 +181,23 @@ def test_bad_arguments_are_usage_errors(
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (["--experts", "64", "--top-k", "6"], "(missing --hidden, --intermediate)"),
+        (["--experts", "64", "--top-k", "6", "--hidden", "256"], "(missing --intermediate)"),
+        (["--model", "deepseek-r1", "--hidden", "512"], "not both (got --hidden)"),
+    ],
+)
+def test_a_layer_shape_left_out_or_given_twice_is_a_usage_error_before_any_tuning(
+    shape: list[str], message: str, tmp_path: Path, cpu_tuner: list[Tuner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A custom shape without H and I would tune (and export) a layer of H = I = 1; a shape option
+    beside --model would be ignored."""
+    argv = ["tune", *shape, "--topology", "ep8", "--runner", FAKE, "--export", "vllm", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--no-cache", "--tune-max-num-tokens", "4"])
+    assert exit_info.value.code == 2 and cpu_tuner == []
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
