@@ -191,7 +191,13 @@ def print_table(tuner: Tuner, result: TuningResult) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -> int:
-    from pytest_moetune.export import EXPORT_FORMATS, vllm_file_name, vllm_table, write_vllm_config
+    from pytest_moetune.export import (
+        EXPORT_FORMATS,
+        unexportable_reason,
+        vllm_file_name,
+        vllm_table,
+        write_vllm_config,
+    )
 
     if args.export and args.export[0] not in EXPORT_FORMATS:
         supported = ", ".join(EXPORT_FORMATS)
@@ -209,6 +215,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     restrict = getattr(runner, "for_export", None) if args.export else None
     if restrict is not None:  # tune only tactics the export format can express
         runner = restrict(args.export[0])
+    unexportable = unexportable_reason(runner) if args.export else None
+    if unexportable:  # said before tuning, not after it
+        parser.error(f"--export {args.export[0]}: {unexportable}")
     tuner = build_tuner(args, runner)
     result = tuner.tune(problem, force=args.force)
     print_table(tuner, result)

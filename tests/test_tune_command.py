@@ -201,3 +201,21 @@ def test_a_layer_shape_left_out_or_given_twice_is_a_usage_error_before_any_tunin
         main([*argv, "--no-cache", "--tune-max-num-tokens", "4"])
     assert exit_info.value.code == 2 and cpu_tuner == []
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+class NoExportRunner(FakeRunner):
+    """A runner that cannot say its tactics in vLLM's terms (and has no export runner that can)."""
+
+    vllm_config = None
+    for_export = None
+
+
+def test_export_with_a_runner_that_cannot_export_is_a_usage_error_before_any_tuning(
+    tmp_path: Path, cpu_tuner: list[Tuner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", f"{__name__}:NoExportRunner"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--no-cache", "--export", "vllm", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and cpu_tuner == []  # nothing tuned
+    assert "--export vllm: runner 'fake_moe' has no vllm_config(tactic)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
