@@ -17,7 +17,7 @@ from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_in
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
 from pytest_moetune.topology import TopologySpec
-from pytest_moetune.tuner import ROUTINGS, routing_hook
+from pytest_moetune.tuner import ROUTINGS, TuningError, routing_hook
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, needs_shape: bool = False) -> None:
@@ -186,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # e.g. a replay file whose contents are invalid
         print(f"moetune: error: {err}", file=sys.stderr)
         return 2
+    except TuningError as err:  # e.g. a layer shape that none of the runner's tactics can run
+        print(f"moetune: error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `moetune baseline show | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0

@@ -81,6 +81,11 @@ class MoetuneTuningWarning(UserWarning):
     """A tuned tactic was missing and the default was used."""
 
 
+class TuningError(RuntimeError):
+    """No tactic of a bucket's space ran (each failed to compile, to launch or to match the reference):
+    the message names the problem, the bucket and the distinct reasons."""
+
+
 class TacticStore(Protocol):
     """Where tuned entries live: :class:`~pytest_moetune.cache.TuningCache` or :class:`MemoryStore`."""
 
@@ -613,7 +618,7 @@ class Tuner:
             if best is None or us < best[0]:
                 best = (us, tactic)
         if best is None:
-            raise RuntimeError(
+            raise TuningError(
                 f"every tactic failed for {problem.describe()} bucket {bucket_problem.num_tokens}: "
                 + "; ".join(sorted(set(failures.values())))
             )

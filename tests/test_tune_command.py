@@ -219,3 +219,19 @@ def test_export_with_a_runner_that_cannot_export_is_a_usage_error_before_any_tun
     assert exit_info.value.code == 2 and cpu_tuner == []  # nothing tuned
     assert "--export vllm: runner 'fake_moe' has no vllm_config(tactic)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+class BrokenRunner(FakeRunner):
+    """A runner none of whose tactics runs (as a layer shape the kernel cannot tile)."""
+
+    def __init__(self) -> None:
+        super().__init__(block_ms=(16,))
+        self.broken = set(self.tactics(None))  # type: ignore[arg-type]
+
+
+def test_every_tactic_failing_is_an_error_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", f"{__name__}:BrokenRunner"]
+    assert main([*argv, "--no-cache", "--tune-max-num-tokens", "2"]) == 1  # returned, not raised
+    err = capsys.readouterr().err
+    assert err.startswith("moetune: error: every tactic failed for qwen3-30b-a3b ep2 bf16 balanced max=2 ")
+    assert "bucket 1: RuntimeError: out of resource: shared memory" in err
