@@ -14,6 +14,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from pytest_moetune.argtypes import user_path
 from pytest_moetune.cache import TuningCache, default_cache_path
 from pytest_moetune.export import EXPORT_FORMATS
 from pytest_moetune.runner import MoERunner
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
-            "--cache", type=Path, default=None, help="cache file (default $MOETUNE_CACHE, else ~/.cache)"
+            "--cache", type=user_path, default=None, help="cache file (default $MOETUNE_CACHE, else ~/.cache)"
         )
         cmd.add_argument(
             "--runner", default=None, help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)"

@@ -235,3 +235,34 @@ def test_every_tactic_failing_is_an_error_without_a_traceback(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.startswith("moetune: error: every tactic failed for qwen3-30b-a3b ep2 bf16 balanced max=2 ")
     assert "bucket 1: RuntimeError: out of resource: shared memory" in err
+
+
+def test_a_tilde_in_the_output_paths_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As ``--moetune-cache`` reads it: ``--cache=~/...`` (which no shell expands) is the cache the
+    gate uses, not a folder named ``~`` in the current one."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "2"]
+    argv += ["--cache=~/tuning.json", "--json=~/rows.json", "--export", "vllm", "~/vllm"]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    assert main(argv) == 0
+    assert list(work.iterdir()) == []
+    assert (home / "tuning.json").is_file() and (home / "rows.json").is_file()
+    assert len(list((home / "vllm").iterdir())) == 1
+    assert main(["cache", "show", "--cache=~/tuning.json", "--runner", FAKE]) == 0
+    assert "2 entries" in capsys.readouterr().out
+
+
+def _cpu_tuner_with_cache(args: argparse.Namespace, runner: MoERunner) -> Tuner:
+    """The command's tuner on the CPU, with its tuning cache (a fixed environment)."""
+    from pytest_moetune.cache import TuningCache
+    from pytest_moetune.testing import H100_FINGERPRINT
+
+    store = TuningCache(args.cache, H100_FINGERPRINT)
+    options = tune_command.tuner_options(args) | {"progress": False}
+    return Tuner(runner, store, FakeTimer(runner), device="cpu", **options)
