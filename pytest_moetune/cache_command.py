@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
-            "--cache", type=user_path, default=None, help="cache file (default $MOETUNE_CACHE, else ~/.cache)"
+            "--cache",
+            type=user_path,
+            default=None,
+            help="cache file (default $MOETUNE_CACHE, else $XDG_CACHE_HOME or ~/.cache)",
         )
         cmd.add_argument(
             "--runner", default=None, help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)"

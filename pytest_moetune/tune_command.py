@@ -98,7 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--runner", help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)")
     parser.add_argument(
-        "--cache", type=user_path, help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache)"
+        "--cache",
+        type=user_path,
+        help="tuning cache file (default $MOETUNE_CACHE, else $XDG_CACHE_HOME or ~/.cache)",
     )
     parser.add_argument("--no-cache", action="store_true", help="tune in memory only")
     parser.add_argument("--force", action="store_true", help="re-tune buckets already in the cache")
