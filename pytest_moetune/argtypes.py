@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -40,3 +41,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"must be >= 1, got {value}")
     return value
+
+
+def user_path(text: str) -> Path:
+    """A path whose leading ``~`` is the home folder, as the plugin's path options read it (a shell
+    leaves ``--cache=~/tuning.json`` as it is)."""
+    return Path(text).expanduser()

@@ -14,6 +14,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from pytest_moetune.argtypes import user_path
 from pytest_moetune.cache import TuningCache, default_cache_path
 from pytest_moetune.export import EXPORT_FORMATS
 from pytest_moetune.runner import MoERunner
@@ -30,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
-            "--cache", type=Path, default=None, help="cache file (default $MOETUNE_CACHE, else ~/.cache)"
+            "--cache",
+            type=user_path,
+            default=None,
+            help="cache file (default $MOETUNE_CACHE, else $XDG_CACHE_HOME or ~/.cache)",
         )
         cmd.add_argument(
             "--runner", default=None, help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)"
@@ -71,19 +75,21 @@ def _group(key: str) -> _Group:
 
 
 class _Current:
-    """What ``runner`` reads now: the op names its entries are stored under (its own and its export
-    runners') and its ``(source_hash, space_hash)``. Built once per command: an export runner's
-    hashes come from reading and parsing the kernel sources."""
+    """What ``runner`` reads now: for each op name its entries are stored under (its own and its
+    export runners'), that runner's ``(source_hash, space_hash)``. Built once per command: an export
+    runner's hashes come from reading and parsing the kernel sources."""
 
     def __init__(self, runner: MoERunner) -> None:
         restrict = getattr(runner, "for_export", None)
-        self.ops = {runner.name} | ({restrict(fmt).name for fmt in EXPORT_FORMATS} if restrict else set())
-        self.hashes = (runner.source_hash, getattr(runner, "space_hash", ""))
+        runners = [runner, *(restrict(fmt) for fmt in EXPORT_FORMATS)] if restrict else [runner]
+        self.hashes = {r.name: (r.source_hash, getattr(r, "space_hash", "")) for r in runners}
+        self.ops = set(self.hashes)
 
     def stale(self, group: _Group) -> bool:
-        """The group is this runner's and of other hashes (``-``: a key from before ``space_hash``)."""
+        """The group is of one of these runners' ops and of other hashes than that runner's (``-``: a
+        key from before ``space_hash``)."""
         op, source, space = group
-        return op in self.ops and (source, "" if space == "-" else space) != self.hashes
+        return op in self.hashes and (source, "" if space == "-" else space) != self.hashes[op]
 
 
 def _show(cache: TuningCache, current: _Current | None) -> None:

@@ -17,30 +17,44 @@ from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_in
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
 from pytest_moetune.topology import TopologySpec
-from pytest_moetune.tuner import ROUTINGS, routing_hook
+from pytest_moetune.tuner import ROUTINGS, TuningError, routing_hook
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model NAME`` or the explicit ``--experts/--top-k`` (and ``--hidden/--intermediate``)."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, needs_shape: bool = False) -> None:
+    """``--model NAME`` or the explicit ``--experts/--top-k`` (and ``--hidden/--intermediate``, which
+    a command that builds the layer, ``needs_shape``, requires; routing alone does not use them)."""
     group = parser.add_argument_group("model shape")
+    shape = "required with --experts" if needs_shape else "not used here; default 1"
     group.add_argument("--model", type=argparse_type(get_model), help=f"one of: {', '.join(MODELS)}")
     group.add_argument("--experts", type=argparse_type(positive_int), help="routed experts E")
     group.add_argument("--top-k", type=argparse_type(positive_int), help="experts per token")
-    group.add_argument("--hidden", type=argparse_type(positive_int), default=1, help="hidden size H")
+    group.add_argument("--hidden", type=argparse_type(positive_int), help=f"hidden size H ({shape})")
     group.add_argument(
-        "--intermediate", type=argparse_type(positive_int), default=1, help="expert intermediate I"
+        "--intermediate", type=argparse_type(positive_int), help=f"expert intermediate I ({shape})"
     )
+    parser.set_defaults(needs_shape=needs_shape)
 
 
 def model_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ModelShape:
+    """The ``--model``, or the custom shape of ``--experts/--top-k/--hidden/--intermediate``: a usage
+    error when both are given, or when a shape the command needs is left out."""
+    custom = {
+        "--experts": args.experts,
+        "--top-k": args.top_k,
+        "--hidden": args.hidden,
+        "--intermediate": args.intermediate,
+    }
     if args.model is not None:
-        if args.experts is not None or args.top_k is not None:
-            parser.error("give either --model or --experts/--top-k, not both")
+        given = [option for option, value in custom.items() if value is not None]
+        if given:
+            parser.error(f"give either --model or {'/'.join(custom)}, not both (got {', '.join(given)})")
         return args.model
-    if args.experts is None or args.top_k is None:
-        parser.error("give --model NAME, or both --experts and --top-k")
+    needed = ["--experts", "--top-k"] + (["--hidden", "--intermediate"] if args.needs_shape else [])
+    missing = [option for option in needed if custom[option] is None]
+    if missing:
+        parser.error(f"give --model NAME, or {', '.join(needed)} (missing {', '.join(missing)})")
     try:
-        return ModelShape("custom", args.experts, args.top_k, args.hidden, args.intermediate)
+        return ModelShape("custom", args.experts, args.top_k, args.hidden or 1, args.intermediate or 1)
     except ValueError as err:
         parser.error(str(err))
 
@@ -146,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "tune", help="tune a model x topology x dtype over its token buckets (needs a CUDA GPU)"
     )
-    add_model_arguments(tune)
+    add_model_arguments(tune, needs_shape=True)
     tune_command.add_arguments(tune)
     tune.set_defaults(func=_cmd_tune)
 
@@ -172,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # e.g. a replay file whose contents are invalid
         print(f"moetune: error: {err}", file=sys.stderr)
         return 2
+    except TuningError as err:  # e.g. a layer shape that none of the runner's tactics can run
+        print(f"moetune: error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `moetune baseline show | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0

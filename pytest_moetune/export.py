@@ -33,11 +33,19 @@ def vllm_file_name(local_num_experts: int, intermediate: int, device_name: str, 
     return name + ".json"
 
 
+def unexportable_reason(runner: Any) -> str | None:
+    """Why ``runner``'s tactics cannot be written in vLLM's format (checked before tuning), or ``None``."""
+    if getattr(runner, "vllm_config", None) is None:
+        return f"runner {runner.name!r} has no vllm_config(tactic): its tactics cannot be exported"
+    return None
+
+
 def vllm_table(runner: Any, tactics_by_bucket: Mapping[int, Hashable]) -> dict[str, dict[str, int]]:
     """``{"<bucket>": {BLOCK_SIZE_M: ..}}`` from tuned tactics, via ``runner.vllm_config(tactic)``."""
-    to_vllm = getattr(runner, "vllm_config", None)
-    if to_vllm is None:
-        raise ValueError(f"runner {runner.name!r} has no vllm_config(tactic): its tactics cannot be exported")
+    why_not = unexportable_reason(runner)
+    if why_not is not None:
+        raise ValueError(why_not)
+    to_vllm = runner.vllm_config
     table: dict[str, dict[str, int]] = {}
     for bucket in sorted(tactics_by_bucket):
         config = dict(to_vllm(tactics_by_bucket[bucket]))

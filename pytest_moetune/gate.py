@@ -104,7 +104,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--moetune-cache",
         default=None,
         metavar="PATH",
-        help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache/pytest-moetune/tuning.json)",
+        help="tuning cache file (default $MOETUNE_CACHE, else pytest-moetune/tuning.json under "
+        "$XDG_CACHE_HOME or ~/.cache)",
     )
     group.addoption(
         "--moetune-rounds",

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
+from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int, user_path
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.fileio import atomic_write_text, unwritable_reason
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, DTYPES, TuningProblem
@@ -98,7 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--runner", help="MODULE:ATTR of the kernel runner (default: [tool.moetune] runner)")
     parser.add_argument(
-        "--cache", type=Path, help="tuning cache file (default $MOETUNE_CACHE, else ~/.cache)"
+        "--cache",
+        type=user_path,
+        help="tuning cache file (default $MOETUNE_CACHE, else $XDG_CACHE_HOME or ~/.cache)",
     )
     parser.add_argument("--no-cache", action="store_true", help="tune in memory only")
     parser.add_argument("--force", action="store_true", help="re-tune buckets already in the cache")
@@ -109,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export", nargs=2, metavar=("FORMAT", "DIR"), help="write the tuned table: `--export vllm DIR`"
     )
-    parser.add_argument("--json", type=Path, help="write the per-bucket results as JSON to this file")
+    parser.add_argument("--json", type=user_path, help="write the per-bucket results as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,7 +120,7 @@ def unwritable_outputs(args: argparse.Namespace) -> str | None:
     tuning cache), checked before it tunes for minutes; ``None`` when all can be written."""
     from pytest_moetune.cache import default_cache_path
 
-    outputs = [("--json", args.json, False), ("--export", args.export and Path(args.export[1]), True)]
+    outputs = [("--json", args.json, False), ("--export", args.export and user_path(args.export[1]), True)]
     if not args.no_cache:
         outputs.append(("--cache", args.cache or default_cache_path(), False))
     for option, path, folder in outputs:
@@ -191,7 +193,13 @@ def print_table(tuner: Tuner, result: TuningResult) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -> int:
-    from pytest_moetune.export import EXPORT_FORMATS, vllm_file_name, vllm_table, write_vllm_config
+    from pytest_moetune.export import (
+        EXPORT_FORMATS,
+        unexportable_reason,
+        vllm_file_name,
+        vllm_table,
+        write_vllm_config,
+    )
 
     if args.export and args.export[0] not in EXPORT_FORMATS:
         supported = ", ".join(EXPORT_FORMATS)
@@ -209,6 +217,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     restrict = getattr(runner, "for_export", None) if args.export else None
     if restrict is not None:  # tune only tactics the export format can express
         runner = restrict(args.export[0])
+    unexportable = unexportable_reason(runner) if args.export else None
+    if unexportable:  # said before tuning, not after it
+        parser.error(f"--export {args.export[0]}: {unexportable}")
     tuner = build_tuner(args, runner)
     result = tuner.tune(problem, force=args.force)
     print_table(tuner, result)
@@ -218,7 +229,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
         device = _device_name()
         name = vllm_file_name(topology.local_num_experts, model.intermediate, device, args.dtype)
         table = vllm_table(runner, {b.bucket: b.tactic for b in result.buckets})
-        print(f"wrote {write_vllm_config(args.export[1], name, table)}", file=sys.stderr)
+        print(f"wrote {write_vllm_config(user_path(args.export[1]), name, table)}", file=sys.stderr)
     return 0
 
 

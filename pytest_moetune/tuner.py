@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import json
 import math
 import statistics
@@ -14,7 +15,8 @@ import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_moetune.compile_claims import CompileClaims
@@ -79,6 +81,11 @@ class MoetuneTuningWarning(UserWarning):
     """A tuned tactic was missing and the default was used."""
 
 
+class TuningError(RuntimeError):
+    """No tactic of a bucket's space ran (each failed to compile, to launch or to match the reference):
+    the message names the problem, the bucket and the distinct reasons."""
+
+
 class TacticStore(Protocol):
     """Where tuned entries live: :class:`~pytest_moetune.cache.TuningCache` or :class:`MemoryStore`."""
 
@@ -98,6 +105,41 @@ class MemoryStore:
 
     def put_many(self, entries: Mapping[str, dict[str, Any]]) -> None:
         self._entries.update({k: json.loads(json.dumps(v)) for k, v in entries.items()})
+
+
+def distribution_key(problem: TuningProblem) -> str:
+    """The tuning key's ``distribution``: the distribution's name. A ``replay:`` trace adds what decides
+    its routing beyond its path: the file's contents (a trace re-recorded in place re-tunes) and the
+    rank (a trace holds global expert ids, so it loads each rank's shard differently; the other
+    distributions are rank-relative).
+
+    Raises:
+        ValueError: the replay file cannot be read (names it).
+    """
+    dist = problem.distribution
+    if dist.kind != "replay":
+        return dist.name
+    assert dist.path is not None  # a replay distribution always has one
+    return f"{dist.name}#sha256={_file_digest(dist.path)},rank={problem.topology.ep_rank}"
+
+
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of ``path``'s bytes (hashed once per file version)."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ValueError(f"replay file {str(path)!r} cannot be read: {err.strerror}") from None
+    return _digest_of_version(str(path.resolve()), info.st_mtime_ns, info.st_size)
+
+
+@lru_cache(maxsize=64)
+def _digest_of_version(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`_file_digest` of one version of a file (``mtime_ns`` and ``size`` key the cache)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"replay file {path!r} cannot be read: {err.strerror}") from None
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -148,7 +190,7 @@ class TuningKey:
             ep_size=t.ep_size,
             use_dp=t.use_dp,
             tune_max_num_tokens=problem.tune_max_num_tokens,
-            distribution=problem.distribution.name,
+            distribution=distribution_key(problem),
             routing=routing,
             seed=seed,
             routing_draws=routing_draws,
@@ -410,8 +452,8 @@ class Tuner:
             space = list(dict.fromkeys(self.runner.tactics(bucket_problem)))
             if not space:
                 raise ValueError(f"runner {self.runner.name!r} offers no tactic for bucket {bucket}")
-            start = self.stagger[0] * len(space) // self.stagger[1]
-            space = space[start:] + space[:start]
+            first = self.stagger[0] * len(space) // self.stagger[1]
+            space = space[first:] + space[:first]
             todo.append((bucket, bucket_problem, space, draws))
         with self._progress(problem, sum(2 * len(space) for _, _, space, _ in todo)) as advance:
             for bucket, bucket_problem, space, draws in todo:
@@ -576,7 +618,7 @@ class Tuner:
             if best is None or us < best[0]:
                 best = (us, tactic)
         if best is None:
-            raise RuntimeError(
+            raise TuningError(
                 f"every tactic failed for {problem.describe()} bucket {bucket_problem.num_tokens}: "
                 + "; ".join(sorted(set(failures.values())))
             )

@@ -114,3 +114,30 @@ def test_remove_many_refuses_a_file_of_another_environment(cache_file: Path) -> 
     ):
         other.remove_many(["hand-written key"])
     assert cache_file.read_text() == before
+
+
+class ExportSpaceRunner(FakeRunner):
+    """A runner whose export runner builds its space in other code: its entries carry another hash."""
+
+    def for_export(self, fmt: str) -> FakeRunner:
+        restricted = super().for_export(fmt)
+        restricted.space_hash = "fake-export-space-1"
+        return restricted
+
+
+def test_prune_keeps_the_export_runners_current_entries_under_its_own_hashes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export runner's entries are current by its own hashes, not by those of the runner it
+    restricts: prune removes only its entries of other hashes."""
+    path = tmp_path / "tuning.json"
+    buckets = _tune(path, ExportSpaceRunner().for_export("vllm"))  # current
+    _tune(path, FakeRunner().for_export("vllm"))  # the export runner before its space moved
+    spec = f"{__name__}:ExportSpaceRunner"
+    assert main(["cache", "show", "--cache", str(path), "--runner", spec]) == 0
+    rows = {tuple(line.split()[:3]): line for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows[("fake_moe-vllm", "fake-source-1", "fake-export-space-1")].endswith("current")
+    assert rows[("fake_moe-vllm", "fake-source-1", "fake-space-1")].endswith("stale: `moetune cache prune`")
+    assert main(["cache", "prune", "--cache", str(path), "--runner", spec]) == 0
+    assert capsys.readouterr().out == f"removed {buckets} entries from {path}; {buckets} left\n"
+    assert all("space_hash=fake-export-space-1" in key for key in TuningCache(path, H100_FINGERPRINT))

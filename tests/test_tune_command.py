@@ -181,3 +181,88 @@ def test_bad_arguments_are_usage_errors(
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (["--experts", "64", "--top-k", "6"], "(missing --hidden, --intermediate)"),
+        (["--experts", "64", "--top-k", "6", "--hidden", "256"], "(missing --intermediate)"),
+        (["--model", "deepseek-r1", "--hidden", "512"], "not both (got --hidden)"),
+    ],
+)
+def test_a_layer_shape_left_out_or_given_twice_is_a_usage_error_before_any_tuning(
+    shape: list[str], message: str, tmp_path: Path, cpu_tuner: list[Tuner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A custom shape without H and I would tune (and export) a layer of H = I = 1; a shape option
+    beside --model would be ignored."""
+    argv = ["tune", *shape, "--topology", "ep8", "--runner", FAKE, "--export", "vllm", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--no-cache", "--tune-max-num-tokens", "4"])
+    assert exit_info.value.code == 2 and cpu_tuner == []
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+class NoExportRunner(FakeRunner):
+    """A runner that cannot say its tactics in vLLM's terms (and has no export runner that can)."""
+
+    vllm_config = None
+    for_export = None
+
+
+def test_export_with_a_runner_that_cannot_export_is_a_usage_error_before_any_tuning(
+    tmp_path: Path, cpu_tuner: list[Tuner], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", f"{__name__}:NoExportRunner"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--no-cache", "--export", "vllm", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and cpu_tuner == []  # nothing tuned
+    assert "--export vllm: runner 'fake_moe' has no vllm_config(tactic)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+class BrokenRunner(FakeRunner):
+    """A runner none of whose tactics runs (as a layer shape the kernel cannot tile)."""
+
+    def __init__(self) -> None:
+        super().__init__(block_ms=(16,))
+        self.broken = set(self.tactics(None))  # type: ignore[arg-type]
+
+
+def test_every_tactic_failing_is_an_error_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", f"{__name__}:BrokenRunner"]
+    assert main([*argv, "--no-cache", "--tune-max-num-tokens", "2"]) == 1  # returned, not raised
+    err = capsys.readouterr().err
+    assert err.startswith("moetune: error: every tactic failed for qwen3-30b-a3b ep2 bf16 balanced max=2 ")
+    assert "bucket 1: RuntimeError: out of resource: shared memory" in err
+
+
+def test_a_tilde_in_the_output_paths_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As ``--moetune-cache`` reads it: ``--cache=~/...`` (which no shell expands) is the cache the
+    gate uses, not a folder named ``~`` in the current one."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "2"]
+    argv += ["--cache=~/tuning.json", "--json=~/rows.json", "--export", "vllm", "~/vllm"]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    assert main(argv) == 0
+    assert list(work.iterdir()) == []
+    assert (home / "tuning.json").is_file() and (home / "rows.json").is_file()
+    assert len(list((home / "vllm").iterdir())) == 1
+    assert main(["cache", "show", "--cache=~/tuning.json", "--runner", FAKE]) == 0
+    assert "2 entries" in capsys.readouterr().out
+
+
+def _cpu_tuner_with_cache(args: argparse.Namespace, runner: MoERunner) -> Tuner:
+    """The command's tuner on the CPU, with its tuning cache (a fixed environment)."""
+    from pytest_moetune.cache import TuningCache
+    from pytest_moetune.testing import H100_FINGERPRINT
+
+    store = TuningCache(args.cache, H100_FINGERPRINT)
+    options = tune_command.tuner_options(args) | {"progress": False}
+    return Tuner(runner, store, FakeTimer(runner), device="cpu", **options)

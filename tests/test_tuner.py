@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -337,6 +339,16 @@ def test_a_runner_without_a_space_hash_still_keys() -> None:
     assert TuningKey.of(plain, BASE, 16, "t", 0).space_hash == ""
 
 
+def test_the_tuning_wall_time_is_the_tune_calls_own() -> None:
+    """``TuningResult.wall_s`` (``moetune tune``'s "total wall") spans the call and its buckets,
+    not the time since the clock's epoch."""
+    p = TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=8)
+    before = time.perf_counter()
+    result = make_tuner().tune(p)
+    elapsed = time.perf_counter() - before
+    assert sum(b.wall_s for b in result.buckets) <= result.wall_s <= elapsed
+
+
 def test_stats_per_bucket() -> None:
     result = make_tuner().tune(TuningProblem(DSR1, Topology.parse("dep2", 256, 8), tune_max_num_tokens=8))
     assert [b.bucket for b in result.buckets] == [1, 2, 4, 8]
@@ -438,6 +450,21 @@ def test_the_rank_is_not_in_the_key() -> None:
     """Routing is the same on every rank up to the offset, so ranks share tuned tactics."""
     other_rank = dataclasses.replace(BASE, topology=dataclasses.replace(BASE.topology, ep_rank=3))
     assert key_of(other_rank) == key_of(BASE)
+
+
+def test_a_replay_trace_keys_by_its_contents_and_the_rank(tmp_path: Path) -> None:
+    """A trace holds global expert ids, so each rank's shard gets its own load from it: ranks tune
+    apart. A trace re-recorded at the same path re-tunes instead of reusing the old trace's tactics."""
+    trace = tmp_path / "trace.pt"
+    torch.save(torch.arange(64, dtype=torch.int64).reshape(16, 4), trace)  # every expert once
+    problem = dataclasses.replace(BASE, distribution=f"replay:{trace}", tune_max_num_tokens=4)
+    tuner = make_tuner()
+    assert not any(b.from_cache for b in tuner.tune(problem).buckets)
+    assert all(b.from_cache for b in tuner.tune(problem).buckets)
+    rank3 = dataclasses.replace(problem, topology=dataclasses.replace(BASE.topology, ep_rank=3))
+    assert not any(b.from_cache for b in tuner.tune(rank3).buckets)
+    torch.save(torch.arange(64, dtype=torch.int64).reshape(16, 4) % 16, trace)  # all on rank 0's shard
+    assert not any(b.from_cache for b in tuner.tune(problem).buckets)
 
 
 # --- export ---------------------------------------------------------------------------------
