@@ -5,7 +5,7 @@
     PYTHONPATH=. python3 benchmarks/fp8_gate_up_probe.py --kernel VARIANT [--cases A] [--tokens 4096]
                                              # device: two plain launches, for ncu (gpu_profile.sh)
 
-The first four variants are ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128
+The first five variants are ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128
 tiles in two passes of 64 h columns, 5 ring stages: the fp8 default's gate/up at block_m 128), each
 loaded as its own copy of the module with one helper swapped, so all variants compile and run in one
 process and share its clocks. The probes among them are not correct programs (their h is wrong);
@@ -18,6 +18,9 @@ only their time counts:
   scale loads in the K loop). What waiting on the scales costs;
 - ``no-promotion``: every wgmma accumulates in place, as the 16-bit loop does (no temporaries, no
   FFMA per K block, no scale loads). What block scaling costs the tensor cores;
+- ``no-epilogue``: the tile's epilogue (silu * up of pass 1, the group scale, the e4m3 codes and
+  their TMA stores) runs only on a row offset below 0, that is never; pass 0's h still goes to the
+  stash. What the epilogue costs where the tensor cores wait for it;
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
 - ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each
@@ -56,12 +59,14 @@ from kernels import MoEProblem
 from kernels.align import moe_align
 from kernels.gluon_down import _ws_fill, _ws_k_loop_plain
 from kernels.gluon_gate_up import launch_gluon_gate_up
-from kernels.gluon_gate_up_ws import TILE_N, _ws_tile
+from kernels.gluon_gate_up_ws import TILE_N, _ws_store_h, _ws_tile
 from kernels.quant import quantize_fp8_block, quantize_fp8_groups_sorted
 from kernels.tactics import _gluon_tiles
 from pytest_moetune.timing import CudaGraphTimer
 
-VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "non-persistent", "dual")
+MODULE_VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue")
+"""The variants that are copies of ``kernels.gluon_gate_up_ws`` with one helper swapped."""
+VARIANTS = (*MODULE_VARIANTS, "non-persistent", "dual")
 
 
 @gluon.jit
@@ -111,6 +116,14 @@ def _k_loop_in_place(a_bufs, b_bufs, ready, empty, base, num_k, sa_ptrs, row_ok,
     return _ws_k_loop_plain(a_bufs, b_bufs, ready, empty, base, num_k, mma_layout, FENCE)
 
 
+@gluon.jit
+def _store_h_never(h_lo_val, h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi, h_desc):
+    """``kernels.gluon_gate_up_ws._ws_store_h`` on a row offset below 0 only, that is never: the
+    accumulators stay live (their wgmmas run), the epilogue's work does not."""
+    if off_m < 0:
+        _ws_store_h(h_lo_val, h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi, h_desc)
+
+
 def _module_copy(module: ModuleType, tag: str) -> ModuleType:
     """A fresh copy of ``module`` (its own jit functions and compile caches) named ``_probe_<tag>``."""
     spec = importlib.util.spec_from_file_location(f"_probe_{tag}_{module.__name__.rsplit('.', 1)[-1]}",
@@ -125,12 +138,13 @@ def _module_copy(module: ModuleType, tag: str) -> ModuleType:
 def variant_modules() -> dict[str, ModuleType]:
     """Each probe's copy of ``kernels.gluon_gate_up_ws`` with its helper swapped (before any compile:
     Triton resolves a kernel's helpers from its module's globals when it first compiles)."""
-    mods = {name: _module_copy(gluon_gate_up_ws, name.replace("-", "_")) for name in VARIANTS[:4]}
+    mods = {name: _module_copy(gluon_gate_up_ws, name.replace("-", "_")) for name in MODULE_VARIANTS}
     mods["x-once"]._ws_loader = _loader_x_once
     unit_down = _module_copy(gluon_down, "unit_scale")
     unit_down._gluon_block_scale = _unit_scale
     mods["no-scale-loads"]._ws_k_loop = unit_down._ws_k_loop
     mods["no-promotion"]._ws_k_loop = _k_loop_in_place
+    mods["no-epilogue"]._ws_store_h = _store_h_never
     return mods
 
 
