@@ -28,9 +28,10 @@ scale, in K order), hence the same bits.
 
 Where it runs: the fp8 Gluon gate/up tile with ``dual`` (``kernels.tactics.GemmTile``: persistent,
 ``sorted_x``, block_m 128), the default's from :data:`kernels.tactics._DUAL_GATE_UP_MIN_I`. On the
-H200 (BENCHMARKS.md, runs 111-112, alone against the two-pass kernel): 0.95-0.99x its time at mixtral
-(I = 14336), 0.95-1.00x at qwen3-235b, but 1.01-1.06x at deepseek-r1 and 1.00-1.04x at qwen3-30b,
-where each partition's wait before its promotion is not covered by the other's wgmma.
+H200 (BENCHMARKS.md, runs 111-112, 114 and 119 on four cards, alone against the two-pass kernel):
+0.95-0.99x its time at mixtral (I = 14336), 0.95-1.00x at qwen3-235b, but 1.00-1.06x at deepseek-r1
+and 0.97-1.05x at qwen3-30b, where each partition's wait before its promotion is not covered by the
+other's wgmma. The mixtral fp8 layer with it took 0.990x the time (geomean of 12 cases, run 114).
 """
 
 from __future__ import annotations

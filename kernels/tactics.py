@@ -498,7 +498,9 @@ _DUAL_GATE_UP_MIN_I = 8192
 runs 111-112 (BENCHMARKS.md, ``benchmarks/fp8_gate_up_probe.py``), the gate/up alone against the
 two-pass kernel in the same rounds, T = 4096 / 16384: 0.95-0.99x the time at mixtral (I = 14336),
 0.95-1.00x at qwen3-235b (I = 1536), 1.01-1.06x at deepseek-r1 (I = 2048), 1.00-1.04x at qwen3-30b
-(I = 768). No I between 2048 and 14336 was measured; the tuner can pick it anywhere at block_m 128."""
+(I = 768). No I between 2048 and 14336 was measured; the tuner can pick it anywhere at block_m 128.
+Run 114, the layer: 0.990x the time over the 12 balanced mixtral fp8 cases of T = 1024, 4096, 16384
+(0.968-1.016x); the session-23 baselines' tuner took it at 6 cases, all T = 1024."""
 
 
 def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
@@ -516,7 +518,8 @@ def _gluon_gate_up_default(problem: MoEProblem, block_m: int) -> GemmTile:
     0.97-1.02x at deepseek-r1 T=16384 and 0.97-1.00x at qwen3-235b (I=1536). At mixtral (I=14336)
     runs 23 and 29 read 0.97-1.06x, so it kept the non-persistent kernel until session 22: there
     run 106 timed it alone at 0.96-0.97x (T = 4096, 16384) and run 107 the layer at 0.94-1.02x the
-    time over 12 balanced mixtral cases (geomean 0.981; ep1 0.985 at T = 1024, 4096, 16384)."""
+    time over 12 balanced mixtral cases (geomean 0.981; ep1 0.985 at T = 1024, 4096, 16384). From
+    :data:`_DUAL_GATE_UP_MIN_I` it is the ``dual`` one, reading x once per tile."""
     tiles = _gluon_tiles(problem, block_m, "gate_up")
     want = problem.rows_per_expert >= _SORTED_X_ROWS
     persistent = want and block_m == 128
