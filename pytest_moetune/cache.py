@@ -50,7 +50,8 @@ _UTC = timezone.utc  # noqa: UP017 (datetime.UTC is Python >= 3.11; we support 3
 
 
 class MoetuneCacheWarning(UserWarning):
-    """A tuning cache file was ignored (stale) or moved aside (corrupt)."""
+    """A tuning cache file was ignored (stale) or moved aside (corrupt), or one of its entries was
+    malformed and is treated as missing (the tuner's warning)."""
 
 
 def default_cache_path() -> Path:

@@ -60,6 +60,25 @@ def test_show_groups_by_op_and_hashes_and_marks_what_the_runner_reads(
     assert rows[("?", "?", "?")].endswith(" 1")
 
 
+def test_show_lists_malformed_entries_and_does_not_crash_on_them(
+    cache_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(cache_file.read_text())
+    current = "source_hash=fake-source-1|space_hash=fake-space-1"
+    key = sorted(k for k in document["entries"] if current in k)[0]
+    del document["entries"][key]["time_us"]  # a hand edit
+    document["entries"]["hand-written key"]["tactic"] = "128x64"
+    cache_file.write_text(json.dumps(document))
+    before = cache_file.read_text()
+    assert main(["cache", "show", "--cache", str(cache_file), "--runner", FAKE]) == 0
+    out = capsys.readouterr().out
+    assert "16 entries" in out
+    assert "2 malformed entries (treated as missing: re-tuned when next tuned):" in out
+    assert f"  {key}: the entry has no 'time_us'" in out
+    assert "  hand-written key: the entry has a 'tactic' that is a JSON string, not an object" in out
+    assert cache_file.read_text() == before
+
+
 def test_show_without_a_runner_still_shows_the_file(
     cache_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -541,6 +541,52 @@ def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
     assert not any(b.from_cache for b in fresh.buckets) and runner.calls
 
 
+MALFORMED = {
+    "no-tactic": (lambda e: e.pop("tactic"), "has no 'tactic'"),
+    "no-time": (lambda e: e.pop("time_us"), "has no 'time_us'"),
+    "time-a-string": (lambda e: e.update(time_us="fast"), "has 'time_us' 'fast', not a positive number"),
+    "tactic-a-list": (
+        lambda e: e.update(tactic=[128, "a"]),
+        "has a 'tactic' that is a JSON array, not an object",
+    ),
+    "tactic-unreadable": (lambda e: e.update(tactic={"block_m": 128}), "has a tactic fake_moe cannot read"),
+    "timings-a-list": (lambda e: e.update(timings_us=[1.0]), "has 'timings_us' [1.0], not an object of"),
+}
+
+
+@pytest.mark.parametrize(("edit", "why"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_cache_entry_is_re_tuned_with_a_warning_and_nothing_else_changes(
+    tmp_path: Path, edit, why: str
+) -> None:
+    from pytest_moetune.cache import MoetuneCacheWarning, TuningCache
+    from pytest_moetune.testing import H100_FINGERPRINT
+
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    path = tmp_path / "tuning.json"
+    tuner = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
+    tuner.tune(p)
+    document = json.loads(path.read_text())
+    bad_key = tuner.key(p, 2).id
+    tuned = {name: document["entries"][bad_key][name] for name in ("tactic", "time_us")}
+    edit(document["entries"][bad_key])  # a hand edit
+    path.write_text(json.dumps(document))
+    warned = re.escape(f"tuning cache {path}: the entry for {bad_key} {why}")
+    runner = FakeRunner()
+    with pytest.warns(MoetuneCacheWarning, match=warned):
+        result = make_tuner(runner, store=TuningCache(path, H100_FINGERPRINT)).tune(p)
+    assert [b.from_cache for b in result.buckets] == [True, False, True]
+    assert {tokens for _, tokens in runner.calls} == {2}  # only the bad bucket re-tuned
+    after = json.loads(path.read_text())
+    assert after["metadata"] == document["metadata"] and after["entries"].keys() == document["entries"].keys()
+    assert all(after["entries"][k] == v for k, v in document["entries"].items() if k != bad_key)
+    assert {name: after["entries"][bad_key][name] for name in tuned} == tuned  # re-tuned and replaced
+    path.write_text(json.dumps(document))
+    lookup = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
+    with pytest.warns(MoetuneCacheWarning, match=warned), pytest.warns(MoetuneTuningWarning):
+        assert lookup.lookup(p, 2) == FakeTactic(16)  # the default, as for a miss
+    assert path.read_text() == json.dumps(document)  # a lookup writes nothing
+
+
 # --- cold L2: rotating input sets -----------------------------------------------------------
 
 
