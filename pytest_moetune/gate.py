@@ -431,16 +431,17 @@ class Harness:
             if marker is not None:
                 threshold = _marker_threshold(marker)
         from pytest_moetune.baseline import BaselineError
+        from pytest_moetune.cache import CacheWriteError
 
         runner = runner_registry(config).get(case.runner)
         module = module_key(config, self._request.node.path)
-        bad_baseline = None
+        file_error = None
         try:
             result = self._gate.check(runner, case, module, threshold)
-        except BaselineError as err:  # the file's fault, not the plugin's: its message, no traceback
-            bad_baseline = str(err)
-        if bad_baseline is not None:
-            pytest.fail(bad_baseline, pytrace=False)
+        except (BaselineError, CacheWriteError) as err:  # a file's fault, not the plugin's: no traceback
+            file_error = str(err)
+        if file_error is not None:
+            pytest.fail(file_error, pytrace=False)
         self._state.results.append(result)
         if config.pluginmanager.hasplugin("benchmark"):
             from pytest_moetune.benchmark_bridge import record_rounds

@@ -266,3 +266,25 @@ def _cpu_tuner_with_cache(args: argparse.Namespace, runner: MoERunner) -> Tuner:
     store = TuningCache(args.cache, H100_FINGERPRINT)
     options = tune_command.tuner_options(args) | {"progress": False}
     return Tuner(runner, store, FakeTimer(runner), device="cpu", **options)
+
+
+def test_a_cache_write_that_fails_is_a_one_line_error_and_the_file_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "tuning.json"
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "2", "--cache", str(cache)]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    assert main(argv) == 0
+    before = cache.read_bytes()
+    capsys.readouterr()
+
+    def write(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".tuning.json.tmp"))
+
+    monkeypatch.setattr("pytest_moetune.cache.atomic_write_text", write)
+    assert main([*argv, "--force"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    why = f"Permission denied ({tmp_path}/.tuning.json.tmp)"
+    assert line == f"moetune: error: could not write the tuning cache {cache}: {why}"
+    assert cache.read_bytes() == before
