@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import math
+import re
 import statistics
 import time
 import warnings
@@ -314,6 +315,24 @@ def relative_error(out: Any, ref: Any) -> float:
     return diff / scale
 
 
+_STICKY_CUDA_ERROR = re.compile(
+    r"an illegal (?:memory access|instruction) was encountered"
+    r"|\b(?:cuda|hip)ErrorIllegal(?:Address|Instruction)\b"
+    r"|\bCUDA_ERROR_ILLEGAL_(?:ADDRESS|INSTRUCTION)\b",
+    re.IGNORECASE,
+)
+"""The texts CUDA (and HIP) give an illegal memory access or instruction: the runtime's and driver's
+messages (``CUDA error: an illegal memory access was encountered``, Triton's ``Triton Error [CUDA]:
+...``) and the error codes' names."""
+
+
+def corrupts_cuda_context(err: BaseException) -> bool:
+    """Whether ``err`` reports an illegal memory access or illegal instruction on the device: a sticky
+    error after which every CUDA call in the process fails, so tuning must stop. Any other error that
+    merely contains the word (a compiler's "illegal use of ...") fails only its tactic."""
+    return _STICKY_CUDA_ERROR.search(str(err)) is not None
+
+
 def _first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:limit] if text else ''}"
@@ -594,8 +613,8 @@ class Tuner:
     ) -> tuple[float | None, str | None]:
         """Median per-launch time of ``tactic`` over ``input_sets``, or ``(None, reason)`` when it
         fails to compile, runs out of shared or device memory, or (given a ``reference`` for the
-        first input set) is off by more than ``tolerance``. An illegal memory access leaves the CUDA
-        context unusable, so that one is raised."""
+        first input set) is off by more than ``tolerance``. An illegal memory access or instruction
+        leaves the CUDA context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
         if reference is not None:
             reason = self.try_run(input_sets[0], tactic, reference, tolerance)
             if reason is not None:
@@ -622,9 +641,9 @@ class Tuner:
             return self._failure(tactic, err)
 
     def _failure(self, tactic: Hashable, err: Exception) -> str:
-        """The reason a tactic failed; an illegal memory access leaves the CUDA context unusable,
-        so that one is raised."""
-        if "illegal" in str(err).lower():
+        """The reason a tactic failed; an illegal memory access or instruction leaves the CUDA
+        context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
+        if corrupts_cuda_context(err):
             raise RuntimeError(
                 f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "
                 f"{_first_line(err)}"

@@ -301,6 +301,49 @@ def test_failed_tactics_are_recorded_and_never_chosen() -> None:
         assert bucket.tactic not in (best_dep, FakeTactic(128, "b"), FakeTactic(64, "a"))
 
 
+class RaisingRunner(FakeRunner):
+    """A fake runner whose tactic ``(64, "a")`` raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def run(self, inputs, tactic):  # type: ignore[no-untyped-def]
+        if tactic == FakeTactic(64, "a"):
+            raise self.error
+        return super().run(inputs, tactic)
+
+
+STICKY = [
+    RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ..."),
+    RuntimeError("Triton Error [CUDA]: an illegal instruction was encountered"),
+    RuntimeError("CUDA driver error: CUDA_ERROR_ILLEGAL_ADDRESS"),
+    RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered"),
+    RuntimeError("launch failed (cudaErrorIllegalInstruction)"),
+]
+NOT_STICKY = [
+    RuntimeError("CompilationError: at 14:8: illegal use of tl.dot with a 1-D operand"),
+    RuntimeError("ptxas fatal   : Illegal operand type for instruction 'wgmma'"),
+    ValueError("illegal tile: BLOCK_M=64 does not divide the rows"),
+]
+
+
+@pytest.mark.parametrize("error", STICKY, ids=[str(e).split(":")[0][:24] for e in STICKY])
+def test_an_illegal_memory_access_or_instruction_stops_tuning(error: Exception) -> None:
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    with pytest.raises(RuntimeError, match=r'tactic \{"block_m":64,"variant":"a"\} .* corrupted the CUDA'):
+        make_tuner(RaisingRunner(error)).tune(p)
+
+
+@pytest.mark.parametrize("error", NOT_STICKY, ids=["compiler", "ptxas", "runner"])
+def test_an_error_that_merely_says_illegal_fails_only_its_tactic(error: Exception) -> None:
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    result = make_tuner(RaisingRunner(error)).tune(p)
+    for bucket in result.buckets:
+        assert bucket.failures == {'{"block_m":64,"variant":"a"}': f"{type(error).__name__}: {error}"}
+        assert bucket.timed == len(FakeRunner().tactics(None)) - 1  # type: ignore[arg-type]
+
+
 def test_every_tactic_failing_is_an_error_naming_the_bucket() -> None:
     runner = FakeRunner(block_ms=(16,), broken=[FakeTactic(16, "a"), FakeTactic(16, "b")])
     with pytest.raises(
