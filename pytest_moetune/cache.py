@@ -18,7 +18,8 @@ Rules (DESIGN.md section 3, issue 4 item 5):
   *stale*: it reads as empty (so everything re-tunes), one warning says why, and the next write moves it
   aside to ``<name>.stale-<UTC timestamp>`` before writing a fresh file.
 - Writes take a cross-process lock (``<name>.lock``), re-read the file and merge (so concurrent tuners
-  lose no entries), and replace the file atomically.
+  lose no entries), and replace the file atomically. A lock that cannot be had, or a file that cannot
+  be written, is a :class:`CacheWriteError` naming the file and the cause; the file is left as it was.
 - Entries leave the file only when asked (:meth:`TuningCache.remove_many`, ``moetune cache prune``),
   under the same lock and atomic replace; :meth:`TuningCache.of_file` opens a file with the
   environment it records, so that works on any machine.
@@ -49,8 +50,18 @@ _TOP_LEVEL_KEYS = ("entries", "metadata", "schema")
 _UTC = timezone.utc  # noqa: UP017 (datetime.UTC is Python >= 3.11; we support 3.10)
 
 
+class CacheWriteError(OSError):
+    """The tuning cache could not be updated: its lock could not be taken, or the file could not be
+    written or replaced. The message names the file and the cause; the file is as it was."""
+
+
+class CacheLockTimeout(CacheWriteError, TimeoutError):
+    """The cache's lock was not had within ``lock_timeout`` seconds (also a :class:`TimeoutError`)."""
+
+
 class MoetuneCacheWarning(UserWarning):
-    """A tuning cache file was ignored (stale) or moved aside (corrupt)."""
+    """A tuning cache file was ignored (stale) or moved aside (corrupt), or one of its entries was
+    malformed and is treated as missing (the tuner's warning)."""
 
 
 def default_cache_path() -> Path:
@@ -190,13 +201,17 @@ class TuningCache:
         Raises:
             ValueError: a key is not a string, or an entry is not a JSON object that survives a JSON
                 round trip unchanged (names the key; nothing is written).
-            TimeoutError: the lock could not be had within ``lock_timeout`` seconds.
+            CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
+                ``lock_timeout`` seconds), or the file could not be written (nothing is written).
         """
         checked = {key: _checked_entry(key, entry) for key, entry in entries.items()}
         if not checked:
             return
         self._ensure_loaded()  # a stale or corrupt file warns before it is replaced
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CacheWriteError(f"could not write the tuning cache {self._path}: {_cause(err)}") from err
         with self._locked():
             document = self._read_locked()
             if document is not None and document.fingerprint != self._fingerprint:
@@ -243,7 +258,8 @@ class TuningCache:
         Raises:
             ValueError: the file was tuned in another environment than this instance's (nothing is
                 written; open it with :meth:`of_file`).
-            TimeoutError: the lock could not be had within ``lock_timeout`` seconds.
+            CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
+                ``lock_timeout`` seconds), or the file could not be written (nothing is removed).
         """
         wanted = set(keys)
         with self._locked():
@@ -278,17 +294,35 @@ class TuningCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        """Hold the cache's lock; an ``OSError`` taking it or inside (writing, moving the file aside)
+        becomes a :class:`CacheWriteError` naming the file and the cause."""
         try:
             self._lock.acquire()
         except Timeout as err:
-            raise TimeoutError(
+            raise CacheLockTimeout(
                 f"could not lock {self._lock_path} within {self._lock_timeout:g} s to update the tuning "
-                f"cache {self._path}: another process holds it"
+                f"cache {self._path}: {self._lock_blocker()}"
+            ) from err
+        except OSError as err:
+            raise CacheWriteError(
+                f"could not lock {self._lock_path} to update the tuning cache {self._path}: {_cause(err)}"
             ) from err
         try:
             yield
+        except CacheWriteError:
+            raise
+        except OSError as err:
+            raise CacheWriteError(f"could not write the tuning cache {self._path}: {_cause(err)}") from err
         finally:
             self._lock.release()
+
+    def _lock_blocker(self) -> str:
+        """Why the lock was not had in time: the lock file (or, before it exists, its folder) is not
+        writable by this process, else another process holds it."""
+        target = self._lock_path if self._lock_path.exists() else self._lock_path.parent
+        if not os.access(target, os.W_OK):
+            return f"{target} is not writable by this user"
+        return "another process holds it"
 
     def _read_locked(self) -> _Document | None:
         """Read the file while holding the lock; a corrupt file is moved aside (with a warning)."""
@@ -389,6 +423,13 @@ def _checked_entry(key: object, entry: object) -> dict[str, Any]:
             f"lists, non-string dict keys become strings): {entry!r}"
         )
     return round_tripped
+
+
+def _cause(err: OSError) -> str:
+    """An ``OSError`` in words: its ``strerror`` and the path it names (``str(err)`` without one)."""
+    if not err.strerror:
+        return str(err) or type(err).__name__
+    return f"{err.strerror} ({err.filename})" if err.filename else err.strerror
 
 
 def _utc_stamp() -> str:

@@ -18,7 +18,7 @@ from pytest_moetune.argtypes import user_path
 from pytest_moetune.cache import TuningCache, default_cache_path
 from pytest_moetune.export import EXPORT_FORMATS
 from pytest_moetune.runner import MoERunner
-from pytest_moetune.tuner import TuningKey
+from pytest_moetune.tuner import TuningKey, entry_problem
 
 _Group = tuple[str, str, str]  # (op, source_hash, space_hash); "?" for a key of another form
 
@@ -106,3 +106,18 @@ def _show(cache: TuningCache, current: _Current | None) -> None:
         if current is not None and op in current.ops:
             mark = "  stale: `moetune cache prune`" if current.stale((op, source, space)) else "  current"
         print(f"{op:<24} {source:<18} {space:<18} {count:>7}{mark}")
+    _show_malformed(cache)
+
+
+def _show_malformed(cache: TuningCache) -> None:
+    """List the entries a tuner would treat as missing (hand-edited: see ``entry_problem``)."""
+    malformed = {}
+    for key in cache:
+        entry = cache.get(key)
+        why = entry_problem(entry) if entry is not None else None
+        if why is not None:
+            malformed[key] = why
+    if malformed:
+        print(f"{len(malformed)} malformed entries (treated as missing: re-tuned when next tuned):")
+        for key, why in malformed.items():
+            print(f"  {key}: the entry {why}")

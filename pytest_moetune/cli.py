@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pytest_moetune import __version__, baseline_command, cache_command, tune_command
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int
+from pytest_moetune.cache import CacheWriteError
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.models import MODELS, ModelShape, get_model
 from pytest_moetune.topology import TopologySpec
@@ -187,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moetune: error: {err}", file=sys.stderr)
         return 2
     except TuningError as err:  # e.g. a layer shape that none of the runner's tactics can run
+        print(f"moetune: error: {err}", file=sys.stderr)
+        return 1
+    except CacheWriteError as err:  # the cache's lock or file: its message names both and the cause
         print(f"moetune: error: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `moetune baseline show | head`: the reader left; not an error

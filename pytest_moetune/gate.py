@@ -347,10 +347,11 @@ def moetune_device() -> Any:
     return "cuda"
 
 
-def require_gpu(config: pytest.Config, what: str) -> None:
+def require_gpu(config: pytest.Config, what: str, *, fixture_hint: bool = True) -> None:
     """Skip the asking test where torch sees no CUDA GPU (``what`` the gate does there: "times
     kernels"); under ``--moetune-strict`` fail it instead, so a CI runner that lost its GPU fails its
-    gate rather than passing with every case skipped."""
+    gate rather than passing with every case skipped. ``fixture_hint``: the skip says which fixtures
+    to override to run the test on the CPU (it asked through one of them)."""
     import torch
 
     if torch.cuda.is_available():
@@ -358,8 +359,28 @@ def require_gpu(config: pytest.Config, what: str) -> None:
     reason = f"{NO_GPU_REASON} {what} on a GPU"
     if config.getoption("moetune_strict"):
         pytest.fail(f"{reason} (--moetune-strict: a gate that can judge no case fails)", pytrace=False)
+    if not fixture_hint:
+        pytest.skip(reason)
     pytest.skip(f"{reason} (to test a suite's wiring on the CPU, override moetune_timer, moetune_ceilings "
                 "and moetune_device: README, 'Plugging in your own kernel')")  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under ``--moetune``, a test marked ``moetune`` that does not use the ``moetune`` fixture needs
+    the GPU as much as one that does: without one it is skipped (failed under ``--moetune-strict``)
+    like them, before its fixtures are set up. Tests that use the fixture are gated through
+    ``moetune_timer`` and ``moetune_ceilings``, which a conftest may override to gate on the CPU."""
+    config = item.config
+    if not config.getoption("moetune") or item.get_closest_marker("moetune") is None:
+        return
+    if "moetune" in getattr(item, "fixturenames", ()):
+        return
+    try:
+        require_gpu(config, "runs tests marked moetune", fixture_hint=False)
+    except pytest.skip.Exception as skipped:
+        skipped._use_item_location = True  # name the test, as a skip from a fixture or a marker does
+        raise
 
 
 @pytest.fixture(scope="session")
@@ -431,16 +452,17 @@ class Harness:
             if marker is not None:
                 threshold = _marker_threshold(marker)
         from pytest_moetune.baseline import BaselineError
+        from pytest_moetune.cache import CacheWriteError
 
         runner = runner_registry(config).get(case.runner)
         module = module_key(config, self._request.node.path)
-        bad_baseline = None
+        file_error = None
         try:
             result = self._gate.check(runner, case, module, threshold)
-        except BaselineError as err:  # the file's fault, not the plugin's: its message, no traceback
-            bad_baseline = str(err)
-        if bad_baseline is not None:
-            pytest.fail(bad_baseline, pytrace=False)
+        except (BaselineError, CacheWriteError) as err:  # a file's fault, not the plugin's: no traceback
+            file_error = str(err)
+        if file_error is not None:
+            pytest.fail(file_error, pytrace=False)
         self._state.results.append(result)
         if config.pluginmanager.hasplugin("benchmark"):
             from pytest_moetune.benchmark_bridge import record_rounds

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TOPOLOGIES = "ep1"
 MARKERS = {
-    "moetune": "moetune: GPU tuning / regression test; runs only with `pytest --moetune`.",
+    "moetune": "moetune: GPU tuning / regression test; runs only with `pytest --moetune` on a CUDA GPU.",
     "moetune_topology": (
         "moetune_topology(*names): topologies this test runs under (ep<N> / dep<N>), "
         "e.g. @pytest.mark.moetune_topology('dep2', 'ep8')."

@@ -102,7 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=user_path,
         help="tuning cache file (default $MOETUNE_CACHE, else $XDG_CACHE_HOME or ~/.cache)",
     )
-    parser.add_argument("--no-cache", action="store_true", help="tune in memory only")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="tune in memory only (not with --cache or --force)"
+    )
     parser.add_argument("--force", action="store_true", help="re-tune buckets already in the cache")
     parser.add_argument("--cold-l2", action="store_true", help="time with inputs rotated past L2")
     parser.add_argument(
@@ -113,6 +115,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=user_path, help="write the per-bucket results as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def contradictory_options(args: argparse.Namespace) -> str | None:
+    """Why the cache options given contradict each other, or ``None``: ``--no-cache`` tunes in memory,
+    so a ``--cache`` file would be ignored and ``--force`` (re-tune what the cache holds) means
+    nothing."""
+    if not args.no_cache:
+        return None
+    if args.cache is not None:
+        return "--cache and --no-cache contradict each other: --no-cache tunes in memory only; give one"
+    if args.force:
+        return (
+            "--force and --no-cache contradict each other: --force re-tunes buckets the cache holds, and "
+            "--no-cache tunes in memory only, without a cache; give one"
+        )
+    return None
 
 
 def unwritable_outputs(args: argparse.Namespace) -> str | None:
@@ -201,6 +219,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
         write_vllm_config,
     )
 
+    contradiction = contradictory_options(args)
+    if contradiction:
+        parser.error(contradiction)
     if args.export and args.export[0] not in EXPORT_FORMATS:
         supported = ", ".join(EXPORT_FORMATS)
         parser.error(f"--export format {args.export[0]!r} is not supported; supported: {supported}")

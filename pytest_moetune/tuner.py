@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import math
+import re
 import statistics
 import time
 import warnings
@@ -19,6 +20,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_moetune.cache import MoetuneCacheWarning
 from pytest_moetune.compile_claims import CompileClaims
 from pytest_moetune.distributions import Distribution
 from pytest_moetune.problem import BucketProblem, TuningProblem
@@ -258,6 +260,45 @@ class TuningResult:
         return self.bucket(bucket).tactic
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def entry_problem(entry: Mapping[str, Any]) -> str | None:
+    """What is wrong with a stored tuning entry (as :meth:`Tuner._entry` writes it), or ``None``.
+
+    Read back from a file a person may have edited: ``tactic`` must be a JSON object and ``time_us`` a
+    positive finite number; ``timings_us`` and ``refined_us``, where present, objects of numbers,
+    ``failures`` an object of strings, ``wall_s`` a number. The text completes "the entry ...".
+    """
+    if "tactic" not in entry:
+        return "has no 'tactic'"
+    if not isinstance(entry["tactic"], dict):
+        return f"has a 'tactic' that is a JSON {_json_type(entry['tactic'])}, not an object"
+    if "time_us" not in entry:
+        return "has no 'time_us'"
+    time_us = entry["time_us"]
+    if not (_is_number(time_us) and time_us > 0):
+        return f"has 'time_us' {time_us!r}, not a positive number"
+    for name, want, ok in (
+        ("timings_us", "numbers", _is_number),
+        ("refined_us", "numbers", _is_number),
+        ("failures", "strings", lambda v: isinstance(v, str)),
+    ):
+        value = entry.get(name, {})
+        if not (isinstance(value, dict) and all(ok(v) for v in value.values())):
+            return f"has '{name}' {value!r}, not an object of {want}"
+    if not _is_number(entry.get("wall_s", 0.0)):
+        return f"has 'wall_s' {entry['wall_s']!r}, not a number"
+    return None
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (``array``, ``string``, ...)."""
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def medians(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """Each label's median over its measurements; labels without any are left out."""
     return {label: statistics.median(values) for label, values in samples.items() if values}
@@ -272,6 +313,24 @@ def relative_error(out: Any, ref: Any) -> float:
     if scale == 0.0:
         return 0.0 if diff == 0.0 else math.inf
     return diff / scale
+
+
+_STICKY_CUDA_ERROR = re.compile(
+    r"an illegal (?:memory access|instruction) was encountered"
+    r"|\b(?:cuda|hip)ErrorIllegal(?:Address|Instruction)\b"
+    r"|\bCUDA_ERROR_ILLEGAL_(?:ADDRESS|INSTRUCTION)\b",
+    re.IGNORECASE,
+)
+"""The texts CUDA (and HIP) give an illegal memory access or instruction: the runtime's and driver's
+messages (``CUDA error: an illegal memory access was encountered``, Triton's ``Triton Error [CUDA]:
+...``) and the error codes' names."""
+
+
+def corrupts_cuda_context(err: BaseException) -> bool:
+    """Whether ``err`` reports an illegal memory access or illegal instruction on the device: a sticky
+    error after which every CUDA call in the process fails, so tuning must stop. Any other error that
+    merely contains the word (a compiler's "illegal use of ...") fails only its tactic."""
+    return _STICKY_CUDA_ERROR.search(str(err)) is not None
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:
@@ -369,7 +428,7 @@ class Tuner:
         self._claimed: set[str] = set()  # compile units this tuner claimed (and so compiled)
         self.refine = refine
         self.progress = progress
-        self._warned: set[str] = set()
+        self._warned: set[str | tuple[str, str]] = set()  # keys (and malformed keys) warned about
 
     # -- keys and lookup -------------------------------------------------------------------------
 
@@ -392,8 +451,23 @@ class Tuner:
         return other
 
     def cached(self, problem: TuningProblem, bucket: int) -> BucketResult | None:
-        entry = self.store.get(self.key(problem, bucket).id)
+        """The stored result for ``bucket``, or ``None`` when there is none or it is malformed.
+
+        A malformed entry (hand-edited: ``tactic`` or ``time_us`` missing or of the wrong type, or a
+        tactic this runner cannot read; see :func:`entry_problem`) is treated as absent, with one
+        :class:`~pytest_moetune.cache.MoetuneCacheWarning` per key naming the key and what is wrong:
+        :meth:`tune` re-tunes the bucket and its new entry replaces the bad one, every other entry
+        staying as it is; :meth:`lookup` serves the default tactic. The cache only saves time, so a
+        bad entry costs one re-tune rather than a failed run, and the tactic it would have named is
+        never trusted.
+        """
+        key = self.key(problem, bucket).id
+        entry = self.store.get(key)
         if entry is None:
+            return None
+        why = entry_problem(entry) or self._unreadable_tactic(entry["tactic"])
+        if why is not None:
+            self._warn_malformed(key, why)
             return None
         return BucketResult(
             bucket=bucket,
@@ -404,6 +478,29 @@ class Tuner:
             wall_s=float(entry.get("wall_s", 0.0)),
             from_cache=True,
             refined_us=dict(entry.get("refined_us", {})),
+        )
+
+    def _unreadable_tactic(self, tactic: dict[str, Any]) -> str | None:
+        """Why the runner cannot make a tactic of a stored ``tactic`` object, or ``None``."""
+        try:
+            self.runner.tactic_from_dict(tactic)
+        except (KeyError, TypeError, ValueError) as err:
+            return f"has a tactic {self.runner.name} cannot read ({type(err).__name__}: {err})"
+        return None
+
+    def _warn_malformed(self, key: str, why: str) -> None:
+        """Warn once per key that its stored entry is malformed and is treated as missing."""
+        if ("malformed", key) in self._warned:
+            return
+        self._warned.add(("malformed", key))
+        path = getattr(self.store, "path", None)
+        where = f"tuning cache {path}" if path is not None else "tuning store"
+        warnings.warn(
+            MoetuneCacheWarning(
+                f"{where}: the entry for {key} {why}: treating it as missing (tuning re-tunes the "
+                f"bucket and replaces it; other entries are kept)"
+            ),
+            stacklevel=4,
         )
 
     def lookup(self, problem: TuningProblem, num_tokens: int) -> Hashable:
@@ -516,8 +613,8 @@ class Tuner:
     ) -> tuple[float | None, str | None]:
         """Median per-launch time of ``tactic`` over ``input_sets``, or ``(None, reason)`` when it
         fails to compile, runs out of shared or device memory, or (given a ``reference`` for the
-        first input set) is off by more than ``tolerance``. An illegal memory access leaves the CUDA
-        context unusable, so that one is raised."""
+        first input set) is off by more than ``tolerance``. An illegal memory access or instruction
+        leaves the CUDA context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
         if reference is not None:
             reason = self.try_run(input_sets[0], tactic, reference, tolerance)
             if reason is not None:
@@ -544,9 +641,9 @@ class Tuner:
             return self._failure(tactic, err)
 
     def _failure(self, tactic: Hashable, err: Exception) -> str:
-        """The reason a tactic failed; an illegal memory access leaves the CUDA context unusable,
-        so that one is raised."""
-        if "illegal" in str(err).lower():
+        """The reason a tactic failed; an illegal memory access or instruction leaves the CUDA
+        context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
+        if corrupts_cuda_context(err):
             raise RuntimeError(
                 f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "
                 f"{_first_line(err)}"

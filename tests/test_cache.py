@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,7 +17,13 @@ import pytest
 from filelock import FileLock
 
 from pytest_moetune import cache as cache_module
-from pytest_moetune.cache import MoetuneCacheWarning, TuningCache, default_cache_path
+from pytest_moetune.cache import (
+    CacheLockTimeout,
+    CacheWriteError,
+    MoetuneCacheWarning,
+    TuningCache,
+    default_cache_path,
+)
 from pytest_moetune.fingerprint import EnvironmentFingerprint
 from pytest_moetune.testing import H100_FINGERPRINT
 
@@ -303,8 +310,8 @@ def _fail_on_replace(monkeypatch: pytest.MonkeyPatch) -> None:
     ("sabotage", "error"),
     [
         (_fail_on_the_file_dump, RuntimeError),
-        (_fail_on_fsync, OSError),
-        (_fail_on_replace, PermissionError),
+        (_fail_on_fsync, CacheWriteError),
+        (_fail_on_replace, CacheWriteError),
     ],
 )
 def test_a_failed_write_leaves_the_old_file_byte_identical(
@@ -342,10 +349,44 @@ def test_file_mode_is_kept_or_follows_the_umask(tmp_path: Path) -> None:
 
 def test_lock_timeout_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    timeout = pytest.raises(TimeoutError, match=r"could not lock .*c\.json\.lock within 0\.2 s")
-    with FileLock(tmp_path / "c.json.lock"), timeout:
+    held = r"could not lock .*c\.json\.lock within 0\.2 s to update .*c\.json: another process holds it$"
+    with FileLock(tmp_path / "c.json.lock"), pytest.raises(TimeoutError, match=held):
         TuningCache(path, FP, lock_timeout=0.2).put("k", entry())
     assert not path.exists()
+
+
+def test_a_lock_timeout_on_an_unwritable_lock_file_does_not_blame_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file this user cannot write can look like a held lock (file systems that report
+    EACCES for contention, the soft fallback): the message names the file, not another process."""
+    path, lock = tmp_path / "c.json", tmp_path / "c.json.lock"
+    before = written(path, {"a": entry()})
+    lock.touch()
+    real_access = os.access
+    monkeypatch.setattr(cache_module.os, "access", lambda p, mode: Path(p) != lock and real_access(p, mode))
+    why = re.escape(f"within 0.2 s to update the tuning cache {path}: {lock} is not writable by this user")
+    with FileLock(lock), pytest.raises(CacheLockTimeout, match=why + "$"):
+        TuningCache(path, FP, lock_timeout=0.2).put("k", entry())
+    assert path.read_bytes() == before
+
+
+def test_a_lock_that_cannot_be_opened_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, lock = tmp_path / "c.json", tmp_path / "c.json.lock"
+    before = written(path, {"a": entry()})
+
+    def acquire(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(lock))
+
+    monkeypatch.setattr(cache_module.FileLock, "acquire", acquire)
+    why = f"could not lock {lock} to update the tuning cache {path}: Permission denied ({lock})"
+    for change in (lambda c: c.put("k", entry()), lambda c: c.remove_many(["a"])):
+        with pytest.raises(CacheWriteError) as raised:
+            change(TuningCache(path, FP))
+        assert str(raised.value) == why
+        assert path.read_bytes() == before
 
 
 # --- two processes at once -------------------------------------------------------------------------------

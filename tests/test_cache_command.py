@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock, Timeout
 
 from pytest_moetune.cache import TuningCache
 from pytest_moetune.cli import main
@@ -60,6 +62,25 @@ def test_show_groups_by_op_and_hashes_and_marks_what_the_runner_reads(
     assert rows[("?", "?", "?")].endswith(" 1")
 
 
+def test_show_lists_malformed_entries_and_does_not_crash_on_them(
+    cache_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(cache_file.read_text())
+    current = "source_hash=fake-source-1|space_hash=fake-space-1"
+    key = sorted(k for k in document["entries"] if current in k)[0]
+    del document["entries"][key]["time_us"]  # a hand edit
+    document["entries"]["hand-written key"]["tactic"] = "128x64"
+    cache_file.write_text(json.dumps(document))
+    before = cache_file.read_text()
+    assert main(["cache", "show", "--cache", str(cache_file), "--runner", FAKE]) == 0
+    out = capsys.readouterr().out
+    assert "16 entries" in out
+    assert "2 malformed entries (treated as missing: re-tuned when next tuned):" in out
+    assert f"  {key}: the entry has no 'time_us'" in out
+    assert "  hand-written key: the entry has a 'tactic' that is a JSON string, not an object" in out
+    assert cache_file.read_text() == before
+
+
 def test_show_without_a_runner_still_shows_the_file(
     cache_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,6 +125,45 @@ def test_a_missing_or_corrupt_file_is_an_error_naming_it(
     assert corrupt.read_text() == "{not json"  # left as it was, not moved aside
     assert main(["cache", command, "--cache", str(tmp_path), "--runner", FAKE]) == 2
     assert f"tuning cache {tmp_path} cannot be read: Is a directory" in capsys.readouterr().err
+
+
+def _unwritable_file(monkeypatch: pytest.MonkeyPatch, cache_file: Path) -> str:
+    def write(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path.parent / ".tuning.json.tmp"))
+
+    monkeypatch.setattr("pytest_moetune.cache.atomic_write_text", write)
+    return f"could not write the tuning cache {cache_file}: Permission denied ({cache_file.parent}/.tuning"
+
+
+def _lock_times_out(monkeypatch: pytest.MonkeyPatch, cache_file: Path) -> str:
+    def acquire(*args: object, **kwargs: object) -> None:
+        raise Timeout(f"{cache_file}.lock")
+
+    monkeypatch.setattr(FileLock, "acquire", acquire)
+    return f"could not lock {cache_file}.lock within 60 s to update the tuning cache {cache_file}: another"
+
+
+def _lock_unwritable(monkeypatch: pytest.MonkeyPatch, cache_file: Path) -> str:
+    lock = f"{cache_file}.lock"
+    real_access = os.access
+    _lock_times_out(monkeypatch, cache_file)
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != lock and real_access(p, mode))
+    Path(lock).touch()
+    return f"to update the tuning cache {cache_file}: {lock} is not writable by this user"
+
+
+@pytest.mark.parametrize("sabotage", [_unwritable_file, _lock_times_out, _lock_unwritable])
+def test_a_prune_that_cannot_write_is_a_one_line_error_and_the_file_stays(
+    cache_file: Path, sabotage, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = cache_file.read_bytes()
+    message = sabotage(monkeypatch, cache_file)
+    assert main(["cache", "prune", "--cache", str(cache_file), "--runner", FAKE]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("moetune: error: ") and message in line
+    assert cache_file.read_bytes() == before
 
 
 def test_remove_many_refuses_a_file_of_another_environment(cache_file: Path) -> None:

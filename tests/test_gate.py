@@ -458,6 +458,32 @@ def test_bad_baseline_files_are_errors_naming_the_file_and_left_alone(
     assert path.read_text() == content
 
 
+UNWRITABLE_CACHE = """
+
+import pytest_moetune.cache
+
+
+def _refuse(path, text):
+    raise PermissionError(13, "Permission denied", str(path.parent / ".tuning-cache.json.tmp"))
+
+
+pytest_moetune.cache.atomic_write_text = _refuse
+"""
+
+
+def test_a_tuning_cache_that_cannot_be_written_fails_its_tests_without_a_traceback(
+    pytester: pytest.Pytester,
+) -> None:
+    flow = GateWorkflow(pytester, SUITE, conftest=FAKE_GPU_CONFTEST + UNWRITABLE_CACHE)
+    result, results = flow.run()
+    assert result.ret == 1 and results == []
+    result.assert_outcomes(failed=4)
+    why = f"Permission denied ({flow.cache.parent}/.tuning-cache.json.tmp)"
+    result.stdout.fnmatch_lines([f"*could not write the tuning cache {flow.cache}: {why}"])
+    assert "pytest_moetune/" not in result.stdout.str(), "the plugin's traceback, not just the file's fault"
+    assert not flow.cache.exists()
+
+
 def test_a_baseline_of_another_gpu_is_never_compared(flow: GateWorkflow) -> None:
     flow.run("--moetune-update-baselines")
     (flow.pytester.path / "baselines" / "cpu").rename(

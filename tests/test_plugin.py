@@ -45,7 +45,76 @@ def test_moetune_tests_skip_without_the_flag_and_say_how_to_enable(pytester: pyt
     result = pytester.runpytest("-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*SKIPPED*runs only with `pytest --moetune`*"])
-    pytester.runpytest("--moetune").assert_outcomes(passed=2)
+    import torch
+
+    gpu = torch.cuda.is_available()  # without one, --moetune skips it for that (the next test)
+    pytester.runpytest("--moetune").assert_outcomes(passed=2 if gpu else 1, skipped=0 if gpu else 1)
+
+
+MARKED_WITH_AND_WITHOUT_THE_FIXTURE = """
+import pytest
+
+
+@pytest.mark.moetune
+def test_marked_only():
+    print("RAN marked_only")
+
+
+def test_gated(moetune):
+    print("RAN gated")
+
+
+def test_plain():
+    print("RAN plain")
+"""
+GPU_CONFTEST = """
+import os
+
+import torch
+
+
+def pytest_collection_finish(session):  # after the report header, which probes the real device
+    gpu = os.environ["FAKE_GPU"] == "1"
+    torch.cuda.is_available = lambda: gpu
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["skip", "strict"])
+def test_a_marked_test_without_the_gate_fixture_needs_a_gpu_like_the_gated_ones(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, strict: bool
+) -> None:
+    """``@pytest.mark.moetune`` alone means the test needs the GPU gate: under ``--moetune`` on a
+    machine without a GPU it is skipped (errors under ``--moetune-strict``) with the reason the tests
+    that use the ``moetune`` fixture get, not run."""
+    pytester.makeconftest(GPU_CONFTEST)
+    pytester.makepyfile(MARKED_WITH_AND_WITHOUT_THE_FIXTURE)
+    monkeypatch.setenv("FAKE_GPU", "0")
+    args = ["--moetune", "-rsE", "-s", "-p", "no:cacheprovider"] + (["--moetune-strict"] if strict else [])
+    result = pytester.runpytest_subprocess(*args)
+    ran = result.stdout.str()
+    assert "RAN plain" in ran and "RAN marked_only" not in ran and "RAN gated" not in ran
+    if strict:
+        result.assert_outcomes(passed=1, errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at setup of test_marked_only*",
+                "no CUDA GPU: the moetune gate runs tests marked moetune on a GPU (--moetune-strict*",
+            ]
+        )
+    else:
+        result.assert_outcomes(passed=1, skipped=2)
+        result.stdout.fnmatch_lines(
+            [
+                "moetune: no case was judged: 2 gated tests skipped, no CUDA GPU*",
+                "SKIPPED [[]1[]] test_*.py:*: no CUDA GPU: the moetune gate runs tests marked moetune "
+                "on a GPU",
+            ]
+        )
+    monkeypatch.setenv("FAKE_GPU", "1")
+    pytester.makepyfile(MARKED_WITH_AND_WITHOUT_THE_FIXTURE.split("def test_gated")[0])
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)  # with a GPU it runs
+    assert "RAN marked_only" in result.stdout.str()
 
 
 def test_default_topology_is_ep1(pytester: pytest.Pytester) -> None:
@@ -200,7 +269,10 @@ def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester) ->
             pass
         """
     )
-    pytester.runpytest("--strict-markers", "--moetune").assert_outcomes(passed=1)
+    import torch
+
+    gpu = torch.cuda.is_available()  # without one, --moetune skips the marked test (at setup)
+    pytester.runpytest("--strict-markers", "--moetune").assert_outcomes(passed=int(gpu), skipped=int(not gpu))
 
 
 def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:

@@ -203,6 +203,33 @@ def test_a_layer_shape_left_out_or_given_twice_is_a_usage_error_before_any_tunin
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--cache", "tuning.json"], "--cache and --no-cache contradict each other"),
+        (["--force"], "--force and --no-cache contradict each other"),
+    ],
+    ids=["cache", "force"],
+)
+def test_no_cache_beside_cache_or_force_is_a_usage_error_before_any_tuning(
+    options: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cpu_tuner: list[Tuner],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--no-cache`` tunes in memory: a ``--cache`` file beside it would be silently ignored, and
+    ``--force`` would mean nothing."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE, "--no-cache"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, *options, "--tune-max-num-tokens", "2"])
+    assert exit_info.value.code == 2 and cpu_tuner == []  # nothing tuned
+    assert f"moetune: error: {message}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 class NoExportRunner(FakeRunner):
     """A runner that cannot say its tactics in vLLM's terms (and has no export runner that can)."""
 
@@ -266,3 +293,25 @@ def _cpu_tuner_with_cache(args: argparse.Namespace, runner: MoERunner) -> Tuner:
     store = TuningCache(args.cache, H100_FINGERPRINT)
     options = tune_command.tuner_options(args) | {"progress": False}
     return Tuner(runner, store, FakeTimer(runner), device="cpu", **options)
+
+
+def test_a_cache_write_that_fails_is_a_one_line_error_and_the_file_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "tuning.json"
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "2", "--cache", str(cache)]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    assert main(argv) == 0
+    before = cache.read_bytes()
+    capsys.readouterr()
+
+    def write(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".tuning.json.tmp"))
+
+    monkeypatch.setattr("pytest_moetune.cache.atomic_write_text", write)
+    assert main([*argv, "--force"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    why = f"Permission denied ({tmp_path}/.tuning.json.tmp)"
+    assert line == f"moetune: error: could not write the tuning cache {cache}: {why}"
+    assert cache.read_bytes() == before

@@ -301,6 +301,49 @@ def test_failed_tactics_are_recorded_and_never_chosen() -> None:
         assert bucket.tactic not in (best_dep, FakeTactic(128, "b"), FakeTactic(64, "a"))
 
 
+class RaisingRunner(FakeRunner):
+    """A fake runner whose tactic ``(64, "a")`` raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def run(self, inputs, tactic):  # type: ignore[no-untyped-def]
+        if tactic == FakeTactic(64, "a"):
+            raise self.error
+        return super().run(inputs, tactic)
+
+
+STICKY = [
+    RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ..."),
+    RuntimeError("Triton Error [CUDA]: an illegal instruction was encountered"),
+    RuntimeError("CUDA driver error: CUDA_ERROR_ILLEGAL_ADDRESS"),
+    RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered"),
+    RuntimeError("launch failed (cudaErrorIllegalInstruction)"),
+]
+NOT_STICKY = [
+    RuntimeError("CompilationError: at 14:8: illegal use of tl.dot with a 1-D operand"),
+    RuntimeError("ptxas fatal   : Illegal operand type for instruction 'wgmma'"),
+    ValueError("illegal tile: BLOCK_M=64 does not divide the rows"),
+]
+
+
+@pytest.mark.parametrize("error", STICKY, ids=[str(e).split(":")[0][:24] for e in STICKY])
+def test_an_illegal_memory_access_or_instruction_stops_tuning(error: Exception) -> None:
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    with pytest.raises(RuntimeError, match=r'tactic \{"block_m":64,"variant":"a"\} .* corrupted the CUDA'):
+        make_tuner(RaisingRunner(error)).tune(p)
+
+
+@pytest.mark.parametrize("error", NOT_STICKY, ids=["compiler", "ptxas", "runner"])
+def test_an_error_that_merely_says_illegal_fails_only_its_tactic(error: Exception) -> None:
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    result = make_tuner(RaisingRunner(error)).tune(p)
+    for bucket in result.buckets:
+        assert bucket.failures == {'{"block_m":64,"variant":"a"}': f"{type(error).__name__}: {error}"}
+        assert bucket.timed == len(FakeRunner().tactics(None)) - 1  # type: ignore[arg-type]
+
+
 def test_every_tactic_failing_is_an_error_naming_the_bucket() -> None:
     runner = FakeRunner(block_ms=(16,), broken=[FakeTactic(16, "a"), FakeTactic(16, "b")])
     with pytest.raises(
@@ -539,6 +582,52 @@ def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
     with pytest.warns(MoetuneCacheWarning, match=r"torch: 2\.11\.0 \(cache\) != 2\.12\.0 \(now\)"):
         fresh = make_tuner(runner, store=TuningCache(path, now)).tune(p)
     assert not any(b.from_cache for b in fresh.buckets) and runner.calls
+
+
+MALFORMED = {
+    "no-tactic": (lambda e: e.pop("tactic"), "has no 'tactic'"),
+    "no-time": (lambda e: e.pop("time_us"), "has no 'time_us'"),
+    "time-a-string": (lambda e: e.update(time_us="fast"), "has 'time_us' 'fast', not a positive number"),
+    "tactic-a-list": (
+        lambda e: e.update(tactic=[128, "a"]),
+        "has a 'tactic' that is a JSON array, not an object",
+    ),
+    "tactic-unreadable": (lambda e: e.update(tactic={"block_m": 128}), "has a tactic fake_moe cannot read"),
+    "timings-a-list": (lambda e: e.update(timings_us=[1.0]), "has 'timings_us' [1.0], not an object of"),
+}
+
+
+@pytest.mark.parametrize(("edit", "why"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_cache_entry_is_re_tuned_with_a_warning_and_nothing_else_changes(
+    tmp_path: Path, edit, why: str
+) -> None:
+    from pytest_moetune.cache import MoetuneCacheWarning, TuningCache
+    from pytest_moetune.testing import H100_FINGERPRINT
+
+    p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+    path = tmp_path / "tuning.json"
+    tuner = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
+    tuner.tune(p)
+    document = json.loads(path.read_text())
+    bad_key = tuner.key(p, 2).id
+    tuned = {name: document["entries"][bad_key][name] for name in ("tactic", "time_us")}
+    edit(document["entries"][bad_key])  # a hand edit
+    path.write_text(json.dumps(document))
+    warned = re.escape(f"tuning cache {path}: the entry for {bad_key} {why}")
+    runner = FakeRunner()
+    with pytest.warns(MoetuneCacheWarning, match=warned):
+        result = make_tuner(runner, store=TuningCache(path, H100_FINGERPRINT)).tune(p)
+    assert [b.from_cache for b in result.buckets] == [True, False, True]
+    assert {tokens for _, tokens in runner.calls} == {2}  # only the bad bucket re-tuned
+    after = json.loads(path.read_text())
+    assert after["metadata"] == document["metadata"] and after["entries"].keys() == document["entries"].keys()
+    assert all(after["entries"][k] == v for k, v in document["entries"].items() if k != bad_key)
+    assert {name: after["entries"][bad_key][name] for name in tuned} == tuned  # re-tuned and replaced
+    path.write_text(json.dumps(document))
+    lookup = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
+    with pytest.warns(MoetuneCacheWarning, match=warned), pytest.warns(MoetuneTuningWarning):
+        assert lookup.lookup(p, 2) == FakeTactic(16)  # the default, as for a miss
+    assert path.read_text() == json.dumps(document)  # a lookup writes nothing
 
 
 # --- cold L2: rotating input sets -----------------------------------------------------------
