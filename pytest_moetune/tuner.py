@@ -317,19 +317,30 @@ def relative_error(out: Any, ref: Any) -> float:
 
 _STICKY_CUDA_ERROR = re.compile(
     r"an illegal (?:memory access|instruction) was encountered"
-    r"|\b(?:cuda|hip)ErrorIllegal(?:Address|Instruction)\b"
-    r"|\bCUDA_ERROR_ILLEGAL_(?:ADDRESS|INSTRUCTION)\b",
+    r"|(?:CUDA error|\[CUDA\]):\s*(?:misaligned address|unspecified launch failure"
+    r"|device-side assert triggered|hardware stack error|invalid program counter"
+    r"|the launch timed out and was terminated"
+    r"|operation not supported on global/shared address space)"
+    r"|\b(?:cuda|hip)Error(?:IllegalAddress|IllegalInstruction|MisalignedAddress|LaunchFailure|Assert"
+    r"|HardwareStackError|InvalidPc|LaunchTimeout|InvalidAddressSpace)\b"
+    r"|\bCUDA_ERROR_(?:ILLEGAL_ADDRESS|ILLEGAL_INSTRUCTION|MISALIGNED_ADDRESS|LAUNCH_FAILED|ASSERT"
+    r"|HARDWARE_STACK_ERROR|INVALID_PC|LAUNCH_TIMEOUT|INVALID_ADDRESS_SPACE)\b",
     re.IGNORECASE,
 )
-"""The texts CUDA (and HIP) give an illegal memory access or instruction: the runtime's and driver's
-messages (``CUDA error: an illegal memory access was encountered``, Triton's ``Triton Error [CUDA]:
-...``) and the error codes' names."""
+"""The texts CUDA (and HIP) give the errors that leave the context unusable (CUDA's "sticky" errors:
+every later call in the process fails with them): an illegal memory access or instruction anywhere in
+the text; a misaligned address, an unspecified launch failure, a device-side assert, a hardware stack
+error, an invalid program counter, a launch timeout or an unsupported address space after the
+runtime's ``CUDA error:`` or Triton's ``Triton Error [CUDA]:`` prefix (so a compiler message that
+happens to say "misaligned address" is not one); and the error codes' names."""
 
 
 def corrupts_cuda_context(err: BaseException) -> bool:
-    """Whether ``err`` reports an illegal memory access or illegal instruction on the device: a sticky
-    error after which every CUDA call in the process fails, so tuning must stop. Any other error that
-    merely contains the word (a compiler's "illegal use of ...") fails only its tactic."""
+    """Whether ``err`` reports a sticky CUDA error (an illegal memory access or instruction, a misaligned
+    address, a launch failure, a device-side assert, ...: :data:`_STICKY_CUDA_ERROR`), after which
+    every CUDA call in the process fails, so tuning must stop: the tactics after it would all fail
+    with the same error, under their own names. Any other error that merely contains such a word (a
+    compiler's "illegal use of ...") fails only its tactic."""
     return _STICKY_CUDA_ERROR.search(str(err)) is not None
 
 
@@ -641,8 +652,8 @@ class Tuner:
             return self._failure(tactic, err)
 
     def _failure(self, tactic: Hashable, err: Exception) -> str:
-        """The reason a tactic failed; an illegal memory access or instruction leaves the CUDA
-        context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
+        """The reason a tactic failed; a sticky CUDA error (an illegal memory access, a launch failure,
+        ...) leaves the CUDA context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
         if corrupts_cuda_context(err):
             raise RuntimeError(
                 f"tactic {self.label(tactic)} of {self.runner.name} corrupted the CUDA context: "

@@ -320,22 +320,29 @@ STICKY = [
     RuntimeError("CUDA driver error: CUDA_ERROR_ILLEGAL_ADDRESS"),
     RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered"),
     RuntimeError("launch failed (cudaErrorIllegalInstruction)"),
+    RuntimeError("CUDA error: misaligned address\nCompile with `TORCH_USE_CUDA_DSA` to enable ..."),
+    RuntimeError("Triton Error [CUDA]: unspecified launch failure"),
+    RuntimeError("CUDA error: device-side assert triggered"),
+    RuntimeError("CUDA driver error: CUDA_ERROR_LAUNCH_FAILED"),
+    RuntimeError("cudaErrorMisalignedAddress"),
 ]
 NOT_STICKY = [
     RuntimeError("CompilationError: at 14:8: illegal use of tl.dot with a 1-D operand"),
     RuntimeError("ptxas fatal   : Illegal operand type for instruction 'wgmma'"),
     ValueError("illegal tile: BLOCK_M=64 does not divide the rows"),
+    ValueError("TMA descriptor: misaligned address of x (16-byte rows needed)"),
+    RuntimeError("CUDA error: out of memory"),
 ]
 
 
-@pytest.mark.parametrize("error", STICKY, ids=[str(e).split(":")[0][:24] for e in STICKY])
-def test_an_illegal_memory_access_or_instruction_stops_tuning(error: Exception) -> None:
+@pytest.mark.parametrize("error", STICKY, ids=[str(e).splitlines()[0][:40] for e in STICKY])
+def test_a_sticky_cuda_error_stops_tuning(error: Exception) -> None:
     p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
     with pytest.raises(RuntimeError, match=r'tactic \{"block_m":64,"variant":"a"\} .* corrupted the CUDA'):
         make_tuner(RaisingRunner(error)).tune(p)
 
 
-@pytest.mark.parametrize("error", NOT_STICKY, ids=["compiler", "ptxas", "runner"])
+@pytest.mark.parametrize("error", NOT_STICKY, ids=["compiler", "ptxas", "runner", "descriptor", "oom"])
 def test_an_error_that_merely_says_illegal_fails_only_its_tactic(error: Exception) -> None:
     p = TuningProblem(DSR1, Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
     result = make_tuner(RaisingRunner(error)).tune(p)
