@@ -29,6 +29,9 @@ UNKNOWN_CARD = "unknown"
 """:func:`card_id` of a CUDA device whose UUID torch does not report."""
 
 NVIDIA_SMI_TIMEOUT_S = 5.0
+NVIDIA_PROC_VERSION = "/proc/driver/nvidia/version"
+"""Where a Linux NVIDIA kernel module states its version: read before ``nvidia-smi`` is asked."""
+_PROC_DRIVER = re.compile(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)\b")
 _TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton", "pytorch-triton-rocm")
 
 
@@ -172,10 +175,16 @@ def _probe() -> EnvironmentFingerprint:
 
 
 def _driver_version() -> str:
-    """The NVIDIA driver version reported by ``nvidia-smi``; ``"none"`` when it is not installed.
+    """The NVIDIA driver version: the kernel module's (:data:`NVIDIA_PROC_VERSION`, a file read that
+    cannot time out), else the one ``nvidia-smi`` reports; ``"none"`` when neither exists.
 
-    ``"unknown"`` when ``nvidia-smi`` exists but fails or does not answer within the timeout.
+    ``"unknown"`` when ``nvidia-smi`` exists but fails or does not answer within the timeout. That is
+    rare once the module's file is read first, and worth avoiding: a recorded driver that differs
+    from ``"unknown"`` makes every tuning cache entry stale.
     """
+    from_module = _driver_from_proc()
+    if from_module is not None:
+        return from_module
     nvidia_smi = shutil.which("nvidia-smi")
     if nvidia_smi is None:
         return NONE
@@ -191,6 +200,19 @@ def _driver_version() -> str:
         return "unknown"
     lines = result.stdout.strip().splitlines()  # one line per GPU; the driver is the same for all
     return lines[0].strip() if lines else "unknown"
+
+
+def _driver_from_proc() -> str | None:
+    """The version in :data:`NVIDIA_PROC_VERSION` (``NVRM version: NVIDIA UNIX x86_64 Kernel Module
+    580.82.07 ...``, or ``... Open Kernel Module for x86_64 580.82.07 ...``); ``None`` where the file
+    is missing, unreadable or says no version."""
+    try:
+        with open(NVIDIA_PROC_VERSION, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(4096)
+    except OSError:
+        return None
+    match = _PROC_DRIVER.search(text)
+    return match.group(1) if match else None
 
 
 def _triton_version() -> str:

@@ -153,11 +153,46 @@ def _fake_nvidia_smi(folder: Path, script: str, monkeypatch: pytest.MonkeyPatch)
 def test_driver_version_from_nvidia_smi(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, driver: str
 ) -> None:
+    monkeypatch.setattr(fp_module, "NVIDIA_PROC_VERSION", str(tmp_path / "no-module-file"))
     _fake_nvidia_smi(tmp_path, script, monkeypatch)
     monkeypatch.setattr(fp_module, "NVIDIA_SMI_TIMEOUT_S", 0.3)
     assert fp_module._driver_version() == driver
 
 
-def test_driver_version_without_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_driver_version_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fp_module, "NVIDIA_PROC_VERSION", str(tmp_path / "no-module-file"))
+    monkeypatch.setattr(fp_module.shutil, "which", lambda name: None)
+    assert fp_module._driver_version() == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "driver"),
+    [
+        ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.82.07  Wed Aug 20 08:10:11 UTC 2025\n"
+         "GCC version:  gcc version 12.2.0\n", "580.82.07"),
+        ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build\n",
+         "580.159.04"),
+        ("NVRM version: NVIDIA UNIX aarch64 Kernel Module  550.54\n", "550.54"),
+    ],
+    ids=["proprietary", "open", "two-part"],
+)
+def test_driver_version_from_the_kernel_module_before_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, driver: str
+) -> None:
+    """A transient ``nvidia-smi`` failure would read "unknown" and make every cached entry stale: the
+    kernel module's own file, read first, cannot time out."""
+    version_file = tmp_path / "version"
+    version_file.write_text(text)
+    monkeypatch.setattr(fp_module, "NVIDIA_PROC_VERSION", str(version_file))
+    monkeypatch.setattr(fp_module.shutil, "which", lambda name: pytest.fail("nvidia-smi was asked"))
+    assert fp_module._driver_version() == driver
+
+
+def test_a_module_file_without_a_version_falls_back_to_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version_file = tmp_path / "version"
+    version_file.write_text("NVRM version: something else entirely\n")
+    monkeypatch.setattr(fp_module, "NVIDIA_PROC_VERSION", str(version_file))
     monkeypatch.setattr(fp_module.shutil, "which", lambda name: None)
     assert fp_module._driver_version() == "none"
