@@ -2,7 +2,9 @@
 epilogue never runs, both in one process.
 
     PYTHONPATH=. python3 benchmarks/down_epilogue_probe.py [--cases A,B] [--tokens 4096,16384]
-        [--dtypes bf16,fp8] [--passes 3] [--json FILE]                  # device
+        [--dtypes bf16,fp8] [--passes 3] [--json FILE]                  # device: the timing table
+    PYTHONPATH=. python3 benchmarks/down_epilogue_probe.py --kernel VARIANT [--cases A] [--tokens T]
+        [--dtypes D]      # device: two plain launches at the first point, for ncu (gpu_profile.sh)
 
 ``kernels.gluon_down``'s down (the default's block_m 128 tile per dtype: bf16 128 x 256 with 3
 stages where H is a multiple of 256, fp8 128 x 128 with 4 or 5) is loaded a second time as its own
@@ -105,12 +107,21 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp8")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kernel", choices=VARIANTS, help="launch this variant twice at the first point (ncu)")
     args = ap.parse_args()
     dtypes = args.dtypes.split(",")
     if args.passes < 1 or not set(dtypes) <= set(DTYPES):
         ap.error(f"--passes must be >= 1 and --dtypes from {sorted(DTYPES)}, got {args.passes}, {dtypes}")
     probe = _module_copy(gluon_down, "no_epilogue")
     probe._down_epilogue = _epilogue_never
+    if args.kernel:
+        case, tokens = CASES[args.cases.split(",")[0]], int(args.tokens.split(",")[0])
+        run = make_launches(case, tokens, dtypes[0], probe)[args.kernel]
+        for _ in range(2):
+            run()
+        torch.cuda.synchronize()
+        print(f"{args.kernel} {case.name} T={tokens} {dtypes[0]}: launched twice")
+        return
     rows = each_point(args.cases, args.tokens, lambda c, t: measure(c, t, dtypes, probe, args.passes),
                       args.json)  # fmt: skip
     print("\n| case | T | dtype | committed | no epilogue |\n|---|---|---|---|---|")
