@@ -5,7 +5,7 @@
     PYTHONPATH=. python3 benchmarks/fp8_gate_up_probe.py --kernel VARIANT [--cases A] [--tokens 4096]
                                              # device: two plain launches, for ncu (gpu_profile.sh)
 
-The first six variants are ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128
+The first five variants are ``kernels.gluon_gate_up_ws``'s sorted fp8 kernel (block_m 128, 128 x 128
 tiles in two passes of 64 h columns, 5 ring stages: the fp8 default's gate/up at block_m 128), each
 loaded as its own copy of the module with one helper swapped, so all variants compile and run in one
 process and share its clocks. The probes among them are not correct programs (their h is wrong);
@@ -21,10 +21,6 @@ only their time counts:
 - ``no-epilogue``: the tile's epilogue (silu * up of pass 1, the group scale, the e4m3 codes and
   their TMA stores) runs only on a row offset below 0, that is never; pass 0's h still goes to the
   stash. What the epilogue costs where the tensor cores wait for it;
-- ``pre-issue``: a candidate, correct (its hq and hs are compared with ``committed``'s): pass 1's
-  first wgmma is issued before pass 0's epilogue (silu * up into the stash), so one K block of
-  tensor-core work runs under it. (Issuing the next tile's first wgmma before the tile's epilogue as
-  well carries it across the tile loop, and ptxas then serializes the wgmmas, C7514: not tried.);
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
 - ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each
@@ -53,7 +49,7 @@ from typing import Any
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 import kernels.gluon_down as gluon_down
 import kernels.gluon_gate_up_ws as gluon_gate_up_ws
@@ -61,15 +57,14 @@ from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
 from benchmarks.points import each_point
 from kernels import MoEProblem
 from kernels.align import moe_align
-from kernels.gluon_common import _gluon_block_scale, _gluon_pin, _mma_layout
-from kernels.gluon_down import _down_release, _slot_rows, _ws_fill, _ws_issue, _ws_k_loop_plain
-from kernels.gluon_gate_up import _halves_h, launch_gluon_gate_up
-from kernels.gluon_gate_up_ws import HALF, TILE_N, _ws_store_h, _ws_tile
+from kernels.gluon_down import _ws_fill, _ws_k_loop_plain
+from kernels.gluon_gate_up import launch_gluon_gate_up
+from kernels.gluon_gate_up_ws import TILE_N, _ws_store_h, _ws_tile
 from kernels.quant import quantize_fp8_block, quantize_fp8_groups_sorted
 from kernels.tactics import _gluon_tiles
 from pytest_moetune.timing import CudaGraphTimer
 
-MODULE_VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue", "pre-issue")
+MODULE_VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue")
 """The variants that are copies of ``kernels.gluon_gate_up_ws`` with one helper swapped."""
 VARIANTS = (*MODULE_VARIANTS, "non-persistent", "dual")
 
@@ -129,85 +124,6 @@ def _store_h_never(h_lo_val, h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h
         _ws_store_h(h_lo_val, h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi, h_desc)
 
 
-@gluon.jit
-def _k_loop_from(a_bufs, b_bufs, ready, empty, base, num_k, t0, sa_ptrs, row_ok, sb_ptr, stride_sb_k,
-                 sb_hi_off, is_hi, mma_layout: gl.constexpr):  # fmt: skip
-    """``kernels.gluon_down._ws_k_loop`` (fp8 halves: ``SPLIT``, no fence) with flat block ``base``'s
-    wgmma already issued into ``t0``."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    BLOCK_N: gl.constexpr = _slot_rows(b_bufs.shape)
-    acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    spare1 = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
-    scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, 0, 1, stride_sb_k, sb_hi_off, is_hi, True)
-    for j in range(0, (num_k - 1) // 2):
-        kb = 2 * j + 1
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + kb, spare1, NUM_STAGES, False)
-        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb, 1, stride_sb_k, sb_hi_off, is_hi, True)
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _down_release(empty, base + kb - 1, NUM_STAGES)
-        acc = _gluon_pin(acc + done0 * scale0)
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base + kb + 1, done0, NUM_STAGES, False)
-        scale0 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, kb + 1, 1, stride_sb_k, sb_hi_off, is_hi, True)
-        spare1 = warpgroup_mma_wait(num_outstanding=1, deps=(t1,))
-        _down_release(empty, base + kb, NUM_STAGES)
-        acc = _gluon_pin(acc + spare1 * scale1)
-    if num_k % 2 == 0:
-        t1 = _ws_issue(a_bufs, b_bufs, ready, base + num_k - 1, spare1, NUM_STAGES, False)
-        scale1 = _gluon_block_scale(sa_ptrs, row_ok, sb_ptr, num_k - 1, 1, stride_sb_k, sb_hi_off, is_hi,
-                                    True)  # fmt: skip
-        done0 = warpgroup_mma_wait(num_outstanding=1, deps=(t0,))
-        _down_release(empty, base + num_k - 2, NUM_STAGES)
-        acc = acc + done0 * scale0
-        done1 = warpgroup_mma_wait(num_outstanding=0, deps=(t1,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done1 * scale1
-    else:
-        done0 = warpgroup_mma_wait(num_outstanding=0, deps=(t0,))
-        _down_release(empty, base + num_k - 1, NUM_STAGES)
-        acc = acc + done0 * scale0
-    return acc
-
-
-@gluon.jit
-def _math_pre_issue(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr,
-                    expert_ids_ptr, sorted_ids_ptr, num_slots, N, stride_xsm, stride_wse, stride_wsn,
-                    stride_wsk, stride_hsm, pid, step, total, num_m, num_pid_n, num_k, GROUP_M: gl.constexpr,
-                    TOP_K: gl.constexpr, GATHER: gl.constexpr):  # fmt: skip
-    """``kernels.gluon_gate_up_ws._ws_math`` (sorted x) with pass 1's first wgmma issued before pass
-    0's epilogue."""
-    NUM_STAGES: gl.constexpr = a_bufs.shape[0]
-    BLOCK_M: gl.constexpr = a_bufs.shape[1]
-    WIDE: gl.constexpr = 2 * b_bufs.shape[2]
-    mma_layout: gl.constexpr = _mma_layout(BLOCK_M, WIDE, gl.num_warps())
-    is_up = gl.expand_dims(gl.arange(0, WIDE, layout=gl.SliceLayout(0, mma_layout)) >= HALF, 0)
-    base = 0
-    for tile in range(pid, total, step):
-        pid_m, pid_n, e = _ws_tile(tile, num_m, num_pid_n, expert_ids_ptr, GROUP_M)
-        off_m = pid_m * BLOCK_M
-        off_n = pid_n * (2 * HALF)
-        rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma_layout))
-        sa_ptrs = xs_ptr + rows.to(gl.int64) * stride_xsm
-        row_ok = rows < num_m * BLOCK_M
-        gs_ptr = ws_ptr + e.to(gl.int64) * stride_wse + pid_n * stride_wsn
-        up_off = ((N + off_n) // (2 * HALF) - pid_n) * stride_wsn
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
-                       NUM_STAGES, False)  # fmt: skip
-        acc = _k_loop_from(a_bufs, b_bufs, ready, empty, base, num_k, t0, sa_ptrs, row_ok, gs_ptr, stride_wsk,
-                           up_off, is_up, mma_layout)  # fmt: skip
-        base += num_k
-        t0 = _ws_issue(a_bufs, b_bufs, ready, base, gl.zeros([BLOCK_M, WIDE], gl.float32, mma_layout),
-                       NUM_STAGES, False)  # fmt: skip  (pass 1's first block, before pass 0's epilogue)
-        stash.store(_halves_h(acc))
-        acc = _k_loop_from(a_bufs, b_bufs, ready, empty, base, num_k, t0, sa_ptrs, row_ok, gs_ptr, stride_wsk,
-                           up_off, is_up, mma_layout)  # fmt: skip
-        base += num_k
-        h_hi_val = _halves_h(acc)
-        _ws_store_h(stash.load(h_hi_val.type.layout), h_hi_val, off_m, pid_n, hs_ptr, stride_hsm, h_lo, h_hi,
-                    h_desc)  # fmt: skip
-    tma.store_wait(pendings=0)
-
-
 def _module_copy(module: ModuleType, tag: str) -> ModuleType:
     """A fresh copy of ``module`` (its own jit functions and compile caches) named ``_probe_<tag>``."""
     spec = importlib.util.spec_from_file_location(f"_probe_{tag}_{module.__name__.rsplit('.', 1)[-1]}",
@@ -229,7 +145,6 @@ def variant_modules() -> dict[str, ModuleType]:
     mods["no-scale-loads"]._ws_k_loop = unit_down._ws_k_loop
     mods["no-promotion"]._ws_k_loop = _k_loop_in_place
     mods["no-epilogue"]._ws_store_h = _store_h_never
-    mods["pre-issue"]._ws_math = _math_pre_issue
     return mods
 
 
@@ -289,7 +204,7 @@ def measure(case: Case, tokens: int, mods: dict[str, ModuleType], passes: int) -
     for run in launches.values():  # compile and warm up outside the timed passes
         run()
     torch.cuda.synchronize()
-    checks = {name: compare(outs, name, rows_in_use) for name in ("dual", "pre-issue")}
+    checks = {"dual": compare(outs, "dual", rows_in_use)}
     timer = CudaGraphTimer(rounds=7, target_round_us=20_000.0, warmup_us=50_000.0)
     per_pass: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for p in range(passes):
