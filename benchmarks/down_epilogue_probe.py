@@ -10,9 +10,10 @@ epilogue never runs, both in one process.
 stages where H is a multiple of 256, fp8 128 x 128 with 4 or 5) is loaded a second time as its own
 module with ``_down_epilogue`` swapped for one that runs only on a row offset below 0, that is never:
 the accumulator stays live (every wgmma runs), the routing weight, the rounding, the shared-memory
-staging and the TMA store do not. The time it saves is what the epilogue costs where the tensor cores
-wait for it, the most a schedule that hides it (two math warpgroups in ping-pong on two tiles, one's
-epilogue under the other's K loop) could win. The probe's y is wrong; only its time counts.
+staging and the TMA store do not. The time it saves is what the epilogue costs: its instructions,
+which a schedule that hides them (two math warpgroups in ping-pong on two tiles, one's epilogue under
+the other's K loop) could win back, and y's writes, which none can. Where the down is DRAM-bound the
+writes are most of it (qwen3-30b, BENCHMARKS.md run 121). The probe's y is wrong; only its time counts.
 
 Inputs as the layer makes them: balanced routing (``benchmarks.bench_fused_moe.balanced_topk``), the
 alignment at block_m 128, h standard normal (fp8: quantized per 128-wide group), w2 block-quantized for

@@ -20,7 +20,8 @@ only their time counts:
   FFMA per K block, no scale loads). What block scaling costs the tensor cores;
 - ``no-epilogue``: the tile's epilogue (silu * up of pass 1, the group scale, the e4m3 codes and
   their TMA stores) runs only on a row offset below 0, that is never; pass 0's h still goes to the
-  stash. What the epilogue costs where the tensor cores wait for it;
+  stash. What the epilogue costs where the tensor cores wait for it (its hq writes go too, a small
+  share of the bytes: 25 MB of about 495 MB at qwen3-30b T = 4096);
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
 - ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each

@@ -624,8 +624,9 @@ class Tuner:
     ) -> tuple[float | None, str | None]:
         """Median per-launch time of ``tactic`` over ``input_sets``, or ``(None, reason)`` when it
         fails to compile, runs out of shared or device memory, or (given a ``reference`` for the
-        first input set) is off by more than ``tolerance``. An illegal memory access or instruction
-        leaves the CUDA context unusable, so that one is raised (:func:`corrupts_cuda_context`)."""
+        first input set) is off by more than ``tolerance``. A sticky CUDA error (an illegal memory
+        access, a launch failure, ...) leaves the CUDA context unusable, so that one is raised
+        (:func:`corrupts_cuda_context`)."""
         if reference is not None:
             reason = self.try_run(input_sets[0], tactic, reference, tolerance)
             if reason is not None:
