@@ -35,7 +35,9 @@ if HAS_GLUON:
         kernel = committed.compile_ws(5)
         ptx = kernel.asm["ptx"]
         variants[name] = {"cubin": hashlib.sha1(kernel.asm["cubin"]).hexdigest(),
-                          "wgmma": ptx.count("wgmma.mma_async"), "tma": ptx.count("cp.async.bulk.tensor")}
+                          "wgmma": ptx.count("wgmma.mma_async"), "tma": ptx.count("cp.async.bulk.tensor"),
+                          "div_rn": ptx.count("div.rn.f32"), "ex2": ptx.count("ex2.approx"),
+                          "tanh": ptx.count("tanh.approx.f32")}
     out["variants"] = variants
     out["dual"] = offline([4])
     import re
@@ -57,14 +59,28 @@ def compiled(gluon_child: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
 
 def test_each_probe_variant_compiles_its_own_kernel(compiled: dict[str, Any]) -> None:
     variants = compiled["variants"]
-    assert set(variants) == {"committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue"}
-    assert len({v["cubin"] for v in variants.values()}) == 5, variants
+    assert set(variants) == {"committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue",
+                             "rcp-quotient", "rcp-tanh-silu"}
+    assert len({v["cubin"] for v in variants.values()}) == 7, variants
     base = variants["committed"]
     assert variants["x-once"]["tma"] == base["tma"] - 1 and variants["x-once"]["wgmma"] == base["wgmma"]
     assert variants["no-promotion"]["wgmma"] == base["wgmma"] // 2
     assert variants["no-scale-loads"]["wgmma"] == base["wgmma"]
     # the epilogue's two TMA stores of codes are there, but only behind a never-taken branch
     assert variants["no-epilogue"]["wgmma"] == base["wgmma"] and variants["no-epilogue"]["tma"] == base["tma"]
+
+
+def test_the_reciprocal_variants_divide_once_per_row(compiled: dict[str, Any]) -> None:
+    """The committed epilogue divides each of a thread's 64 h values (and its 2 rows' scales); the
+    reciprocal variants divide 4 times (2 rows: the scale and its reciprocal), the tanh one also
+    trades each exp for a tanh."""
+    variants = compiled["variants"]
+    base = variants["committed"]
+    assert base["div_rn"] == 66 and base["tanh"] == 0, base
+    for name in ("rcp-quotient", "rcp-tanh-silu"):
+        assert variants[name]["div_rn"] == 4 and variants[name]["wgmma"] == base["wgmma"], variants[name]
+    assert variants["rcp-quotient"]["ex2"] == base["ex2"] and variants["rcp-quotient"]["tanh"] == 0
+    assert variants["rcp-tanh-silu"]["ex2"] == 0 and variants["rcp-tanh-silu"]["tanh"] == base["ex2"]
 
 
 def test_the_dual_gate_up_compiles_lean(compiled: dict[str, Any]) -> None:
