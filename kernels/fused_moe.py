@@ -60,6 +60,15 @@ def _grouped_pid(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
+@triton.jit
+def _quotient_rn(h, scale):
+    """``h / scale`` (fp32, broadcast), correctly rounded as ``div_rn``, with one IEEE division per
+    scale instead of per element: ``kernels.gluon_gate_up._e4m3_quotient``'s Markstein correction."""
+    recip = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
+    q0 = h * recip
+    return tl.fma(tl.fma(q0, scale, -h), -recip, q0)  # -recip: once per row
+
+
 # Token-count arguments are not specialized (==1, %16): one compile serves every bucket.
 @triton.jit(do_not_specialize=["num_slots", "max_blocks"])
 def _gate_up_kernel(
@@ -163,7 +172,7 @@ def _gate_up_kernel(
         # one 128-wide group per program: per-row scale so the group's max maps to e4m3's 448
         h = tl.where(n_ok, h, 0.0)
         h_scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(h), axis=1), 1e-10), 448.0)
-        hq = tl.clamp(tl.math.div_rn(h, h_scale[:, None]), -448.0, 448.0)
+        hq = tl.clamp(_quotient_rn(h, h_scale[:, None]), -448.0, 448.0)
         tl.store(h_ptrs, hq.to(h_ptr.dtype.element_ty), mask=n_ok)
         tl.store(hs_ptr + offs_m.to(tl.int64) * stride_hsm + pid_n, h_scale)
     else:

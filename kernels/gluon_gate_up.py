@@ -239,10 +239,28 @@ def _h_scale(amax):
     return gl.div_rn(gl.maximum(amax, 1e-10), 448.0)
 
 @gluon.jit
+def _e4m3_quotient(h, h_scale):
+    """``h / h_scale[:, None]`` (``(ROWS, COLS)`` fp32 over ``(ROWS,)`` fp32 row scales), correctly
+    rounded as main's IEEE division, clamped to +-448: what the e4m3 codes are cast from.
+
+    One IEEE division per row (the scale's reciprocal ``y``), not per element: ``q0 = h y``, the
+    residual ``h - q0 s`` exact by an FMA, ``q = q0 + residual y`` by another (Markstein's correction,
+    which gives the correctly rounded quotient). A zero ``h`` keeps its sign (the correction's sum
+    would make -0 +0). The same bits as ``div_rn`` (the GPU tests compare every gate/up tile's; the
+    probe's run 123 over 12 points of the H200 profile), for about a third of the epilogue's
+    multi-function-unit ops: the fp8 gate/up took 0.955-0.988x its time (0.79x at qwen3-30b T = 1024;
+    BENCHMARKS.md, session 24)."""
+    scale = gl.expand_dims(h_scale, 1)
+    recip = gl.div_rn(gl.full_like(scale, 1.0), scale)
+    q0 = h * recip
+    q = gl.fma(gl.fma(q0, scale, -h), -recip, q0)  # -recip: once per row
+    return gl.minimum(gl.maximum(q, -448.0), 448.0)
+
+@gluon.jit
 def _store_hq(h, h_scale, h_desc, off_m, off_n):
-    """``h`` (``h_desc``'s box, fp32) divided by its row scales ``h_scale`` (IEEE), clamped to
-    +-448, to e4m3 and into ``hq[off_m.., off_n..]`` through shared memory and a TMA store."""
-    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
+    """``h`` (``h_desc``'s box, fp32) divided by its row scales ``h_scale`` (:func:`_e4m3_quotient`),
+    to e4m3 and into ``hq[off_m.., off_n..]`` through shared memory and a TMA store."""
+    hq = _e4m3_quotient(h, h_scale)
     h_smem = gl.allocate_shared_memory(h_desc.dtype, h_desc.block_type.shape, h_desc.layout)
     h_smem.store(hq.to(h_desc.dtype))
     fence_async_shared()

@@ -82,7 +82,7 @@ from kernels.gluon_down import (
     _ws_k_loop_plain,
     _ws_schedule,
 )
-from kernels.gluon_gate_up import _h_scale, _halves_h, gate_up_descriptors
+from kernels.gluon_gate_up import _e4m3_quotient, _h_scale, _halves_h, gate_up_descriptors
 from kernels.tactics import GemmTile
 
 HALF = gl.constexpr(64)
@@ -168,9 +168,9 @@ def _ws_gather_loader(x_ptr, stride_xm, w_desc, a_bufs, b_bufs, ready, empty, so
 
 @gluon.jit
 def _ws_quantize(h, h_scale, h_smem):
-    """``h`` divided by its row scales (IEEE), clamped to +-448, as e4m3 into ``h_smem``."""
-    hq = gl.minimum(gl.maximum(gl.div_rn(h, gl.expand_dims(h_scale, 1)), -448.0), 448.0)
-    h_smem.store(hq.to(h_smem.dtype))
+    """``h`` divided by its row scales (:func:`kernels.gluon_gate_up._e4m3_quotient`), as e4m3 into
+    ``h_smem``."""
+    h_smem.store(_e4m3_quotient(h, h_scale).to(h_smem.dtype))
 
 @gluon.jit
 def _ws_math(a_bufs, b_bufs, ready, empty, stash, h_lo, h_hi, h_desc, xs_ptr, ws_ptr, hs_ptr, expert_ids_ptr,
