@@ -61,6 +61,7 @@ from triton.compiler import ASTSource
 
 from benchmarks.gemm_registers import ptxas_verbose
 from benchmarks.sass_loop import main_loop
+from pytest_moetune.tuner import corrupts_cuda_context
 
 try:  # Gluon ships with triton >= 3.4 as an experimental module
     from triton.experimental import gluon
@@ -467,10 +468,12 @@ def bench_ms(fn: Callable[[], Any]) -> float:
 
 
 def is_cuda_fault(exc: BaseException) -> bool:
-    """A CUDA error leaves the context unusable: every later launch would fail the same way, so the
-    GPU modes stop at the first one instead of reporting each later variant as FAILED."""
-    text = str(exc)
-    return isinstance(exc, torch.AcceleratorError) or "CUDA error" in text or "illegal memory" in text
+    """A sticky CUDA error (the tuner's :func:`~pytest_moetune.tuner.corrupts_cuda_context`: an illegal
+    memory access, a misaligned address, a launch failure, ..., in the runtime's or Triton's words)
+    leaves the context unusable: every later launch would fail the same way, so the GPU modes stop at
+    the first one instead of reporting each later variant as FAILED. Any other error, a CUDA one
+    included (out of memory, an invalid launch configuration), fails only its variant."""
+    return corrupts_cuda_context(exc)
 
 
 def run_gpu(tiles: list[tuple[int, int, int, int]], shapes: list[tuple[int, int, int]]) -> None:

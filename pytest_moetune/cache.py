@@ -1,28 +1,38 @@
-"""The persistent tuning cache: a JSON file of tuned entries, safe to share between processes.
+"""The persistent tuning cache: a JSON file of tuned entries, safe to share between processes and
+between environments.
 
 The cache is generic: the tuner decides what a key (a string) and an entry (a JSON object) are. The
-file records the environment it was tuned in::
+file holds one section per environment the entries were tuned in, so one file can serve machines of
+several GPU models or software stacks (a shared home folder, a CI cache served to two kinds of
+runner)::
 
-    {"schema": 1,
-     "metadata": {"gpu_name": ..., "sm": ..., "driver": ..., "torch": ..., "triton": ..., "plugin": ...,
-                  "created": "2026-05-09T07:35:25+00:00"},
-     "entries": {"<key>": {...}, ...}}
+    {"schema": 2,
+     "environments": [
+      {"metadata": {"gpu_name": ..., "sm": ..., "driver": ..., "torch": ..., "triton": ...,
+                    "plugin": ..., "created": "2026-05-09T07:35:25+00:00"},
+       "entries": {"<key>": {...}, ...}},
+      ...]}
 
 Rules (DESIGN.md section 3, issue 4 item 5):
 
+- A :class:`TuningCache` reads and writes only the section of its environment (GPU, SM, driver, torch,
+  triton and plugin version all equal); no two sections have one environment. An environment the file
+  has no section for reads as empty (so everything re-tunes), one :class:`MoetuneCacheWarning` says
+  how the file's other environments differ from it, and the first write adds its section. Other
+  sections are never dropped or altered by a write.
 - A file is validated as a whole before any of it is used. One that is not JSON or does not match the
   schema is *corrupt*: it is moved aside to ``<name>.corrupt-<UTC timestamp>`` with a
   :class:`MoetuneCacheWarning`, and the cache starts empty. A file of a newer schema is refused with a
-  ``ValueError`` and left untouched.
-- A file tuned in another environment (GPU, SM, driver, torch, triton or plugin version differ) is
-  *stale*: it reads as empty (so everything re-tunes), one warning says why, and the next write moves it
-  aside to ``<name>.stale-<UTC timestamp>`` before writing a fresh file.
+  ``ValueError`` and left untouched. A schema-1 file (``{"schema": 1, "metadata": ..., "entries":
+  ...}``, one environment) reads as that one section and is rewritten as schema 2 by the next write.
 - Writes take a cross-process lock (``<name>.lock``), re-read the file and merge (so concurrent tuners
-  lose no entries), and replace the file atomically. A lock that cannot be had, or a file that cannot
-  be written, is a :class:`CacheWriteError` naming the file and the cause; the file is left as it was.
-- Entries leave the file only when asked (:meth:`TuningCache.remove_many`, ``moetune cache prune``),
-  under the same lock and atomic replace; :meth:`TuningCache.of_file` opens a file with the
-  environment it records, so that works on any machine.
+  of any environments lose no entries), and replace the file atomically. A lock that cannot be had,
+  or a file that cannot be written, is a :class:`CacheWriteError` naming the file and the cause; the
+  file is left as it was.
+- Entries and sections leave the file only when asked (:meth:`TuningCache.remove_many`,
+  :meth:`TuningCache.remove_environments`, ``moetune cache prune``), under the same lock and atomic
+  replace. :meth:`TuningCache.of_file` opens a file for all of its environments, so it can be read and
+  pruned on any machine.
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,10 +53,12 @@ from filelock import FileLock, Timeout
 from pytest_moetune.fileio import atomic_write_text
 from pytest_moetune.fingerprint import EnvironmentFingerprint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENV_VAR = "MOETUNE_CACHE"
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-_TOP_LEVEL_KEYS = ("entries", "metadata", "schema")
+_TOP_LEVEL_KEYS = ("environments", "schema")
+_SECTION_KEYS = ("entries", "metadata")
+_SCHEMA_1_TOP_LEVEL_KEYS = ("entries", "metadata", "schema")
 _UTC = timezone.utc  # noqa: UP017 (datetime.UTC is Python >= 3.11; we support 3.10)
 
 
@@ -60,8 +72,8 @@ class CacheLockTimeout(CacheWriteError, TimeoutError):
 
 
 class MoetuneCacheWarning(UserWarning):
-    """A tuning cache file was ignored (stale) or moved aside (corrupt), or one of its entries was
-    malformed and is treated as missing (the tuner's warning)."""
+    """A tuning cache file had no entries for this environment (only for others), or was moved aside
+    (corrupt), or one of its entries was malformed and is treated as missing (the tuner's warning)."""
 
 
 def default_cache_path() -> Path:
@@ -79,23 +91,38 @@ def default_cache_path() -> Path:
     return base / "pytest-moetune" / "tuning.json"
 
 
+@dataclass(frozen=True)
+class CacheEnvironment:
+    """One environment's section of a cache file: what it was tuned in, when the section was first
+    written (UTC, ISO 8601), and its ``{key: entry}``."""
+
+    fingerprint: EnvironmentFingerprint
+    created: str
+    entries: dict[str, dict[str, Any]]
+
+
 class TuningCache:
-    """A persistent ``{key: entry}`` store bound to one file and one environment fingerprint.
+    """A persistent ``{key: entry}`` store: one environment's section of a cache file.
 
     Reading is lazy: the file is loaded on the first :meth:`get` (or ``in``, ``len``, :meth:`keys`,
-    :attr:`stale_reason`), or explicitly by :meth:`load`. Writing (:meth:`put`, :meth:`put_many`)
-    merges into whatever the file holds at that moment and updates this instance's view.
+    :meth:`environments`, :attr:`mismatch_reason`), or explicitly by :meth:`load`. Writing
+    (:meth:`put`, :meth:`put_many`) merges into whatever this environment's section holds at that
+    moment, keeps the other sections as they are, and updates this instance's view.
+
+    :meth:`of_file` opens a file for all of its environments instead (``fingerprint`` is ``None``):
+    it reads and removes entries in every section and cannot :meth:`put`.
 
     Args:
         path: the cache file; its parent directories are created on the first write.
-        fingerprint: the current environment, usually :meth:`EnvironmentFingerprint.current`.
+        fingerprint: the current environment, usually :meth:`EnvironmentFingerprint.current`; ``None``
+            for every environment of the file, as :meth:`of_file` opens it.
         lock_timeout: seconds to wait for the cross-process write lock before giving up.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fingerprint: EnvironmentFingerprint,
+        fingerprint: EnvironmentFingerprint | None,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
@@ -104,12 +131,13 @@ class TuningCache:
         self._lock_path = self._path.with_name(self._path.name + ".lock")
         self._lock = FileLock(self._lock_path, timeout=lock_timeout, poll_interval=0.01)
         self._lock_timeout = lock_timeout
-        self._entries: dict[str, dict[str, Any]] = {}
-        self._stale_reason: str | None = None
+        self._sections: tuple[CacheEnvironment, ...] = ()
+        self._mismatch_reason: str | None = None
         self._loaded = False
 
     def __repr__(self) -> str:
-        return f"TuningCache({str(self._path)!r}, gpu={self._fingerprint.gpu_name!r})"
+        gpu = "every environment" if self._fingerprint is None else f"gpu={self._fingerprint.gpu_name!r}"
+        return f"TuningCache({str(self._path)!r}, {gpu})"
 
     @property
     def path(self) -> Path:
@@ -117,25 +145,29 @@ class TuningCache:
         return self._path
 
     @property
-    def fingerprint(self) -> EnvironmentFingerprint:
-        """The environment this cache reads and writes entries for."""
+    def fingerprint(self) -> EnvironmentFingerprint | None:
+        """The environment whose section this cache reads and writes; ``None`` for every section
+        (:meth:`of_file`)."""
         return self._fingerprint
 
     @property
-    def stale_reason(self) -> str | None:
-        """Why the file found by the last load was ignored (``"; "``-joined mismatches), else ``None``.
+    def mismatch_reason(self) -> str | None:
+        """Why this environment's entries were missing from the file found by the last load, else ``None``.
 
-        Set when the file was tuned in another environment; ``None`` when it matched, was missing, or
-        was corrupt (the corrupt file's warning says why). Writing does not reset it.
+        Set when the file has sections of other environments only: for each of them (in file order,
+        ``" | "``-joined) the ``"; "``-joined :meth:`EnvironmentFingerprint.mismatches`, e.g.
+        ``"torch: 2.11.0 (cache) != 2.13.0 (now)"``. ``None`` when the file has this environment's
+        section, has none at all, was missing or was corrupt (the corrupt file's warning says why),
+        and for :meth:`of_file`. Writing does not reset it.
         """
         self._ensure_loaded()
-        return self._stale_reason
+        return self._mismatch_reason
 
     def load(self) -> None:
         """(Re-)read the file, replacing this instance's view of it.
 
-        Missing file: empty. Corrupt file: moved aside with a warning, empty. Stale file: empty, with a
-        warning and :attr:`stale_reason`.
+        Missing file: empty. Corrupt file: moved aside with a warning, empty. A file with sections of
+        other environments only: empty for this one, with a warning and :attr:`mismatch_reason`.
 
         Raises:
             ValueError: the file has a newer schema than this version supports (the file is untouched).
@@ -147,87 +179,115 @@ class TuningCache:
             with self._locked():
                 document = self._read_locked()
         self._loaded = True
-        self._entries = {}
-        self._stale_reason = None
-        if document is None:
+        self._sections = document.sections if document else ()
+        self._mismatch_reason = None
+        if self._fingerprint is None or not self._sections or self._own() is not None:
             return
-        mismatches = document.fingerprint.mismatches(self._fingerprint)
-        if not mismatches:
-            self._entries = document.entries
-            return
-        self._stale_reason = "; ".join(mismatches)
+        reasons = [section.fingerprint.mismatches(self._fingerprint) for section in self._sections]
+        self._mismatch_reason = " | ".join("; ".join(lines) for lines in reasons)
+        others = len(self._sections)
+        entries = sum(len(section.entries) for section in self._sections)
         warnings.warn(
             MoetuneCacheWarning(
-                f"tuning cache {self._path} was tuned in another environment ({self._stale_reason}): "
-                f"ignoring its {len(document.entries)} entries and re-tuning; the next write moves it "
-                f"aside to {self._path.name}.stale-<timestamp>"
+                f"tuning cache {self._path} has no entries for this environment, only for "
+                f"{_count(others, 'other environment')} ({self._mismatch_reason}): re-tuning; the next "
+                f"write adds this environment's section and keeps the {_count(entries, 'entry', 'entries')} "
+                f"of the {'others' if others > 1 else 'other'}"
             ),
             stacklevel=3,
         )
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """A copy of the entry stored under ``key``, or ``None``."""
+    def environments(self) -> list[CacheEnvironment]:
+        """Every section of the file found by the last load, in file order (copies)."""
         self._ensure_loaded()
-        entry = self._entries.get(key)
-        return None if entry is None else copy.deepcopy(entry)
+        return copy.deepcopy(list(self._sections))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """A copy of the entry stored under ``key``, or ``None``.
+
+        Raises:
+            ValueError: (:meth:`of_file` only) sections of several environments hold different entries
+                under ``key``; read them with :meth:`environments`.
+        """
+        self._ensure_loaded()
+        found = [section for section in self._readable() if key in section.entries]
+        if not found:
+            return None
+        if any(section.entries[key] != found[0].entries[key] for section in found[1:]):
+            gpus = ", ".join(section.fingerprint.gpu_name for section in found)
+            raise ValueError(
+                f"tuning cache {self._path} holds different entries for {key!r} in {len(found)} "
+                f"environments ({gpus}): read them with environments()"
+            )
+        return copy.deepcopy(found[0].entries[key])
 
     def __contains__(self, key: object) -> bool:
         self._ensure_loaded()
-        return key in self._entries
+        return any(key in section.entries for section in self._readable())
 
     def __len__(self) -> int:
-        self._ensure_loaded()
-        return len(self._entries)
+        return len(self.keys())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def keys(self) -> list[str]:
-        """The stored keys, sorted."""
+        """The stored keys (of every section, for :meth:`of_file`), sorted."""
         self._ensure_loaded()
-        return sorted(self._entries)
+        return sorted({key for section in self._readable() for key in section.entries})
 
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
         """Store one entry; see :meth:`put_many`."""
         self.put_many({key: entry})
 
     def put_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
-        """Store entries in the file, merged with what other processes wrote since (ours win).
+        """Store entries in this environment's section, merged with what other processes wrote since
+        (ours win); a file without the section gets it, after its other sections.
 
         Every entry is checked before the file is touched. The write holds ``<path>.lock``, re-reads
-        the file, moves a stale or corrupt one aside, and replaces the file atomically, so a reader
-        sees the old file or the new one, never a mix.
+        the file, moves a corrupt one aside, and replaces the file atomically (as schema 2), so a
+        reader sees the old file or the new one, never a mix.
 
         Raises:
             ValueError: a key is not a string, or an entry is not a JSON object that survives a JSON
-                round trip unchanged (names the key; nothing is written).
+                round trip unchanged (names the key; nothing is written); or this cache is of every
+                environment (:meth:`of_file`), which has no section to write to.
             CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
                 ``lock_timeout`` seconds), or the file could not be written (nothing is written).
         """
+        fingerprint = self._fingerprint
+        if fingerprint is None:
+            raise ValueError(
+                f"tuning cache {self._path} is open for every environment (TuningCache.of_file): "
+                f"write through TuningCache(path, fingerprint)"
+            )
         checked = {key: _checked_entry(key, entry) for key, entry in entries.items()}
         if not checked:
             return
-        self._ensure_loaded()  # a stale or corrupt file warns before it is replaced
+        self._ensure_loaded()  # a file without our section, or a corrupt one, warns before it is replaced
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CacheWriteError(f"could not write the tuning cache {self._path}: {_cause(err)}") from err
         with self._locked():
             document = self._read_locked()
-            if document is not None and document.fingerprint != self._fingerprint:
-                _move_aside(self._path, "stale")
-                document = None
-            merged = {**document.entries, **checked} if document else checked
-            created = document.created if document else datetime.now(_UTC).isoformat("T", "seconds")
-            self._write_locked(merged, created)
-        self._entries = merged
+            sections = list(document.sections) if document else []
+            index = _index_of(sections, fingerprint)
+            if index is None:
+                created = datetime.now(_UTC).isoformat("T", "seconds")
+                sections.append(CacheEnvironment(fingerprint, created, checked))
+            else:
+                sections[index] = replace(sections[index], entries={**sections[index].entries, **checked})
+            self._write_locked(sections)
+        self._sections = tuple(sections)
 
     @classmethod
     def of_file(
         cls, path: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
     ) -> TuningCache:
-        """The cache of an existing file, bound to the environment the file records (so it can be read
-        and pruned on any machine, without reading as stale).
+        """The cache of an existing file, for all of its environments (``fingerprint`` ``None``), so it
+        can be read and pruned on any machine: :meth:`environments` lists the sections, :meth:`keys`
+        and :meth:`remove_many` span all of them, :meth:`remove_environments` drops whole ones.
 
         Raises:
             ValueError: no such file, or it is not a valid cache (the message says why; the file is
@@ -239,52 +299,102 @@ class TuningCache:
             raise ValueError(f"tuning cache {path} is not valid: {err}") from None
         if document is None:
             raise ValueError(f"no tuning cache at {path}")
-        return cls(path, document.fingerprint, lock_timeout=lock_timeout)
+        cache = cls(path, None, lock_timeout=lock_timeout)
+        cache._sections, cache._loaded = document.sections, True
+        return cache
 
     @property
     def created(self) -> str | None:
-        """When the file was first written (UTC, ISO 8601), ``None`` if there is no valid file."""
+        """When this environment's section was first written (UTC, ISO 8601); for :meth:`of_file`, the
+        earliest section's. ``None`` if there is no valid file or no such section."""
         try:
             document = _read_document(self._path)
         except _CorruptCacheError:
             return None
-        return document.created if document else None
+        sections = [] if document is None else self._readable(document.sections)
+        return min((section.created for section in sections), default=None)
 
     def remove_many(self, keys: Iterable[str]) -> list[str]:
-        """Delete ``keys`` from the file (those it holds; the others are ignored) and return the ones
-        deleted, sorted. Same lock, re-read and atomic replace as :meth:`put_many`, so entries other
-        processes wrote meanwhile stay.
+        """Delete ``keys`` from this environment's section (from every section, for :meth:`of_file`;
+        keys it does not hold are ignored) and return the ones deleted, sorted. Same lock, re-read and
+        atomic replace as :meth:`put_many`, so entries other processes wrote meanwhile stay, and so do
+        the other environments' sections.
 
         Raises:
-            ValueError: the file was tuned in another environment than this instance's (nothing is
-                written; open it with :meth:`of_file`).
             CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
                 ``lock_timeout`` seconds), or the file could not be written (nothing is removed).
         """
         wanted = set(keys)
+        removed: set[str] = set()
+
+        def prune(sections: list[CacheEnvironment]) -> list[CacheEnvironment] | None:
+            pruned = []
+            for section in sections:
+                gone = wanted & section.entries.keys() if self._reads(section) else set()
+                removed.update(gone)
+                kept = {key: entry for key, entry in section.entries.items() if key not in gone}
+                pruned.append(replace(section, entries=kept) if gone else section)
+            return pruned if removed else None
+
+        self._rewrite(prune)
+        return sorted(removed)
+
+    def remove_environments(self, fingerprints: Collection[EnvironmentFingerprint]) -> list[CacheEnvironment]:
+        """Delete the sections of ``fingerprints`` (those the file has; the others are ignored) and
+        return them as they were, in file order. Same lock, re-read and atomic replace as
+        :meth:`put_many`; the other sections stay as they are.
+
+        Raises:
+            CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
+                ``lock_timeout`` seconds), or the file could not be written (nothing is removed).
+        """
+        wanted = set(fingerprints)
+        dropped: list[CacheEnvironment] = []
+
+        def drop(sections: list[CacheEnvironment]) -> list[CacheEnvironment] | None:
+            dropped.extend(section for section in sections if section.fingerprint in wanted)
+            return [section for section in sections if section.fingerprint not in wanted] if dropped else None
+
+        self._rewrite(drop)
+        return dropped
+
+    def _rewrite(self, change: Callable[[list[CacheEnvironment]], list[CacheEnvironment] | None]) -> None:
+        """Under the lock, re-read the file and write ``change(sections)`` unless it is ``None`` (nothing
+        to change); this instance's view becomes what the file then holds."""
         with self._locked():
             document = self._read_locked()
-            if document is None:
-                self._entries, self._loaded = {}, True
-                return []
-            if document.fingerprint != self._fingerprint:
-                raise ValueError(
-                    f"tuning cache {self._path} was tuned in another environment "
-                    f"({'; '.join(document.fingerprint.mismatches(self._fingerprint))}): nothing removed"
-                )
-            removed = sorted(wanted & document.entries.keys())
-            kept = {key: entry for key, entry in document.entries.items() if key not in wanted}
-            if removed:
-                self._write_locked(kept, document.created)
-        self._entries, self._loaded, self._stale_reason = kept, True, None
-        return removed
+            sections = list(document.sections) if document else []
+            changed = change(sections)
+            if changed is not None:
+                sections = changed
+                self._write_locked(sections)
+        self._sections, self._loaded = tuple(sections), True
 
-    def _write_locked(self, entries: dict[str, dict[str, Any]], created: str) -> None:
-        """Replace the file atomically with ``entries`` under this environment (the lock is held)."""
+    def _own(self) -> CacheEnvironment | None:
+        """This environment's section in the view, if it has one (``None`` for :meth:`of_file`)."""
+        if self._fingerprint is None:
+            return None
+        index = _index_of(self._sections, self._fingerprint)
+        return None if index is None else self._sections[index]
+
+    def _reads(self, section: CacheEnvironment) -> bool:
+        """Whether this cache reads ``section``: its environment's, or any for :meth:`of_file`."""
+        return self._fingerprint is None or section.fingerprint == self._fingerprint
+
+    def _readable(self, sections: Iterable[CacheEnvironment] | None = None) -> list[CacheEnvironment]:
+        """The sections of the view (or of ``sections``) this cache reads."""
+        return [
+            section for section in (self._sections if sections is None else sections) if self._reads(section)
+        ]
+
+    def _write_locked(self, sections: list[CacheEnvironment]) -> None:
+        """Replace the file atomically with ``sections`` (the lock is held)."""
         body = {
             "schema": SCHEMA_VERSION,
-            "metadata": {**self._fingerprint.to_dict(), "created": created},
-            "entries": entries,
+            "environments": [
+                {"metadata": {**s.fingerprint.to_dict(), "created": s.created}, "entries": s.entries}
+                for s in sections
+            ],
         }
         atomic_write_text(self._path, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
@@ -342,11 +452,9 @@ class TuningCache:
 
 @dataclass(frozen=True)
 class _Document:
-    """A cache file that passed validation."""
+    """A cache file that passed validation: its sections (a schema-1 file has one)."""
 
-    fingerprint: EnvironmentFingerprint
-    created: str
-    entries: dict[str, dict[str, Any]]
+    sections: tuple[CacheEnvironment, ...]
 
 
 class _CorruptCacheError(Exception):
@@ -355,6 +463,15 @@ class _CorruptCacheError(Exception):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _index_of(sections: Iterable[CacheEnvironment], fingerprint: EnvironmentFingerprint) -> int | None:
+    """Where ``fingerprint``'s section is in ``sections``, or ``None``."""
+    return next((i for i, section in enumerate(sections) if section.fingerprint == fingerprint), None)
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def _read_document(path: Path) -> _Document | None:
@@ -380,31 +497,60 @@ def _read_document(path: Path) -> _Document | None:
     if type(schema) is int and schema > SCHEMA_VERSION:
         raise ValueError(
             f"tuning cache {path} has schema version {schema}, but this pytest-moetune reads schema "
-            f"{SCHEMA_VERSION}: upgrade pytest-moetune or point MOETUNE_CACHE/--moetune-cache elsewhere"
+            f"{SCHEMA_VERSION} and older: upgrade pytest-moetune or point MOETUNE_CACHE/--moetune-cache "
+            f"elsewhere"
         )
-    if sorted(document) != list(_TOP_LEVEL_KEYS):
+    if "schema" not in document:
         raise _CorruptCacheError(f"top-level keys are {sorted(document)}, expected {list(_TOP_LEVEL_KEYS)}")
     if type(schema) is not int:
         raise _CorruptCacheError(f"schema is {schema!r}, expected an int")
+    if schema == 1:
+        _check_keys("top-level keys", document, _SCHEMA_1_TOP_LEVEL_KEYS)
+        return _Document((_read_section(document["metadata"], document["entries"], ""),))
     if schema != SCHEMA_VERSION:
-        raise _CorruptCacheError(f"unknown schema version {schema} (this version writes {SCHEMA_VERSION})")
-    metadata = document["metadata"]
+        raise _CorruptCacheError(
+            f"unknown schema version {schema} (this version reads 1 to {SCHEMA_VERSION})"
+        )
+    _check_keys("top-level keys", document, _TOP_LEVEL_KEYS)
+    listed = document["environments"]
+    if not isinstance(listed, list):
+        raise _CorruptCacheError(f"environments is a JSON {type(listed).__name__}, not an array")
+    sections: list[CacheEnvironment] = []
+    for i, section in enumerate(listed):
+        where = f"environments[{i}]"
+        if not isinstance(section, dict):
+            raise _CorruptCacheError(f"{where} is a JSON {type(section).__name__}, not an object")
+        _check_keys(f"{where} keys", section, _SECTION_KEYS)
+        read = _read_section(section["metadata"], section["entries"], f"{where}: ")
+        twin = _index_of(sections, read.fingerprint)
+        if twin is not None:
+            raise _CorruptCacheError(f"environments[{twin}] and {where} are of one environment")
+        sections.append(read)
+    return _Document(tuple(sections))
+
+
+def _check_keys(what: str, document: dict[str, Any], expected: tuple[str, ...]) -> None:
+    if sorted(document) != list(expected):
+        raise _CorruptCacheError(f"{what} are {sorted(document)}, expected {list(expected)}")
+
+
+def _read_section(metadata: object, entries: object, where: str) -> CacheEnvironment:
+    """One environment's ``metadata`` and ``entries``, validated; ``where`` prefixes the messages."""
     if not isinstance(metadata, dict):
-        raise _CorruptCacheError(f"metadata is a JSON {type(metadata).__name__}, not an object")
+        raise _CorruptCacheError(f"{where}metadata is a JSON {type(metadata).__name__}, not an object")
     if not isinstance(metadata.get("created"), str):
-        raise _CorruptCacheError(f"metadata.created is {metadata.get('created')!r}, expected a string")
+        raise _CorruptCacheError(f"{where}metadata.created is {metadata.get('created')!r}, expected a string")
     names = EnvironmentFingerprint.field_names()
     try:
         fingerprint = EnvironmentFingerprint.from_dict({k: v for k, v in metadata.items() if k in names})
     except ValueError as err:
-        raise _CorruptCacheError(f"metadata: {err}") from None
-    entries = document["entries"]
+        raise _CorruptCacheError(f"{where}metadata: {err}") from None
     if not isinstance(entries, dict):
-        raise _CorruptCacheError(f"entries is a JSON {type(entries).__name__}, not an object")
+        raise _CorruptCacheError(f"{where}entries is a JSON {type(entries).__name__}, not an object")
     for key, entry in entries.items():
         if not isinstance(entry, dict):
-            raise _CorruptCacheError(f"entry {key!r} is a JSON {type(entry).__name__}, not an object")
-    return _Document(fingerprint, metadata["created"], entries)
+            raise _CorruptCacheError(f"{where}entry {key!r} is a JSON {type(entry).__name__}, not an object")
+    return CacheEnvironment(fingerprint, metadata["created"], entries)
 
 
 def _checked_entry(key: object, entry: object) -> dict[str, Any]:

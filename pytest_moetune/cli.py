@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline_command.add_arguments(baseline)
     baseline.set_defaults(func=baseline_command.run)
 
-    cache = sub.add_parser("cache", help="show a tuning cache, or prune its entries of old kernels")
+    cache = sub.add_parser(
+        "cache", help="show a tuning cache, or prune its entries of old kernels or other environments"
+    )
     cache_command.add_arguments(cache)
     cache.set_defaults(func=cache_command.run)
     return parser

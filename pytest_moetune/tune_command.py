@@ -7,16 +7,18 @@ import argparse
 import json
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytest_moetune.argtypes import argparse_type, non_negative_int, positive_int, user_path
+from pytest_moetune.cache import CacheWriteError
 from pytest_moetune.distributions import ENV_VAR, default_distribution, parse_distribution
 from pytest_moetune.fileio import atomic_write_text, unwritable_reason
 from pytest_moetune.problem import DEFAULT_TUNE_MAX_NUM_TOKENS, DTYPES, TuningProblem
 from pytest_moetune.runner import MoERunner, entry_point_runners, load_runner
 from pytest_moetune.topology import TopologySpec
-from pytest_moetune.tuner import ROUTINGS, Tuner, TuningResult, routing_hook
+from pytest_moetune.tuner import ROUTINGS, TacticStore, Tuner, TuningKey, TuningResult, routing_hook
 
 ROUTING_HELP = (
     "dummy: this rank's dummy routing (T rows, DESIGN.md rules); dispatch: every rank routes T rows and "
@@ -111,9 +113,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=argparse_type(positive_int), default=5, help="timed rounds per tactic"
     )
     parser.add_argument(
-        "--export", nargs=2, metavar=("FORMAT", "DIR"), help="write the tuned table: `--export vllm DIR`"
+        "--export",
+        nargs=2,
+        metavar=("FORMAT", "DIR"),
+        help="write the tuned table: `--export vllm DIR` (written even when the cache cannot be: see --json)",
     )
-    parser.add_argument("--json", type=user_path, help="write the per-bucket results as JSON to this file")
+    parser.add_argument(
+        "--json",
+        type=user_path,
+        help="write the per-bucket results as JSON to this file; if a cache write fails, tuning goes on in "
+        "memory, --json and --export get every bucket, and the command exits 1 naming the cache and cause",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -242,6 +252,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
     if unexportable:  # said before tuning, not after it
         parser.error(f"--export {args.export[0]}: {unexportable}")
     tuner = build_tuner(args, runner)
+    tuner.store = guard = CacheWriteGuard(tuner.store)
     result = tuner.tune(problem, force=args.force)
     print_table(tuner, result)
     if args.json:
@@ -251,7 +262,47 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
         name = vllm_file_name(topology.local_num_experts, model.intermediate, device, args.dtype)
         table = vllm_table(runner, {b.bucket: b.tactic for b in result.buckets})
         print(f"wrote {write_vllm_config(user_path(args.export[1]), name, table)}", file=sys.stderr)
+    if guard.error is not None:
+        print(f"moetune: error: {guard.failure(args)}", file=sys.stderr)
+        return 1
     return 0
+
+
+class CacheWriteGuard:
+    """The tuner's store under ``moetune tune``: writes go to ``store`` until one fails with a
+    :class:`~pytest_moetune.cache.CacheWriteError`; from then on nothing more is written to it (a
+    lock that timed out or a full disk would fail again, each time after the lock's timeout) and the
+    tuner goes on in memory, so the table, ``--json`` and ``--export`` still get every bucket."""
+
+    def __init__(self, store: TacticStore) -> None:
+        self.store = store
+        self.error: CacheWriteError | None = None
+        self.uncached: list[str] = []  # the keys tuned but not written, in tuning order
+
+    @property
+    def path(self) -> Path | None:
+        """The store's file (the tuner names it in its warnings), ``None`` for a store in memory."""
+        return getattr(self.store, "path", None)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.store.get(key)
+
+    def put_many(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        if self.error is None:
+            try:
+                self.store.put_many(entries)
+                return
+            except CacheWriteError as err:
+                self.error = err
+        self.uncached.extend(entries)
+
+    def failure(self, args: argparse.Namespace) -> str:
+        """The one line that says the cache write failed (the error names the file and the cause),
+        which buckets it lacks and where their results went."""
+        buckets = ", ".join((TuningKey.fields_of(key) or {}).get("bucket", key) for key in self.uncached)
+        outputs = ["the table above"] + ["--json"] * bool(args.json) + ["--export"] * bool(args.export)
+        where = " and ".join([", ".join(outputs[:-1]), outputs[-1]] if len(outputs) > 1 else outputs)
+        return f"{self.error}; bucket(s) {buckets} tuned but not cached ({where}: every bucket)"
 
 
 def _device_name() -> str:

@@ -1,5 +1,6 @@
-"""``moetune cache show|prune``: a tuning cache file grouped by op and hashes, and pruned of the
-entries its runner can no longer read (old kernel or space hashes), atomically and nothing else."""
+"""``moetune cache show|prune``: a tuning cache file's environments, their entries grouped by op and
+hashes, pruned of the entries its runner can no longer read (old kernel or space hashes) or of whole
+environments, atomically and nothing else."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 from filelock import FileLock, Timeout
 
-from pytest_moetune.cache import TuningCache
+from pytest_moetune.cache import MoetuneCacheWarning, TuningCache
 from pytest_moetune.cli import main
+from pytest_moetune.fingerprint import EnvironmentFingerprint
 from pytest_moetune.models import get_model
 from pytest_moetune.problem import TuningProblem
 from pytest_moetune.testing import H100_FINGERPRINT, FakeRunner, FakeTimer
@@ -21,10 +23,17 @@ from pytest_moetune.tuner import Tuner
 
 FAKE = "pytest_moetune.testing:FakeRunner"  # source "fake-source-1", space "fake-space-1"
 PROBLEM = TuningProblem(get_model("deepseek-r1"), Topology.parse("dep8", 256, 8), tune_max_num_tokens=4)
+A100 = dataclasses.replace(H100_FINGERPRINT, gpu_name="NVIDIA A100-SXM4-80GB", sm="8.0")
 
 
-def _tune(path: Path, runner: FakeRunner) -> int:
-    result = Tuner(runner, timer=FakeTimer(runner), store=TuningCache(path, H100_FINGERPRINT), device="cpu",
+@pytest.fixture(autouse=True)
+def this_machine_is_the_h100(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands compare each environment of the file with this machine's."""
+    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: H100_FINGERPRINT)
+
+
+def _tune(path: Path, runner: FakeRunner, fingerprint: EnvironmentFingerprint = H100_FINGERPRINT) -> int:
+    result = Tuner(runner, timer=FakeTimer(runner), store=TuningCache(path, fingerprint), device="cpu",
                    progress=False).tune(PROBLEM)  # fmt: skip
     return len(result.buckets)
 
@@ -51,9 +60,10 @@ def test_show_groups_by_op_and_hashes_and_marks_what_the_runner_reads(
 ) -> None:
     assert main(["cache", "show", "--cache", str(cache_file), "--runner", FAKE]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"tuning cache {cache_file}: NVIDIA H100 80GB HBM3 (sm 9.0, driver")
-    assert out[1] == "16 entries"
-    rows = {tuple(line.split()[:3]): line for line in out[3:]}
+    assert out[0] == f"tuning cache {cache_file}: 1 environment, 16 entries"
+    assert out[1].startswith("environment 1: NVIDIA H100 80GB HBM3 (sm 9.0, driver 580.82.07, torch ")
+    assert out[2] == "  this machine; 16 entries"
+    rows = {tuple(line.split()[:3]): line for line in out[4:]}
     assert rows[("fake_moe", "fake-source-1", "fake-space-1")].endswith("3  current")
     assert rows[("fake_moe", "fake-source-0", "fake-space-1")].endswith("stale: `moetune cache prune`")
     assert rows[("fake_moe", "fake-source-1", "fake-space-0")].endswith("stale: `moetune cache prune`")
@@ -66,18 +76,19 @@ def test_show_lists_malformed_entries_and_does_not_crash_on_them(
     cache_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     document = json.loads(cache_file.read_text())
+    entries = document["environments"][0]["entries"]
     current = "source_hash=fake-source-1|space_hash=fake-space-1"
-    key = sorted(k for k in document["entries"] if current in k)[0]
-    del document["entries"][key]["time_us"]  # a hand edit
-    document["entries"]["hand-written key"]["tactic"] = "128x64"
+    key = sorted(k for k in entries if current in k)[0]
+    del entries[key]["time_us"]  # a hand edit
+    entries["hand-written key"]["tactic"] = "128x64"
     cache_file.write_text(json.dumps(document))
     before = cache_file.read_text()
     assert main(["cache", "show", "--cache", str(cache_file), "--runner", FAKE]) == 0
     out = capsys.readouterr().out
     assert "16 entries" in out
-    assert "2 malformed entries (treated as missing: re-tuned when next tuned):" in out
-    assert f"  {key}: the entry has no 'time_us'" in out
-    assert "  hand-written key: the entry has a 'tactic' that is a JSON string, not an object" in out
+    assert "  2 malformed entries (treated as missing: re-tuned when next tuned):" in out
+    assert f"    {key}: the entry has no 'time_us'" in out
+    assert "    hand-written key: the entry has a 'tactic' that is a JSON string, not an object" in out
     assert cache_file.read_text() == before
 
 
@@ -101,12 +112,12 @@ def test_prune_deletes_only_the_runners_stale_entries(
     assert json.loads(cache_file.read_text()) == before  # a dry run writes nothing
     assert main(["cache", "prune", "--cache", str(cache_file), "--runner", FAKE]) == 0
     assert capsys.readouterr().out == f"removed 9 entries from {cache_file}; 7 left\n"
-    after = json.loads(cache_file.read_text())
-    assert after["metadata"] == before["metadata"]  # the file's environment and creation date kept
-    assert set(after["entries"]) == {k for k in before["entries"]
+    (after,), (old,) = json.loads(cache_file.read_text())["environments"], before["environments"]
+    assert after["metadata"] == old["metadata"]  # the environment and its creation date kept
+    assert set(after["entries"]) == {k for k in old["entries"]
                                      if "source_hash=fake-source-1|space_hash=fake-space-1" in k
                                      or "someone_elses_moe" in k or k == "hand-written key"}  # fmt: skip
-    assert all(after["entries"][k] == before["entries"][k] for k in after["entries"])
+    assert all(after["entries"][k] == old["entries"][k] for k in after["entries"])
     assert main(["cache", "prune", "--cache", str(cache_file), "--runner", FAKE]) == 0
     assert capsys.readouterr().out == f"removed 0 entries from {cache_file}; 7 left\n"
 
@@ -166,13 +177,11 @@ def test_a_prune_that_cannot_write_is_a_one_line_error_and_the_file_stays(
     assert cache_file.read_bytes() == before
 
 
-def test_remove_many_refuses_a_file_of_another_environment(cache_file: Path) -> None:
+def test_remove_many_of_an_environment_without_a_section_leaves_the_file(cache_file: Path) -> None:
+    """It removes from its own section only, and the file has none for it: the H100's entries stay."""
     other = TuningCache(cache_file, dataclasses.replace(H100_FINGERPRINT, torch="9"))
     before = cache_file.read_text()
-    with pytest.raises(
-        ValueError, match=r"another environment \(torch: .* \(cache\) != 9 \(now\)\): nothing removed"
-    ):
-        other.remove_many(["hand-written key"])
+    assert other.remove_many(["hand-written key"]) == []
     assert cache_file.read_text() == before
 
 
@@ -195,9 +204,171 @@ def test_prune_keeps_the_export_runners_current_entries_under_its_own_hashes(
     _tune(path, FakeRunner().for_export("vllm"))  # the export runner before its space moved
     spec = f"{__name__}:ExportSpaceRunner"
     assert main(["cache", "show", "--cache", str(path), "--runner", spec]) == 0
-    rows = {tuple(line.split()[:3]): line for line in capsys.readouterr().out.splitlines()[3:]}
+    rows = {tuple(line.split()[:3]): line for line in capsys.readouterr().out.splitlines()[4:]}
     assert rows[("fake_moe-vllm", "fake-source-1", "fake-export-space-1")].endswith("current")
     assert rows[("fake_moe-vllm", "fake-source-1", "fake-space-1")].endswith("stale: `moetune cache prune`")
     assert main(["cache", "prune", "--cache", str(path), "--runner", spec]) == 0
     assert capsys.readouterr().out == f"removed {buckets} entries from {path}; {buckets} left\n"
     assert all("space_hash=fake-export-space-1" in key for key in TuningCache(path, H100_FINGERPRINT))
+
+
+# --- several environments in one file ------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_file(cache_file: Path) -> Path:
+    """``cache_file`` (the H100's, this machine's) and an A100's section: the runner's current entries
+    and those of its kernels before an edit."""
+    with pytest.warns(MoetuneCacheWarning, match="has no entries for this environment"):
+        _tune(cache_file, FakeRunner(), A100)
+    _tune(cache_file, FakeRunner(source_hash="fake-source-0", space_hash="fake-space-1"), A100)
+    return cache_file
+
+
+def _sections(path: Path) -> dict[str, dict]:
+    return {s["metadata"]["gpu_name"]: s for s in json.loads(path.read_text())["environments"]}
+
+
+def test_show_lists_every_environment_and_marks_this_machines(
+    shared_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache", "show", "--cache", str(shared_file), "--runner", FAKE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"tuning cache {shared_file}: 2 environments, 22 entries"
+    created = [s["metadata"]["created"] for s in _sections(shared_file).values()]
+    a100 = out.index(
+        "environment 2: NVIDIA A100-SXM4-80GB (sm 8.0, driver 580.82.07, torch 2.11.0+cu130, triton 3.6.0, "
+        f"pytest-moetune {A100.plugin}), created {created[1]}"
+    )
+    assert out[1].startswith("environment 1: NVIDIA H100 80GB HBM3 (") and out[1].endswith(created[0])
+    assert out[2] == "  this machine; 16 entries"
+    assert out[a100 + 1] == (
+        "  not this machine (gpu_name: NVIDIA A100-SXM4-80GB (cache) != NVIDIA H100 80GB HBM3 (here); "
+        "sm: 8.0 (cache) != 9.0 (here)); 6 entries"
+    )
+    assert [line.split()[:5] for line in out[a100 + 3 :]] == [
+        ["fake_moe", "fake-source-0", "fake-space-1", "3", "stale:"],
+        ["fake_moe", "fake-source-1", "fake-space-1", "3", "current"],
+    ]
+
+
+def test_prune_removes_the_runners_old_entries_from_every_environment(
+    shared_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _sections(shared_file)
+    assert main(["cache", "prune", "--cache", str(shared_file), "--runner", FAKE, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"would remove 12 of 22 entries from {shared_file}"
+    a100 = next(i for i, line in enumerate(out) if line.startswith("  NVIDIA A100-SXM4-80GB (sm 8.0, "))
+    assert out[a100].endswith(": 3 of 6")
+    assert all("source_hash=fake-source-0|" in line for line in out[a100 + 1 :])
+    assert _sections(shared_file) == before
+    assert main(["cache", "prune", "--cache", str(shared_file), "--runner", FAKE]) == 0
+    assert capsys.readouterr().out == f"removed 12 entries from {shared_file}; 10 left\n"
+    after = _sections(shared_file)
+    assert [s["metadata"] for s in after.values()] == [s["metadata"] for s in before.values()]
+    assert len(after["NVIDIA H100 80GB HBM3"]["entries"]) == 7
+    assert after["NVIDIA A100-SXM4-80GB"]["entries"] == {
+        k: v for k, v in before["NVIDIA A100-SXM4-80GB"]["entries"].items() if "fake-source-1" in k
+    }
+
+
+def test_prune_other_environments_drops_every_section_but_this_machines(
+    shared_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _sections(shared_file)
+    argv = ["cache", "prune", "--cache", str(shared_file), "--other-environments"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"would remove 1 environment of 2 (6 of 22 entries) from {shared_file}",
+        f"  NVIDIA A100-SXM4-80GB (sm 8.0, driver 580.82.07, torch 2.11.0+cu130, triton 3.6.0, "
+        f"pytest-moetune {A100.plugin}), created {before['NVIDIA A100-SXM4-80GB']['metadata']['created']}: "
+        "6 entries",
+    ]
+    assert _sections(shared_file) == before
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"removed 1 environment (6 entries) from {shared_file}; 1 left\n"
+    assert _sections(shared_file) == {"NVIDIA H100 80GB HBM3": before["NVIDIA H100 80GB HBM3"]}
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"removed 0 environments (0 entries) from {shared_file}; 1 left\n"
+
+
+def test_prune_environment_drops_the_sections_that_match(
+    shared_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _sections(shared_file)
+    argv = ["cache", "prune", "--cache", str(shared_file), "--environment", "torch=2.11.0+cu130"]
+    assert main([*argv, "--environment", "sm=9.0", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"would remove 1 environment of 2 (16 of 22 entries) from {shared_file}"
+    assert out[1].startswith("  NVIDIA H100 80GB HBM3 (sm 9.0") and len(out) == 2
+    assert main([*argv, "--environment", "gpu_name=NVIDIA A100-SXM4-80GB"]) == 0
+    assert capsys.readouterr().out == f"removed 1 environment (6 entries) from {shared_file}; 1 left\n"
+    assert _sections(shared_file) == {"NVIDIA H100 80GB HBM3": before["NVIDIA H100 80GB HBM3"]}
+
+
+def test_prune_environment_that_matches_nothing_is_an_error_naming_what_the_file_has(
+    shared_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = shared_file.read_bytes()
+    argv = ["cache", "prune", "--cache", str(shared_file), "--environment", "torch=2.13.0"]
+    assert main([*argv, "--environment", "sm=8.0"]) == 2
+    assert capsys.readouterr().err == (
+        f"moetune: error: no environment in {shared_file} has torch=2.13.0, sm=8.0 "
+        f"(torch: 2.11.0+cu130; sm: 8.0, 9.0)\n"
+    )
+    assert shared_file.read_bytes() == before
+
+
+def test_prune_other_environments_where_this_machine_has_no_section_deletes_nothing(
+    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a laptop reading a GPU runner's cache, every environment is another one: that is refused."""
+    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
+    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
+    before = shared_file.read_bytes()
+    assert main(["cache", "prune", "--cache", str(shared_file), "--other-environments"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"moetune: error: {shared_file} has no section for this machine (cpu (sm cpu, ")
+    assert err.endswith("so --other-environments would delete all 2: choose with --environment FIELD=VALUE\n")
+    assert shared_file.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--environment", "torch"], "argument --environment: 'torch' is not FIELD=VALUE with FIELD one of"),
+        (
+            ["--environment", "gpu=H100"],
+            "'gpu=H100' is not FIELD=VALUE with FIELD one of gpu_name, sm, driver",
+        ),
+        (["--other-environments", "--runner", FAKE], "--runner prunes the runner's old entries and"),
+    ],
+)
+def test_bad_environment_options_are_usage_errors(
+    shared_file: Path, options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = shared_file.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cache", "prune", "--cache", str(shared_file), *options])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert shared_file.read_bytes() == before
+
+
+def test_a_schema_1_file_is_shown_and_pruned_as_one_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tuning.json"
+    _tune(path, FakeRunner(source_hash="fake-source-0"))
+    _tune(path, FakeRunner())
+    (section,) = json.loads(path.read_text())["environments"]
+    path.write_text(json.dumps({"schema": 1, **section}))  # as pytest-moetune wrote it before schema 2
+    assert main(["cache", "show", "--cache", str(path), "--runner", FAKE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0] == f"tuning cache {path}: 1 environment, 6 entries" and out[2] == "  this machine; 6 entries"
+    )
+    assert main(["cache", "prune", "--cache", str(path), "--runner", FAKE]) == 0
+    assert capsys.readouterr().out == f"removed 3 entries from {path}; 3 left\n"
+    document = json.loads(path.read_text())
+    assert document["schema"] == 2 and document["environments"][0]["metadata"] == section["metadata"]

@@ -51,3 +51,22 @@ def test_triton_baseline_waits_for_every_fp8_dot(reports: dict[str, dict[str, An
     triton_report = reports["triton"]
     assert triton_report["ptx_waits"] and set(triton_report["ptx_waits"]) == {0}, triton_report["ptx_waits"]
     assert [p for p, inside in triton_report["ttgir_waits"] if inside] == [0], triton_report["ttgir_waits"]
+
+
+@pytest.mark.parametrize(
+    ("text", "sticky"),
+    [
+        ("CUDA error: an illegal memory access was encountered", True),
+        ("Triton Error [CUDA]: misaligned address", True),
+        ("Triton Error [CUDA]: unspecified launch failure", True),
+        ("CUDA error: out of memory", False),
+        ("ptxas fatal   : illegal memory space for instruction 'ld'", False),
+    ],
+)
+def test_the_gpu_modes_stop_at_a_sticky_cuda_error_only(text: str, sticky: bool) -> None:
+    """The GPU modes (here and in the fp8 MoE scripts that import it) stop at an error after which
+    every launch fails, as the tuner does, and report any other as one variant's failure."""
+    pytest.importorskip("torch")
+    from benchmarks import gluon_fp8_gemm as gemm
+
+    assert gemm.is_cuda_fault(RuntimeError(text)) is sticky

@@ -313,5 +313,74 @@ def test_a_cache_write_that_fails_is_a_one_line_error_and_the_file_stays(
     assert main([*argv, "--force"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     why = f"Permission denied ({tmp_path}/.tuning.json.tmp)"
-    assert line == f"moetune: error: could not write the tuning cache {cache}: {why}"
+    assert line == (
+        f"moetune: error: could not write the tuning cache {cache}: {why}; "
+        f"bucket(s) 1, 2 tuned but not cached (the table above: every bucket)"
+    )
     assert cache.read_bytes() == before
+
+
+def _write_fails_after_the_first(monkeypatch: pytest.MonkeyPatch, cache: Path) -> str:
+    """The first cache write succeeds, the later ones cannot write the file."""
+    from pytest_moetune import cache as cache_module
+
+    real, calls = cache_module.atomic_write_text, []
+
+    def write(path: Path, text: str) -> Path:
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device", str(cache.parent / ".tuning.json.tmp"))
+        return real(path, text)
+
+    monkeypatch.setattr(cache_module, "atomic_write_text", write)
+    why = f"No space left on device ({cache.parent}/.tuning.json.tmp)"
+    return f"could not write the tuning cache {cache}: {why}"
+
+
+def _lock_times_out_after_the_first(monkeypatch: pytest.MonkeyPatch, cache: Path) -> str:
+    """The first cache write takes the lock, the later ones time out waiting for it."""
+    from filelock import FileLock, Timeout
+
+    real, calls = FileLock.acquire, []
+
+    def acquire(self: FileLock, *args: object, **kwargs: object) -> object:
+        calls.append(self)
+        if len(calls) > 1:
+            raise Timeout(self.lock_file)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileLock, "acquire", acquire)
+    held = f"could not lock {cache}.lock within 60 s to update the tuning cache {cache}: "
+    return held + "another process holds it"
+
+
+@pytest.mark.parametrize("sabotage", [_write_fails_after_the_first, _lock_times_out_after_the_first])
+def test_a_cache_write_that_fails_midway_still_writes_every_bucket_to_json_and_export(
+    tmp_path: Path, sabotage, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bucket 1 is cached, bucket 2's write fails: tuning goes on in memory, so --json and --export
+    get all of buckets 1, 2 and 4, the cache keeps bucket 1, and one line names the file and cause."""
+    cache, out = tmp_path / "tuning.json", tmp_path / "out"
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "4", "--cache", str(cache)]
+    argv += ["--json", str(out / "rows.json"), "--export", "vllm", str(out)]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    message = sabotage(monkeypatch, cache)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert [int(line.split()[0]) for line in captured.out.splitlines()[2:-1]] == [1, 2, 4]
+    (line,) = [line for line in captured.err.splitlines() if not line.startswith("wrote ")]
+    assert line == (
+        f"moetune: error: {message}; bucket(s) 2, 4 tuned but not cached "
+        f"(the table above, --json and --export: every bucket)"
+    )
+    rows = json.loads((out / "rows.json").read_text())
+    assert [row["bucket"] for row in rows] == [1, 2, 4] and not any(row["from_cache"] for row in rows)
+    (exported,) = out.glob("E=*.json")
+    assert sorted(read_vllm_config(exported)) == [1, 2, 4]
+    monkeypatch.undo()
+    from pytest_moetune.cache import TuningCache
+    from pytest_moetune.testing import H100_FINGERPRINT
+
+    (key,) = TuningCache(cache, H100_FINGERPRINT).keys()
+    assert "|bucket=1|" in key

@@ -574,7 +574,9 @@ def test_tuning_only_some_buckets() -> None:
         tuner.tune(p, buckets=[3])
 
 
-def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
+def test_a_cache_file_of_another_environment_re_tunes_into_its_own_section(tmp_path: Path) -> None:
+    """Two environments sharing one file (a shared home, a CI cache served to two runner kinds), tuning
+    in turns: each tunes once, then finds its own entries, whatever the other wrote in between."""
     from pytest_moetune.cache import MoetuneCacheWarning, TuningCache
     from pytest_moetune.fingerprint import EnvironmentFingerprint
 
@@ -589,6 +591,14 @@ def test_a_stale_cache_file_re_tunes(tmp_path: Path) -> None:
     with pytest.warns(MoetuneCacheWarning, match=r"torch: 2\.11\.0 \(cache\) != 2\.12\.0 \(now\)"):
         fresh = make_tuner(runner, store=TuningCache(path, now)).tune(p)
     assert not any(b.from_cache for b in fresh.buckets) and runner.calls
+    for fingerprint in (then, now, then, now):  # in turns: nothing re-tunes, nothing warns
+        runner = FakeRunner()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again = make_tuner(runner, store=TuningCache(path, fingerprint)).tune(p)
+        assert all(b.from_cache for b in again.buckets) and runner.calls == []
+    assert [s.fingerprint for s in TuningCache.of_file(path).environments()] == [then, now]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["tuning.json", "tuning.json.lock"]
 
 
 MALFORMED = {
@@ -616,9 +626,10 @@ def test_a_malformed_cache_entry_is_re_tuned_with_a_warning_and_nothing_else_cha
     tuner = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
     tuner.tune(p)
     document = json.loads(path.read_text())
+    (section,) = document["environments"]
     bad_key = tuner.key(p, 2).id
-    tuned = {name: document["entries"][bad_key][name] for name in ("tactic", "time_us")}
-    edit(document["entries"][bad_key])  # a hand edit
+    tuned = {name: section["entries"][bad_key][name] for name in ("tactic", "time_us")}
+    edit(section["entries"][bad_key])  # a hand edit
     path.write_text(json.dumps(document))
     warned = re.escape(f"tuning cache {path}: the entry for {bad_key} {why}")
     runner = FakeRunner()
@@ -626,9 +637,9 @@ def test_a_malformed_cache_entry_is_re_tuned_with_a_warning_and_nothing_else_cha
         result = make_tuner(runner, store=TuningCache(path, H100_FINGERPRINT)).tune(p)
     assert [b.from_cache for b in result.buckets] == [True, False, True]
     assert {tokens for _, tokens in runner.calls} == {2}  # only the bad bucket re-tuned
-    after = json.loads(path.read_text())
-    assert after["metadata"] == document["metadata"] and after["entries"].keys() == document["entries"].keys()
-    assert all(after["entries"][k] == v for k, v in document["entries"].items() if k != bad_key)
+    (after,) = json.loads(path.read_text())["environments"]
+    assert after["metadata"] == section["metadata"] and after["entries"].keys() == section["entries"].keys()
+    assert all(after["entries"][k] == v for k, v in section["entries"].items() if k != bad_key)
     assert {name: after["entries"][bad_key][name] for name in tuned} == tuned  # re-tuned and replaced
     path.write_text(json.dumps(document))
     lookup = make_tuner(store=TuningCache(path, H100_FINGERPRINT))
