@@ -62,8 +62,9 @@ def _grouped_pid(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 @triton.jit
 def _quotient_rn(h, scale):
-    """``h / scale`` (fp32, broadcast), correctly rounded as ``div_rn``, with one IEEE division per
-    scale instead of per element: ``kernels.gluon_gate_up._e4m3_quotient``'s Markstein correction."""
+    """``h / scale`` (fp32, broadcast), ``div_rn``'s quotient wherever h is normal (and the same e4m3
+    codes everywhere), with one IEEE division per scale instead of per element:
+    ``kernels.gluon_gate_up._e4m3_quotient``'s Markstein correction."""
     recip = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
     q0 = h * recip
     return tl.fma(tl.fma(q0, scale, -h), -recip, q0)  # -recip: once per row

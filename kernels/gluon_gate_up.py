@@ -240,16 +240,18 @@ def _h_scale(amax):
 
 @gluon.jit
 def _e4m3_quotient(h, h_scale):
-    """``h / h_scale[:, None]`` (``(ROWS, COLS)`` fp32 over ``(ROWS,)`` fp32 row scales), correctly
-    rounded as main's IEEE division, clamped to +-448: what the e4m3 codes are cast from.
+    """``h / h_scale[:, None]`` (``(ROWS, COLS)`` fp32 over ``(ROWS,)`` fp32 row scales), rounded as
+    main's IEEE division, clamped to +-448: what the e4m3 codes are cast from.
 
     One IEEE division per row (the scale's reciprocal ``y``), not per element: ``q0 = h y``, the
-    residual ``h - q0 s`` exact by an FMA, ``q = q0 + residual y`` by another (Markstein's correction,
-    which gives the correctly rounded quotient). A zero ``h`` keeps its sign (the correction's sum
-    would make -0 +0). The same bits as ``div_rn`` (the GPU tests compare every gate/up tile's; the
-    probe's run 123 over 12 points of the H200 profile), for about a third of the epilogue's
-    multi-function-unit ops: the fp8 gate/up took 0.955-0.988x its time (0.79x at qwen3-30b T = 1024;
-    BENCHMARKS.md, session 24)."""
+    residual ``r = q0 s - h`` by an FMA (exact), ``q = q0 - r y`` by another (Markstein's correction,
+    which gives the correctly rounded quotient). Written with the residual negated, a zero h keeps its
+    sign with no select. So ``q`` is ``div_rn(h, s)`` wherever h is a normal number, and the e4m3 codes
+    are the same everywhere (a subnormal h's code is a zero of its sign either way):
+    ``suites/kernels/test_e4m3_quotient_gpu.py`` checks both on the GPU, ``benchmarks/quotient_check.py``
+    emulates it on the CPU. Per thread and tile that is 2 divisions instead of 64; the fp8 gate/up took
+    0.955-0.988x its time (0.79x at qwen3-30b T = 1024) and the fp8 layer 0.975x at T >= 1024 on the
+    H200 (BENCHMARKS.md, session 24, runs 123 and 126-127)."""
     scale = gl.expand_dims(h_scale, 1)
     recip = gl.div_rn(gl.full_like(scale, 1.0), scale)
     q0 = h * recip
