@@ -25,7 +25,9 @@ only their time counts:
 - ``tanh-silu``: ``silu(g) = g (1 + tanh(g / 2)) / 2`` by ``tanh.approx`` (one MUFU op per
   element instead of an ``ex2`` and a reciprocal; not the committed bits, so ``max_rel_diff`` says
   how far). What the activation's MUFU ops cost. (Run 123 timed it on top of the per-row division
-  that is now committed: 0.91x at qwen3-30b T >= 4096, 0.96-1.0x elsewhere.)
+  that is now committed: 0.91x at qwen3-30b T >= 4096, 0.96-1.0x elsewhere.) Not a candidate as it
+  stands: ``tanh.approx``'s absolute error (about 2^-11) swamps ``1 + tanh`` for a gate below about
+  -8, so there silu loses all its relative accuracy;
 - ``non-persistent``: ``kernels.gluon_gate_up``'s sorted halves kernel (a program per tile, 4
   stages; the fp8 default's gate/up above I = 2048 until session 22), correct, for reference;
 - ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each
