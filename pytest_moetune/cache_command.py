@@ -100,24 +100,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _prune(cache: TuningCache, current: _Current, dry_run: bool) -> int:
-    """Delete the runner's entries of other hashes from every section (each section's own write)."""
+    """Delete the runner's entries of other hashes from every section, in one write (a key is stale
+    by its hashes alone, so it goes from every section that holds it)."""
     sections = cache.environments()
     stale = [(s, sorted(key for key in s.entries if current.stale(_group(key)))) for s in sections]
-    total = left = _entries(sections)
     if dry_run:
+        total = _entries(sections)
         print(f"would remove {sum(len(keys) for _, keys in stale)} of {total} entries from {cache.path}")
         for section, keys in stale:
             if keys:
                 print(f"  {_describe(section)}: {len(keys)} of {len(section.entries)}")
                 print("\n".join(f"    {key}" for key in keys))
         return 0
-    removed = 0
-    for section, keys in stale:
-        if keys:
-            own = TuningCache(cache.path, section.fingerprint)
-            removed += len(own.remove_many(keys))
-            left = _entries(own.environments())
-    print(f"removed {removed} entries from {cache.path}; {left} left")
+    doomed = {key for _, keys in stale for key in keys}
+    gone = set(cache.remove_many(doomed)) if doomed else set()  # nothing to remove: no lock taken
+    removed = sum(len(gone.intersection(keys)) for _, keys in stale)  # per section, as read before
+    print(f"removed {removed} entries from {cache.path}; {_entries(cache.environments())} left")
     return 0
 
 
