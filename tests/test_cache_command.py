@@ -365,6 +365,24 @@ def test_prune_other_environments_where_this_machine_has_no_section_deletes_noth
     assert shared_file.read_bytes() == before
 
 
+def test_prune_other_environments_beside_environment_where_this_machine_has_no_section_says_why(
+    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal does not claim that every section would go, nor ask for the --environment given."""
+    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
+    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
+    before = shared_file.read_bytes()
+    argv = ["cache", "prune", "--cache", str(shared_file), "--other-environments", "--environment", "sm=8.0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"moetune: error: {shared_file} has no section for this machine (cpu (sm cpu, ")
+    assert err.endswith(
+        "so --other-environments spares none of the 1 section --environment chose: drop --other-environments "
+        "to delete it\n"
+    )
+    assert shared_file.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
