@@ -100,24 +100,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _prune(cache: TuningCache, current: _Current, dry_run: bool) -> int:
-    """Delete the runner's entries of other hashes from every section (each section's own write)."""
+    """Delete the runner's entries of other hashes from every section, in one write (a key is stale
+    by its hashes alone, so it goes from every section that holds it)."""
     sections = cache.environments()
     stale = [(s, sorted(key for key in s.entries if current.stale(_group(key)))) for s in sections]
-    total = left = _entries(sections)
     if dry_run:
+        total = _entries(sections)
         print(f"would remove {sum(len(keys) for _, keys in stale)} of {total} entries from {cache.path}")
         for section, keys in stale:
             if keys:
                 print(f"  {_describe(section)}: {len(keys)} of {len(section.entries)}")
                 print("\n".join(f"    {key}" for key in keys))
         return 0
-    removed = 0
-    for section, keys in stale:
-        if keys:
-            own = TuningCache(cache.path, section.fingerprint)
-            removed += len(own.remove_many(keys))
-            left = _entries(own.environments())
-    print(f"removed {removed} entries from {cache.path}; {left} left")
+    doomed = {key for _, keys in stale for key in keys}
+    gone = set(cache.remove_many(doomed)) if doomed else set()  # nothing to remove: no lock taken
+    removed = sum(len(gone.intersection(keys)) for _, keys in stale)  # per section, as read before
+    print(f"removed {removed} entries from {cache.path}; {_entries(cache.environments())} left")
     return 0
 
 
@@ -125,20 +123,27 @@ def _drop_environments(cache: TuningCache, selectors: list[_Selector], others: b
     """Delete the sections that match every selector (and, with ``others``, are not this machine's).
 
     Raises:
-        ValueError: a selector matches no section, or ``others`` where this machine has no section (it
-            would delete every one): nothing is deleted.
+        ValueError: no section matches the selectors, or ``others`` where this machine has no section
+            (alone it would delete every one; beside selectors it spares none): nothing is deleted.
     """
     sections = cache.environments()
-    here = EnvironmentFingerprint.current() if others else None
-    if here is not None and sections and all(s.fingerprint != here for s in sections):
-        raise ValueError(
-            f"{cache.path} has no section for this machine ({_describe_fingerprint(here)}), so "
-            f"--other-environments would delete all {len(sections)}: choose with --environment FIELD=VALUE"
-        )
     matching = [s for s in sections if all(getattr(s.fingerprint, f) == v for f, v in selectors)]
     if selectors and not matching:
         given = ", ".join(f"{field}={value}" for field, value in selectors)
         raise ValueError(f"no environment in {cache.path} has {given} ({_values(sections, selectors)})")
+    here = EnvironmentFingerprint.current() if others else None
+    if here is not None and sections and all(s.fingerprint != here for s in sections):
+        why = f"{cache.path} has no section for this machine ({_describe_fingerprint(here)})"
+        if selectors:  # they chose fewer than all: say so, rather than ask for them
+            chose, them = _count(len(matching), "section"), "it" if len(matching) == 1 else "them"
+            raise ValueError(
+                f"{why}, so --other-environments spares none of the {chose} --environment chose: drop "
+                f"--other-environments to delete {them}"
+            )
+        raise ValueError(
+            f"{why}, so --other-environments would delete all {len(sections)}: choose with --environment "
+            f"FIELD=VALUE"
+        )
     chosen = [s for s in matching if s.fingerprint != here]
     if dry_run:
         print(f"would remove {_count(len(chosen), 'environment')} of {len(sections)} "

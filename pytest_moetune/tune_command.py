@@ -253,7 +253,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any) -
         parser.error(f"--export {args.export[0]}: {unexportable}")
     tuner = build_tuner(args, runner)
     tuner.store = guard = CacheWriteGuard(tuner.store)
-    result = tuner.tune(problem, force=args.force)
+    try:
+        result = tuner.tune(problem, force=args.force)
+    except BaseException:  # its own error follows; say first what the cache lacks, if a write failed
+        if guard.error is not None:
+            print(f"moetune: error: {guard.failure(None)}", file=sys.stderr)
+        raise
     print_table(tuner, result)
     if args.json:
         atomic_write_text(args.json, json.dumps(result_rows(tuner, result), indent=1) + "\n")
@@ -296,13 +301,18 @@ class CacheWriteGuard:
                 self.error = err
         self.uncached.extend(entries)
 
-    def failure(self, args: argparse.Namespace) -> str:
+    def failure(self, args: argparse.Namespace | None) -> str:
         """The one line that says the cache write failed (the error names the file and the cause),
-        which buckets it lacks and where their results went."""
+        which buckets it lacks and where their results went; ``args`` ``None``: tuning then stopped
+        with an error of its own, which the next line says, so they went nowhere."""
         buckets = ", ".join((TuningKey.fields_of(key) or {}).get("bucket", key) for key in self.uncached)
-        outputs = ["the table above"] + ["--json"] * bool(args.json) + ["--export"] * bool(args.export)
-        where = " and ".join([", ".join(outputs[:-1]), outputs[-1]] if len(outputs) > 1 else outputs)
-        return f"{self.error}; bucket(s) {buckets} tuned but not cached ({where}: every bucket)"
+        if args is None:
+            where = "tuning stopped: see the next line"
+        else:
+            outputs = ["the table above"] + ["--json"] * bool(args.json) + ["--export"] * bool(args.export)
+            listed = [", ".join(outputs[:-1]), outputs[-1]] if len(outputs) > 1 else outputs
+            where = f"{' and '.join(listed)}: every bucket"
+        return f"{self.error}; bucket(s) {buckets} tuned but not cached ({where})"
 
 
 def _device_name() -> str:

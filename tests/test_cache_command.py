@@ -273,6 +273,37 @@ def test_prune_removes_the_runners_old_entries_from_every_environment(
     }
 
 
+def test_a_prune_of_several_environments_is_one_write_so_a_failure_removes_nothing(
+    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both sections hold old entries. The prune is one atomic write, as ``remove_many`` is: where the
+    file can be written once (then the disk is full) it removes them all, and where that write fails
+    it removes none, never the H100's without the A100's."""
+    from pytest_moetune import cache as cache_module
+
+    before, real, calls = shared_file.read_bytes(), cache_module.atomic_write_text, []
+
+    def write(path: Path, text: str) -> Path:
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, text)
+
+    def full(path: Path, text: str) -> Path:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_write_text", write)
+    assert main(["cache", "prune", "--cache", str(shared_file), "--runner", FAKE]) == 0
+    assert capsys.readouterr().out == f"removed 12 entries from {shared_file}; 10 left\n"
+    assert len(calls) == 1  # both sections pruned by one write
+    shared_file.write_bytes(before)
+    monkeypatch.setattr(cache_module, "atomic_write_text", full)
+    assert main(["cache", "prune", "--cache", str(shared_file), "--runner", FAKE]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "No space left on device" in captured.err
+    assert shared_file.read_bytes() == before
+
+
 def test_prune_other_environments_drops_every_section_but_this_machines(
     shared_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -331,6 +362,24 @@ def test_prune_other_environments_where_this_machine_has_no_section_deletes_noth
     err = capsys.readouterr().err
     assert err.startswith(f"moetune: error: {shared_file} has no section for this machine (cpu (sm cpu, ")
     assert err.endswith("so --other-environments would delete all 2: choose with --environment FIELD=VALUE\n")
+    assert shared_file.read_bytes() == before
+
+
+def test_prune_other_environments_beside_environment_where_this_machine_has_no_section_says_why(
+    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal does not claim that every section would go, nor ask for the --environment given."""
+    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
+    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
+    before = shared_file.read_bytes()
+    argv = ["cache", "prune", "--cache", str(shared_file), "--other-environments", "--environment", "sm=8.0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"moetune: error: {shared_file} has no section for this machine (cpu (sm cpu, ")
+    assert err.endswith(
+        "so --other-environments spares none of the 1 section --environment chose: drop --other-environments "
+        "to delete it\n"
+    )
     assert shared_file.read_bytes() == before
 
 

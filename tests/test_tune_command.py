@@ -384,3 +384,35 @@ def test_a_cache_write_that_fails_midway_still_writes_every_bucket_to_json_and_e
 
     (key,) = TuningCache(cache, H100_FINGERPRINT).keys()
     assert "|bucket=1|" in key
+
+
+def test_a_cache_write_that_failed_is_still_reported_when_tuning_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bucket 2's cache write fails, then bucket 4's tuning fails: the tuning error ends the command
+    (no table, --json or --export), and the cache's failure and the buckets it lacks are said too."""
+    from pytest_moetune.problem import BucketProblem
+    from pytest_moetune.tuner import BucketResult, TuningError
+
+    cache, out = tmp_path / "tuning.json", tmp_path / "out"
+    argv = ["tune", "--model", "qwen3-30b-a3b", "--topology", "ep2", "--runner", FAKE]
+    argv += ["--tune-max-num-tokens", "4", "--cache", str(cache), "--json", str(out / "rows.json")]
+    monkeypatch.setattr(tune_command, "build_tuner", _cpu_tuner_with_cache)
+    message = _write_fails_after_the_first(monkeypatch, cache)
+    tune_bucket = Tuner._tune_bucket
+
+    def fails_at_4(
+        self: Tuner, problem: TuningProblem, bucket_problem: BucketProblem, *args: object, **kwargs: object
+    ) -> BucketResult:
+        if bucket_problem.num_tokens == 4:
+            raise TuningError("no tactic of bucket 4 ran")
+        return tune_bucket(self, problem, bucket_problem, *args, **kwargs)
+
+    monkeypatch.setattr(Tuner, "_tune_bucket", fails_at_4)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    assert captured.err.splitlines() == [
+        f"moetune: error: {message}; bucket(s) 2 tuned but not cached (tuning stopped: see the next line)",
+        "moetune: error: no tactic of bucket 4 ran",
+    ]
