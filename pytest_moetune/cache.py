@@ -253,7 +253,8 @@ class TuningCache:
                 round trip unchanged (names the key; nothing is written); or this cache is of every
                 environment (:meth:`of_file`), which has no section to write to.
             CacheWriteError: the lock could not be had (:class:`CacheLockTimeout` after
-                ``lock_timeout`` seconds), or the file could not be written (nothing is written).
+                ``lock_timeout`` seconds), or the file could not be written, or became unreadable or
+                of a newer schema since it was loaded (nothing is written).
         """
         fingerprint = self._fingerprint
         if fingerprint is None:
@@ -270,7 +271,7 @@ class TuningCache:
         except OSError as err:
             raise CacheWriteError(f"could not write the tuning cache {self._path}: {_cause(err)}") from err
         with self._locked():
-            document = self._read_locked()
+            document = self._read_for_write()
             sections = list(document.sections) if document else []
             index = _index_of(sections, fingerprint)
             if index is None:
@@ -362,7 +363,7 @@ class TuningCache:
         """Under the lock, re-read the file and write ``change(sections)`` unless it is ``None`` (nothing
         to change); this instance's view becomes what the file then holds."""
         with self._locked():
-            document = self._read_locked()
+            document = self._read_for_write()
             sections = list(document.sections) if document else []
             changed = change(sections)
             if changed is not None:
@@ -433,6 +434,17 @@ class TuningCache:
         if not os.access(target, os.W_OK):
             return f"{target} is not writable by this user"
         return "another process holds it"
+
+    def _read_for_write(self) -> _Document | None:
+        """:meth:`_read_locked` for a write (the lock is held): a file that became unreadable or of a
+        newer schema since this cache loaded it (another process, another version) is a
+        :class:`CacheWriteError`, the file left as it is, not a ``ValueError`` mid-run."""
+        try:
+            return self._read_locked()
+        except CacheWriteError:
+            raise
+        except ValueError as err:
+            raise CacheWriteError(f"could not update the tuning cache {self._path}: {err}") from None
 
     def _read_locked(self) -> _Document | None:
         """Read the file while holding the lock; a corrupt file is moved aside (with a warning)."""

@@ -462,6 +462,21 @@ def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["c.json"]
 
 
+def test_a_file_turned_newer_schema_after_loading_is_a_write_error(tmp_path: Path) -> None:
+    """Another process (a newer plugin) replaced the file after this cache read it: writes refuse
+    with a CacheWriteError naming the file (the tuner's one-line error), and leave it as it is."""
+    path = tmp_path / "c.json"
+    cache = TuningCache(path, FP)
+    cache.put("a", entry(1))
+    data = json.dumps({"schema": 3, "format": "something new"}).encode()
+    path.write_bytes(data)
+    with pytest.raises(CacheWriteError, match=r"could not update the tuning cache .*c\.json: .*version 3"):
+        cache.put("b", entry(2))
+    with pytest.raises(CacheWriteError, match="schema version 3"):
+        cache.remove_many(["a"])
+    assert path.read_bytes() == data
+
+
 # --- bad entries and atomic writes --------------------------------------------------------------------
 
 
