@@ -33,7 +33,10 @@ only their time counts:
 - ``dual``: the space's ``dual`` tile (``kernels.gluon_gate_up_dual``: x read once per tile, each
   math warpgroup its own partition, partition 1 starting once partition 0 has promoted its first
   wgmma, 4 stages), correct: its hq and hs are compared with ``committed``'s (``same_bits``,
-  ``max_rel_diff``). Runs 111-112 timed it as a candidate, with and without that staggered start.
+  ``max_rel_diff``). Runs 111-112 timed it as a candidate, with and without that staggered start;
+- ``dual-no-epilogue``: ``dual`` with each partition's epilogue behind a never-taken branch, as in
+  ``no-epilogue``. Whether the partitions' epilogues already hide under each other's wgmmas (each
+  runs its own 64 rows, and one may run up to the ring's depth ahead of the other).
 
 Inputs as the fp8 layer makes them (balanced routing, x quantized into the alignment's order, w1
 block-quantized). Times: CUDA-graph replays (:class:`pytest_moetune.timing.CudaGraphTimer`, 7
@@ -59,6 +62,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 import kernels.gluon_down as gluon_down
+import kernels.gluon_gate_up_dual as gluon_gate_up_dual
 import kernels.gluon_gate_up_ws as gluon_gate_up_ws
 from benchmarks.bench_fused_moe import CASES, Case, balanced_topk
 from benchmarks.points import each_point
@@ -73,7 +77,7 @@ from pytest_moetune.timing import CudaGraphTimer
 
 MODULE_VARIANTS = ("committed", "x-once", "no-scale-loads", "no-promotion", "no-epilogue", "tanh-silu")
 """The variants that are copies of ``kernels.gluon_gate_up_ws`` with one helper swapped."""
-VARIANTS = (*MODULE_VARIANTS, "non-persistent", "dual")
+VARIANTS = (*MODULE_VARIANTS, "non-persistent", "dual", "dual-no-epilogue")
 
 
 @gluon.jit
@@ -169,6 +173,14 @@ def variant_modules() -> dict[str, ModuleType]:
     return mods
 
 
+def dual_no_epilogue_module() -> ModuleType:
+    """``dual-no-epilogue``'s copy of ``kernels.gluon_gate_up_dual`` with ``_ws_store_h`` swapped for
+    :func:`_store_h_never` (before any compile)."""
+    module = _module_copy(gluon_gate_up_dual, "no_epilogue")
+    module._ws_store_h = _store_h_never
+    return module
+
+
 Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -200,6 +212,9 @@ def make_launches(
             return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, plain, k, sorted_x=True)
         if name == "dual":
             return lambda: launch_gluon_gate_up(xq, xs, w1q, w1s, hq, hs, al, dual, k, sorted_x=True)
+        if name == "dual-no-epilogue":
+            run_dual = mods[name].launch_gluon_gate_up_dual
+            return lambda: run_dual(xq, xs, w1q, w1s, hq, hs, al, dual)
         run = mods[name].launch_gluon_gate_up_ws
         return lambda: run(xq, xs, w1q, w1s, hq, hs, al, persistent, k)
 
@@ -254,7 +269,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.passes < 1:
         ap.error(f"--passes must be >= 1, got {args.passes}")
-    mods = variant_modules()
+    mods = variant_modules() | {"dual-no-epilogue": dual_no_epilogue_module()}
     if args.kernel:
         case, tokens = CASES[args.cases.split(",")[0]], int(args.tokens.split(",")[0])
         run = make_launches(case, tokens, mods)[0][args.kernel]

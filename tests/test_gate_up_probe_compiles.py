@@ -3,7 +3,8 @@
 ``benchmarks/fp8_gate_up_probe.py`` loads ``kernels/gluon_gate_up_ws.py`` once per variant with one
 helper swapped; each copy must compile its own kernel (not the committed one from a shared cache):
 ``x-once`` issues one TMA load fewer per K block, ``no-promotion`` half the wgmmas (one accumulator
-chain, no temporaries), ``no-epilogue`` keeps every wgmma (its accumulators stay live).
+chain, no temporaries), ``no-epilogue`` keeps every wgmma (its accumulators stay live), and so does
+``dual-no-epilogue``, the probe's copy of the dual kernel.
 ``kernels/gluon_gate_up_dual.py`` (x read once per tile, a partition per math warpgroup; compiled by
 ``benchmarks/gluon_gate_up_dual.py``): no spills at its 232 registers, no wgmma serialization, one
 wgmma waited for before each promotion, and one barrier per K block, of its own 128 threads.
@@ -48,6 +49,14 @@ if HAS_GLUON:
     lines = re.findall(r"/\*([0-9a-f]+)\*/\s+([^;]*);", disassemble(cubin))
     out["dual_loop_bars"] = [text.strip() for address, text in lines
                              if loop.start <= int(address, 16) <= loop.end and opcode(text) == "BAR"]
+    import benchmarks.gluon_gate_up_dual as dual_bench
+    from benchmarks.fp8_gate_up_probe import dual_no_epilogue_module
+    duals = {"dual": compile_offline(4)}
+    dual_bench._gluon_gate_up_dual_kernel = dual_no_epilogue_module()._gluon_gate_up_dual_kernel
+    duals["dual-no-epilogue"] = dual_bench.compile_offline(4)
+    out["duals"] = {name: {"cubin": hashlib.sha1(k.asm["cubin"]).hexdigest(),
+                           "wgmma": k.asm["ptx"].count("wgmma.mma_async"),
+                           "tma": k.asm["ptx"].count("cp.async.bulk.tensor")} for name, k in duals.items()}
 print(json.dumps(out))
 """
 
@@ -79,6 +88,14 @@ def test_the_epilogue_divides_once_per_row(compiled: dict[str, Any]) -> None:
     assert base["div_rn"] == 4 and base["tanh"] == 0 and base["ex2"] == 64, base
     assert tanh["div_rn"] == 4 and tanh["ex2"] == 0 and tanh["tanh"] == 64, tanh
     assert tanh["wgmma"] == base["wgmma"], tanh
+
+
+def test_the_dual_probe_keeps_every_wgmma_in_its_own_kernel(compiled: dict[str, Any]) -> None:
+    """``dual-no-epilogue``: its own kernel, every wgmma and TMA copy still there (the epilogue's two
+    code stores only behind a never-taken branch)."""
+    dual, probe = compiled["duals"]["dual"], compiled["duals"]["dual-no-epilogue"]
+    assert dual["cubin"] != probe["cubin"]
+    assert probe["wgmma"] == dual["wgmma"] and probe["tma"] == dual["tma"], (dual, probe)
 
 
 def test_the_dual_gate_up_compiles_lean(compiled: dict[str, Any]) -> None:
