@@ -190,9 +190,9 @@ class TuningCache:
         warnings.warn(
             MoetuneCacheWarning(
                 f"tuning cache {self._path} has no entries for this environment, only for "
-                f"{_count(others, 'other environment')} ({self._mismatch_reason}): re-tuning; the next "
-                f"write adds this environment's section and keeps the {_count(entries, 'entry', 'entries')} "
-                f"of the {'others' if others > 1 else 'other'}"
+                f"{count_noun(others, 'other environment')} ({self._mismatch_reason}): re-tuning; the "
+                f"next write adds this environment's section and keeps the "
+                f"{count_noun(entries, 'entry', 'entries')} of the {'others' if others > 1 else 'other'}"
             ),
             stacklevel=3,
         )
@@ -482,7 +482,8 @@ def _index_of(sections: Iterable[CacheEnvironment], fingerprint: EnvironmentFing
     return next((i for i, section in enumerate(sections) if section.fingerprint == fingerprint), None)
 
 
-def _count(n: int, singular: str, plural: str | None = None) -> str:
+def count_noun(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 entry"``, ``"3 entries"``: ``n`` and the noun in its number."""
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 

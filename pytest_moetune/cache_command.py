@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from pytest_moetune.argtypes import argparse_type, user_path
-from pytest_moetune.cache import CacheEnvironment, TuningCache, default_cache_path
+from pytest_moetune.cache import CacheEnvironment, TuningCache, count_noun, default_cache_path
 from pytest_moetune.export import EXPORT_FORMATS
 from pytest_moetune.fingerprint import EnvironmentFingerprint
 from pytest_moetune.runner import MoERunner
@@ -135,7 +135,7 @@ def _drop_environments(cache: TuningCache, selectors: list[_Selector], others: b
     if here is not None and sections and all(s.fingerprint != here for s in sections):
         why = f"{cache.path} has no section for this machine ({_describe_fingerprint(here)})"
         if selectors:  # they chose fewer than all: say so, rather than ask for them
-            chose, them = _count(len(matching), "section"), "it" if len(matching) == 1 else "them"
+            chose, them = count_noun(len(matching), "section"), "it" if len(matching) == 1 else "them"
             raise ValueError(
                 f"{why}, so --other-environments spares none of the {chose} --environment chose: drop "
                 f"--other-environments to delete {them}"
@@ -146,15 +146,15 @@ def _drop_environments(cache: TuningCache, selectors: list[_Selector], others: b
         )
     chosen = [s for s in matching if s.fingerprint != here]
     if dry_run:
-        print(f"would remove {_count(len(chosen), 'environment')} of {len(sections)} "
+        print(f"would remove {count_noun(len(chosen), 'environment')} of {len(sections)} "
               f"({_entries(chosen)} of {_entries(sections)} entries) from {cache.path}")  # fmt: skip
         for section in chosen:
-            print(f"  {_describe(section)}: {_count(len(section.entries), 'entry', 'entries')}")
+            print(f"  {_describe(section)}: {count_noun(len(section.entries), 'entry', 'entries')}")
         return 0
     dropped = cache.remove_environments([s.fingerprint for s in chosen])
     left = len(cache.environments())
-    print(f"removed {_count(len(dropped), 'environment')} ({_entries(dropped)} entries) from {cache.path}; "
-          f"{left} left")  # fmt: skip
+    print(f"removed {count_noun(len(dropped), 'environment')} ({_entries(dropped)} entries) from "
+          f"{cache.path}; {left} left")  # fmt: skip
     return 0
 
 
@@ -185,13 +185,13 @@ class _Current:
 
 def _show(cache: TuningCache, current: _Current | None, here: EnvironmentFingerprint) -> None:
     sections = cache.environments()
-    print(f"tuning cache {cache.path}: {_count(len(sections), 'environment')}, "
-          f"{_count(_entries(sections), 'entry', 'entries')}")  # fmt: skip
+    print(f"tuning cache {cache.path}: {count_noun(len(sections), 'environment')}, "
+          f"{count_noun(_entries(sections), 'entry', 'entries')}")  # fmt: skip
     for number, section in enumerate(sections, 1):
         print(f"environment {number}: {_describe(section)}")
         mismatches = section.fingerprint.mismatches(here, now="here")
         where = f"not this machine ({'; '.join(mismatches)})" if mismatches else "this machine"
-        print(f"  {where}; {_count(len(section.entries), 'entry', 'entries')}")
+        print(f"  {where}; {count_noun(len(section.entries), 'entry', 'entries')}")
         _show_groups(section, current)
         _show_malformed(section)
 
@@ -246,6 +246,3 @@ def _values(sections: list[CacheEnvironment], selectors: list[_Selector]) -> str
 def _entries(sections: list[CacheEnvironment]) -> int:
     return sum(len(section.entries) for section in sections)
 
-
-def _count(n: int, singular: str, plural: str | None = None) -> str:
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"

@@ -216,6 +216,13 @@ def test_prune_keeps_the_export_runners_current_entries_under_its_own_hashes(
 
 
 @pytest.fixture
+def on_a_laptop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine is a CPU laptop: no section of a GPU runner's cache is its own."""
+    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
+    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
+
+
+@pytest.fixture
 def shared_file(cache_file: Path) -> Path:
     """``cache_file`` (the H100's, this machine's) and an A100's section: the runner's current entries
     and those of its kernels before an edit."""
@@ -352,11 +359,9 @@ def test_prune_environment_that_matches_nothing_is_an_error_naming_what_the_file
 
 
 def test_prune_other_environments_where_this_machine_has_no_section_deletes_nothing(
-    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    shared_file: Path, on_a_laptop: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """On a laptop reading a GPU runner's cache, every environment is another one: that is refused."""
-    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
-    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
     before = shared_file.read_bytes()
     assert main(["cache", "prune", "--cache", str(shared_file), "--other-environments"]) == 2
     err = capsys.readouterr().err
@@ -366,11 +371,9 @@ def test_prune_other_environments_where_this_machine_has_no_section_deletes_noth
 
 
 def test_prune_other_environments_beside_environment_where_this_machine_has_no_section_says_why(
-    shared_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    shared_file: Path, on_a_laptop: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The refusal does not claim that every section would go, nor ask for the --environment given."""
-    laptop = dataclasses.replace(H100_FINGERPRINT, gpu_name="cpu", sm="cpu", driver="none")
-    monkeypatch.setattr(EnvironmentFingerprint, "current", lambda: laptop)
     before = shared_file.read_bytes()
     argv = ["cache", "prune", "--cache", str(shared_file), "--other-environments", "--environment", "sm=8.0"]
     assert main(argv) == 2
